@@ -1,0 +1,126 @@
+-- Catalog: services, metrics, mapping rules, proxy settings and configs, plans, accounts,
+-- applications, access tokens. Money is TEXT (exact decimals), times are RFC 3339 TEXT in UTC,
+-- booleans are 0/1: the same SQL then serves SQLite and PostgreSQL.
+
+CREATE TABLE access_tokens (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    user_id INTEGER,
+    name TEXT NOT NULL,
+    value_hash TEXT NOT NULL UNIQUE,
+    scopes TEXT NOT NULL,
+    permission TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+
+CREATE TABLE services (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    system_name TEXT NOT NULL UNIQUE,
+    description TEXT NOT NULL DEFAULT '',
+    backend_version TEXT NOT NULL DEFAULT '1',
+    state TEXT NOT NULL DEFAULT 'incomplete',
+    service_token TEXT NOT NULL UNIQUE,
+    default_application_plan_id INTEGER,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+
+CREATE TABLE metrics (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    service_id INTEGER NOT NULL REFERENCES services(id) ON DELETE CASCADE,
+    parent_id INTEGER REFERENCES metrics(id) ON DELETE CASCADE,
+    system_name TEXT NOT NULL,
+    friendly_name TEXT NOT NULL,
+    unit TEXT NOT NULL DEFAULT 'hit',
+    description TEXT NOT NULL DEFAULT '',
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    UNIQUE (service_id, system_name)
+);
+
+CREATE TABLE proxies (
+    service_id INTEGER PRIMARY KEY REFERENCES services(id) ON DELETE CASCADE,
+    settings TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+
+CREATE TABLE mapping_rules (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    service_id INTEGER NOT NULL REFERENCES services(id) ON DELETE CASCADE,
+    metric_id INTEGER NOT NULL REFERENCES metrics(id) ON DELETE CASCADE,
+    http_method TEXT NOT NULL,
+    pattern TEXT NOT NULL,
+    delta INTEGER NOT NULL DEFAULT 1,
+    position INTEGER NOT NULL DEFAULT 0,
+    last INTEGER NOT NULL DEFAULT 0,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+
+CREATE TABLE proxy_configs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    service_id INTEGER NOT NULL REFERENCES services(id) ON DELETE CASCADE,
+    environment TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    content TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    UNIQUE (service_id, environment, version)
+);
+
+CREATE TABLE application_plans (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    service_id INTEGER NOT NULL REFERENCES services(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    system_name TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'hidden',
+    approval_required INTEGER NOT NULL DEFAULT 0,
+    setup_fee TEXT NOT NULL DEFAULT '0',
+    cost_per_month TEXT NOT NULL DEFAULT '0',
+    trial_period_days INTEGER NOT NULL DEFAULT 0,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    UNIQUE (service_id, system_name)
+);
+
+CREATE TABLE accounts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    org_name TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'approved',
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+
+CREATE TABLE users (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    username TEXT NOT NULL,
+    email TEXT NOT NULL UNIQUE,
+    role TEXT NOT NULL DEFAULT 'member',
+    state TEXT NOT NULL DEFAULT 'active',
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+
+CREATE TABLE applications (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    service_id INTEGER NOT NULL REFERENCES services(id) ON DELETE CASCADE,
+    plan_id INTEGER NOT NULL REFERENCES application_plans(id),
+    name TEXT NOT NULL,
+    description TEXT NOT NULL DEFAULT '',
+    state TEXT NOT NULL DEFAULT 'live',
+    user_key TEXT,
+    application_id TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    UNIQUE (service_id, user_key),
+    UNIQUE (service_id, application_id)
+);
+
+CREATE TABLE application_keys (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    application_id INTEGER NOT NULL REFERENCES applications(id) ON DELETE CASCADE,
+    value TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    UNIQUE (application_id, value)
+);

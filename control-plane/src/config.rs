@@ -1,0 +1,150 @@
+//! Configuration from the environment, with an optional TOML file (`TOLLGATE_CONFIG`) under it.
+//! Every setting has a default that runs: SQLite in `./tollgate.db`, in-process counters.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// `TOLLGATE_LISTEN`: where the HTTP API listens.
+    pub listen: SocketAddr,
+    /// `TOLLGATE_DATABASE_URL`: `sqlite://path` (created if missing) or `postgres://…`.
+    pub database_url: String,
+    /// `TOLLGATE_REDIS_URL`: counters in Redis; unset means the embedded in-process store.
+    pub redis_url: Option<String>,
+    /// `TOLLGATE_ADMIN_TOKEN`: an access token with every scope, read-write, ensured at start.
+    pub admin_token: Option<String>,
+    /// `TOLLGATE_LOG_FORMAT`: `text` (default) or `json`.
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 3000)),
+            database_url: "sqlite://tollgate.db".into(),
+            redis_url: None,
+            admin_token: None,
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("config file {path}: {source}")]
+    Parse { path: String, source: toml::de::Error },
+    #[error("{var}: {message}")]
+    Env { var: &'static str, message: String },
+}
+
+impl Config {
+    /// Defaults, then the file named by `TOLLGATE_CONFIG` (if any), then `TOLLGATE_*` variables.
+    pub fn load() -> Result<Self, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    pub fn from_lookup(env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut config = match env("TOLLGATE_CONFIG").filter(|p| !p.is_empty()) {
+            Some(path) => {
+                let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|source| ConfigError::Parse { path, source })?
+            }
+            None => Config::default(),
+        };
+        let set = |var: &str| env(var).filter(|v| !v.is_empty());
+        if let Some(v) = set("TOLLGATE_LISTEN") {
+            config.listen = v.parse().map_err(|e| ConfigError::Env {
+                var: "TOLLGATE_LISTEN",
+                message: format!("`{v}` is not an address like 127.0.0.1:3000 ({e})"),
+            })?;
+        }
+        if let Some(v) = set("TOLLGATE_DATABASE_URL") {
+            config.database_url = v;
+        }
+        if let Some(v) = set("TOLLGATE_REDIS_URL") {
+            config.redis_url = Some(v);
+        }
+        if let Some(v) = set("TOLLGATE_ADMIN_TOKEN") {
+            config.admin_token = Some(v);
+        }
+        if let Some(v) = set("TOLLGATE_LOG_FORMAT") {
+            config.log_format = match v.as_str() {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                _ => {
+                    return Err(ConfigError::Env {
+                        var: "TOLLGATE_LOG_FORMAT",
+                        message: format!("`{v}`: use text or json"),
+                    })
+                }
+            };
+        }
+        if !(config.database_url.starts_with("sqlite:") || config.database_url.starts_with("postgres")) {
+            return Err(ConfigError::Env {
+                var: "TOLLGATE_DATABASE_URL",
+                message: "use sqlite://PATH or postgres://…".into(),
+            });
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_run_embedded() {
+        let c = load(&[]).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:3000");
+        assert_eq!(c.database_url, "sqlite://tollgate.db");
+        assert_eq!(c.redis_url, None);
+    }
+
+    #[test]
+    fn environment_overrides_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:4000\"\ndatabase_url = \"postgres://x/y\"\n",
+        )
+        .unwrap();
+        let c = load(&[
+            ("TOLLGATE_CONFIG", path.to_str().unwrap()),
+            ("TOLLGATE_LISTEN", "127.0.0.1:5000"),
+        ])
+        .unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:5000");
+        assert_eq!(c.database_url, "postgres://x/y");
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let e = load(&[("TOLLGATE_LISTEN", "nope")]).unwrap_err().to_string();
+        assert!(e.contains("TOLLGATE_LISTEN"), "{e}");
+        let e = load(&[("TOLLGATE_DATABASE_URL", "mysql://x")]).unwrap_err().to_string();
+        assert!(e.contains("TOLLGATE_DATABASE_URL"), "{e}");
+    }
+}

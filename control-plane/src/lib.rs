@@ -1,0 +1,24 @@
+//! Tollgate's control plane as a library: the `tollgate` binary is a thin CLI over it, and the
+//! integration tests start it in-process on a random port.
+//!
+//! Layers: [`config`] (environment and file), [`db`] (sqlx over SQLite or PostgreSQL, one SQL),
+//! [`catalog`] (services, plans, accounts, applications and their repositories), [`auth`]
+//! (access tokens), [`api`] (axum routers; [`error`] maps every failure to HTTP in one place),
+//! [`metrics`] (Prometheus), [`startup`] (bind, serve, shut down gracefully).
+
+pub mod api;
+pub mod auth;
+pub mod catalog;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod metrics;
+pub mod params;
+pub mod startup;
+pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
+pub mod time;
+
+/// The binary's version, reported by `/health`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,59 @@
+//! `tollgate`: the control plane's command line. All logic lives in the library.
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+use tollgate::config::Config;
+use tollgate::db::Db;
+use tollgate::startup::{shutdown_signal, Application};
+
+#[derive(Parser)]
+#[command(name = "tollgate", version, about = "Tollgate control plane")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP API (configuration from TOLLGATE_* variables and TOLLGATE_CONFIG).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tollgate: configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    tollgate::telemetry::init(config.log_format);
+    let result = match cli.command {
+        Command::Serve => serve(&config).await,
+        Command::Migrate => migrate(&config).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
+    let app = Application::build(config).await?;
+    app.run_until(shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn migrate(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
+    let db = Db::connect(&config.database_url).await?;
+    db.migrate().await?;
+    tracing::info!(schema_version = db.schema_version().await?, "migrations applied");
+    Ok(())
+}

@@ -1,0 +1,145 @@
+//! Building and running the server: connect, migrate, ensure the bootstrap token, bind, serve,
+//! and shut down gracefully (in-flight requests finish; writes are transactions, so nothing is
+//! left half-written).
+
+use crate::api::{self, AppState, Counters};
+use crate::config::Config;
+use crate::db::Db;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("database {url}: {source}")]
+    Database { url: String, source: sqlx::Error },
+    #[error("migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("bootstrap admin token: {0}")]
+    AdminToken(sqlx::Error),
+    #[error("redis {url}: {source}")]
+    Redis { url: String, source: redis::RedisError },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+}
+
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Application {
+    pub async fn build(config: &Config) -> Result<Self, StartupError> {
+        let db = Db::connect(&config.database_url)
+            .await
+            .map_err(|source| StartupError::Database {
+                url: redact(&config.database_url),
+                source,
+            })?;
+        db.migrate().await?;
+        if let Some(token) = &config.admin_token {
+            crate::auth::ensure_admin_token(&db, token)
+                .await
+                .map_err(StartupError::AdminToken)?;
+        }
+        let counters = match &config.redis_url {
+            None => Counters::Embedded,
+            Some(url) => {
+                let err = |source| StartupError::Redis {
+                    url: redact(url),
+                    source,
+                };
+                let client = redis::Client::open(url.as_str()).map_err(err)?;
+                // Bounded: a Redis that is down fails the start in seconds, not after minutes of retries.
+                let manager_config = redis::aio::ConnectionManagerConfig::new()
+                    .set_connection_timeout(Duration::from_secs(1))
+                    .set_response_timeout(Duration::from_secs(1))
+                    .set_number_of_retries(2)
+                    .set_max_delay(500);
+                let mut conn = redis::aio::ConnectionManager::new_with_config(client, manager_config)
+                    .await
+                    .map_err(err)?;
+                let _: String = redis::cmd("PING").query_async(&mut conn).await.map_err(err)?;
+                Counters::Redis(conn)
+            }
+        };
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| StartupError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        crate::metrics::handle();
+        Ok(Self {
+            listener,
+            state: AppState { db, counters },
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` completes, then lets in-flight requests finish.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        tracing::info!(addr = %self.local_addr(), database = ?self.state.db.engine, counters = self.state.counters.backend(), "tollgate listening");
+        let app = api::router(self.state.clone());
+        axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await?;
+        self.state.db.pool.close().await;
+        tracing::info!("tollgate stopped");
+        Ok(())
+    }
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown requested; finishing in-flight requests");
+}
+
+/// A URL without its password, for logs and errors.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{}:***{}", &url[..scheme + 3], user, &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(super::redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(super::redact("sqlite://x.db"), "sqlite://x.db");
+    }
+}

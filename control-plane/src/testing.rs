@@ -1,0 +1,238 @@
+//! Test harness (feature `testing`): starts the control plane in-process on a random port
+//! against a fresh database — a SQLite file in a temporary directory, or a PostgreSQL database
+//! of its own (`TOLLGATE_TEST_POSTGRES_URL`, dropped afterwards) — with a bootstrap admin token.
+//! The control plane's integration tests and the end-to-end tests share it.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use crate::config::Config;
+use crate::startup::Application;
+use reqwest::{Client, Method, RequestBuilder};
+use serde_json::Value;
+use std::net::SocketAddr;
+use tokio::sync::oneshot;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+#[derive(Debug, Clone, Copy)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub client: Client,
+    pub db: crate::db::Db,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    _dir: Option<tempfile::TempDir>,
+    pg_database: Option<String>,
+}
+
+pub fn postgres_admin_url() -> String {
+    std::env::var("TOLLGATE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://tollgate:tollgate@127.0.0.1:5432/postgres".into())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("TOLLGATE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+fn unique_name() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "tollgate_test_{}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst),
+        nanos
+    )
+}
+
+async fn admin_pg() -> sqlx::PgPool {
+    sqlx::PgPool::connect(&postgres_admin_url())
+        .await
+        .expect("PostgreSQL for tests (run scripts/setup.sh)")
+}
+
+fn with_database(url: &str, db: &str) -> String {
+    let (base, _) = url.rsplit_once('/').expect("postgres url has a database");
+    format!("{base}/{db}")
+}
+
+/// A database URL for `backend`, with whatever keeps it alive.
+pub async fn fresh_database(backend: Backend) -> (String, Option<tempfile::TempDir>, Option<String>) {
+    match backend {
+        Backend::Sqlite => {
+            let dir = tempfile::tempdir().unwrap();
+            let url = format!("sqlite://{}", dir.path().join("tollgate.db").display());
+            (url, Some(dir), None)
+        }
+        Backend::Postgres => {
+            let name = unique_name();
+            sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+                .execute(&admin_pg().await)
+                .await
+                .unwrap();
+            (with_database(&postgres_admin_url(), &name), None, Some(name))
+        }
+    }
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> TestApp {
+        Self::spawn_with(backend, |_| {}).await
+    }
+
+    pub async fn spawn_with(backend: Backend, adjust: impl FnOnce(&mut Config)) -> TestApp {
+        let (database_url, dir, pg_database) = fresh_database(backend).await;
+        let mut config = Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            database_url,
+            admin_token: Some(ADMIN_TOKEN.into()),
+            ..Config::default()
+        };
+        adjust(&mut config);
+        let app = Application::build(&config).await.expect("application starts");
+        let addr = app.local_addr();
+        let db = app.state().db.clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(app.run_until(async {
+            let _ = stopped.await;
+        }));
+        TestApp {
+            addr,
+            client: Client::new(),
+            db,
+            stop: Some(stop),
+            server: Some(server),
+            _dir: dir,
+            pg_database,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// A request with the admin token as a Bearer header.
+    pub fn admin(&self, method: Method, path: &str) -> RequestBuilder {
+        self.client.request(method, self.url(path)).bearer_auth(ADMIN_TOKEN)
+    }
+
+    pub async fn get_json(&self, path: &str) -> (u16, Value) {
+        let r = self.admin(Method::GET, path).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn post_form(&self, path: &str, form: &[(&str, &str)]) -> (u16, Value) {
+        let r = self.admin(Method::POST, path).form(form).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Creates a service, a plan, an account and an application; deploys and promotes the
+    /// service's proxy config. Returns (service, application) as the API answered them.
+    pub async fn seed(&self, user_key: &str) -> (Value, Value) {
+        let (s, service) = self
+            .post_form("/admin/api/services.json", &[("name", "Echo API")])
+            .await;
+        assert_eq!(s, 201, "{service}");
+        let sid = service["service"]["id"].as_i64().unwrap();
+        let (s, plan) = self
+            .post_form(
+                &format!("/admin/api/services/{sid}/application_plans.json"),
+                &[("name", "Basic")],
+            )
+            .await;
+        assert_eq!(s, 201, "{plan}");
+        let (s, account) = self
+            .post_form(
+                "/admin/api/signup.json",
+                &[
+                    ("org_name", "Acme"),
+                    ("username", "alice"),
+                    ("email", "alice@acme.test"),
+                ],
+            )
+            .await;
+        assert_eq!(s, 201, "{account}");
+        let plan_id = plan["application_plan"]["id"].to_string();
+        let aid = account["account"]["id"].as_i64().unwrap();
+        let (s, application) = self
+            .post_form(
+                &format!("/admin/api/accounts/{aid}/applications.json"),
+                &[("plan_id", plan_id.as_str()), ("name", "App"), ("user_key", user_key)],
+            )
+            .await;
+        assert_eq!(s, 201, "{application}");
+        let (s, deployed) = self
+            .post_form(&format!("/admin/api/services/{sid}/proxy/deploy.json"), &[])
+            .await;
+        assert_eq!(s, 201, "{deployed}");
+        let version = deployed["proxy_config"]["version"].as_i64().unwrap();
+        let (s, promoted) = self
+            .post_form(
+                &format!("/admin/api/services/{sid}/proxy/configs/sandbox/{version}/promote.json"),
+                &[("to", "production")],
+            )
+            .await;
+        assert_eq!(s, 201, "{promoted}");
+        (service, application)
+    }
+
+    pub async fn service_token(&self, service_id: i64) -> String {
+        sqlx::query_scalar("SELECT service_token FROM services WHERE id = $1")
+            .bind(service_id)
+            .fetch_one(&self.db.pool)
+            .await
+            .unwrap()
+    }
+
+    /// Stops the server gracefully and drops its database.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.unwrap().unwrap();
+        }
+        self.db.pool.close().await;
+        if let Some(name) = self.pg_database.take() {
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                .execute(&admin_pg().await)
+                .await;
+        }
+    }
+}
+
+/// Defines a test once and runs it on both databases: `name::sqlite` and `name::postgres`.
+#[macro_export]
+macro_rules! on_both_databases {
+    ($(async fn $name:ident($app:ident: &TestApp) $body:block)*) => {
+        $(
+            mod $name {
+                use super::*;
+                use $crate::testing::{Backend, TestApp};
+                async fn run($app: &TestApp) $body
+                #[tokio::test]
+                async fn sqlite() {
+                    let app = TestApp::spawn(Backend::Sqlite).await;
+                    run(&app).await;
+                    app.stop().await;
+                }
+                #[tokio::test]
+                async fn postgres() {
+                    let app = TestApp::spawn(Backend::Postgres).await;
+                    run(&app).await;
+                    app.stop().await;
+                }
+            }
+        )*
+    };
+}

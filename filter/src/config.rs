@@ -1,0 +1,170 @@
+//! The plugin configuration: the JSON Envoy hands the filter in `configuration`.
+//!
+//! Every field has a default that runs, except the control plane's cluster and the access token,
+//! which the filter cannot guess. A bad document is rejected with an error naming the field, so
+//! `on_configure` can fail with one clear log line instead of serving a broken filter.
+
+use serde::Deserialize;
+use std::time::Duration;
+
+/// What to do when the control plane cannot answer and nothing is cached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum FailureMode {
+    /// Deny with 503.
+    #[default]
+    Closed,
+    /// Let the request through.
+    Open,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlPlane {
+    /// Name of the Envoy cluster that reaches the control plane.
+    pub cluster: String,
+    /// Authority (`Host`) sent with calls to the control plane.
+    #[serde(default = "default_authority")]
+    pub authority: String,
+    /// Timeout of one call, in milliseconds.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_authority() -> String {
+    "tollgate-control-plane".to_string()
+}
+fn default_timeout_ms() -> u64 {
+    500
+}
+fn default_refresh_interval_ms() -> u64 {
+    10_000
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    pub control_plane: ControlPlane,
+    /// Admin access token used to fetch the proxy configurations.
+    pub access_token: String,
+    /// How often the services' configuration is fetched again, in milliseconds.
+    #[serde(default = "default_refresh_interval_ms")]
+    pub refresh_interval_ms: u64,
+    #[serde(default)]
+    pub failure_mode: FailureMode,
+}
+
+/// A configuration error, naming the field at fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub field: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "invalid configuration: field `{}`: {}", self.field, self.message)
+    }
+}
+
+impl PluginConfig {
+    pub fn parse(bytes: &[u8]) -> Result<Self, ConfigError> {
+        let de = &mut serde_json::Deserializer::from_slice(bytes);
+        let config: Self = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            ConfigError {
+                field: if path == "." { "(document)".into() } else { path },
+                message: e.inner().to_string(),
+            }
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |field: &str, message: &str| {
+            Err(ConfigError {
+                field: field.into(),
+                message: message.into(),
+            })
+        };
+        if self.control_plane.cluster.trim().is_empty() {
+            return bad("control_plane.cluster", "must not be empty");
+        }
+        if !(1..=60_000).contains(&self.control_plane.timeout_ms) {
+            return bad("control_plane.timeout_ms", "must be between 1 and 60000");
+        }
+        if self.access_token.trim().is_empty() {
+            return bad("access_token", "must not be empty");
+        }
+        if self.refresh_interval_ms < 100 {
+            return bad("refresh_interval_ms", "must be at least 100");
+        }
+        Ok(())
+    }
+
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.control_plane.timeout_ms)
+    }
+
+    pub fn refresh_interval(&self) -> Duration {
+        Duration::from_millis(self.refresh_interval_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = PluginConfig::parse(br#"{"control_plane":{"cluster":"cp"},"access_token":"t"}"#).unwrap();
+        assert_eq!(c.control_plane.timeout_ms, 500);
+        assert_eq!(c.refresh_interval_ms, 10_000);
+        assert_eq!(c.failure_mode, FailureMode::Closed);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases: &[(&[u8], &str)] = &[
+            (br#"{"access_token":"t"}"#, "(document)"),
+            (
+                br#"{"control_plane":{"cluster":"cp","timeout_ms":"x"},"access_token":"t"}"#,
+                "control_plane.timeout_ms",
+            ),
+            (
+                br#"{"control_plane":{"cluster":"cp","timeout_ms":0},"access_token":"t"}"#,
+                "control_plane.timeout_ms",
+            ),
+            (
+                br#"{"control_plane":{"cluster":""},"access_token":"t"}"#,
+                "control_plane.cluster",
+            ),
+            (
+                br#"{"control_plane":{"cluster":"cp"},"access_token":""}"#,
+                "access_token",
+            ),
+            (
+                br#"{"control_plane":{"cluster":"cp"},"access_token":"t","failure_mode":"maybe"}"#,
+                "failure_mode",
+            ),
+            (
+                br#"{"control_plane":{"cluster":"cp"},"access_token":"t","colour":1}"#,
+                "colour",
+            ),
+        ];
+        for (doc, field) in cases {
+            let err = PluginConfig::parse(doc).unwrap_err();
+            assert_eq!(&err.field, field, "{}", String::from_utf8_lossy(doc));
+            assert!(err.to_string().contains(field));
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn no_input_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = PluginConfig::parse(&bytes);
+        }
+    }
+}

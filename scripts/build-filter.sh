@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Builds the proxy-wasm filter and writes target/tollgate_filter.wasm.
+#
+# rustup cannot fetch the wasm32 target on our machines, so this uses Debian's Rust
+# (rustc-web, cargo-web, rust-web-src: std sources at /usr/lib/rustlib/src) and rebuilds std
+# for wasm32 with -Zbuild-std, linking with the rustup toolchain's rust-lld.
+# scripts/setup.sh installs what this needs.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+
+lld="$(ls -1 "$HOME"/.rustup/toolchains/*/lib/rustlib/*/bin/rust-lld 2>/dev/null | head -n1 || true)"
+[ -z "$lld" ] && lld="$(command -v rust-lld || command -v wasm-ld || true)"
+if [ -z "$lld" ] || [ ! -x /usr/bin/rustc ] || [ ! -d /usr/lib/rustlib/src/rust/library ]; then
+  echo "build-filter: missing toolchain pieces (run scripts/setup.sh)" >&2
+  exit 1
+fi
+
+export RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1
+export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER="$lld"
+export CARGO_TARGET_DIR="$root/target/wasm"
+# Keep host-only flags (e.g. from the user's environment) away from the wasm build.
+unset RUSTFLAGS CARGO_ENCODED_RUSTFLAGS
+
+/usr/bin/cargo build -q -p tollgate-filter \
+  -Zbuild-std=std,panic_abort \
+  --target wasm32-unknown-unknown \
+  --profile wasm-release
+
+out="$root/target/tollgate_filter.wasm"
+cp "$CARGO_TARGET_DIR/wasm32-unknown-unknown/wasm-release/tollgate_filter.wasm" "$out"
+echo "build-filter: $out ($(stat -c %s "$out") bytes)"

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Renders envoy/envoy.yaml.tmpl and runs Envoy in the foreground.
+#
+#   TOLLGATE_CONTROL_PLANE     host:port of the control plane      (127.0.0.1:3000)
+#   TOLLGATE_ACCESS_TOKEN      token the filter fetches its configuration with (required with the filter)
+#   TOLLGATE_UPSTREAM          host:port of the API behind Envoy   (127.0.0.1:8000)
+#   TOLLGATE_ENVOY_PORT        listener port                       (8080)
+#   TOLLGATE_ENVOY_ADMIN_PORT  Envoy admin port                    (9901)
+#   TOLLGATE_FILTER            on | off: off is the same config without the filter   (on)
+#   TOLLGATE_FAILURE_MODE      closed | open                       (closed)
+#   TOLLGATE_ENVOY_CONCURRENCY worker threads                      (2)
+#   TOLLGATE_REFRESH_MS        how often services are re-fetched   (10000)
+#   TOLLGATE_CP_TIMEOUT_MS     control-plane call timeout          (500)
+#   TOLLGATE_WASM              the filter                          (target/tollgate_filter.wasm)
+#   TOLLGATE_ENVOY_BIN         Envoy binary                        (.venv/bin/envoy, else envoy on PATH)
+#   TOLLGATE_ENVOY_CONFIG_OUT  where to write the rendered config  (a temporary file)
+#   TOLLGATE_LISTEN_ADDRESS    listener address                    (127.0.0.1)
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+
+cp_addr="${TOLLGATE_CONTROL_PLANE:-127.0.0.1:3000}"
+upstream="${TOLLGATE_UPSTREAM:-127.0.0.1:8000}"
+filter="${TOLLGATE_FILTER:-on}"
+failure_mode="${TOLLGATE_FAILURE_MODE:-closed}"
+token="${TOLLGATE_ACCESS_TOKEN:-}"
+wasm="${TOLLGATE_WASM:-$root/target/tollgate_filter.wasm}"
+
+die() { echo "envoy.sh: $*" >&2; exit 2; }
+hostport() { [[ "$1" =~ ^[A-Za-z0-9._-]+:[0-9]+$ ]] || die "$2 must be host:port, not '$1'"; }
+hostport "$cp_addr" TOLLGATE_CONTROL_PLANE
+hostport "$upstream" TOLLGATE_UPSTREAM
+case "$filter" in on|off) ;; *) die "TOLLGATE_FILTER must be on or off" ;; esac
+case "$failure_mode" in closed|open) ;; *) die "TOLLGATE_FAILURE_MODE must be closed or open" ;; esac
+for n in TOLLGATE_ENVOY_PORT TOLLGATE_ENVOY_ADMIN_PORT TOLLGATE_ENVOY_CONCURRENCY TOLLGATE_REFRESH_MS TOLLGATE_CP_TIMEOUT_MS; do
+  v="${!n:-}"; [[ -z "$v" || "$v" =~ ^[0-9]+$ ]] || die "$n must be a number"
+done
+if [ "$filter" = on ]; then
+  [ -n "$token" ] || die "TOLLGATE_ACCESS_TOKEN is required when the filter is on"
+  [[ "$token" =~ ^[A-Za-z0-9._~-]+$ ]] || die "TOLLGATE_ACCESS_TOKEN may only hold letters, digits and ._~-"
+  [ -f "$wasm" ] || die "no filter at $wasm (run scripts/build-filter.sh)"
+fi
+
+envoy="${TOLLGATE_ENVOY_BIN:-}"
+if [ -z "$envoy" ]; then
+  if [ -x "$root/.venv/bin/envoy" ]; then envoy="$root/.venv/bin/envoy"; else envoy="$(command -v envoy || true)"; fi
+fi
+[ -n "$envoy" ] || die "no Envoy found (run scripts/setup.sh)"
+
+out="${TOLLGATE_ENVOY_CONFIG_OUT:-$(mktemp -t tollgate-envoy.XXXXXX.yaml)}"
+template="$root/envoy/envoy.yaml.tmpl"
+if [ "$filter" = off ]; then
+  config="$(sed '/# BEGIN tollgate-filter/,/# END tollgate-filter/d' "$template")"
+else
+  config="$(cat "$template")"
+fi
+shopt -u patsub_replacement 2>/dev/null || true
+subst() { config="${config//@$1@/$2}"; }
+subst ADMIN_PORT "${TOLLGATE_ENVOY_ADMIN_PORT:-9901}"
+subst ENVOY_PORT "${TOLLGATE_ENVOY_PORT:-8080}"
+subst LISTEN_ADDRESS "${TOLLGATE_LISTEN_ADDRESS:-127.0.0.1}"
+subst UPSTREAM_HOST "${upstream%:*}"
+subst UPSTREAM_PORT "${upstream##*:}"
+subst CP_HOST "${cp_addr%:*}"
+subst CP_PORT "${cp_addr##*:}"
+subst CP_AUTHORITY "$cp_addr"
+subst CP_TIMEOUT_MS "${TOLLGATE_CP_TIMEOUT_MS:-500}"
+subst REFRESH_MS "${TOLLGATE_REFRESH_MS:-10000}"
+subst ACCESS_TOKEN "$token"
+subst FAILURE_MODE "$failure_mode"
+subst WASM "$wasm"
+printf '%s\n' "$config" > "$out"
+
+echo "envoy.sh: filter=$filter listen=:${TOLLGATE_ENVOY_PORT:-8080} admin=:${TOLLGATE_ENVOY_ADMIN_PORT:-9901} upstream=$upstream control-plane=$cp_addr config=$out" >&2
+exec "$envoy" -c "$out" --concurrency "${TOLLGATE_ENVOY_CONCURRENCY:-2}" --disable-hot-restart \
+  --log-level "${TOLLGATE_ENVOY_LOG_LEVEL:-warn}" --component-log-level "wasm:info"

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Runs Tollgate locally: the control plane on its embedded default (SQLite, in-process
+# counters), a demo upstream, and Envoy with the filter in front of it; seeds a demo service,
+# plan and application, and prints curl commands to try. Ctrl-C stops everything.
+#
+#   control plane  http://127.0.0.1:3000   (TOLLGATE_LISTEN)
+#   Envoy          http://127.0.0.1:8080   (TOLLGATE_ENVOY_PORT), admin on 9901
+#   demo upstream  http://127.0.0.1:8000
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+
+TOLLGATE_SETUP_SERVICES=0 scripts/setup.sh
+scripts/build-filter.sh
+cargo build --release -q -p tollgate -p tollgate-e2e --bins
+
+export TOLLGATE_LISTEN="${TOLLGATE_LISTEN:-127.0.0.1:3000}"
+export TOLLGATE_DATABASE_URL="${TOLLGATE_DATABASE_URL:-sqlite://$root/tollgate.db}"
+token_file="$root/.tollgate-admin-token"
+[ -s "$token_file" ] || head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$token_file"
+export TOLLGATE_ADMIN_TOKEN="${TOLLGATE_ADMIN_TOKEN:-$(cat "$token_file")}"
+envoy_port="${TOLLGATE_ENVOY_PORT:-8080}"
+upstream="127.0.0.1:${TOLLGATE_DEMO_UPSTREAM_PORT:-8000}"
+
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT INT TERM
+
+target/release/tollgate serve & pids+=($!)
+target/release/demo-upstream "$upstream" & pids+=($!)
+cp="http://$TOLLGATE_LISTEN"
+for _ in $(seq 100); do curl -fs "$cp/health" >/dev/null 2>&1 && break; sleep 0.1; done
+curl -fs "$cp/health" >/dev/null || { echo "run.sh: the control plane did not start" >&2; exit 1; }
+
+# Seed (once): a service, a plan, an account with an application; deploy and promote.
+api() { curl -fsS -X "$1" "$cp$2" -H "Authorization: Bearer $TOLLGATE_ADMIN_TOKEN" "${@:3}"; }
+# json KEY...: the value at that path of the JSON on stdin (numbers index arrays).
+json() { python3 -c 'import json,sys
+d=json.load(sys.stdin)
+for k in sys.argv[1:]: d=d[int(k)] if k.isdigit() else d[k]
+print(d)' "$@"; }
+user_key="$(api GET /admin/api/accounts/1/applications.json 2>/dev/null | json applications 0 application user_key 2>/dev/null || true)"
+if [ -z "$user_key" ]; then
+  sid="$(api POST /admin/api/services.json -d name='Demo API' -d system_name=demo | json service id)"
+  pid="$(api POST "/admin/api/services/$sid/application_plans.json" -d name=Basic -d state_event=publish | json application_plan id)"
+  aid="$(api POST /admin/api/signup.json -d org_name='Demo Developer' -d username=demo -d email=demo@example.com | json account id)"
+  user_key="$(api POST "/admin/api/accounts/$aid/applications.json" -d plan_id="$pid" -d name='Demo App' | json application user_key)"
+  ver="$(api POST "/admin/api/services/$sid/proxy/deploy.json" | json proxy_config version)"
+  api POST "/admin/api/services/$sid/proxy/configs/sandbox/$ver/promote.json" -d to=production >/dev/null
+fi
+
+TOLLGATE_CONTROL_PLANE="$TOLLGATE_LISTEN" TOLLGATE_ACCESS_TOKEN="$TOLLGATE_ADMIN_TOKEN" TOLLGATE_UPSTREAM="$upstream" \
+  TOLLGATE_REFRESH_MS=2000 scripts/envoy.sh & pids+=($!)
+for _ in $(seq 100); do
+  [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$envoy_port/?user_key=$user_key")" = 200 ] && break
+  sleep 0.2
+done
+
+cat <<MSG
+
+Tollgate is running.
+  control plane  $cp   (admin token in $token_file)
+  Envoy          http://127.0.0.1:$envoy_port   (admin http://127.0.0.1:${TOLLGATE_ENVOY_ADMIN_PORT:-9901})
+  demo upstream  http://$upstream
+
+Passes (200, answered by the demo upstream):
+  curl -i "http://127.0.0.1:$envoy_port/hello?user_key=$user_key"
+Rejected (403, wrong key):
+  curl -i "http://127.0.0.1:$envoy_port/hello?user_key=wrong-key"
+Rejected (401, no key):
+  curl -i "http://127.0.0.1:$envoy_port/hello"
+
+Ctrl-C stops everything.
+MSG
+wait -n "${pids[@]}"
