@@ -22,3 +22,5 @@ done
 
 echo "== tests"
 cargo test --workspace --no-fail-fast
+echo "== 3scale-api client against Tollgate"
+scripts/test-3scale-api.sh

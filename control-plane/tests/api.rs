@@ -136,7 +136,7 @@ on_both_databases! {
         let (status, latest) = app.get_json(&format!("/admin/api/services/{sid}/proxy/configs/production/latest.json")).await;
         assert_eq!(status, 200);
         assert_eq!(latest["proxy_config"]["version"], 1);
-        let (status, _) = app.get_json("/admin/api/account/proxy_configs/staging.json").await;
+        let (status, _) = app.get_json("/admin/api/account/proxy_configs/qa.json").await;
         assert_eq!(status, 404);
 
         let authrep = |query: String| {
@@ -175,6 +175,72 @@ on_both_databases! {
         assert_eq!(r.status(), 422);
         let body: Value = r.json().await.unwrap();
         assert!(body["errors"]["credentials_location"].is_array(), "{body}");
+    }
+
+    async fn pricing_tiers_may_not_overlap_and_money_keeps_its_digits(app: &TestApp) {
+        let (_, service) = app.post_form("/admin/api/services.json", &[("name", "Priced")]).await;
+        let sid = service["service"]["id"].as_i64().unwrap();
+        let (_, plan) = app.post_form(&format!("/admin/api/services/{sid}/application_plans.json"), &[("name", "P"), ("cost_per_month", "12.5"), ("setup_fee", "0.0001")]).await;
+        assert_eq!(plan["application_plan"]["cost_per_month"], json!(12.5), "fees are numbers");
+        assert_eq!(plan["application_plan"]["setup_fee"], json!(0.0001));
+        let pid = plan["application_plan"]["id"].as_i64().unwrap();
+        let (_, metrics) = app.get_json(&format!("/admin/api/services/{sid}/metrics.json")).await;
+        let hits = metrics["metrics"][0]["metric"]["id"].as_i64().unwrap();
+        let rules = format!("/admin/api/application_plans/{pid}/metrics/{hits}/pricing_rules.json");
+        let (status, first) = app.post_form(&rules, &[("min", "1"), ("max", "100"), ("cost_per_unit", "0.04")]).await;
+        assert_eq!(status, 201, "{first}");
+        assert_eq!(first["pricing_rule"]["cost_per_unit"], "0.04", "unit costs are decimal strings");
+        assert_eq!(app.post_form(&rules, &[("min", "101"), ("cost_per_unit", "0.1")]).await.0, 201);
+        let (status, body) = app.post_form(&rules, &[("min", "50"), ("max", "150"), ("cost_per_unit", "1")]).await;
+        assert_eq!(status, 422);
+        assert!(body["errors"]["min"][0].as_str().unwrap().contains("overlaps"), "{body}");
+        let (status, body) = app.post_form(&rules, &[("min", "500"), ("max", "400"), ("cost_per_unit", "1")]).await;
+        assert_eq!(status, 422, "{body}");
+        assert!(body["errors"]["max"].is_array(), "{body}");
+        let (status, body) = app.post_form(&rules, &[("min", "1000"), ("cost_per_unit", "0.00001")]).await;
+        assert_eq!(status, 422, "{body}");
+        assert!(body["errors"]["cost_per_unit"].is_array(), "{body}");
+        assert_eq!(count(app, "pricing_rules").await, 2);
+
+        let limits = format!("/admin/api/application_plans/{pid}/metrics/{hits}/limits.json");
+        assert_eq!(app.post_form(&limits, &[("period", "day"), ("value", "10")]).await.0, 201);
+        let (status, body) = app.post_form(&limits, &[("period", "day"), ("value", "5")]).await;
+        assert_eq!((status, &body), (422, &json!({"errors": {"period": ["has already been taken"]}})));
+        let (status, body) = app.post_form(&limits, &[("period", "fortnight"), ("value", "-1")]).await;
+        assert_eq!(status, 422);
+        assert!(body["errors"]["period"].is_array() && body["errors"]["value"].is_array(), "{body}");
+    }
+
+    async fn children_must_belong_to_their_parents(app: &TestApp) {
+        let (_, a) = app.post_form("/admin/api/services.json", &[("name", "A")]).await;
+        let (_, b) = app.post_form("/admin/api/services.json", &[("name", "B")]).await;
+        let (a, b) = (a["service"]["id"].as_i64().unwrap(), b["service"]["id"].as_i64().unwrap());
+        let (_, metrics) = app.get_json(&format!("/admin/api/services/{a}/metrics.json")).await;
+        let hits_a = metrics["metrics"][0]["metric"]["id"].as_i64().unwrap();
+        // A's metric is not B's: reading it through B is 404, and B's rules cannot count it.
+        assert_eq!(app.get_json(&format!("/admin/api/services/{b}/metrics/{hits_a}.json")).await.0, 404);
+        let (status, body) = app.post_form(&format!("/admin/api/services/{b}/proxy/mapping_rules.json"), &[("http_method", "GET"), ("pattern", "/x"), ("metric_id", &hits_a.to_string()), ("delta", "1")]).await;
+        assert_eq!(status, 422);
+        assert!(body["errors"]["metric_id"].is_array(), "{body}");
+        let (status, body) = app.post_form(&format!("/admin/api/services/{a}/proxy/mapping_rules.json"), &[("http_method", "GET"), ("pattern", "/x/{id"), ("metric_id", &hits_a.to_string()), ("delta", "1")]).await;
+        assert_eq!(status, 422);
+        assert!(body["errors"]["pattern"].is_array(), "{body}");
+        let (status, rule) = app.post_form(&format!("/admin/api/services/{a}/proxy/mapping_rules.json"), &[("http_method", "GET"), ("pattern", "/x/{id}$"), ("metric_id", &hits_a.to_string()), ("delta", "2")]).await;
+        assert_eq!(status, 201, "{rule}");
+        assert_eq!(rule["mapping_rule"]["position"], 2, "appended after the default rule");
+
+        // Backends' metrics carry the backend's id.
+        let (_, backend) = app.post_form("/admin/api/backend_apis.json", &[("name", "Back")]).await;
+        let bid = backend["backend_api"]["id"].as_i64().unwrap();
+        let (_, bm) = app.get_json(&format!("/admin/api/backend_apis/{bid}/metrics.json")).await;
+        assert_eq!(bm["metrics"][0]["metric"]["system_name"], format!("hits.{bid}"));
+
+        // Deleting a service deletes what hangs off it.
+        let r = app.admin(Method::DELETE, &format!("/admin/api/services/{a}.json")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM mapping_rules WHERE service_id = $1").bind(a).fetch_one(&app.db.pool).await.unwrap();
+        assert_eq!(left, 0);
+        assert_eq!(app.get_json(&format!("/admin/api/services/{a}.json")).await.0, 404);
     }
 }
 

@@ -25,9 +25,31 @@ CREATE TABLE services (
     updated_at TEXT NOT NULL
 );
 
-CREATE TABLE metrics (
+CREATE TABLE backend_apis (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    system_name TEXT NOT NULL UNIQUE,
+    description TEXT NOT NULL DEFAULT '',
+    private_endpoint TEXT NOT NULL DEFAULT '',
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+
+CREATE TABLE backend_usages (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     service_id INTEGER NOT NULL REFERENCES services(id) ON DELETE CASCADE,
+    backend_id INTEGER NOT NULL REFERENCES backend_apis(id) ON DELETE CASCADE,
+    path TEXT NOT NULL DEFAULT '/',
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    UNIQUE (service_id, backend_id)
+);
+
+-- Metrics and methods of a service or of a backend (exactly one owner); methods have a parent.
+CREATE TABLE metrics (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    service_id INTEGER REFERENCES services(id) ON DELETE CASCADE,
+    backend_id INTEGER REFERENCES backend_apis(id) ON DELETE CASCADE,
     parent_id INTEGER REFERENCES metrics(id) ON DELETE CASCADE,
     system_name TEXT NOT NULL,
     friendly_name TEXT NOT NULL,
@@ -35,8 +57,10 @@ CREATE TABLE metrics (
     description TEXT NOT NULL DEFAULT '',
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL,
-    UNIQUE (service_id, system_name)
+    CHECK ((service_id IS NULL) <> (backend_id IS NULL))
 );
+CREATE UNIQUE INDEX metrics_service_system_name ON metrics (service_id, system_name) WHERE service_id IS NOT NULL;
+CREATE UNIQUE INDEX metrics_backend_system_name ON metrics (backend_id, system_name) WHERE backend_id IS NOT NULL;
 
 CREATE TABLE proxies (
     service_id INTEGER PRIMARY KEY REFERENCES services(id) ON DELETE CASCADE,
@@ -46,7 +70,8 @@ CREATE TABLE proxies (
 
 CREATE TABLE mapping_rules (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
-    service_id INTEGER NOT NULL REFERENCES services(id) ON DELETE CASCADE,
+    service_id INTEGER REFERENCES services(id) ON DELETE CASCADE,
+    backend_id INTEGER REFERENCES backend_apis(id) ON DELETE CASCADE,
     metric_id INTEGER NOT NULL REFERENCES metrics(id) ON DELETE CASCADE,
     http_method TEXT NOT NULL,
     pattern TEXT NOT NULL,
@@ -82,6 +107,28 @@ CREATE TABLE application_plans (
     UNIQUE (service_id, system_name)
 );
 
+CREATE TABLE usage_limits (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    plan_id INTEGER NOT NULL REFERENCES application_plans(id) ON DELETE CASCADE,
+    metric_id INTEGER NOT NULL REFERENCES metrics(id) ON DELETE CASCADE,
+    period TEXT NOT NULL,
+    value INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    UNIQUE (plan_id, metric_id, period)
+);
+
+CREATE TABLE pricing_rules (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    plan_id INTEGER NOT NULL REFERENCES application_plans(id) ON DELETE CASCADE,
+    metric_id INTEGER NOT NULL REFERENCES metrics(id) ON DELETE CASCADE,
+    min INTEGER NOT NULL,
+    max INTEGER,
+    cost_per_unit TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+
 CREATE TABLE accounts (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     org_name TEXT NOT NULL,
@@ -94,7 +141,7 @@ CREATE TABLE users (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
     username TEXT NOT NULL,
-    email TEXT NOT NULL UNIQUE,
+    email TEXT UNIQUE,
     role TEXT NOT NULL DEFAULT 'member',
     state TEXT NOT NULL DEFAULT 'active',
     created_at TEXT NOT NULL,

@@ -1,47 +1,139 @@
-//! The admin API: 3scale Account Management API paths and shapes. Handlers only authorize,
-//! call the catalog and wrap the result; the catalog validates and stores.
+//! The admin API: 3scale Account Management API paths and shapes. Catalog entities are mounted
+//! on the generic CRUD handlers; the rest (proxy, configs, signup, applications) are thin
+//! handlers over the catalog.
 
+use super::crud::{self, Behaviour, Mount, Parent};
 use super::{created, wrap, wrap_list, AppState};
 use crate::auth::{authorize, Access, Scope};
 use crate::catalog::proxy::{self, validate_environment};
-use crate::catalog::{accounts, applications, plans, services, Page};
+use crate::catalog::resource::Resource;
+use crate::catalog::{accounts, applications, backends, mapping_rules, metrics, plans, services};
 use crate::error::ApiError;
 use crate::params::Params;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use serde_json::Value;
+use serde_json::{json, Value};
+
+const fn mount(resource: &'static Resource, id_param: &'static str, parent: Parent, behaviour: Behaviour) -> Mount {
+    Mount {
+        resource,
+        id_param,
+        parent,
+        behaviour,
+        scope: Scope::AccountManagement,
+    }
+}
 
 pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/admin/api/services.json", get(list_services).post(create_service))
-        .route("/admin/api/services/{id}", get(show_service))
+    use Behaviour as B;
+    let catalog: [(&str, Mount); 15] = [
+        (
+            "/admin/api/accounts",
+            mount(&accounts::ACCOUNT, "account_id", Parent::Root, B::Plain),
+        ),
+        (
+            "/admin/api/accounts/{account_id}/users",
+            mount(&accounts::USER, "id", Parent::Account, B::User),
+        ),
+        (
+            "/admin/api/accounts/{account_id}/applications",
+            mount(
+                &applications::APPLICATION,
+                "application_id",
+                Parent::Account,
+                B::Application,
+            ),
+        ),
+        (
+            "/admin/api/services",
+            mount(&services::SERVICE, "service_id", Parent::Root, B::Service),
+        ),
+        (
+            "/admin/api/services/{service_id}/metrics",
+            mount(&metrics::METRIC, "metric_id", Parent::Service, B::Metric),
+        ),
+        (
+            "/admin/api/services/{service_id}/metrics/{metric_id}/methods",
+            mount(&metrics::METHOD, "id", Parent::ServiceMetric, B::Metric),
+        ),
+        (
+            "/admin/api/services/{service_id}/proxy/mapping_rules",
+            mount(&mapping_rules::MAPPING_RULE, "id", Parent::Service, B::MappingRule),
+        ),
+        (
+            "/admin/api/services/{service_id}/application_plans",
+            mount(&plans::APPLICATION_PLAN, "plan_id", Parent::Service, B::Plan),
+        ),
+        (
+            "/admin/api/services/{service_id}/backend_usages",
+            mount(&backends::BACKEND_USAGE, "id", Parent::Service, B::BackendUsage),
+        ),
+        (
+            "/admin/api/application_plans/{plan_id}/metrics/{metric_id}/limits",
+            mount(&plans::LIMIT, "id", Parent::PlanMetric, B::Plain),
+        ),
+        (
+            "/admin/api/application_plans/{plan_id}/metrics/{metric_id}/pricing_rules",
+            mount(&plans::PRICING_RULE, "id", Parent::PlanMetric, B::PricingRule),
+        ),
+        (
+            "/admin/api/backend_apis",
+            mount(&backends::BACKEND, "backend_id", Parent::Root, B::Backend),
+        ),
+        (
+            "/admin/api/backend_apis/{backend_id}/metrics",
+            mount(&metrics::BACKEND_METRIC, "metric_id", Parent::Backend, B::BackendMetric),
+        ),
+        (
+            "/admin/api/backend_apis/{backend_id}/metrics/{metric_id}/methods",
+            mount(&metrics::BACKEND_METHOD, "id", Parent::BackendMetric, B::BackendMetric),
+        ),
+        (
+            "/admin/api/backend_apis/{backend_id}/mapping_rules",
+            mount(
+                &mapping_rules::BACKEND_MAPPING_RULE,
+                "id",
+                Parent::Backend,
+                B::BackendMappingRule,
+            ),
+        ),
+    ];
+    let mut router = Router::new()
         .route(
-            "/admin/api/services/{id}/application_plans.json",
-            get(list_plans).post(create_plan),
-        )
-        .route(
-            "/admin/api/services/{id}/proxy.json",
+            "/admin/api/services/{service_id}/proxy.json",
             get(show_proxy).patch(update_proxy).put(update_proxy),
         )
-        .route("/admin/api/services/{id}/proxy/deploy.json", post(deploy))
+        .route("/admin/api/services/{service_id}/proxy/deploy.json", post(deploy))
         .route(
-            "/admin/api/services/{id}/proxy/configs/{env}/{version}",
-            get(show_config),
+            "/admin/api/services/{service_id}/proxy/configs/{env}",
+            get(list_configs),
         )
         .route(
-            "/admin/api/services/{id}/proxy/configs/{env}/{version}/promote.json",
+            "/admin/api/services/{service_id}/proxy/configs/{env}/{version}",
+            get(show_config),
+        )
+        .route("/admin/api/application_plans.json", get(all_plans))
+        .route(
+            "/admin/api/services/{service_id}/proxy/configs/{env}/{version}/promote.json",
             post(promote),
         )
         .route("/admin/api/account/proxy_configs/{env}", get(all_configs))
         .route("/admin/api/signup.json", post(signup))
-        .route("/admin/api/accounts/{id}", get(show_account))
         .route(
-            "/admin/api/accounts/{id}/applications.json",
-            get(list_applications).post(create_application),
+            "/admin/api/accounts/{account_id}/applications/{application_id}/keys.json",
+            get(list_keys).post(create_key),
         )
+        .route(
+            "/admin/api/accounts/{account_id}/applications/{application_id}/keys/{key}",
+            delete(delete_key),
+        );
+    for (path, m) in catalog {
+        router = router.merge(crud::routes(path, m));
+    }
+    router
 }
 
 /// A path segment `{id}.json` → the id; anything else is 404.
@@ -53,102 +145,75 @@ fn json_id(segment: &str) -> Result<i64, ApiError> {
         .map_err(|_| ApiError::NotFound)
 }
 
-fn id(segment: &str) -> Result<i64, ApiError> {
-    segment.parse().map_err(|_| ApiError::NotFound)
-}
-
 async fn am(app: &AppState, headers: &HeaderMap, params: &Params, access: Access) -> Result<(), ApiError> {
     authorize(&app.db, headers, params, Scope::AccountManagement, access)
         .await
         .map(|_| ())
 }
 
-async fn list_services(State(app): State<AppState>, headers: HeaderMap, p: Params) -> Result<Json<Value>, ApiError> {
-    am(&app, &headers, &p, Access::Read).await?;
-    let list = services::list(&app.db, Page::from_params(&p)?).await?;
-    Ok(wrap_list("services", "service", &list))
-}
-
-async fn create_service(State(app): State<AppState>, headers: HeaderMap, p: Params) -> Result<Response, ApiError> {
-    am(&app, &headers, &p, Access::Write).await?;
-    let service = services::create(&app.db, services::NewService::from_params(&p)?).await?;
-    tracing::info!(service_id = service.id, system_name = %service.system_name, "service created");
-    Ok(created("service", &service))
-}
-
-async fn show_service(
-    State(app): State<AppState>,
-    Path(seg): Path<String>,
-    headers: HeaderMap,
-    p: Params,
-) -> Result<Json<Value>, ApiError> {
-    am(&app, &headers, &p, Access::Read).await?;
-    Ok(wrap("service", &services::find(&app.db, json_id(&seg)?).await?))
-}
-
-async fn list_plans(
-    State(app): State<AppState>,
-    Path(seg): Path<String>,
-    headers: HeaderMap,
-    p: Params,
-) -> Result<Json<Value>, ApiError> {
-    am(&app, &headers, &p, Access::Read).await?;
-    let service = services::find(&app.db, id(&seg)?).await?;
-    let list = plans::list_for_service(&app.db, service.id).await?;
-    Ok(wrap_list("plans", "application_plan", &list))
-}
-
-async fn create_plan(
-    State(app): State<AppState>,
-    Path(seg): Path<String>,
-    headers: HeaderMap,
-    p: Params,
-) -> Result<Response, ApiError> {
-    am(&app, &headers, &p, Access::Write).await?;
-    let service = services::find(&app.db, id(&seg)?).await?;
-    Ok(created(
-        "application_plan",
-        &plans::create(&app.db, service.id, &p).await?,
-    ))
-}
-
 async fn show_proxy(
     State(app): State<AppState>,
-    Path(seg): Path<String>,
+    Path(sid): Path<String>,
     headers: HeaderMap,
     p: Params,
 ) -> Result<Json<Value>, ApiError> {
     am(&app, &headers, &p, Access::Read).await?;
-    let service = services::find(&app.db, id(&seg)?).await?;
+    let service = services::find(&app.db, json_id(&sid)?).await?;
     let settings = proxy::settings(&app.db, service.id).await?;
     Ok(wrap("proxy", &proxy::proxy_json(&service, &settings)))
 }
 
 async fn update_proxy(
     State(app): State<AppState>,
-    Path(seg): Path<String>,
+    Path(sid): Path<String>,
     headers: HeaderMap,
     p: Params,
 ) -> Result<Json<Value>, ApiError> {
     am(&app, &headers, &p, Access::Write).await?;
-    let service = services::find(&app.db, id(&seg)?).await?;
+    let service = services::find(&app.db, json_id(&sid)?).await?;
     let settings = proxy::update_settings(&app.db, service.id, &p).await?;
     Ok(wrap("proxy", &proxy::proxy_json(&service, &settings)))
 }
 
 async fn deploy(
     State(app): State<AppState>,
-    Path(seg): Path<String>,
+    Path(sid): Path<String>,
     headers: HeaderMap,
     p: Params,
 ) -> Result<Response, ApiError> {
     am(&app, &headers, &p, Access::Write).await?;
-    Ok(created("proxy_config", &proxy::deploy(&app.db, id(&seg)?).await?))
+    Ok(created("proxy_config", &proxy::deploy(&app.db, json_id(&sid)?).await?))
+}
+
+async fn list_configs(
+    State(app): State<AppState>,
+    Path((sid, env)): Path<(String, String)>,
+    headers: HeaderMap,
+    p: Params,
+) -> Result<Json<Value>, ApiError> {
+    am(&app, &headers, &p, Access::Read).await?;
+    let env = validate_environment(env.strip_suffix(".json").unwrap_or(&env))?;
+    let service = services::find(&app.db, json_id(&sid)?).await?;
+    Ok(wrap_list(
+        "proxy_configs",
+        "proxy_config",
+        &proxy::list_configs(&app.db, service.id, env).await?,
+    ))
+}
+
+async fn all_plans(State(app): State<AppState>, headers: HeaderMap, p: Params) -> Result<Json<Value>, ApiError> {
+    am(&app, &headers, &p, Access::Read).await?;
+    let mut conn = app.db.pool.acquire().await?;
+    let mut plans = plans::APPLICATION_PLAN.list_all(&mut conn).await?;
+    for plan in &mut plans {
+        crate::catalog::behaviour::decorate(Behaviour::Plan, &mut conn, plan).await?;
+    }
+    Ok(wrap_list("plans", "application_plan", &plans))
 }
 
 async fn show_config(
     State(app): State<AppState>,
-    Path((seg, env, version)): Path<(String, String, String)>,
+    Path((sid, env, version)): Path<(String, String, String)>,
     headers: HeaderMap,
     p: Params,
 ) -> Result<Json<Value>, ApiError> {
@@ -160,13 +225,13 @@ async fn show_config(
     };
     Ok(wrap(
         "proxy_config",
-        &proxy::find_config(&app.db, id(&seg)?, env, version).await?,
+        &proxy::find_config(&app.db, json_id(&sid)?, env, version).await?,
     ))
 }
 
 async fn promote(
     State(app): State<AppState>,
-    Path((seg, env, version)): Path<(String, String, String)>,
+    Path((sid, env, version)): Path<(String, String, String)>,
     headers: HeaderMap,
     p: Params,
 ) -> Result<Response, ApiError> {
@@ -175,7 +240,7 @@ async fn promote(
     let to = p.required("to")?;
     Ok(created(
         "proxy_config",
-        &proxy::promote(&app.db, id(&seg)?, env, id(&version)?, to).await?,
+        &proxy::promote(&app.db, json_id(&sid)?, env, json_id(&version)?, to).await?,
     ))
 }
 
@@ -199,39 +264,67 @@ async fn signup(State(app): State<AppState>, headers: HeaderMap, p: Params) -> R
     Ok(created("account", &accounts::signup(&app.db, &p).await?))
 }
 
-async fn show_account(
+/// The application of an account named by the path, or 404.
+async fn application_of(conn: &mut sqlx::AnyConnection, account: &str, application: &str) -> Result<i64, ApiError> {
+    let (account, application) = (json_id(account)?, json_id(application)?);
+    let found: Option<i64> = sqlx::query_scalar("SELECT id FROM applications WHERE id = $1 AND account_id = $2")
+        .bind(application)
+        .bind(account)
+        .fetch_optional(&mut *conn)
+        .await?;
+    found.ok_or(ApiError::NotFound)
+}
+
+fn keys_json(application_id: i64, keys: &[String]) -> Json<Value> {
+    let keys: Vec<Value> = keys
+        .iter()
+        .map(|k| json!({"key": {"value": k, "application_id": application_id}}))
+        .collect();
+    Json(json!({ "keys": keys }))
+}
+
+async fn list_keys(
     State(app): State<AppState>,
-    Path(seg): Path<String>,
+    Path((account, application)): Path<(String, String)>,
     headers: HeaderMap,
     p: Params,
 ) -> Result<Json<Value>, ApiError> {
     am(&app, &headers, &p, Access::Read).await?;
-    Ok(wrap("account", &accounts::find(&app.db, json_id(&seg)?).await?))
+    let mut conn = app.db.pool.acquire().await?;
+    let id = application_of(&mut conn, &account, &application).await?;
+    Ok(keys_json(id, &applications::keys(&mut conn, id).await?))
 }
 
-async fn list_applications(
+async fn create_key(
     State(app): State<AppState>,
-    Path(seg): Path<String>,
-    headers: HeaderMap,
-    p: Params,
-) -> Result<Json<Value>, ApiError> {
-    am(&app, &headers, &p, Access::Read).await?;
-    let list = applications::list_for_account(&app.db, id(&seg)?).await?;
-    Ok(wrap_list("applications", "application", &list))
-}
-
-async fn create_application(
-    State(app): State<AppState>,
-    Path(seg): Path<String>,
+    Path((account, application)): Path<(String, String)>,
     headers: HeaderMap,
     p: Params,
 ) -> Result<Response, ApiError> {
     am(&app, &headers, &p, Access::Write).await?;
-    let application = applications::create(&app.db, id(&seg)?, &p).await?;
-    tracing::info!(
-        application_id = application.id,
-        account_id = application.account_id,
-        "application created"
-    );
-    Ok(created("application", &application).into_response())
+    let key = p.required("key")?.to_string();
+    let mut tx = app.db.pool.begin().await?;
+    let id = application_of(&mut tx, &account, &application).await?;
+    applications::add_key(&mut tx, id, &key).await?;
+    let mut item =
+        crate::catalog::resource::Resource::find(&applications::APPLICATION, &mut tx, &[json_id(&account)?], id)
+            .await?;
+    tx.commit().await?;
+    item["keys"] = json!([key]);
+    Ok((axum::http::StatusCode::CREATED, Json(json!({ "application": item }))).into_response())
+}
+
+async fn delete_key(
+    State(app): State<AppState>,
+    Path((account, application, key)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    p: Params,
+) -> Result<Response, ApiError> {
+    am(&app, &headers, &p, Access::Write).await?;
+    let key = key.strip_suffix(".json").unwrap_or(&key).to_string();
+    let mut tx = app.db.pool.begin().await?;
+    let id = application_of(&mut tx, &account, &application).await?;
+    applications::delete_key(&mut tx, id, &key).await?;
+    tx.commit().await?;
+    Ok(axum::http::StatusCode::OK.into_response())
 }

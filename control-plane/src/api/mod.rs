@@ -2,6 +2,7 @@
 //! gateways call, and the operational endpoints (`/health`, `/metrics`).
 
 pub mod admin;
+pub mod crud;
 pub mod service_management;
 pub mod system;
 

@@ -158,7 +158,8 @@ async fn authrep(State(app): State<AppState>, p: Params) -> Result<Response, SmE
         ));
     }
     if service.backend_version != "1" {
-        let keys = applications::keys(&app.db, application.id).await?;
+        let mut conn = app.db.pool.acquire().await.map_err(ApiError::from)?;
+        let keys = applications::keys(&mut conn, application.id).await?;
         match p.get("app_key").filter(|k| !k.is_empty()) {
             None if !keys.is_empty() => {
                 return Ok(denied(

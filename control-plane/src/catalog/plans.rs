@@ -1,144 +1,192 @@
-//! Application plans (3scale §20): belong to a service; fees are exact decimals.
+//! Application plans (3scale §20–22, §25) with their usage limits and pricing rules.
 
-use super::{system_name_from, validate_system_name};
+use super::behaviour::{derive, int, text};
+use super::resource::{field, fixed, Kind, OnCreate, Resource, Val, Values};
 use crate::db::{Db, Row};
-use crate::error::{is_unique_violation, ApiError};
+use crate::error::ApiError;
 use crate::params::Params;
-use crate::time::now;
 use rust_decimal::Decimal;
-use serde::Serialize;
-use sqlx::Row as _;
+use serde_json::{json, Value};
+use sqlx::{AnyConnection, Row as _};
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+pub const APPLICATION_PLAN: Resource = Resource {
+    name: "application_plan",
+    collection: "plans",
+    table: "application_plans",
+    scope: &["service_id"],
+    fields: &[
+        field("name", Kind::Text, OnCreate::Required),
+        fixed("system_name", Kind::SystemName, OnCreate::Derived),
+        fixed("state", Kind::OneOf(&["hidden", "published"]), OnCreate::Derived),
+        field("approval_required", Kind::Bool, OnCreate::Default("false")),
+        field("setup_fee", Kind::Fee, OnCreate::Default("0")),
+        field("cost_per_month", Kind::Fee, OnCreate::Default("0")),
+        field("trial_period_days", Kind::Count, OnCreate::Default("0")),
+    ],
+    unique_field: "system_name",
+};
+
+pub const PERIODS: &[&str] = &["minute", "hour", "day", "week", "month", "year", "eternity"];
+
+pub const LIMIT: Resource = Resource {
+    name: "limit",
+    collection: "limits",
+    table: "usage_limits",
+    scope: &["plan_id", "metric_id"],
+    fields: &[
+        field("period", Kind::OneOf(PERIODS), OnCreate::Required),
+        field("value", Kind::Count, OnCreate::Required),
+    ],
+    unique_field: "period",
+};
+
+pub const PRICING_RULE: Resource = Resource {
+    name: "pricing_rule",
+    collection: "pricing_rules",
+    table: "pricing_rules",
+    scope: &["plan_id", "metric_id"],
+    fields: &[
+        field("min", Kind::Count, OnCreate::Default("1")),
+        field("max", Kind::OptCount, OnCreate::Optional),
+        field("cost_per_unit", Kind::Money, OnCreate::Required),
+    ],
+    unique_field: "min",
+};
+
+/// Derives the system name; `state_event` (publish | hide) moves the state.
+pub fn before_write(id: Option<i64>, p: &Params, values: &mut Values) -> Result<(), ApiError> {
+    let state = match p.get("state_event") {
+        None | Some("") => None,
+        Some("publish") => Some("published"),
+        Some("hide") => Some("hidden"),
+        Some(_) => return Err(ApiError::invalid("state_event", "must be publish or hide")),
+    };
+    if id.is_none() {
+        let name = text(values, "name").unwrap_or_default().to_string();
+        derive(values, "system_name", || super::system_name_from(&name));
+        values.push(("state", Val::Text(state.unwrap_or("hidden").into())));
+    } else if let Some(state) = state {
+        values.push(("state", Val::Text(state.into())));
+    }
+    Ok(())
+}
+
+/// 3scale shows whether the plan is its service's default, and whether it is customized.
+pub async fn decorate(conn: &mut AnyConnection, item: &mut Value) -> Result<(), ApiError> {
+    let default: Option<i64> =
+        sqlx::query_scalar("SELECT s.id FROM services s WHERE s.id = $1 AND s.default_application_plan_id = $2")
+            .bind(item["service_id"].as_i64().unwrap_or_default())
+            .bind(item["id"].as_i64().unwrap_or_default())
+            .fetch_optional(&mut *conn)
+            .await?;
+    item["default"] = json!(default.is_some());
+    item["custom"] = json!(false);
+    Ok(())
+}
+
+/// Tiers: `min` ≥ 1, `max` ≥ `min` (empty = ∞), and no overlap with the metric's other tiers.
+pub async fn pricing_rule_before_write(
+    conn: &mut AnyConnection,
+    scope: &[i64],
+    id: Option<i64>,
+    values: &mut Values,
+) -> Result<(), ApiError> {
+    let (plan_id, metric_id) = match scope {
+        [p, m] => (*p, *m),
+        _ => return Err(ApiError::Internal("pricing rules need a plan and a metric".into())),
+    };
+    let current: Option<(i64, Option<i64>)> = match id {
+        Some(id) => sqlx::query("SELECT min, max FROM pricing_rules WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?
+            .map(|r| -> Result<_, sqlx::Error> { Ok((r.try_get("min")?, r.try_get("max")?)) })
+            .transpose()?,
+        None => None,
+    };
+    let min = int(values, "min").or(current.map(|c| c.0)).unwrap_or(1);
+    let max = match values.iter().find(|(n, _)| *n == "max") {
+        Some((_, Val::Int(m))) => Some(*m),
+        Some(_) => None,
+        None => current.and_then(|c| c.1),
+    };
+    if min < 1 {
+        return Err(ApiError::invalid("min", "must be greater than or equal to 1"));
+    }
+    if let Some(max) = max {
+        if max < min {
+            return Err(ApiError::invalid("max", "must be greater than or equal to min"));
+        }
+    }
+    let others = sqlx::query("SELECT min, max FROM pricing_rules WHERE plan_id = $1 AND metric_id = $2 AND id <> $3")
+        .bind(plan_id)
+        .bind(metric_id)
+        .bind(id.unwrap_or(-1))
+        .fetch_all(&mut *conn)
+        .await?;
+    for r in others {
+        let (o_min, o_max): (i64, Option<i64>) = (r.try_get("min")?, r.try_get("max")?);
+        if overlaps((min, max), (o_min, o_max)) {
+            let range = |lo: i64, hi: Option<i64>| format!("{lo}–{}", hi.map(|h| h.to_string()).unwrap_or("∞".into()));
+            return Err(ApiError::invalid(
+                "min",
+                format!("overlaps the tier {}", range(o_min, o_max)),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether two closed ranges (`None` = unbounded above) share a unit.
+pub fn overlaps(a: (i64, Option<i64>), b: (i64, Option<i64>)) -> bool {
+    let a_hi = a.1.unwrap_or(i64::MAX);
+    let b_hi = b.1.unwrap_or(i64::MAX);
+    a.0 <= b_hi && b.0 <= a_hi
+}
+
+/// A plan as the service-management API needs it.
+#[derive(Debug, Clone, PartialEq)]
 pub struct ApplicationPlan {
     pub id: i64,
     pub service_id: i64,
     pub name: String,
-    pub system_name: String,
-    pub state: String,
     pub approval_required: bool,
-    pub setup_fee: Decimal,
     pub cost_per_month: Decimal,
-    pub trial_period_days: i64,
-    pub created_at: String,
-    pub updated_at: String,
-}
-
-const COLUMNS: &str = "id, service_id, name, system_name, state, approval_required, setup_fee, cost_per_month, \
-                       trial_period_days, created_at, updated_at";
-
-fn decimal(r: &Row, col: &str) -> Result<Decimal, ApiError> {
-    let text: String = r.try_get(col)?;
-    text.parse()
-        .map_err(|e| ApiError::Internal(format!("{col} `{text}`: {e}")))
 }
 
 fn from_row(r: &Row) -> Result<ApplicationPlan, ApiError> {
+    let cost: String = r.try_get("cost_per_month")?;
     Ok(ApplicationPlan {
         id: r.try_get("id")?,
         service_id: r.try_get("service_id")?,
         name: r.try_get("name")?,
-        system_name: r.try_get("system_name")?,
-        state: r.try_get("state")?,
         approval_required: r.try_get::<i64, _>("approval_required")? != 0,
-        setup_fee: decimal(r, "setup_fee")?,
-        cost_per_month: decimal(r, "cost_per_month")?,
-        trial_period_days: r.try_get("trial_period_days")?,
-        created_at: r.try_get("created_at")?,
-        updated_at: r.try_get("updated_at")?,
+        cost_per_month: cost
+            .parse()
+            .map_err(|e| ApiError::Internal(format!("cost_per_month `{cost}`: {e}")))?,
     })
 }
 
-/// A money parameter: a non-negative decimal with at most 4 places (never silently rounded).
-pub fn money(p: &Params, field: &str) -> Result<Option<Decimal>, ApiError> {
-    let Some(v) = p.parse::<Decimal>(field)? else {
-        return Ok(None);
-    };
-    if v.is_sign_negative() {
-        return Err(ApiError::invalid(field, "must be greater than or equal to 0"));
-    }
-    if v.normalize().scale() > 4 {
-        return Err(ApiError::invalid(field, "must have at most 4 decimal places"));
-    }
-    Ok(Some(v))
-}
-
-pub async fn create(db: &Db, service_id: i64, p: &Params) -> Result<ApplicationPlan, ApiError> {
-    let name = p.required("name")?.trim().to_string();
-    let system_name = p
-        .get("system_name")
-        .map(str::to_string)
-        .unwrap_or_else(|| system_name_from(&name));
-    validate_system_name("system_name", &system_name)?;
-    let state = match p.get("state_event") {
-        Some("publish") => "published",
-        Some("hide") | None => "hidden",
-        Some(_) => return Err(ApiError::invalid("state_event", "must be publish or hide")),
-    };
-    let setup_fee = money(p, "setup_fee")?.unwrap_or_default();
-    let cost_per_month = money(p, "cost_per_month")?.unwrap_or_default();
-    let trial = p.parse::<i64>("trial_period_days")?.unwrap_or(0);
-    if trial < 0 {
-        return Err(ApiError::invalid(
-            "trial_period_days",
-            "must be greater than or equal to 0",
-        ));
-    }
-    let approval = p.flag("approval_required")?.unwrap_or(false);
-    let ts = now();
-    let row = sqlx::query(&format!(
-        "INSERT INTO application_plans (service_id, name, system_name, state, approval_required, setup_fee,
-           cost_per_month, trial_period_days, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) RETURNING {COLUMNS}"
-    ))
-    .bind(service_id)
-    .bind(&name)
-    .bind(&system_name)
-    .bind(state)
-    .bind(i64::from(approval))
-    .bind(setup_fee.to_string())
-    .bind(cost_per_month.to_string())
-    .bind(trial)
-    .bind(ts)
-    .fetch_one(&db.pool)
-    .await;
-    match row {
-        Ok(row) => from_row(&row),
-        Err(e) if is_unique_violation(&e) => Err(ApiError::invalid("system_name", "has already been taken")),
-        Err(e) => Err(e.into()),
-    }
-}
-
 pub async fn find(db: &Db, id: i64) -> Result<ApplicationPlan, ApiError> {
-    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM application_plans WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(&db.pool)
-        .await?
-        .ok_or(ApiError::NotFound)?;
+    let row = sqlx::query(
+        "SELECT id, service_id, name, approval_required, cost_per_month FROM application_plans WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&db.pool)
+    .await?
+    .ok_or(ApiError::NotFound)?;
     from_row(&row)
-}
-
-pub async fn list_for_service(db: &Db, service_id: i64) -> Result<Vec<ApplicationPlan>, ApiError> {
-    let rows = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM application_plans WHERE service_id = $1 ORDER BY id"
-    ))
-    .bind(service_id)
-    .fetch_all(&db.pool)
-    .await?;
-    rows.iter().map(from_row).collect()
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::overlaps;
 
     #[test]
-    fn money_keeps_four_places_and_rejects_more() {
-        let p = Params::from_query("a=10.1234&b=0.00001&c=-1&d=abc&e=5.10000").unwrap();
-        assert_eq!(money(&p, "a").unwrap(), Some("10.1234".parse().unwrap()));
-        assert!(matches!(money(&p, "b"), Err(ApiError::Invalid(f)) if f[0].0 == "b"));
-        assert!(matches!(money(&p, "c"), Err(ApiError::Invalid(f)) if f[0].0 == "c"));
-        assert!(matches!(money(&p, "d"), Err(ApiError::Invalid(f)) if f[0].0 == "d"));
-        assert!(money(&p, "e").is_ok());
+    fn tier_overlaps() {
+        assert!(!overlaps((1, Some(100)), (101, None)));
+        assert!(overlaps((1, Some(100)), (100, Some(200))));
+        assert!(overlaps((1, None), (5000, Some(6000))));
+        assert!(!overlaps((501, None), (101, Some(500))));
     }
 }

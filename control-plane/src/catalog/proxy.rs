@@ -37,7 +37,23 @@ pub struct ProxySettings {
     pub error_limits_exceeded: String,
     pub error_status_limits_exceeded: u16,
     pub error_headers_limits_exceeded: String,
+    /// Other settings 3scale keeps (`api_test_path`, `support_email`, …), as given.
+    #[serde(flatten)]
+    pub other: serde_json::Map<String, Value>,
 }
+
+/// Parameters that are never settings: identity, timestamps, and what clients echo back.
+const NOT_SETTINGS: &[&str] = &[
+    "id",
+    "service_id",
+    "created_at",
+    "updated_at",
+    "links",
+    "lock_version",
+    "access_token",
+    "hosts",
+    "proxy_rules",
+];
 
 const TEXT: &str = "text/plain; charset=us-ascii";
 
@@ -63,6 +79,7 @@ impl Default for ProxySettings {
             error_limits_exceeded: "Usage limit exceeded".into(),
             error_status_limits_exceeded: 429,
             error_headers_limits_exceeded: TEXT.into(),
+            other: serde_json::Map::new(),
         }
     }
 }
@@ -120,6 +137,16 @@ impl ProxySettings {
                 *target = status;
             }
         }
+        let known = serde_json::to_value(Self::default()).unwrap_or_default();
+        for (name, value) in &p.0 {
+            let plain = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            if plain && !NOT_SETTINGS.contains(&name.as_str()) && known.get(name).is_none() {
+                self.other.insert(name.clone(), Value::String(value.clone()));
+            }
+        }
         Ok(())
     }
 
@@ -146,6 +173,7 @@ pub async fn settings(db: &Db, service_id: i64) -> Result<ProxySettings, ApiErro
     serde_json::from_str(&text).map_err(|e| ApiError::Internal(format!("proxy settings of service {service_id}: {e}")))
 }
 
+/// Updates the settings and, as 3scale does, deploys the result to the sandbox.
 pub async fn update_settings(db: &Db, service_id: i64, p: &Params) -> Result<ProxySettings, ApiError> {
     let mut current = settings(db, service_id).await?;
     current.update_from(p)?;
@@ -156,6 +184,7 @@ pub async fn update_settings(db: &Db, service_id: i64, p: &Params) -> Result<Pro
         .bind(service_id)
         .execute(&db.pool)
         .await?;
+    deploy(db, service_id).await?;
     Ok(current)
 }
 
@@ -281,11 +310,26 @@ pub async fn deploy(db: &Db, service_id: i64) -> Result<ProxyConfig, ApiError> {
     insert_config(db, service_id, "sandbox", &content).await
 }
 
-pub fn validate_environment(env: &str) -> Result<&str, ApiError> {
+/// `sandbox` (also called `staging`) or `production`.
+pub fn validate_environment(env: &str) -> Result<&'static str, ApiError> {
     match env {
-        "sandbox" | "production" => Ok(env),
+        "sandbox" | "staging" => Ok("sandbox"),
+        "production" => Ok("production"),
         _ => Err(ApiError::NotFound),
     }
+}
+
+/// Every version of a service's config in one environment, oldest first.
+pub async fn list_configs(db: &Db, service_id: i64, environment: &str) -> Result<Vec<ProxyConfig>, ApiError> {
+    let rows = sqlx::query(
+        "SELECT id, version, environment, content, created_at FROM proxy_configs
+         WHERE service_id = $1 AND environment = $2 ORDER BY version",
+    )
+    .bind(service_id)
+    .bind(environment)
+    .fetch_all(&db.pool)
+    .await?;
+    rows.iter().map(config_from_row).collect()
 }
 
 pub async fn find_config(

@@ -1,0 +1,246 @@
+//! Generic admin handlers over [`Resource`]s: list, create, show, update, delete at
+//! `{collection}.json` and `{collection}/{id}.json`, as 3scale lays them out.
+//!
+//! What differs between entities is declared, not re-coded: the resource (fields, table),
+//! how the URL's ids resolve to its scope ([`Parent`]: the parents must exist and own each
+//! other, else 404), and its [`Behaviour`] (what happens around a write). Every write runs
+//! in one transaction with its behaviour, so nothing is half-written.
+
+use super::AppState;
+use crate::auth::{authorize, Access, Scope};
+use crate::catalog::resource::{Resource, Values};
+use crate::catalog::{behaviour, Page};
+use crate::error::ApiError;
+use crate::params::Params;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use sqlx::AnyConnection;
+use std::collections::HashMap;
+
+pub use crate::catalog::behaviour::Behaviour;
+
+/// Where a resource hangs, i.e. which path ids make up its scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parent {
+    /// Top level: no scope.
+    Root,
+    /// `{service_id}`
+    Service,
+    /// `{service_id}` / `{metric_id}` (methods of a service metric)
+    ServiceMetric,
+    /// `{backend_id}`
+    Backend,
+    /// `{backend_id}` / `{metric_id}`
+    BackendMetric,
+    /// `{plan_id}` / `{metric_id}`: the metric must belong to the plan's service or its backends.
+    PlanMetric,
+    /// `{account_id}`
+    Account,
+}
+
+pub fn path_id(params: &HashMap<String, String>, name: &str) -> Result<i64, ApiError> {
+    let raw = params.get(name).ok_or(ApiError::NotFound)?;
+    raw.strip_suffix(".json")
+        .unwrap_or(raw)
+        .parse()
+        .map_err(|_| ApiError::NotFound)
+}
+
+async fn exists(conn: &mut AnyConnection, sql: &str, ids: &[i64]) -> Result<(), ApiError> {
+    let mut q = sqlx::query_scalar::<_, i64>(sql);
+    for id in ids {
+        q = q.bind(*id);
+    }
+    q.fetch_optional(&mut *conn)
+        .await?
+        .map(|_| ())
+        .ok_or(ApiError::NotFound)
+}
+
+impl Parent {
+    pub async fn scope(self, conn: &mut AnyConnection, p: &HashMap<String, String>) -> Result<Vec<i64>, ApiError> {
+        Ok(match self {
+            Parent::Root => vec![],
+            Parent::Service => {
+                let sid = path_id(p, "service_id")?;
+                exists(conn, "SELECT id FROM services WHERE id = $1", &[sid]).await?;
+                vec![sid]
+            }
+            Parent::ServiceMetric => {
+                let (sid, mid) = (path_id(p, "service_id")?, path_id(p, "metric_id")?);
+                exists(
+                    conn,
+                    "SELECT id FROM metrics WHERE id = $1 AND service_id = $2",
+                    &[mid, sid],
+                )
+                .await?;
+                vec![sid, mid]
+            }
+            Parent::Backend => {
+                let bid = path_id(p, "backend_id")?;
+                exists(conn, "SELECT id FROM backend_apis WHERE id = $1", &[bid]).await?;
+                vec![bid]
+            }
+            Parent::BackendMetric => {
+                let (bid, mid) = (path_id(p, "backend_id")?, path_id(p, "metric_id")?);
+                exists(
+                    conn,
+                    "SELECT id FROM metrics WHERE id = $1 AND backend_id = $2",
+                    &[mid, bid],
+                )
+                .await?;
+                vec![bid, mid]
+            }
+            Parent::PlanMetric => {
+                let (pid, mid) = (path_id(p, "plan_id")?, path_id(p, "metric_id")?);
+                exists(
+                    conn,
+                    "SELECT m.id FROM metrics m, application_plans p WHERE m.id = $1 AND p.id = $2 AND
+                       (m.service_id = p.service_id OR m.backend_id IN
+                          (SELECT backend_id FROM backend_usages u WHERE u.service_id = p.service_id))",
+                    &[mid, pid],
+                )
+                .await?;
+                vec![pid, mid]
+            }
+            Parent::Account => {
+                let aid = path_id(p, "account_id")?;
+                exists(conn, "SELECT id FROM accounts WHERE id = $1", &[aid]).await?;
+                vec![aid]
+            }
+        })
+    }
+}
+
+/// One resource mounted at a path.
+#[derive(Clone, Copy)]
+pub struct Mount {
+    pub resource: &'static Resource,
+    /// The path parameter naming one entity (`service_id`, …; children reuse the name).
+    pub id_param: &'static str,
+    pub parent: Parent,
+    pub behaviour: Behaviour,
+    pub scope: Scope,
+}
+
+/// Routes for `collection` (a path without `.json`, with `{service_id}`-style parameters).
+pub fn routes(collection: &str, m: Mount) -> Router<AppState> {
+    Router::new()
+        .route(
+            &format!("{collection}.json"),
+            get(move |s, h, path, p| list(m, s, h, path, p)).post(move |s, h, path, p| create(m, s, h, path, p)),
+        )
+        .route(
+            &format!("{collection}/{{{}}}", m.id_param),
+            get(move |s, h, path, p| show(m, s, h, path, p))
+                .put(move |s, h, path, p| update(m, s, h, path, p))
+                .patch(move |s, h, path, p| update(m, s, h, path, p))
+                .delete(move |s, h, path, p| delete(m, s, h, path, p)),
+        )
+}
+
+type PathMap = Path<HashMap<String, String>>;
+
+async fn list(
+    m: Mount,
+    State(app): State<AppState>,
+    h: HeaderMap,
+    Path(path): PathMap,
+    p: Params,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&app.db, &h, &p, m.scope, Access::Read).await?;
+    let page = if p.get("page").is_some() || p.get("per_page").is_some() {
+        Some(Page::from_params(&p)?)
+    } else {
+        None
+    };
+    let mut conn = app.db.pool.acquire().await?;
+    let scope = m.parent.scope(&mut conn, &path).await?;
+    let mut items = m.resource.list(&mut conn, &scope, page).await?;
+    for item in &mut items {
+        behaviour::decorate(m.behaviour, &mut conn, item).await?;
+    }
+    let wrapped: Vec<Value> = items.into_iter().map(|i| json!({ m.resource.name: i })).collect();
+    Ok(Json(json!({ m.resource.collection: wrapped })))
+}
+
+async fn show(
+    m: Mount,
+    State(app): State<AppState>,
+    h: HeaderMap,
+    Path(path): PathMap,
+    p: Params,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&app.db, &h, &p, m.scope, Access::Read).await?;
+    let mut conn = app.db.pool.acquire().await?;
+    let scope = m.parent.scope(&mut conn, &path).await?;
+    let mut item = m.resource.find(&mut conn, &scope, path_id(&path, m.id_param)?).await?;
+    behaviour::decorate(m.behaviour, &mut conn, &mut item).await?;
+    Ok(Json(json!({ m.resource.name: item })))
+}
+
+async fn create(
+    m: Mount,
+    State(app): State<AppState>,
+    h: HeaderMap,
+    Path(path): PathMap,
+    p: Params,
+) -> Result<Response, ApiError> {
+    authorize(&app.db, &h, &p, m.scope, Access::Write).await?;
+    let mut values: Values = m.resource.values_for_create(&p)?;
+    let mut tx = app.db.pool.begin().await?;
+    let scope = m.parent.scope(&mut tx, &path).await?;
+    behaviour::before_write(m.behaviour, &mut tx, &scope, None, &p, &mut values).await?;
+    let mut item = m.resource.insert(&mut tx, &scope, &values).await?;
+    behaviour::after_create(m.behaviour, &mut tx, &p, &item).await?;
+    behaviour::decorate(m.behaviour, &mut tx, &mut item).await?;
+    tx.commit().await?;
+    tracing::info!(entity = m.resource.name, id = %item["id"], "created");
+    Ok((StatusCode::CREATED, Json(json!({ m.resource.name: item }))).into_response())
+}
+
+async fn update(
+    m: Mount,
+    State(app): State<AppState>,
+    h: HeaderMap,
+    Path(path): PathMap,
+    p: Params,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&app.db, &h, &p, m.scope, Access::Write).await?;
+    let mut values = m.resource.values_for_update(&p)?;
+    let id = path_id(&path, m.id_param)?;
+    let mut tx = app.db.pool.begin().await?;
+    let scope = m.parent.scope(&mut tx, &path).await?;
+    m.resource.find(&mut tx, &scope, id).await?;
+    behaviour::before_write(m.behaviour, &mut tx, &scope, Some(id), &p, &mut values).await?;
+    let mut item = if values.is_empty() {
+        m.resource.find(&mut tx, &scope, id).await?
+    } else {
+        m.resource.update(&mut tx, &scope, id, &values).await?
+    };
+    behaviour::decorate(m.behaviour, &mut tx, &mut item).await?;
+    tx.commit().await?;
+    Ok(Json(json!({ m.resource.name: item })))
+}
+
+async fn delete(
+    m: Mount,
+    State(app): State<AppState>,
+    h: HeaderMap,
+    Path(path): PathMap,
+    p: Params,
+) -> Result<Response, ApiError> {
+    authorize(&app.db, &h, &p, m.scope, Access::Write).await?;
+    let id = path_id(&path, m.id_param)?;
+    let mut tx = app.db.pool.begin().await?;
+    let scope = m.parent.scope(&mut tx, &path).await?;
+    behaviour::before_delete(m.behaviour, &mut tx, &scope, id).await?;
+    m.resource.delete(&mut tx, &scope, id).await?;
+    tx.commit().await?;
+    tracing::info!(entity = m.resource.name, id, "deleted");
+    Ok(StatusCode::OK.into_response())
+}
