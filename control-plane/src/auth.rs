@@ -19,6 +19,19 @@ pub enum Scope {
 }
 
 impl Scope {
+    pub fn parse(s: &str) -> Option<Scope> {
+        Scope::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+
+    /// The admin-portal section a member needs to hold to get a token with this scope.
+    pub fn section(self) -> &'static str {
+        match self {
+            Scope::AccountManagement => "partners",
+            Scope::Analytics | Scope::Stats => "monitoring",
+            Scope::Finance => "finance",
+        }
+    }
+
     pub const ALL: [Scope; 4] = [Scope::AccountManagement, Scope::Analytics, Scope::Finance, Scope::Stats];
 
     pub fn as_str(self) -> &'static str {
@@ -40,6 +53,8 @@ pub enum Access {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccessToken {
     pub id: i64,
+    /// The provider user owning the token; `None` for the bootstrap token (acts as an admin).
+    pub user_id: Option<i64>,
     pub scopes: Vec<String>,
     pub permission: String,
 }
@@ -96,7 +111,7 @@ pub async fn authorize(
     access: Access,
 ) -> Result<AccessToken, ApiError> {
     let value = presented_token(headers, params).ok_or(ApiError::AccessDenied)?;
-    let row = sqlx::query("SELECT id, scopes, permission FROM access_tokens WHERE value_hash = $1")
+    let row = sqlx::query("SELECT id, user_id, scopes, permission FROM access_tokens WHERE value_hash = $1")
         .bind(hash_token(value))
         .fetch_optional(&db.pool)
         .await?
@@ -104,6 +119,7 @@ pub async fn authorize(
     let scopes: String = row.try_get("scopes")?;
     let token = AccessToken {
         id: row.try_get("id")?,
+        user_id: row.try_get("user_id")?,
         scopes: scopes.split(',').map(str::to_string).collect(),
         permission: row.try_get("permission")?,
     };
@@ -114,6 +130,125 @@ pub async fn authorize(
     }
 }
 
+const TOKEN_COLUMNS: &str = "id, name, scopes, permission, created_at";
+
+fn token_json(r: &crate::db::Row) -> Result<serde_json::Value, ApiError> {
+    let scopes: String = r.try_get("scopes")?;
+    Ok(serde_json::json!({
+        "id": r.try_get::<i64, _>("id")?,
+        "name": r.try_get::<String, _>("name")?,
+        "scopes": scopes.split(',').filter(|s| !s.is_empty()).collect::<Vec<_>>(),
+        "permission": r.try_get::<String, _>("permission")?,
+        "expires_at": null,
+        "created_at": r.try_get::<String, _>("created_at")?,
+    }))
+}
+
+/// The owner condition: the user's tokens, or the owner-less (bootstrap-created) ones.
+fn owner_clause(user_id: Option<i64>) -> (&'static str, i64) {
+    match user_id {
+        Some(id) => ("user_id = $2", id),
+        None => ("(user_id IS NULL AND $2 = $2)", 0),
+    }
+}
+
+pub async fn list_tokens(db: &Db, user_id: Option<i64>) -> Result<Vec<serde_json::Value>, ApiError> {
+    let (owner, id) = owner_clause(user_id);
+    let rows = sqlx::query(&format!(
+        "SELECT {TOKEN_COLUMNS} FROM access_tokens WHERE id > $1 AND {owner} ORDER BY id"
+    ))
+    .bind(0i64)
+    .bind(id)
+    .fetch_all(&db.pool)
+    .await?;
+    rows.iter().map(token_json).collect()
+}
+
+pub async fn find_token(db: &Db, user_id: Option<i64>, token_id: i64) -> Result<serde_json::Value, ApiError> {
+    let (owner, id) = owner_clause(user_id);
+    let row = sqlx::query(&format!(
+        "SELECT {TOKEN_COLUMNS} FROM access_tokens WHERE id = $1 AND {owner}"
+    ))
+    .bind(token_id)
+    .bind(id)
+    .fetch_optional(&db.pool)
+    .await?
+    .ok_or(ApiError::NotFound)?;
+    token_json(&row)
+}
+
+pub async fn delete_token(db: &Db, user_id: Option<i64>, token_id: i64) -> Result<(), ApiError> {
+    let (owner, id) = owner_clause(user_id);
+    let done = sqlx::query(&format!("DELETE FROM access_tokens WHERE id = $1 AND {owner}"))
+        .bind(token_id)
+        .bind(id)
+        .execute(&db.pool)
+        .await?;
+    if done.rows_affected() == 0 {
+        return Err(ApiError::NotFound);
+    }
+    Ok(())
+}
+
+/// Creates a token for the caller's user. The value is in this answer only; the database
+/// keeps its hash. A member may only ask for scopes whose sections they hold.
+pub async fn create_token(db: &Db, me: &AccessToken, p: &Params) -> Result<serde_json::Value, ApiError> {
+    let name = p.required("name")?.trim().to_string();
+    let permission = p.required("permission")?;
+    if !matches!(permission, "ro" | "rw") {
+        return Err(ApiError::invalid("permission", "must be ro or rw"));
+    }
+    let mut scopes = Vec::new();
+    for s in p.all("scopes").into_iter().filter(|s| !s.is_empty()) {
+        let scope = Scope::parse(s).ok_or_else(|| {
+            ApiError::invalid(
+                "scopes",
+                format!("unknown scope `{s}` (account_management, analytics, finance, stats)"),
+            )
+        })?;
+        if !scopes.contains(&scope) {
+            scopes.push(scope);
+        }
+    }
+    if scopes.is_empty() {
+        return Err(ApiError::invalid("scopes", "can't be blank"));
+    }
+    if let Some(user_id) = me.user_id {
+        let row = sqlx::query("SELECT role, allowed_sections FROM provider_users WHERE id = $1")
+            .bind(user_id)
+            .fetch_optional(&db.pool)
+            .await?
+            .ok_or(ApiError::AccessDenied)?;
+        let role: String = row.try_get("role")?;
+        let sections: String = row.try_get("allowed_sections")?;
+        if role != "admin" {
+            if let Some(s) = scopes.iter().find(|s| !sections.split(',').any(|x| x == s.section())) {
+                return Err(ApiError::invalid(
+                    "scopes",
+                    format!("`{}` needs the {} section", s.as_str(), s.section()),
+                ));
+            }
+        }
+    }
+    let value = generate_token();
+    let joined: Vec<&str> = scopes.iter().map(|s| s.as_str()).collect();
+    let row = sqlx::query(&format!(
+        "INSERT INTO access_tokens (user_id, name, value_hash, scopes, permission, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING {TOKEN_COLUMNS}"
+    ))
+    .bind(me.user_id)
+    .bind(name)
+    .bind(hash_token(&value))
+    .bind(joined.join(","))
+    .bind(permission)
+    .bind(crate::time::now())
+    .fetch_one(&db.pool)
+    .await?;
+    let mut token = token_json(&row)?;
+    token["value"] = serde_json::Value::String(value);
+    Ok(token)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,6 +257,7 @@ mod tests {
     fn permissions() {
         let ro = AccessToken {
             id: 1,
+            user_id: None,
             scopes: vec!["account_management".into()],
             permission: "ro".into(),
         };

@@ -45,6 +45,16 @@ impl Params {
         self.0.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 
+    /// Every value of `name` and `name[]` (repeated form fields, JSON arrays), in order.
+    pub fn all(&self, name: &str) -> Vec<&str> {
+        let array = format!("{name}[]");
+        self.0
+            .iter()
+            .filter(|(k, _)| k == name || *k == array)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
     /// A required, non-blank value.
     pub fn required(&self, name: &str) -> Result<&str, ApiError> {
         match self.get(name) {

@@ -16,6 +16,8 @@ pub enum StartupError {
     Database { url: String, source: sqlx::Error },
     #[error("migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("provider account: {0}")]
+    Provider(sqlx::Error),
     #[error("bootstrap admin token: {0}")]
     AdminToken(sqlx::Error),
     #[error("redis {url}: {source}")]
@@ -38,6 +40,9 @@ impl Application {
                 source,
             })?;
         db.migrate().await?;
+        crate::catalog::provider::ensure(&db)
+            .await
+            .map_err(StartupError::Provider)?;
         if let Some(token) = &config.admin_token {
             crate::auth::ensure_admin_token(&db, token)
                 .await

@@ -2,9 +2,31 @@
 -- applications, access tokens. Money is TEXT (exact decimals), times are RFC 3339 TEXT in UTC,
 -- booleans are 0/1: the same SQL then serves SQLite and PostgreSQL.
 
+-- The provider (the API owner running Tollgate): one row, its settings as a JSON document.
+CREATE TABLE provider_account (
+    id INTEGER PRIMARY KEY,
+    org_name TEXT NOT NULL,
+    settings TEXT NOT NULL,
+    default_account_plan_id INTEGER,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+
+CREATE TABLE provider_users (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    username TEXT NOT NULL UNIQUE,
+    email TEXT UNIQUE,
+    role TEXT NOT NULL DEFAULT 'member',
+    state TEXT NOT NULL DEFAULT 'pending',
+    allowed_sections TEXT NOT NULL DEFAULT '',
+    allowed_service_ids TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+
 CREATE TABLE access_tokens (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
-    user_id INTEGER,
+    user_id INTEGER REFERENCES provider_users(id) ON DELETE CASCADE,
     name TEXT NOT NULL,
     value_hash TEXT NOT NULL UNIQUE,
     scopes TEXT NOT NULL,
@@ -21,6 +43,7 @@ CREATE TABLE services (
     state TEXT NOT NULL DEFAULT 'incomplete',
     service_token TEXT NOT NULL UNIQUE,
     default_application_plan_id INTEGER,
+    default_service_plan_id INTEGER,
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL
 );
@@ -129,9 +152,38 @@ CREATE TABLE pricing_rules (
     updated_at TEXT NOT NULL
 );
 
+CREATE TABLE account_plans (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    system_name TEXT NOT NULL UNIQUE,
+    state TEXT NOT NULL DEFAULT 'hidden',
+    approval_required INTEGER NOT NULL DEFAULT 0,
+    setup_fee TEXT NOT NULL DEFAULT '0',
+    cost_per_month TEXT NOT NULL DEFAULT '0',
+    trial_period_days INTEGER NOT NULL DEFAULT 0,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+
+CREATE TABLE service_plans (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    service_id INTEGER NOT NULL REFERENCES services(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    system_name TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'hidden',
+    approval_required INTEGER NOT NULL DEFAULT 0,
+    setup_fee TEXT NOT NULL DEFAULT '0',
+    cost_per_month TEXT NOT NULL DEFAULT '0',
+    trial_period_days INTEGER NOT NULL DEFAULT 0,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    UNIQUE (service_id, system_name)
+);
+
 CREATE TABLE accounts (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     org_name TEXT NOT NULL,
+    plan_id INTEGER REFERENCES account_plans(id),
     state TEXT NOT NULL DEFAULT 'approved',
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL
@@ -162,6 +214,17 @@ CREATE TABLE applications (
     updated_at TEXT NOT NULL,
     UNIQUE (service_id, user_key),
     UNIQUE (service_id, application_id)
+);
+
+CREATE TABLE service_subscriptions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    service_id INTEGER NOT NULL REFERENCES services(id) ON DELETE CASCADE,
+    plan_id INTEGER NOT NULL REFERENCES service_plans(id),
+    state TEXT NOT NULL DEFAULT 'live',
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    UNIQUE (account_id, service_id)
 );
 
 CREATE TABLE application_keys (

@@ -5,9 +5,12 @@
 use super::crud::{self, Behaviour, Mount, Parent};
 use super::{created, wrap, wrap_list, AppState};
 use crate::auth::{authorize, Access, Scope};
+use crate::catalog::plans::PlanKind;
 use crate::catalog::proxy::{self, validate_environment};
 use crate::catalog::resource::Resource;
-use crate::catalog::{accounts, applications, backends, mapping_rules, metrics, plans, services};
+use crate::catalog::{
+    accounts, applications, backends, mapping_rules, metrics, plans, provider, services, subscriptions,
+};
 use crate::error::ApiError;
 use crate::params::Params;
 use axum::extract::{Path, State};
@@ -29,10 +32,41 @@ const fn mount(resource: &'static Resource, id_param: &'static str, parent: Pare
 
 pub fn routes() -> Router<AppState> {
     use Behaviour as B;
-    let catalog: [(&str, Mount); 15] = [
+    let catalog: [(&str, Mount); 19] = [
         (
             "/admin/api/accounts",
-            mount(&accounts::ACCOUNT, "account_id", Parent::Root, B::Plain),
+            mount(&accounts::ACCOUNT, "account_id", Parent::Root, B::Account),
+        ),
+        (
+            "/admin/api/account_plans",
+            mount(
+                &plans::ACCOUNT_PLAN,
+                "plan_id",
+                Parent::Root,
+                B::Plan(PlanKind::Account),
+            ),
+        ),
+        (
+            "/admin/api/services/{service_id}/service_plans",
+            mount(
+                &plans::SERVICE_PLAN,
+                "plan_id",
+                Parent::Service,
+                B::Plan(PlanKind::Service),
+            ),
+        ),
+        (
+            "/admin/api/accounts/{account_id}/service_subscriptions",
+            mount(
+                &subscriptions::SERVICE_SUBSCRIPTION,
+                "id",
+                Parent::Account,
+                B::ServiceSubscription,
+            ),
+        ),
+        (
+            "/admin/api/users",
+            mount(&provider::PROVIDER_USER, "user_id", Parent::Root, B::User),
         ),
         (
             "/admin/api/accounts/{account_id}/users",
@@ -65,7 +99,12 @@ pub fn routes() -> Router<AppState> {
         ),
         (
             "/admin/api/services/{service_id}/application_plans",
-            mount(&plans::APPLICATION_PLAN, "plan_id", Parent::Service, B::Plan),
+            mount(
+                &plans::APPLICATION_PLAN,
+                "plan_id",
+                Parent::Service,
+                B::Plan(PlanKind::Application),
+            ),
         ),
         (
             "/admin/api/services/{service_id}/backend_usages",
@@ -122,6 +161,21 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/admin/api/account/proxy_configs/{env}", get(all_configs))
         .route("/admin/api/signup.json", post(signup))
+        .route("/admin/api/accounts/find.json", get(find_account))
+        .route("/admin/api/accounts/{account_id}/plan.json", get(account_plan))
+        .route("/admin/api/provider.json", get(show_provider).put(update_provider))
+        .route(
+            "/admin/api/users/{user_id}/permissions.json",
+            get(show_permissions).put(update_permissions),
+        )
+        .route(
+            "/admin/api/personal/access_tokens.json",
+            get(list_tokens).post(create_token),
+        )
+        .route(
+            "/admin/api/personal/access_tokens/{token_id}",
+            get(show_token).delete(delete_token),
+        )
         .route(
             "/admin/api/accounts/{account_id}/applications/{application_id}/keys.json",
             get(list_keys).post(create_key),
@@ -206,7 +260,7 @@ async fn all_plans(State(app): State<AppState>, headers: HeaderMap, p: Params) -
     let mut conn = app.db.pool.acquire().await?;
     let mut plans = plans::APPLICATION_PLAN.list_all(&mut conn).await?;
     for plan in &mut plans {
-        crate::catalog::behaviour::decorate(Behaviour::Plan, &mut conn, plan).await?;
+        crate::catalog::behaviour::decorate(Behaviour::Plan(PlanKind::Application), &mut conn, plan).await?;
     }
     Ok(wrap_list("plans", "application_plan", &plans))
 }
@@ -326,5 +380,102 @@ async fn delete_key(
     let id = application_of(&mut tx, &account, &application).await?;
     applications::delete_key(&mut tx, id, &key).await?;
     tx.commit().await?;
+    Ok(axum::http::StatusCode::OK.into_response())
+}
+
+async fn find_account(State(app): State<AppState>, headers: HeaderMap, p: Params) -> Result<Json<Value>, ApiError> {
+    am(&app, &headers, &p, Access::Read).await?;
+    let id = accounts::find_id(&app.db, &p).await?;
+    let mut conn = app.db.pool.acquire().await?;
+    Ok(wrap("account", &accounts::ACCOUNT.find(&mut conn, &[], id).await?))
+}
+
+async fn account_plan(
+    State(app): State<AppState>,
+    Path(account): Path<String>,
+    headers: HeaderMap,
+    p: Params,
+) -> Result<Json<Value>, ApiError> {
+    am(&app, &headers, &p, Access::Read).await?;
+    let mut conn = app.db.pool.acquire().await?;
+    let account = accounts::ACCOUNT.find(&mut conn, &[], json_id(&account)?).await?;
+    let plan_id = account["plan_id"].as_i64().ok_or(ApiError::NotFound)?;
+    let mut plan = plans::ACCOUNT_PLAN.find(&mut conn, &[], plan_id).await?;
+    plans::decorate(PlanKind::Account, &mut conn, &mut plan).await?;
+    Ok(wrap("account_plan", &plan))
+}
+
+async fn show_provider(State(app): State<AppState>, headers: HeaderMap, p: Params) -> Result<Json<Value>, ApiError> {
+    authorize(&app.db, &headers, &p, Scope::AccountManagement, Access::Read).await?;
+    Ok(wrap("account", &provider::account(&app.db).await?))
+}
+
+async fn update_provider(State(app): State<AppState>, headers: HeaderMap, p: Params) -> Result<Json<Value>, ApiError> {
+    authorize(&app.db, &headers, &p, Scope::AccountManagement, Access::Write).await?;
+    Ok(wrap("account", &provider::update_account(&app.db, &p).await?))
+}
+
+async fn show_permissions(
+    State(app): State<AppState>,
+    Path(user): Path<String>,
+    headers: HeaderMap,
+    p: Params,
+) -> Result<Json<Value>, ApiError> {
+    am(&app, &headers, &p, Access::Read).await?;
+    let mut conn = app.db.pool.acquire().await?;
+    Ok(Json(provider::permissions(&mut conn, json_id(&user)?).await?))
+}
+
+async fn update_permissions(
+    State(app): State<AppState>,
+    Path(user): Path<String>,
+    headers: HeaderMap,
+    p: Params,
+) -> Result<Json<Value>, ApiError> {
+    am(&app, &headers, &p, Access::Write).await?;
+    let mut tx = app.db.pool.begin().await?;
+    let permissions = provider::update_permissions(&mut tx, json_id(&user)?, &p).await?;
+    tx.commit().await?;
+    Ok(Json(permissions))
+}
+
+async fn list_tokens(State(app): State<AppState>, headers: HeaderMap, p: Params) -> Result<Json<Value>, ApiError> {
+    let me = authorize(&app.db, &headers, &p, Scope::AccountManagement, Access::Read).await?;
+    Ok(wrap_list(
+        "access_tokens",
+        "access_token",
+        &crate::auth::list_tokens(&app.db, me.user_id).await?,
+    ))
+}
+
+async fn create_token(State(app): State<AppState>, headers: HeaderMap, p: Params) -> Result<Response, ApiError> {
+    let me = authorize(&app.db, &headers, &p, Scope::AccountManagement, Access::Write).await?;
+    Ok(created(
+        "access_token",
+        &crate::auth::create_token(&app.db, &me, &p).await?,
+    ))
+}
+
+async fn show_token(
+    State(app): State<AppState>,
+    Path(token): Path<String>,
+    headers: HeaderMap,
+    p: Params,
+) -> Result<Json<Value>, ApiError> {
+    let me = authorize(&app.db, &headers, &p, Scope::AccountManagement, Access::Read).await?;
+    Ok(wrap(
+        "access_token",
+        &crate::auth::find_token(&app.db, me.user_id, json_id(&token)?).await?,
+    ))
+}
+
+async fn delete_token(
+    State(app): State<AppState>,
+    Path(token): Path<String>,
+    headers: HeaderMap,
+    p: Params,
+) -> Result<Response, ApiError> {
+    let me = authorize(&app.db, &headers, &p, Scope::AccountManagement, Access::Write).await?;
+    crate::auth::delete_token(&app.db, me.user_id, json_id(&token)?).await?;
     Ok(axum::http::StatusCode::OK.into_response())
 }

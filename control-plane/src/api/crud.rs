@@ -129,7 +129,21 @@ pub struct Mount {
 
 /// Routes for `collection` (a path without `.json`, with `{service_id}`-style parameters).
 pub fn routes(collection: &str, m: Mount) -> Router<AppState> {
-    Router::new()
+    let router = Router::new();
+    let has_events = !m.resource.transitions.is_empty()
+        || matches!(
+            m.behaviour,
+            Behaviour::Plan(_) | Behaviour::Application | Behaviour::ServiceSubscription | Behaviour::Account
+        );
+    let router = if has_events {
+        router.route(
+            &format!("{collection}/{{{}}}/{{event}}", m.id_param),
+            axum::routing::put(move |s, h, path, p| event(m, s, h, path, p)),
+        )
+    } else {
+        router
+    };
+    router
         .route(
             &format!("{collection}.json"),
             get(move |s, h, path, p| list(m, s, h, path, p)).post(move |s, h, path, p| create(m, s, h, path, p)),
@@ -224,6 +238,34 @@ async fn update(
     };
     behaviour::decorate(m.behaviour, &mut tx, &mut item).await?;
     tx.commit().await?;
+    Ok(Json(json!({ m.resource.name: item })))
+}
+
+/// `PUT …/{id}/{event}.json`: a state event, `default` (plans) or `change_plan` (contracts).
+async fn event(
+    m: Mount,
+    State(app): State<AppState>,
+    h: HeaderMap,
+    Path(path): PathMap,
+    p: Params,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&app.db, &h, &p, m.scope, Access::Write).await?;
+    let id = path_id(&path, m.id_param)?;
+    let name = path
+        .get("event")
+        .map(|e| e.strip_suffix(".json").unwrap_or(e))
+        .unwrap_or_default();
+    let mut tx = app.db.pool.begin().await?;
+    let scope = m.parent.scope(&mut tx, &path).await?;
+    let current = m.resource.find(&mut tx, &scope, id).await?;
+    let mut item = if behaviour::event(m.behaviour, &mut tx, &scope, &current, name, &p).await? {
+        m.resource.find(&mut tx, &scope, id).await?
+    } else {
+        m.resource.transition(&mut tx, &scope, id, name).await?
+    };
+    behaviour::decorate(m.behaviour, &mut tx, &mut item).await?;
+    tx.commit().await?;
+    tracing::info!(entity = m.resource.name, id, event = name, "event");
     Ok(Json(json!({ m.resource.name: item })))
 }
 

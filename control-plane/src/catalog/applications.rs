@@ -2,7 +2,7 @@
 //! a `user_key` (backend_version 1) or an `application_id` with keys (backend_version 2).
 
 use super::behaviour::{int, text};
-use super::resource::{field, fixed, Kind, OnCreate, Resource, Val, Values};
+use super::resource::{event, field, fixed, Kind, OnCreate, Resource, Val, Values};
 use crate::auth::generate_token;
 use crate::db::{Db, Row};
 use crate::error::ApiError;
@@ -29,6 +29,11 @@ pub const APPLICATION: Resource = Resource {
         fixed("application_id", Kind::Text, OnCreate::Derived),
     ],
     unique_field: "user_key",
+    transitions: &[
+        event("accept", &["pending"], "live"),
+        event("suspend", &["live"], "suspended"),
+        event("resume", &["suspended"], "live"),
+    ],
 };
 
 /// On create: the plan decides the service and whether the application waits for approval;

@@ -15,6 +15,7 @@ pub const BACKEND: Resource = Resource {
         field("private_endpoint", Kind::Text, OnCreate::Default("")),
     ],
     unique_field: "system_name",
+    transitions: &[],
 };
 
 pub const BACKEND_USAGE: Resource = Resource {
@@ -31,6 +32,7 @@ pub const BACKEND_USAGE: Resource = Resource {
         field("path", Kind::Text, OnCreate::Default("/")),
     ],
     unique_field: "backend_id",
+    transitions: &[],
 };
 
 use super::resource::Field;

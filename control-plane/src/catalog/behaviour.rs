@@ -5,7 +5,7 @@
 
 use super::metrics::Owner;
 use super::resource::{Val, Values};
-use super::{accounts, applications, mapping_rules, metrics, plans, services};
+use super::{accounts, applications, mapping_rules, metrics, plans, services, subscriptions};
 use crate::error::ApiError;
 use crate::params::Params;
 use serde_json::Value;
@@ -21,10 +21,12 @@ pub enum Behaviour {
     MappingRule,
     BackendMappingRule,
     BackendUsage,
-    Plan,
+    Plan(plans::PlanKind),
     PricingRule,
     Application,
     User,
+    ServiceSubscription,
+    Account,
 }
 
 /// Sets a derived value unless the client gave one.
@@ -65,7 +67,7 @@ pub async fn before_write(
     values: &mut Values,
 ) -> Result<(), ApiError> {
     match b {
-        Behaviour::Plain => Ok(()),
+        Behaviour::Plain | Behaviour::Account => Ok(()),
         Behaviour::Service => services::before_write(id, values),
         Behaviour::Backend => {
             if id.is_none() {
@@ -92,7 +94,8 @@ pub async fn before_write(
             }
             None => Ok(()),
         },
-        Behaviour::Plan => plans::before_write(id, p, values),
+        Behaviour::Plan(_) => plans::before_write(id, p, values),
+        Behaviour::ServiceSubscription => subscriptions::before_write(conn, id, values).await,
         Behaviour::PricingRule => plans::pricing_rule_before_write(conn, scope, id, values).await,
         Behaviour::Application => applications::before_write(conn, id, p, values).await,
         Behaviour::User => accounts::check_email(values),
@@ -117,6 +120,47 @@ pub async fn before_delete(_b: Behaviour, _conn: &mut AnyConnection, _scope: &[i
     Ok(())
 }
 
+/// Events beyond the resource's state machine: `default` for plans, `change_plan` for
+/// contracts. `Ok(false)`: not one of them.
+pub async fn event(
+    b: Behaviour,
+    conn: &mut AnyConnection,
+    scope: &[i64],
+    item: &Value,
+    event: &str,
+    p: &Params,
+) -> Result<bool, ApiError> {
+    let id = item["id"].as_i64().unwrap_or_default();
+    match (b, event) {
+        (Behaviour::Plan(kind), "default") => kind.set_default(conn, item).await.map(|_| true),
+        (Behaviour::Application | Behaviour::ServiceSubscription | Behaviour::Account, "change_plan") => {
+            let plan_id = p
+                .parse::<i64>("plan_id")?
+                .ok_or_else(|| ApiError::invalid("plan_id", "can't be blank"))?;
+            match b {
+                Behaviour::Application => {
+                    subscriptions::change_plan(conn, "applications", "application_plans", first(scope)?, id, plan_id)
+                        .await?
+                }
+                Behaviour::ServiceSubscription => {
+                    subscriptions::change_plan(
+                        conn,
+                        "service_subscriptions",
+                        "service_plans",
+                        first(scope)?,
+                        id,
+                        plan_id,
+                    )
+                    .await?
+                }
+                _ => accounts::change_plan(conn, id, plan_id).await?,
+            }
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
+}
+
 /// Adds the fields 3scale shows that are not columns.
 pub async fn decorate(b: Behaviour, conn: &mut AnyConnection, item: &mut Value) -> Result<(), ApiError> {
     match b {
@@ -128,7 +172,7 @@ pub async fn decorate(b: Behaviour, conn: &mut AnyConnection, item: &mut Value) 
             item["annotations"] = serde_json::json!({});
             Ok(())
         }
-        Behaviour::Plan => plans::decorate(conn, item).await,
+        Behaviour::Plan(kind) => plans::decorate(kind, conn, item).await,
         _ => Ok(()),
     }
 }

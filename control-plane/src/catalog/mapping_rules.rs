@@ -27,6 +27,7 @@ pub const MAPPING_RULE: Resource = Resource {
     scope: &["service_id"],
     fields: FIELDS,
     unique_field: "pattern",
+    transitions: &[],
 };
 pub const BACKEND_MAPPING_RULE: Resource = Resource {
     name: "mapping_rule",
@@ -35,6 +36,7 @@ pub const BACKEND_MAPPING_RULE: Resource = Resource {
     scope: &["backend_id"],
     fields: FIELDS,
     unique_field: "pattern",
+    transitions: &[],
 };
 
 /// A pattern: starts with `/`; `{name}` variables are closed and named; `$` only at the end of

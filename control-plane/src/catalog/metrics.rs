@@ -28,6 +28,7 @@ pub const METRIC: Resource = Resource {
     scope: &["service_id"],
     fields: FIELDS,
     unique_field: "system_name",
+    transitions: &[],
 };
 pub const METHOD: Resource = Resource {
     name: "method",
@@ -36,6 +37,7 @@ pub const METHOD: Resource = Resource {
     scope: &["service_id", "parent_id"],
     fields: METHOD_FIELDS,
     unique_field: "system_name",
+    transitions: &[],
 };
 pub const BACKEND_METRIC: Resource = Resource {
     name: "metric",
@@ -44,6 +46,7 @@ pub const BACKEND_METRIC: Resource = Resource {
     scope: &["backend_id"],
     fields: FIELDS,
     unique_field: "system_name",
+    transitions: &[],
 };
 pub const BACKEND_METHOD: Resource = Resource {
     name: "method",
@@ -52,6 +55,7 @@ pub const BACKEND_METHOD: Resource = Resource {
     scope: &["backend_id", "parent_id"],
     fields: METHOD_FIELDS,
     unique_field: "system_name",
+    transitions: &[],
 };
 
 /// Derives the system name. A backend's metrics carry the backend's id as a suffix

@@ -9,9 +9,11 @@ pub mod behaviour;
 pub mod mapping_rules;
 pub mod metrics;
 pub mod plans;
+pub mod provider;
 pub mod proxy;
 pub mod resource;
 pub mod services;
+pub mod subscriptions;
 
 use crate::error::ApiError;
 use crate::params::Params;

@@ -9,22 +9,96 @@ use rust_decimal::Decimal;
 use serde_json::{json, Value};
 use sqlx::{AnyConnection, Row as _};
 
+/// Every kind of plan has the same fees and states (SPEC §6.2: fees on application, service
+/// and account plans).
+const PLAN_FIELDS: &[super::resource::Field] = &[
+    field("name", Kind::Text, OnCreate::Required),
+    fixed("system_name", Kind::SystemName, OnCreate::Derived),
+    fixed("state", Kind::OneOf(&["hidden", "published"]), OnCreate::Derived),
+    field("approval_required", Kind::Bool, OnCreate::Default("false")),
+    field("setup_fee", Kind::Fee, OnCreate::Default("0")),
+    field("cost_per_month", Kind::Fee, OnCreate::Default("0")),
+    field("trial_period_days", Kind::Count, OnCreate::Default("0")),
+];
+
 pub const APPLICATION_PLAN: Resource = Resource {
     name: "application_plan",
     collection: "plans",
     table: "application_plans",
     scope: &["service_id"],
-    fields: &[
-        field("name", Kind::Text, OnCreate::Required),
-        fixed("system_name", Kind::SystemName, OnCreate::Derived),
-        fixed("state", Kind::OneOf(&["hidden", "published"]), OnCreate::Derived),
-        field("approval_required", Kind::Bool, OnCreate::Default("false")),
-        field("setup_fee", Kind::Fee, OnCreate::Default("0")),
-        field("cost_per_month", Kind::Fee, OnCreate::Default("0")),
-        field("trial_period_days", Kind::Count, OnCreate::Default("0")),
-    ],
+    fields: PLAN_FIELDS,
     unique_field: "system_name",
+    transitions: &[],
 };
+
+pub const SERVICE_PLAN: Resource = Resource {
+    name: "service_plan",
+    collection: "plans",
+    table: "service_plans",
+    scope: &["service_id"],
+    fields: PLAN_FIELDS,
+    unique_field: "system_name",
+    transitions: &[],
+};
+
+pub const ACCOUNT_PLAN: Resource = Resource {
+    name: "account_plan",
+    collection: "plans",
+    table: "account_plans",
+    scope: &[],
+    fields: PLAN_FIELDS,
+    unique_field: "system_name",
+    transitions: &[],
+};
+
+/// Which kind of plan, and where its owner keeps the default one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlanKind {
+    Application,
+    Service,
+    Account,
+}
+
+impl PlanKind {
+    pub fn resource(self) -> &'static Resource {
+        match self {
+            PlanKind::Application => &APPLICATION_PLAN,
+            PlanKind::Service => &SERVICE_PLAN,
+            PlanKind::Account => &ACCOUNT_PLAN,
+        }
+    }
+
+    /// SQL selecting the default plan's id of the plan's owner; `$1` is the owner's id.
+    fn default_sql(self) -> &'static str {
+        match self {
+            PlanKind::Application => "SELECT default_application_plan_id FROM services WHERE id = $1",
+            PlanKind::Service => "SELECT default_service_plan_id FROM services WHERE id = $1",
+            PlanKind::Account => "SELECT default_account_plan_id FROM provider_account WHERE id = $1",
+        }
+    }
+
+    fn owner(self, plan: &Value) -> i64 {
+        match self {
+            PlanKind::Account => 1,
+            _ => plan["service_id"].as_i64().unwrap_or_default(),
+        }
+    }
+
+    /// Makes `plan` its owner's default.
+    pub async fn set_default(self, conn: &mut AnyConnection, plan: &Value) -> Result<(), ApiError> {
+        let sql = match self {
+            PlanKind::Application => "UPDATE services SET default_application_plan_id = $1 WHERE id = $2",
+            PlanKind::Service => "UPDATE services SET default_service_plan_id = $1 WHERE id = $2",
+            PlanKind::Account => "UPDATE provider_account SET default_account_plan_id = $1 WHERE id = $2",
+        };
+        sqlx::query(sql)
+            .bind(plan["id"].as_i64().unwrap_or_default())
+            .bind(self.owner(plan))
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+}
 
 pub const PERIODS: &[&str] = &["minute", "hour", "day", "week", "month", "year", "eternity"];
 
@@ -38,6 +112,7 @@ pub const LIMIT: Resource = Resource {
         field("value", Kind::Count, OnCreate::Required),
     ],
     unique_field: "period",
+    transitions: &[],
 };
 
 pub const PRICING_RULE: Resource = Resource {
@@ -51,6 +126,7 @@ pub const PRICING_RULE: Resource = Resource {
         field("cost_per_unit", Kind::Money, OnCreate::Required),
     ],
     unique_field: "min",
+    transitions: &[],
 };
 
 /// Derives the system name; `state_event` (publish | hide) moves the state.
@@ -72,14 +148,13 @@ pub fn before_write(id: Option<i64>, p: &Params, values: &mut Values) -> Result<
 }
 
 /// 3scale shows whether the plan is its service's default, and whether it is customized.
-pub async fn decorate(conn: &mut AnyConnection, item: &mut Value) -> Result<(), ApiError> {
-    let default: Option<i64> =
-        sqlx::query_scalar("SELECT s.id FROM services s WHERE s.id = $1 AND s.default_application_plan_id = $2")
-            .bind(item["service_id"].as_i64().unwrap_or_default())
-            .bind(item["id"].as_i64().unwrap_or_default())
-            .fetch_optional(&mut *conn)
-            .await?;
-    item["default"] = json!(default.is_some());
+pub async fn decorate(kind: PlanKind, conn: &mut AnyConnection, item: &mut Value) -> Result<(), ApiError> {
+    let default: Option<Option<i64>> = sqlx::query_scalar(kind.default_sql())
+        .bind(kind.owner(item))
+        .fetch_optional(&mut *conn)
+        .await?;
+    let default = default.flatten();
+    item["default"] = json!(default.is_some() && default == item["id"].as_i64());
     item["custom"] = json!(false);
     Ok(())
 }

@@ -100,6 +100,26 @@ pub struct Resource {
     pub fields: &'static [Field],
     /// The field a unique-constraint violation is reported on.
     pub unique_field: &'static str,
+    /// Events that move a column between values (`PUT …/{id}/{event}.json`).
+    pub transitions: &'static [Transition],
+}
+
+/// A state-machine event: `event` sets `column` to `to` when it is one of `from` (any if empty).
+#[derive(Debug, Clone, Copy)]
+pub struct Transition {
+    pub event: &'static str,
+    pub column: &'static str,
+    pub from: &'static [&'static str],
+    pub to: &'static str,
+}
+
+pub const fn event(event: &'static str, from: &'static [&'static str], to: &'static str) -> Transition {
+    Transition {
+        event,
+        column: "state",
+        from,
+        to,
+    }
 }
 
 /// A value to bind.
@@ -107,7 +127,19 @@ pub struct Resource {
 pub enum Val {
     Text(String),
     Int(i64),
-    Null,
+    /// NULL for an integer column (PostgreSQL types the parameter).
+    NullInt,
+    /// NULL for a text column.
+    NullText,
+}
+
+impl Kind {
+    fn null(self) -> Val {
+        match self {
+            Kind::Count | Kind::OptCount | Kind::Id | Kind::Bool => Val::NullInt,
+            _ => Val::NullText,
+        }
+    }
 }
 
 pub type Values = Vec<(&'static str, Val)>;
@@ -135,7 +167,7 @@ fn parse_field(f: &Field, raw: &str) -> Result<Val, String> {
             Err(_) => return Err("is not a number".into()),
         },
         Kind::OptCount => match raw_t {
-            "" | "null" => Val::Null,
+            "" | "null" => Val::NullInt,
             _ => match raw_t.parse::<i64>() {
                 Ok(n) if n >= 0 => Val::Int(n),
                 Ok(_) => return Err("must be greater than or equal to 0".into()),
@@ -193,7 +225,7 @@ impl Resource {
                     Ok(v) => values.push((f.name, v)),
                     Err(e) => errors.push((f.name.to_string(), e)),
                 },
-                (_, OnCreate::Optional) => values.push((f.name, Val::Null)),
+                (_, OnCreate::Optional) => values.push((f.name, f.kind.null())),
                 (_, OnCreate::Derived) => {}
             }
         }
@@ -381,6 +413,29 @@ impl Resource {
         }
     }
 
+    /// Applies the event named `event`; 404 if the resource has no such event, 422 naming the
+    /// state when the current one does not allow it.
+    pub async fn transition(
+        &self,
+        conn: &mut AnyConnection,
+        scope: &[i64],
+        id: i64,
+        event: &str,
+    ) -> Result<Value, ApiError> {
+        let t = self
+            .transitions
+            .iter()
+            .find(|t| t.event == event)
+            .ok_or(ApiError::NotFound)?;
+        let current = self.find(conn, scope, id).await?;
+        let now_value = current[t.column].as_str().unwrap_or_default().to_string();
+        if !t.from.is_empty() && !t.from.contains(&now_value.as_str()) {
+            return Err(ApiError::invalid(t.column, format!("cannot {event} from {now_value}")));
+        }
+        self.update(conn, scope, id, &vec![(t.column, Val::Text(t.to.to_string()))])
+            .await
+    }
+
     pub async fn delete(&self, conn: &mut AnyConnection, scope: &[i64], id: i64) -> Result<(), ApiError> {
         let sql = format!("DELETE FROM {} WHERE id = $1{}", self.table, self.scope_where(2));
         let mut q = sqlx::query(&sql).bind(id);
@@ -401,7 +456,8 @@ fn bind<'q>(
     match v {
         Val::Text(s) => q.bind(s.clone()),
         Val::Int(i) => q.bind(*i),
-        Val::Null => q.bind(Option::<i64>::None),
+        Val::NullInt => q.bind(Option::<i64>::None),
+        Val::NullText => q.bind(Option::<String>::None),
     }
 }
 
@@ -455,6 +511,7 @@ mod tests {
             fixed("flag", Kind::Bool, OnCreate::Default("false")),
         ],
         unique_field: "system_name",
+        transitions: &[],
     };
 
     #[test]
@@ -476,7 +533,7 @@ mod tests {
             vec![
                 ("name", Val::Text("x".into())),
                 ("cost", Val::Text("0".into())),
-                ("max", Val::Null),
+                ("max", Val::NullInt),
                 ("period", Val::Text("day".into())),
                 ("flag", Val::Int(0)),
             ]

@@ -1,5 +1,6 @@
 //! Services (API products). A new service gets the built-in `hits` metric, 3scale's default
-//! mapping rule (`GET /` → hits), default proxy settings and a service token for gateways.
+//! mapping rule (`GET /` → hits), a default service plan, default proxy settings and a service
+//! token for gateways.
 
 use super::behaviour::{derive, text};
 use super::metrics::{self, Owner};
@@ -32,6 +33,7 @@ pub const SERVICE: Resource = Resource {
         ),
     ],
     unique_field: "system_name",
+    transitions: &[],
 };
 
 pub fn before_write(id: Option<i64>, values: &mut Values) -> Result<(), ApiError> {
@@ -55,6 +57,20 @@ pub async fn after_create(conn: &mut AnyConnection, service_id: i64) -> Result<(
     .bind(&ts)
     .execute(&mut *conn)
     .await?;
+    let ts2 = ts.clone();
+    let plan_id: i64 = sqlx::query_scalar(
+        "INSERT INTO service_plans (service_id, name, system_name, state, created_at, updated_at)
+         VALUES ($1, 'Default', 'default', 'published', $2, $2) RETURNING id",
+    )
+    .bind(service_id)
+    .bind(&ts2)
+    .fetch_one(&mut *conn)
+    .await?;
+    sqlx::query("UPDATE services SET default_service_plan_id = $1 WHERE id = $2")
+        .bind(plan_id)
+        .bind(service_id)
+        .execute(&mut *conn)
+        .await?;
     let settings = serde_json::to_string(&ProxySettings::default()).map_err(|e| ApiError::Internal(e.to_string()))?;
     sqlx::query("INSERT INTO proxies (service_id, settings, updated_at) VALUES ($1, $2, $3)")
         .bind(service_id)
