@@ -23,12 +23,13 @@ impl Scope {
         Scope::ALL.into_iter().find(|x| x.as_str() == s)
     }
 
-    /// The admin-portal section a member needs to hold to get a token with this scope.
-    pub fn section(self) -> &'static str {
+    /// The admin-portal sections this scope reaches; a member needs one of them to get a
+    /// token with it.
+    pub fn sections(self) -> &'static [&'static str] {
         match self {
-            Scope::AccountManagement => "partners",
-            Scope::Analytics | Scope::Stats => "monitoring",
-            Scope::Finance => "finance",
+            Scope::AccountManagement => &["partners", "plans", "settings"],
+            Scope::Analytics | Scope::Stats => &["monitoring"],
+            Scope::Finance => &["finance"],
         }
     }
 
@@ -102,8 +103,133 @@ fn presented_token<'a>(headers: &'a HeaderMap, params: &'a Params) -> Option<&'a
     })
 }
 
-/// The caller's token, if it grants `scope` with `access`; otherwise 403 "Access denied".
+/// The admin-portal area an endpoint belongs to; members only reach the sections they hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Section {
+    /// Developer accounts, their users and applications.
+    Partners,
+    /// Services, their integration (metrics, mapping rules, proxy) and plans.
+    Plans,
+    /// Analytics.
+    Monitoring,
+    /// Billing.
+    Finance,
+    /// Provider settings and users: admins only.
+    Settings,
+    /// Endpoints any token holder may use (their own tokens).
+    Any,
+}
+
+impl Section {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Section::Partners => "partners",
+            Section::Plans => "plans",
+            Section::Monitoring => "monitoring",
+            Section::Finance => "finance",
+            Section::Settings => "settings",
+            Section::Any => "",
+        }
+    }
+}
+
+/// A member's limits; admins (and the bootstrap token) have none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub sections: Vec<String>,
+    /// `None`: every service.
+    pub services: Option<Vec<i64>>,
+}
+
+/// Who is calling: their token, and their limits if they are a member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub token: AccessToken,
+    pub member: Option<Member>,
+}
+
+impl Principal {
+    pub fn user_id(&self) -> Option<i64> {
+        self.token.user_id
+    }
+
+    pub fn may_enter(&self, section: Section) -> bool {
+        match (&self.member, section) {
+            (None, _) | (_, Section::Any) => true,
+            (Some(_), Section::Settings) => false,
+            (Some(m), s) => m.sections.iter().any(|x| x == s.as_str()),
+        }
+    }
+
+    pub fn may_see_service(&self, service_id: i64) -> bool {
+        match &self.member {
+            Some(Member {
+                services: Some(ids), ..
+            }) => ids.contains(&service_id),
+            _ => true,
+        }
+    }
+
+    /// 403 unless the caller may see this service.
+    pub fn check_service(&self, service_id: i64) -> Result<(), ApiError> {
+        if self.may_see_service(service_id) {
+            Ok(())
+        } else {
+            Err(ApiError::AccessDenied)
+        }
+    }
+}
+
+/// The caller, if their token grants `scope` with `access` and they may enter `section`;
+/// otherwise 403 "Access denied".
 pub async fn authorize(
+    db: &Db,
+    headers: &HeaderMap,
+    params: &Params,
+    scope: Scope,
+    access: Access,
+    section: Section,
+) -> Result<Principal, ApiError> {
+    let token = token_for(db, headers, params, scope, access).await?;
+    let member = match token.user_id {
+        None => None,
+        Some(user_id) => member_of(db, user_id).await?,
+    };
+    let principal = Principal { token, member };
+    if principal.may_enter(section) {
+        Ok(principal)
+    } else {
+        Err(ApiError::AccessDenied)
+    }
+}
+
+/// A provider user's limits: `None` for admins; 403 for suspended or unknown users.
+pub async fn member_of(db: &Db, user_id: i64) -> Result<Option<Member>, ApiError> {
+    let row =
+        sqlx::query("SELECT role, state, allowed_sections, allowed_service_ids FROM provider_users WHERE id = $1")
+            .bind(user_id)
+            .fetch_optional(&db.pool)
+            .await?
+            .ok_or(ApiError::AccessDenied)?;
+    if row.try_get::<String, _>("state")? == "suspended" {
+        return Err(ApiError::AccessDenied);
+    }
+    if row.try_get::<String, _>("role")? == "admin" {
+        return Ok(None);
+    }
+    let sections: String = row.try_get("allowed_sections")?;
+    let services: Option<String> = row.try_get("allowed_service_ids")?;
+    Ok(Some(Member {
+        sections: sections
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
+        services: services.map(|s| s.split(',').filter_map(|x| x.parse().ok()).collect()),
+    }))
+}
+
+async fn token_for(
     db: &Db,
     headers: &HeaderMap,
     params: &Params,
@@ -190,9 +316,10 @@ pub async fn delete_token(db: &Db, user_id: Option<i64>, token_id: i64) -> Resul
     Ok(())
 }
 
-/// Creates a token for the caller's user. The value is in this answer only; the database
-/// keeps its hash. A member may only ask for scopes whose sections they hold.
-pub async fn create_token(db: &Db, me: &AccessToken, p: &Params) -> Result<serde_json::Value, ApiError> {
+/// Creates a token for `owner` (a provider user, or `None`: owner-less like the bootstrap
+/// token). The value is in this answer only; the database keeps its hash. A member may only
+/// hold scopes whose sections they hold.
+pub async fn create_token(db: &Db, owner: Option<i64>, p: &Params) -> Result<serde_json::Value, ApiError> {
     let name = p.required("name")?.trim().to_string();
     let permission = p.required("permission")?;
     if !matches!(permission, "ro" | "rw") {
@@ -213,21 +340,20 @@ pub async fn create_token(db: &Db, me: &AccessToken, p: &Params) -> Result<serde
     if scopes.is_empty() {
         return Err(ApiError::invalid("scopes", "can't be blank"));
     }
-    if let Some(user_id) = me.user_id {
-        let row = sqlx::query("SELECT role, allowed_sections FROM provider_users WHERE id = $1")
-            .bind(user_id)
-            .fetch_optional(&db.pool)
-            .await?
-            .ok_or(ApiError::AccessDenied)?;
-        let role: String = row.try_get("role")?;
-        let sections: String = row.try_get("allowed_sections")?;
-        if role != "admin" {
-            if let Some(s) = scopes.iter().find(|s| !sections.split(',').any(|x| x == s.section())) {
-                return Err(ApiError::invalid(
-                    "scopes",
-                    format!("`{}` needs the {} section", s.as_str(), s.section()),
-                ));
-            }
+    let member = match owner {
+        Some(user_id) => member_of(db, user_id).await?,
+        None => None,
+    };
+    if let Some(member) = &member {
+        if let Some(s) = scopes
+            .iter()
+            .find(|s| !member.sections.iter().any(|x| s.sections().contains(&x.as_str())))
+        {
+            let needed = s.sections().join(" or ");
+            return Err(ApiError::invalid(
+                "scopes",
+                format!("`{}` needs the {needed} section", s.as_str()),
+            ));
         }
     }
     let value = generate_token();
@@ -236,7 +362,7 @@ pub async fn create_token(db: &Db, me: &AccessToken, p: &Params) -> Result<serde
         "INSERT INTO access_tokens (user_id, name, value_hash, scopes, permission, created_at)
          VALUES ($1, $2, $3, $4, $5, $6) RETURNING {TOKEN_COLUMNS}"
     ))
-    .bind(me.user_id)
+    .bind(owner)
     .bind(name)
     .bind(hash_token(&value))
     .bind(joined.join(","))

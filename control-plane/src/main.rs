@@ -46,8 +46,9 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
+    let shutdown = shutdown_signal();
     let app = Application::build(config).await?;
-    app.run_until(shutdown_signal()).await?;
+    app.run_until(shutdown).await?;
     Ok(())
 }
 

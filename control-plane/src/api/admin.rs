@@ -4,7 +4,7 @@
 
 use super::crud::{self, Behaviour, Mount, Parent};
 use super::{created, wrap, wrap_list, AppState};
-use crate::auth::{authorize, Access, Scope};
+use crate::auth::{authorize, Access, Principal, Scope, Section};
 use crate::catalog::plans::PlanKind;
 use crate::catalog::proxy::{self, validate_environment};
 use crate::catalog::resource::Resource;
@@ -20,13 +20,22 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
+/// A catalog resource under the account-management scope, in the section of its parent:
+/// accounts and their users, applications and subscriptions are `partners`; provider users
+/// `settings`; services and everything about them `plans`.
 const fn mount(resource: &'static Resource, id_param: &'static str, parent: Parent, behaviour: Behaviour) -> Mount {
+    let section = match (parent, behaviour) {
+        (Parent::Account, _) | (_, Behaviour::Account) => Section::Partners,
+        (_, Behaviour::User) => Section::Settings,
+        _ => Section::Plans,
+    };
     Mount {
         resource,
         id_param,
         parent,
         behaviour,
         scope: Scope::AccountManagement,
+        section,
     }
 }
 
@@ -172,6 +181,7 @@ pub fn routes() -> Router<AppState> {
             "/admin/api/personal/access_tokens.json",
             get(list_tokens).post(create_token),
         )
+        .route("/admin/api/users/{user_id}/access_tokens.json", post(create_user_token))
         .route(
             "/admin/api/personal/access_tokens/{token_id}",
             get(show_token).delete(delete_token),
@@ -199,10 +209,14 @@ fn json_id(segment: &str) -> Result<i64, ApiError> {
         .map_err(|_| ApiError::NotFound)
 }
 
-async fn am(app: &AppState, headers: &HeaderMap, params: &Params, access: Access) -> Result<(), ApiError> {
-    authorize(&app.db, headers, params, Scope::AccountManagement, access)
-        .await
-        .map(|_| ())
+async fn am(
+    app: &AppState,
+    headers: &HeaderMap,
+    params: &Params,
+    access: Access,
+    section: Section,
+) -> Result<Principal, ApiError> {
+    authorize(&app.db, headers, params, Scope::AccountManagement, access, section).await
 }
 
 async fn show_proxy(
@@ -211,8 +225,9 @@ async fn show_proxy(
     headers: HeaderMap,
     p: Params,
 ) -> Result<Json<Value>, ApiError> {
-    am(&app, &headers, &p, Access::Read).await?;
+    let who = am(&app, &headers, &p, Access::Read, Section::Plans).await?;
     let service = services::find(&app.db, json_id(&sid)?).await?;
+    who.check_service(service.id)?;
     let settings = proxy::settings(&app.db, service.id).await?;
     Ok(wrap("proxy", &proxy::proxy_json(&service, &settings)))
 }
@@ -223,8 +238,9 @@ async fn update_proxy(
     headers: HeaderMap,
     p: Params,
 ) -> Result<Json<Value>, ApiError> {
-    am(&app, &headers, &p, Access::Write).await?;
+    let who = am(&app, &headers, &p, Access::Write, Section::Plans).await?;
     let service = services::find(&app.db, json_id(&sid)?).await?;
+    who.check_service(service.id)?;
     let settings = proxy::update_settings(&app.db, service.id, &p).await?;
     Ok(wrap("proxy", &proxy::proxy_json(&service, &settings)))
 }
@@ -235,8 +251,10 @@ async fn deploy(
     headers: HeaderMap,
     p: Params,
 ) -> Result<Response, ApiError> {
-    am(&app, &headers, &p, Access::Write).await?;
-    Ok(created("proxy_config", &proxy::deploy(&app.db, json_id(&sid)?).await?))
+    let who = am(&app, &headers, &p, Access::Write, Section::Plans).await?;
+    let sid = json_id(&sid)?;
+    who.check_service(sid)?;
+    Ok(created("proxy_config", &proxy::deploy(&app.db, sid).await?))
 }
 
 async fn list_configs(
@@ -245,7 +263,8 @@ async fn list_configs(
     headers: HeaderMap,
     p: Params,
 ) -> Result<Json<Value>, ApiError> {
-    am(&app, &headers, &p, Access::Read).await?;
+    let who = am(&app, &headers, &p, Access::Read, Section::Plans).await?;
+    who.check_service(json_id(&sid)?)?;
     let env = validate_environment(env.strip_suffix(".json").unwrap_or(&env))?;
     let service = services::find(&app.db, json_id(&sid)?).await?;
     Ok(wrap_list(
@@ -256,9 +275,10 @@ async fn list_configs(
 }
 
 async fn all_plans(State(app): State<AppState>, headers: HeaderMap, p: Params) -> Result<Json<Value>, ApiError> {
-    am(&app, &headers, &p, Access::Read).await?;
+    let who = am(&app, &headers, &p, Access::Read, Section::Plans).await?;
     let mut conn = app.db.pool.acquire().await?;
     let mut plans = plans::APPLICATION_PLAN.list_all(&mut conn).await?;
+    plans.retain(|p| who.may_see_service(p["service_id"].as_i64().unwrap_or_default()));
     for plan in &mut plans {
         crate::catalog::behaviour::decorate(Behaviour::Plan(PlanKind::Application), &mut conn, plan).await?;
     }
@@ -271,7 +291,8 @@ async fn show_config(
     headers: HeaderMap,
     p: Params,
 ) -> Result<Json<Value>, ApiError> {
-    am(&app, &headers, &p, Access::Read).await?;
+    let who = am(&app, &headers, &p, Access::Read, Section::Plans).await?;
+    who.check_service(json_id(&sid)?)?;
     let env = validate_environment(&env)?;
     let version = match version.as_str() {
         "latest.json" => None,
@@ -289,7 +310,8 @@ async fn promote(
     headers: HeaderMap,
     p: Params,
 ) -> Result<Response, ApiError> {
-    am(&app, &headers, &p, Access::Write).await?;
+    let who = am(&app, &headers, &p, Access::Write, Section::Plans).await?;
+    who.check_service(json_id(&sid)?)?;
     let env = validate_environment(&env)?;
     let to = p.required("to")?;
     Ok(created(
@@ -304,17 +326,15 @@ async fn all_configs(
     headers: HeaderMap,
     p: Params,
 ) -> Result<Json<Value>, ApiError> {
-    am(&app, &headers, &p, Access::Read).await?;
+    let who = am(&app, &headers, &p, Access::Read, Section::Plans).await?;
     let env = validate_environment(env.strip_suffix(".json").unwrap_or(&env))?;
-    Ok(wrap_list(
-        "proxy_configs",
-        "proxy_config",
-        &proxy::latest_of_all(&app.db, env).await?,
-    ))
+    let mut configs = proxy::latest_of_all(&app.db, env).await?;
+    configs.retain(|c| who.may_see_service(c.content["id"].as_i64().unwrap_or_default()));
+    Ok(wrap_list("proxy_configs", "proxy_config", &configs))
 }
 
 async fn signup(State(app): State<AppState>, headers: HeaderMap, p: Params) -> Result<Response, ApiError> {
-    am(&app, &headers, &p, Access::Write).await?;
+    am(&app, &headers, &p, Access::Write, Section::Partners).await?;
     Ok(created("account", &accounts::signup(&app.db, &p).await?))
 }
 
@@ -343,7 +363,7 @@ async fn list_keys(
     headers: HeaderMap,
     p: Params,
 ) -> Result<Json<Value>, ApiError> {
-    am(&app, &headers, &p, Access::Read).await?;
+    am(&app, &headers, &p, Access::Read, Section::Partners).await?;
     let mut conn = app.db.pool.acquire().await?;
     let id = application_of(&mut conn, &account, &application).await?;
     Ok(keys_json(id, &applications::keys(&mut conn, id).await?))
@@ -355,7 +375,7 @@ async fn create_key(
     headers: HeaderMap,
     p: Params,
 ) -> Result<Response, ApiError> {
-    am(&app, &headers, &p, Access::Write).await?;
+    am(&app, &headers, &p, Access::Write, Section::Partners).await?;
     let key = p.required("key")?.to_string();
     let mut tx = app.db.pool.begin().await?;
     let id = application_of(&mut tx, &account, &application).await?;
@@ -374,7 +394,7 @@ async fn delete_key(
     headers: HeaderMap,
     p: Params,
 ) -> Result<Response, ApiError> {
-    am(&app, &headers, &p, Access::Write).await?;
+    am(&app, &headers, &p, Access::Write, Section::Partners).await?;
     let key = key.strip_suffix(".json").unwrap_or(&key).to_string();
     let mut tx = app.db.pool.begin().await?;
     let id = application_of(&mut tx, &account, &application).await?;
@@ -384,7 +404,7 @@ async fn delete_key(
 }
 
 async fn find_account(State(app): State<AppState>, headers: HeaderMap, p: Params) -> Result<Json<Value>, ApiError> {
-    am(&app, &headers, &p, Access::Read).await?;
+    am(&app, &headers, &p, Access::Read, Section::Partners).await?;
     let id = accounts::find_id(&app.db, &p).await?;
     let mut conn = app.db.pool.acquire().await?;
     Ok(wrap("account", &accounts::ACCOUNT.find(&mut conn, &[], id).await?))
@@ -396,7 +416,7 @@ async fn account_plan(
     headers: HeaderMap,
     p: Params,
 ) -> Result<Json<Value>, ApiError> {
-    am(&app, &headers, &p, Access::Read).await?;
+    am(&app, &headers, &p, Access::Read, Section::Partners).await?;
     let mut conn = app.db.pool.acquire().await?;
     let account = accounts::ACCOUNT.find(&mut conn, &[], json_id(&account)?).await?;
     let plan_id = account["plan_id"].as_i64().ok_or(ApiError::NotFound)?;
@@ -406,12 +426,12 @@ async fn account_plan(
 }
 
 async fn show_provider(State(app): State<AppState>, headers: HeaderMap, p: Params) -> Result<Json<Value>, ApiError> {
-    authorize(&app.db, &headers, &p, Scope::AccountManagement, Access::Read).await?;
+    am(&app, &headers, &p, Access::Read, Section::Any).await?;
     Ok(wrap("account", &provider::account(&app.db).await?))
 }
 
 async fn update_provider(State(app): State<AppState>, headers: HeaderMap, p: Params) -> Result<Json<Value>, ApiError> {
-    authorize(&app.db, &headers, &p, Scope::AccountManagement, Access::Write).await?;
+    am(&app, &headers, &p, Access::Write, Section::Settings).await?;
     Ok(wrap("account", &provider::update_account(&app.db, &p).await?))
 }
 
@@ -421,7 +441,7 @@ async fn show_permissions(
     headers: HeaderMap,
     p: Params,
 ) -> Result<Json<Value>, ApiError> {
-    am(&app, &headers, &p, Access::Read).await?;
+    am(&app, &headers, &p, Access::Read, Section::Settings).await?;
     let mut conn = app.db.pool.acquire().await?;
     Ok(Json(provider::permissions(&mut conn, json_id(&user)?).await?))
 }
@@ -432,7 +452,7 @@ async fn update_permissions(
     headers: HeaderMap,
     p: Params,
 ) -> Result<Json<Value>, ApiError> {
-    am(&app, &headers, &p, Access::Write).await?;
+    am(&app, &headers, &p, Access::Write, Section::Settings).await?;
     let mut tx = app.db.pool.begin().await?;
     let permissions = provider::update_permissions(&mut tx, json_id(&user)?, &p).await?;
     tx.commit().await?;
@@ -440,19 +460,19 @@ async fn update_permissions(
 }
 
 async fn list_tokens(State(app): State<AppState>, headers: HeaderMap, p: Params) -> Result<Json<Value>, ApiError> {
-    let me = authorize(&app.db, &headers, &p, Scope::AccountManagement, Access::Read).await?;
+    let me = am(&app, &headers, &p, Access::Read, Section::Any).await?;
     Ok(wrap_list(
         "access_tokens",
         "access_token",
-        &crate::auth::list_tokens(&app.db, me.user_id).await?,
+        &crate::auth::list_tokens(&app.db, me.user_id()).await?,
     ))
 }
 
 async fn create_token(State(app): State<AppState>, headers: HeaderMap, p: Params) -> Result<Response, ApiError> {
-    let me = authorize(&app.db, &headers, &p, Scope::AccountManagement, Access::Write).await?;
+    let me = am(&app, &headers, &p, Access::Write, Section::Any).await?;
     Ok(created(
         "access_token",
-        &crate::auth::create_token(&app.db, &me, &p).await?,
+        &crate::auth::create_token(&app.db, me.user_id(), &p).await?,
     ))
 }
 
@@ -462,10 +482,10 @@ async fn show_token(
     headers: HeaderMap,
     p: Params,
 ) -> Result<Json<Value>, ApiError> {
-    let me = authorize(&app.db, &headers, &p, Scope::AccountManagement, Access::Read).await?;
+    let me = am(&app, &headers, &p, Access::Read, Section::Any).await?;
     Ok(wrap(
         "access_token",
-        &crate::auth::find_token(&app.db, me.user_id, json_id(&token)?).await?,
+        &crate::auth::find_token(&app.db, me.user_id(), json_id(&token)?).await?,
     ))
 }
 
@@ -475,7 +495,25 @@ async fn delete_token(
     headers: HeaderMap,
     p: Params,
 ) -> Result<Response, ApiError> {
-    let me = authorize(&app.db, &headers, &p, Scope::AccountManagement, Access::Write).await?;
-    crate::auth::delete_token(&app.db, me.user_id, json_id(&token)?).await?;
+    let me = am(&app, &headers, &p, Access::Write, Section::Any).await?;
+    crate::auth::delete_token(&app.db, me.user_id(), json_id(&token)?).await?;
     Ok(axum::http::StatusCode::OK.into_response())
+}
+
+/// An admin creates a token for one of the provider's users.
+async fn create_user_token(
+    State(app): State<AppState>,
+    Path(user): Path<String>,
+    headers: HeaderMap,
+    p: Params,
+) -> Result<Response, ApiError> {
+    am(&app, &headers, &p, Access::Write, Section::Settings).await?;
+    let user_id = json_id(&user)?;
+    let mut conn = app.db.pool.acquire().await?;
+    provider::PROVIDER_USER.find(&mut conn, &[], user_id).await?;
+    drop(conn);
+    Ok(created(
+        "access_token",
+        &crate::auth::create_token(&app.db, Some(user_id), &p).await?,
+    ))
 }

@@ -7,7 +7,7 @@
 //! in one transaction with its behaviour, so nothing is half-written.
 
 use super::AppState;
-use crate::auth::{authorize, Access, Scope};
+use crate::auth::{authorize, Access, Principal, Scope, Section};
 use crate::catalog::resource::{Resource, Values};
 use crate::catalog::{behaviour, Page};
 use crate::error::ApiError;
@@ -42,6 +42,20 @@ pub enum Parent {
     Account,
 }
 
+fn checked_id(m: &Mount, who: &Principal, path: &HashMap<String, String>) -> Result<i64, ApiError> {
+    let id = path_id(path, m.id_param)?;
+    check_entity(m, who, id)?;
+    Ok(id)
+}
+
+/// A member limited to some services may only touch those services themselves.
+fn check_entity(m: &Mount, who: &Principal, id: i64) -> Result<(), ApiError> {
+    if m.behaviour == Behaviour::Service {
+        who.check_service(id)?;
+    }
+    Ok(())
+}
+
 pub fn path_id(params: &HashMap<String, String>, name: &str) -> Result<i64, ApiError> {
     let raw = params.get(name).ok_or(ApiError::NotFound)?;
     raw.strip_suffix(".json")
@@ -62,6 +76,34 @@ async fn exists(conn: &mut AnyConnection, sql: &str, ids: &[i64]) -> Result<(), 
 }
 
 impl Parent {
+    /// The service the scope belongs to, for members limited to some services.
+    pub async fn service(self, conn: &mut AnyConnection, scope: &[i64]) -> Result<Option<i64>, ApiError> {
+        Ok(match (self, scope) {
+            (Parent::Service | Parent::ServiceMetric, [sid, ..]) => Some(*sid),
+            (Parent::PlanMetric, [pid, ..]) => {
+                sqlx::query_scalar("SELECT service_id FROM application_plans WHERE id = $1")
+                    .bind(*pid)
+                    .fetch_optional(&mut *conn)
+                    .await?
+            }
+            _ => None,
+        })
+    }
+
+    /// Resolves the scope and checks the caller may see its service.
+    pub async fn scope_for(
+        self,
+        who: &Principal,
+        conn: &mut AnyConnection,
+        p: &HashMap<String, String>,
+    ) -> Result<Vec<i64>, ApiError> {
+        let scope = self.scope(conn, p).await?;
+        if let Some(service) = self.service(conn, &scope).await? {
+            who.check_service(service)?;
+        }
+        Ok(scope)
+    }
+
     pub async fn scope(self, conn: &mut AnyConnection, p: &HashMap<String, String>) -> Result<Vec<i64>, ApiError> {
         Ok(match self {
             Parent::Root => vec![],
@@ -125,6 +167,7 @@ pub struct Mount {
     pub parent: Parent,
     pub behaviour: Behaviour,
     pub scope: Scope,
+    pub section: Section,
 }
 
 /// Routes for `collection` (a path without `.json`, with `{service_id}`-style parameters).
@@ -166,15 +209,18 @@ async fn list(
     Path(path): PathMap,
     p: Params,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&app.db, &h, &p, m.scope, Access::Read).await?;
+    let who = authorize(&app.db, &h, &p, m.scope, Access::Read, m.section).await?;
     let page = if p.get("page").is_some() || p.get("per_page").is_some() {
         Some(Page::from_params(&p)?)
     } else {
         None
     };
     let mut conn = app.db.pool.acquire().await?;
-    let scope = m.parent.scope(&mut conn, &path).await?;
+    let scope = m.parent.scope_for(&who, &mut conn, &path).await?;
     let mut items = m.resource.list(&mut conn, &scope, page).await?;
+    if m.behaviour == Behaviour::Service {
+        items.retain(|s| who.may_see_service(s["id"].as_i64().unwrap_or_default()));
+    }
     for item in &mut items {
         behaviour::decorate(m.behaviour, &mut conn, item).await?;
     }
@@ -189,10 +235,10 @@ async fn show(
     Path(path): PathMap,
     p: Params,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&app.db, &h, &p, m.scope, Access::Read).await?;
+    let who = authorize(&app.db, &h, &p, m.scope, Access::Read, m.section).await?;
     let mut conn = app.db.pool.acquire().await?;
-    let scope = m.parent.scope(&mut conn, &path).await?;
-    let mut item = m.resource.find(&mut conn, &scope, path_id(&path, m.id_param)?).await?;
+    let scope = m.parent.scope_for(&who, &mut conn, &path).await?;
+    let mut item = m.resource.find(&mut conn, &scope, checked_id(&m, &who, &path)?).await?;
     behaviour::decorate(m.behaviour, &mut conn, &mut item).await?;
     Ok(Json(json!({ m.resource.name: item })))
 }
@@ -204,10 +250,10 @@ async fn create(
     Path(path): PathMap,
     p: Params,
 ) -> Result<Response, ApiError> {
-    authorize(&app.db, &h, &p, m.scope, Access::Write).await?;
+    let who = authorize(&app.db, &h, &p, m.scope, Access::Write, m.section).await?;
     let mut values: Values = m.resource.values_for_create(&p)?;
     let mut tx = app.db.pool.begin().await?;
-    let scope = m.parent.scope(&mut tx, &path).await?;
+    let scope = m.parent.scope_for(&who, &mut tx, &path).await?;
     behaviour::before_write(m.behaviour, &mut tx, &scope, None, &p, &mut values).await?;
     let mut item = m.resource.insert(&mut tx, &scope, &values).await?;
     behaviour::after_create(m.behaviour, &mut tx, &p, &item).await?;
@@ -224,11 +270,11 @@ async fn update(
     Path(path): PathMap,
     p: Params,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&app.db, &h, &p, m.scope, Access::Write).await?;
+    let who = authorize(&app.db, &h, &p, m.scope, Access::Write, m.section).await?;
     let mut values = m.resource.values_for_update(&p)?;
-    let id = path_id(&path, m.id_param)?;
+    let id = checked_id(&m, &who, &path)?;
     let mut tx = app.db.pool.begin().await?;
-    let scope = m.parent.scope(&mut tx, &path).await?;
+    let scope = m.parent.scope_for(&who, &mut tx, &path).await?;
     m.resource.find(&mut tx, &scope, id).await?;
     behaviour::before_write(m.behaviour, &mut tx, &scope, Some(id), &p, &mut values).await?;
     let mut item = if values.is_empty() {
@@ -249,14 +295,14 @@ async fn event(
     Path(path): PathMap,
     p: Params,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&app.db, &h, &p, m.scope, Access::Write).await?;
-    let id = path_id(&path, m.id_param)?;
+    let who = authorize(&app.db, &h, &p, m.scope, Access::Write, m.section).await?;
+    let id = checked_id(&m, &who, &path)?;
     let name = path
         .get("event")
         .map(|e| e.strip_suffix(".json").unwrap_or(e))
         .unwrap_or_default();
     let mut tx = app.db.pool.begin().await?;
-    let scope = m.parent.scope(&mut tx, &path).await?;
+    let scope = m.parent.scope_for(&who, &mut tx, &path).await?;
     let current = m.resource.find(&mut tx, &scope, id).await?;
     let mut item = if behaviour::event(m.behaviour, &mut tx, &scope, &current, name, &p).await? {
         m.resource.find(&mut tx, &scope, id).await?
@@ -276,10 +322,10 @@ async fn delete(
     Path(path): PathMap,
     p: Params,
 ) -> Result<Response, ApiError> {
-    authorize(&app.db, &h, &p, m.scope, Access::Write).await?;
-    let id = path_id(&path, m.id_param)?;
+    let who = authorize(&app.db, &h, &p, m.scope, Access::Write, m.section).await?;
+    let id = checked_id(&m, &who, &path)?;
     let mut tx = app.db.pool.begin().await?;
-    let scope = m.parent.scope(&mut tx, &path).await?;
+    let scope = m.parent.scope_for(&who, &mut tx, &path).await?;
     behaviour::before_delete(m.behaviour, &mut tx, &scope, id).await?;
     m.resource.delete(&mut tx, &scope, id).await?;
     tx.commit().await?;
