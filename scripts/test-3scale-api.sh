@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the `3scale-api` Python package's own integration tests against Tollgate, on SQLite and
 # on PostgreSQL: the proof that tools written for 3scale's Account Management API work unchanged.
+# Also validates the served /openapi.json with openapi-spec-validator.
 #
 # Uses the debug `tollgate` binary (cargo build first) and the test files listed below (the
 # resources Tollgate implements; the closing notes of the issues say which are out of scope).
@@ -49,8 +50,8 @@ if [ ! -d "$work/3scale_api-$VERSION/tests" ]; then
   .venv/bin/pip download -q --disable-pip-version-check --no-deps --no-binary :all: -d "$work" "3scale-api==$VERSION"
   tar xzf "$work/3scale_api-$VERSION.tar.gz" -C "$work"
 fi
-if ! .venv/bin/python -c "import threescale_api, pytest, dotenv" 2>/dev/null; then
-  .venv/bin/pip install -q --disable-pip-version-check "3scale-api==$VERSION" pytest python-dotenv
+if ! .venv/bin/python -c "import threescale_api, pytest, dotenv, openapi_spec_validator" 2>/dev/null; then
+  .venv/bin/pip install -q --disable-pip-version-check "3scale-api==$VERSION" pytest python-dotenv openapi-spec-validator
 fi
 bin="$root/target/debug/tollgate"
 [ -x "$bin" ] || cargo build -q -p tollgate
@@ -64,6 +65,11 @@ run_against() {
     RUST_LOG=warn "$bin" serve >"$log" 2>&1 &
   local pid=$!
   for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break; sleep 0.1; done
+  if [ "$label" = sqlite ]; then
+    echo "== /openapi.json is a valid OpenAPI document"
+    curl -fs "http://127.0.0.1:$port/openapi.json" | .venv/bin/python -c \
+      'import json, sys; from openapi_spec_validator import validate; d = json.load(sys.stdin); validate(d); print(len(d["paths"]), "paths")'
+  fi
   echo "== 3scale-api $VERSION integration tests on $label"
   local status=0
   (cd "$work/3scale_api-$VERSION" && THREESCALE_PROVIDER_URL="http://127.0.0.1:$port" THREESCALE_PROVIDER_TOKEN="$token" \

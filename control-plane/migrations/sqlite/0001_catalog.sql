@@ -125,6 +125,9 @@ CREATE TABLE application_plans (
     setup_fee TEXT NOT NULL DEFAULT '0',
     cost_per_month TEXT NOT NULL DEFAULT '0',
     trial_period_days INTEGER NOT NULL DEFAULT 0,
+    -- A plan customized for one application: a copy that no longer follows its original.
+    custom INTEGER NOT NULL DEFAULT 0,
+    original_id INTEGER REFERENCES application_plans(id) ON DELETE SET NULL,
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL,
     UNIQUE (service_id, system_name)
@@ -184,9 +187,25 @@ CREATE TABLE accounts (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     org_name TEXT NOT NULL,
     plan_id INTEGER REFERENCES account_plans(id),
+    vat_code TEXT,
+    vat_rate TEXT NOT NULL DEFAULT '0',
+    billing_type TEXT NOT NULL DEFAULT 'postpaid',
+    monthly_billing_enabled INTEGER NOT NULL DEFAULT 1,
+    monthly_charging_enabled INTEGER NOT NULL DEFAULT 1,
+    -- name, address1, address2, city, state, zip, country, phone (JSON)
+    billing_address TEXT,
     state TEXT NOT NULL DEFAULT 'approved',
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL
+);
+
+-- Messages sent to a developer account (delivery is the notifications' work).
+CREATE TABLE messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    subject TEXT NOT NULL DEFAULT '',
+    body TEXT NOT NULL,
+    created_at TEXT NOT NULL
 );
 
 CREATE TABLE users (

@@ -7,7 +7,7 @@ use super::{created, wrap, wrap_list, AppState};
 use crate::auth::{authorize, Access, Principal, Scope, Section};
 use crate::catalog::plans::PlanKind;
 use crate::catalog::proxy::{self, validate_environment};
-use crate::catalog::resource::Resource;
+use crate::catalog::resource::{Resource, Val};
 use crate::catalog::{
     accounts, applications, backends, mapping_rules, metrics, plans, provider, services, subscriptions,
 };
@@ -39,9 +39,11 @@ const fn mount(resource: &'static Resource, id_param: &'static str, parent: Pare
     }
 }
 
-pub fn routes() -> Router<AppState> {
+/// The catalog resources and where they are mounted; the router and the OpenAPI document
+/// are both built from this table.
+pub fn catalog() -> Vec<(&'static str, Mount)> {
     use Behaviour as B;
-    let catalog: [(&str, Mount); 19] = [
+    vec![
         (
             "/admin/api/accounts",
             mount(&accounts::ACCOUNT, "account_id", Parent::Root, B::Account),
@@ -148,7 +150,10 @@ pub fn routes() -> Router<AppState> {
                 B::BackendMappingRule,
             ),
         ),
-    ];
+    ]
+}
+
+pub fn routes() -> Router<AppState> {
     let mut router = Router::new()
         .route(
             "/admin/api/services/{service_id}/proxy.json",
@@ -170,6 +175,15 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/admin/api/account/proxy_configs/{env}", get(all_configs))
         .route("/admin/api/signup.json", post(signup))
+        .route(
+            "/admin/api/accounts/{account_id}/billing_address.json",
+            axum::routing::put(set_billing_address),
+        )
+        .route("/admin/api/accounts/{account_id}/messages.json", post(send_message))
+        .route("/admin/api/applications.json", get(all_applications))
+        .route("/admin/api/applications/find.json", get(find_application))
+        .route("/admin/api/applications/bulk/{action}", post(bulk_applications))
+        .route("/admin/api/application_plans/{plan_id}/copy.json", post(copy_plan))
         .route("/admin/api/accounts/find.json", get(find_account))
         .route("/admin/api/accounts/{account_id}/plan.json", get(account_plan))
         .route("/admin/api/provider.json", get(show_provider).put(update_provider))
@@ -194,7 +208,7 @@ pub fn routes() -> Router<AppState> {
             "/admin/api/accounts/{account_id}/applications/{application_id}/keys/{key}",
             delete(delete_key),
         );
-    for (path, m) in catalog {
+    for (path, m) in catalog() {
         router = router.merge(crud::routes(path, m));
     }
     router
@@ -516,4 +530,155 @@ async fn create_user_token(
         "access_token",
         &crate::auth::create_token(&app.db, Some(user_id), &p).await?,
     ))
+}
+
+/// All applications, filtered by `service_id`, `plan_id`, `account_id`, `state`; paginated.
+async fn all_applications(State(app): State<AppState>, headers: HeaderMap, p: Params) -> Result<Json<Value>, ApiError> {
+    let who = am(&app, &headers, &p, Access::Read, Section::Partners).await?;
+    let page = crate::catalog::Page::from_params(&p)?;
+    let mut conn = app.db.pool.acquire().await?;
+    let mut list = applications::APPLICATION
+        .select(&mut conn, &applications::filters(&p)?, Some(page))
+        .await?;
+    list.retain(|a| who.may_see_service(a["service_id"].as_i64().unwrap_or_default()));
+    Ok(wrap_list("applications", "application", &list))
+}
+
+/// One application by `application_id` (its id), `app_id` or `user_key`, optionally in `service_id`.
+async fn find_application(State(app): State<AppState>, headers: HeaderMap, p: Params) -> Result<Json<Value>, ApiError> {
+    let who = am(&app, &headers, &p, Access::Read, Section::Partners).await?;
+    let filters = applications::filters(&p)?;
+    if !filters
+        .iter()
+        .any(|(c, _)| matches!(*c, "id" | "application_id" | "user_key"))
+    {
+        return Err(ApiError::invalid(
+            "application_id",
+            "give application_id, app_id or user_key",
+        ));
+    }
+    let mut conn = app.db.pool.acquire().await?;
+    let found = applications::APPLICATION.select(&mut conn, &filters, None).await?;
+    let application = found.into_iter().next().ok_or(ApiError::NotFound)?;
+    who.check_service(application["service_id"].as_i64().unwrap_or_default())?;
+    Ok(wrap("application", &application))
+}
+
+/// Extension: `POST /admin/api/applications/bulk/{approve|suspend|resume|change_plan}.json`
+/// with `ids[]` (and `plan_id`): all of them or none, in one transaction.
+async fn bulk_applications(
+    State(app): State<AppState>,
+    Path(action): Path<String>,
+    headers: HeaderMap,
+    p: Params,
+) -> Result<Json<Value>, ApiError> {
+    let who = am(&app, &headers, &p, Access::Write, Section::Partners).await?;
+    let action = action.strip_suffix(".json").unwrap_or(&action).to_string();
+    let event = match action.as_str() {
+        "approve" => "accept",
+        "suspend" | "resume" | "change_plan" => action.as_str(),
+        _ => return Err(ApiError::NotFound),
+    };
+    let mut ids = Vec::new();
+    for raw in p.all("ids") {
+        ids.push(
+            raw.parse::<i64>()
+                .map_err(|_| ApiError::invalid("ids", format!("`{raw}` is not an id")))?,
+        );
+    }
+    if ids.is_empty() {
+        return Err(ApiError::invalid("ids", "can't be blank"));
+    }
+    let r = &applications::APPLICATION;
+    let mut tx = app.db.pool.begin().await?;
+    let mut done = Vec::new();
+    for id in ids {
+        let current = r
+            .select(&mut tx, &[("id", Val::Int(id))], None)
+            .await?
+            .into_iter()
+            .next();
+        let current = current.ok_or_else(|| ApiError::invalid("ids", format!("application {id} does not exist")))?;
+        who.check_service(current["service_id"].as_i64().unwrap_or_default())?;
+        let scope = [current["account_id"].as_i64().unwrap_or_default()];
+        let handled =
+            crate::catalog::behaviour::event(Behaviour::Application, &mut tx, &scope, &current, event, &p).await?;
+        if !handled {
+            r.transition(&mut tx, &scope, id, event).await.map_err(|e| match e {
+                ApiError::Invalid(mut errors) => {
+                    errors
+                        .iter_mut()
+                        .for_each(|(_, m)| *m = format!("application {id}: {m}"));
+                    ApiError::Invalid(errors)
+                }
+                other => other,
+            })?;
+        }
+        done.push(r.find(&mut tx, &scope, id).await?);
+    }
+    tx.commit().await?;
+    Ok(wrap_list("applications", "application", &done))
+}
+
+/// Extension: copies an application plan with its limits and pricing rules.
+async fn copy_plan(
+    State(app): State<AppState>,
+    Path(plan): Path<String>,
+    headers: HeaderMap,
+    p: Params,
+) -> Result<Response, ApiError> {
+    let who = am(&app, &headers, &p, Access::Write, Section::Plans).await?;
+    let plan_id = json_id(&plan)?;
+    let mut tx = app.db.pool.begin().await?;
+    let original = plans::APPLICATION_PLAN
+        .select(&mut tx, &[("id", Val::Int(plan_id))], None)
+        .await?;
+    let original = original.into_iter().next().ok_or(ApiError::NotFound)?;
+    who.check_service(original["service_id"].as_i64().unwrap_or_default())?;
+    let name = p.get("name").filter(|n| !n.trim().is_empty()).map(str::to_string);
+    let name = name.unwrap_or_else(|| format!("{} (copy)", original["name"].as_str().unwrap_or_default()));
+    let system_name = p
+        .get("system_name")
+        .map(str::to_string)
+        .unwrap_or_else(|| crate::catalog::system_name_from(&name));
+    crate::catalog::resource::check_system_name(&system_name).map_err(|e| ApiError::invalid("system_name", e))?;
+    let id = plans::copy(&mut tx, plan_id, &name, &system_name, false).await?;
+    let mut copied = plans::APPLICATION_PLAN
+        .find(&mut tx, &[original["service_id"].as_i64().unwrap_or_default()], id)
+        .await?;
+    plans::decorate(PlanKind::Application, &mut tx, &mut copied).await?;
+    tx.commit().await?;
+    Ok(created("application_plan", &copied))
+}
+
+async fn set_billing_address(
+    State(app): State<AppState>,
+    Path(account): Path<String>,
+    headers: HeaderMap,
+    p: Params,
+) -> Result<Json<Value>, ApiError> {
+    am(&app, &headers, &p, Access::Write, Section::Partners).await?;
+    let id = json_id(&account)?;
+    let mut tx = app.db.pool.begin().await?;
+    accounts::ACCOUNT.find(&mut tx, &[], id).await?;
+    accounts::set_billing_address(&mut tx, id, &p).await?;
+    let mut account = accounts::ACCOUNT.find(&mut tx, &[], id).await?;
+    accounts::decorate(&mut tx, &mut account).await?;
+    tx.commit().await?;
+    Ok(wrap("account", &account))
+}
+
+async fn send_message(
+    State(app): State<AppState>,
+    Path(account): Path<String>,
+    headers: HeaderMap,
+    p: Params,
+) -> Result<Response, ApiError> {
+    am(&app, &headers, &p, Access::Write, Section::Partners).await?;
+    let id = json_id(&account)?;
+    let mut tx = app.db.pool.begin().await?;
+    accounts::ACCOUNT.find(&mut tx, &[], id).await?;
+    let message = accounts::send_message(&mut tx, id, &p).await?;
+    tx.commit().await?;
+    Ok(created("message", &message))
 }

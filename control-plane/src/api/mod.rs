@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod crud;
+pub mod openapi;
 pub mod service_management;
 pub mod system;
 
@@ -39,6 +40,7 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(system::routes())
+        .route("/openapi.json", axum::routing::get(openapi::serve))
         .merge(admin::routes())
         .merge(service_management::routes())
         .with_state(state)

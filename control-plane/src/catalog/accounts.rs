@@ -20,6 +20,16 @@ pub const ACCOUNT: Resource = Resource {
             OnCreate::Default("approved"),
         ),
         fixed("plan_id", Kind::Id, OnCreate::Derived),
+        field("vat_code", Kind::Text, OnCreate::Optional),
+        // Percent, e.g. 21 or 23.5 (SPEC §3.4).
+        field("vat_rate", Kind::Fee, OnCreate::Default("0")),
+        field(
+            "billing_type",
+            Kind::OneOf(&["postpaid", "prepaid"]),
+            OnCreate::Default("postpaid"),
+        ),
+        field("monthly_billing_enabled", Kind::Bool, OnCreate::Default("true")),
+        field("monthly_charging_enabled", Kind::Bool, OnCreate::Default("true")),
     ],
     unique_field: "org_name",
     transitions: &[
@@ -165,4 +175,92 @@ pub async fn find_id(db: &Db, p: &Params) -> Result<i64, ApiError> {
     };
     let id: Option<i64> = sqlx::query_scalar(sql).bind(value).fetch_optional(&db.pool).await?;
     id.ok_or(ApiError::NotFound)
+}
+
+/// VAT is a percentage.
+pub fn before_write(values: &Values) -> Result<(), ApiError> {
+    if let Some(rate) = super::behaviour::text(values, "vat_rate") {
+        let rate: rust_decimal::Decimal = rate
+            .parse()
+            .map_err(|_| ApiError::invalid("vat_rate", "is not a number"))?;
+        if rate > rust_decimal::Decimal::ONE_HUNDRED {
+            return Err(ApiError::invalid("vat_rate", "must be at most 100"));
+        }
+    }
+    Ok(())
+}
+
+const ADDRESS_FIELDS: &[&str] = &[
+    "name", "address1", "address2", "city", "state", "zip", "country", "phone",
+];
+
+/// Shows the billing address as an object.
+pub async fn decorate(conn: &mut sqlx::AnyConnection, item: &mut Value) -> Result<(), ApiError> {
+    let stored: Option<Option<String>> = sqlx::query_scalar("SELECT billing_address FROM accounts WHERE id = $1")
+        .bind(item["id"].as_i64().unwrap_or_default())
+        .fetch_optional(&mut *conn)
+        .await?;
+    item["billing_address"] = stored
+        .flatten()
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or(Value::Null);
+    Ok(())
+}
+
+/// `PUT /accounts/{id}/billing_address.json`: name, address1, address2, city, state, zip, country, phone.
+pub async fn set_billing_address(conn: &mut sqlx::AnyConnection, account_id: i64, p: &Params) -> Result<(), ApiError> {
+    let mut address = serde_json::Map::new();
+    for f in ADDRESS_FIELDS {
+        let value = p
+            .get(f)
+            .or_else(|| p.get(&format!("billing_address[{f}]")))
+            .unwrap_or("");
+        if value.len() > 255 {
+            return Err(ApiError::invalid(f, "is too long (255 characters at most)"));
+        }
+        address.insert((*f).to_string(), Value::String(value.to_string()));
+    }
+    for required in ["name", "address1", "city", "country"] {
+        if address
+            .get(required)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .trim()
+            .is_empty()
+        {
+            return Err(ApiError::invalid(required, "can't be blank"));
+        }
+    }
+    sqlx::query("UPDATE accounts SET billing_address = $1, updated_at = $2 WHERE id = $3")
+        .bind(Value::Object(address).to_string())
+        .bind(crate::time::now())
+        .bind(account_id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Stores a message to an account; returns it.
+pub async fn send_message(conn: &mut sqlx::AnyConnection, account_id: i64, p: &Params) -> Result<Value, ApiError> {
+    let body = p.required("body")?;
+    let subject = p.get("subject").unwrap_or("");
+    let row = sqlx::query(
+        "INSERT INTO messages (account_id, subject, body, created_at) VALUES ($1, $2, $3, $4)
+         RETURNING id, account_id, subject, body, created_at",
+    )
+    .bind(account_id)
+    .bind(subject)
+    .bind(body)
+    .bind(crate::time::now())
+    .fetch_one(&mut *conn)
+    .await?;
+    use sqlx::Row;
+    Ok(serde_json::json!({
+        "id": row.try_get::<i64, _>("id")?,
+        "account_id": row.try_get::<i64, _>("account_id")?,
+        "subject": row.try_get::<String, _>("subject")?,
+        "body": row.try_get::<String, _>("body")?,
+        "state": "sent",
+        "created_at": row.try_get::<String, _>("created_at")?,
+    }))
 }

@@ -169,3 +169,87 @@ pub async fn keys(conn: &mut AnyConnection, application_id: i64) -> Result<Vec<S
             .await?;
     Ok(keys)
 }
+
+/// Gives the application its own copy of its plan; changes to the original no longer apply.
+pub async fn customize_plan(conn: &mut AnyConnection, app: &serde_json::Value) -> Result<(), ApiError> {
+    let (id, plan_id) = (
+        app["id"].as_i64().unwrap_or_default(),
+        app["plan_id"].as_i64().unwrap_or_default(),
+    );
+    let plan = sqlx::query("SELECT name, system_name, custom FROM application_plans WHERE id = $1")
+        .bind(plan_id)
+        .fetch_one(&mut *conn)
+        .await?;
+    if plan.try_get::<i64, _>("custom")? != 0 {
+        return Ok(());
+    }
+    let name = format!("{} (custom)", plan.try_get::<String, _>("name")?);
+    let system_name = format!("{}_custom_{id}", plan.try_get::<String, _>("system_name")?);
+    let custom = super::plans::copy(conn, plan_id, &name, &system_name, true).await?;
+    sqlx::query("UPDATE applications SET plan_id = $1, updated_at = $2 WHERE id = $3")
+        .bind(custom)
+        .bind(now())
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Puts the application back on the plan its custom plan was copied from; the custom plan goes.
+pub async fn decustomize_plan(conn: &mut AnyConnection, app: &serde_json::Value) -> Result<(), ApiError> {
+    let (id, plan_id) = (
+        app["id"].as_i64().unwrap_or_default(),
+        app["plan_id"].as_i64().unwrap_or_default(),
+    );
+    let original: Option<Option<i64>> =
+        sqlx::query_scalar("SELECT original_id FROM application_plans WHERE id = $1 AND custom = 1")
+            .bind(plan_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let Some(original) = original else { return Ok(()) };
+    let original = original.ok_or_else(|| ApiError::invalid("plan_id", "the original plan no longer exists"))?;
+    sqlx::query("UPDATE applications SET plan_id = $1, updated_at = $2 WHERE id = $3")
+        .bind(original)
+        .bind(now())
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(
+        "DELETE FROM application_plans WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM applications WHERE plan_id = $1)",
+    )
+    .bind(plan_id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The filters of `/admin/api/applications.json` and `find.json`, as column conditions.
+pub fn filters(p: &Params) -> Result<Vec<(&'static str, Val)>, ApiError> {
+    let mut f = Vec::new();
+    for (param, column) in [
+        ("service_id", "service_id"),
+        ("plan_id", "plan_id"),
+        ("account_id", "account_id"),
+    ] {
+        if let Some(v) = p.parse::<i64>(param)? {
+            f.push((column, Val::Int(v)));
+        }
+    }
+    // find.json: `application_id` is the numeric id, `app_id` the credential.
+    if let Some(v) = p.parse::<i64>("application_id")? {
+        f.push(("id", Val::Int(v)));
+    }
+    if let Some(v) = p.get("app_id").filter(|v| !v.is_empty()) {
+        f.push(("application_id", Val::Text(v.to_string())));
+    }
+    if let Some(v) = p.get("user_key").filter(|v| !v.is_empty()) {
+        f.push(("user_key", Val::Text(v.to_string())));
+    }
+    if let Some(v) = p.get("state").filter(|v| !v.is_empty()) {
+        if !matches!(v, "pending" | "live" | "suspended") {
+            return Err(ApiError::invalid("state", "must be pending, live or suspended"));
+        }
+        f.push(("state", Val::Text(v.to_string())));
+    }
+    Ok(f)
+}

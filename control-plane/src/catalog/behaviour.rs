@@ -67,7 +67,8 @@ pub async fn before_write(
     values: &mut Values,
 ) -> Result<(), ApiError> {
     match b {
-        Behaviour::Plain | Behaviour::Account => Ok(()),
+        Behaviour::Plain => Ok(()),
+        Behaviour::Account => accounts::before_write(values),
         Behaviour::Service => services::before_write(id, values),
         Behaviour::Backend => {
             if id.is_none() {
@@ -133,6 +134,8 @@ pub async fn event(
     let id = item["id"].as_i64().unwrap_or_default();
     match (b, event) {
         (Behaviour::Plan(kind), "default") => kind.set_default(conn, item).await.map(|_| true),
+        (Behaviour::Application, "customize_plan") => applications::customize_plan(conn, item).await.map(|_| true),
+        (Behaviour::Application, "decustomize_plan") => applications::decustomize_plan(conn, item).await.map(|_| true),
         (Behaviour::Application | Behaviour::ServiceSubscription | Behaviour::Account, "change_plan") => {
             let plan_id = p
                 .parse::<i64>("plan_id")?
@@ -173,6 +176,7 @@ pub async fn decorate(b: Behaviour, conn: &mut AnyConnection, item: &mut Value) 
             Ok(())
         }
         Behaviour::Plan(kind) => plans::decorate(kind, conn, item).await,
+        Behaviour::Account => accounts::decorate(conn, item).await,
         _ => Ok(()),
     }
 }

@@ -26,7 +26,16 @@ pub const APPLICATION_PLAN: Resource = Resource {
     collection: "plans",
     table: "application_plans",
     scope: &["service_id"],
-    fields: PLAN_FIELDS,
+    fields: &[
+        field("name", Kind::Text, OnCreate::Required),
+        fixed("system_name", Kind::SystemName, OnCreate::Derived),
+        fixed("state", Kind::OneOf(&["hidden", "published"]), OnCreate::Derived),
+        field("approval_required", Kind::Bool, OnCreate::Default("false")),
+        field("setup_fee", Kind::Fee, OnCreate::Default("0")),
+        field("cost_per_month", Kind::Fee, OnCreate::Default("0")),
+        field("trial_period_days", Kind::Count, OnCreate::Default("0")),
+        fixed("custom", Kind::Bool, OnCreate::Default("false")),
+    ],
     unique_field: "system_name",
     transitions: &[],
 };
@@ -155,7 +164,9 @@ pub async fn decorate(kind: PlanKind, conn: &mut AnyConnection, item: &mut Value
         .await?;
     let default = default.flatten();
     item["default"] = json!(default.is_some() && default == item["id"].as_i64());
-    item["custom"] = json!(false);
+    if item.get("custom").is_none() {
+        item["custom"] = json!(false);
+    }
     Ok(())
 }
 
@@ -251,6 +262,60 @@ pub async fn find(db: &Db, id: i64) -> Result<ApplicationPlan, ApiError> {
     .await?
     .ok_or(ApiError::NotFound)?;
     from_row(&row)
+}
+
+/// Copies an application plan with its limits and pricing rules; returns the new plan's id.
+/// A `custom` copy is one application's own plan: it keeps a link to its original only so
+/// that the application can go back (decustomize).
+pub async fn copy(
+    conn: &mut AnyConnection,
+    plan_id: i64,
+    name: &str,
+    system_name: &str,
+    custom: bool,
+) -> Result<i64, ApiError> {
+    let ts = crate::time::now();
+    let inserted = sqlx::query_scalar::<_, i64>(
+        "INSERT INTO application_plans (service_id, name, system_name, state, approval_required, setup_fee,
+           cost_per_month, trial_period_days, custom, original_id, created_at, updated_at)
+         SELECT service_id, $2, $3, state, approval_required, setup_fee, cost_per_month, trial_period_days, $4,
+           CASE WHEN $4 = 1 THEN id ELSE NULL END, $5, $5
+         FROM application_plans WHERE id = $1 RETURNING id",
+    )
+    .bind(plan_id)
+    .bind(name)
+    .bind(system_name)
+    .bind(i64::from(custom))
+    .bind(&ts)
+    .fetch_optional(&mut *conn)
+    .await;
+    let new_id = match inserted {
+        Ok(Some(id)) => id,
+        Ok(None) => return Err(ApiError::NotFound),
+        Err(e) if crate::error::is_unique_violation(&e) => {
+            return Err(ApiError::invalid("system_name", "has already been taken"))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    sqlx::query(
+        "INSERT INTO usage_limits (plan_id, metric_id, period, value, created_at, updated_at)
+         SELECT $2, metric_id, period, value, $3, $3 FROM usage_limits WHERE plan_id = $1",
+    )
+    .bind(plan_id)
+    .bind(new_id)
+    .bind(&ts)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO pricing_rules (plan_id, metric_id, min, max, cost_per_unit, created_at, updated_at)
+         SELECT $2, metric_id, min, max, cost_per_unit, $3, $3 FROM pricing_rules WHERE plan_id = $1",
+    )
+    .bind(plan_id)
+    .bind(new_id)
+    .bind(&ts)
+    .execute(&mut *conn)
+    .await?;
+    Ok(new_id)
 }
 
 #[cfg(test)]

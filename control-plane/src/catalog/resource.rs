@@ -144,21 +144,27 @@ impl Kind {
 
 pub type Values = Vec<(&'static str, Val)>;
 
+/// 3scale's rule for system names: letters, digits, `_`, `-` and `/`, no spaces.
+pub fn check_system_name(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err("can't be blank".into());
+    }
+    if s.len() > 255
+        || !s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '/'))
+    {
+        return Err("invalid: use only letters, digits, '_', '-' and '/'".into());
+    }
+    Ok(())
+}
+
 fn parse_field(f: &Field, raw: &str) -> Result<Val, String> {
     let raw_t = raw.trim();
     Ok(match f.kind {
         Kind::Text => Val::Text(raw.to_string()),
         Kind::SystemName => {
-            if raw_t.is_empty() {
-                return Err("can't be blank".into());
-            }
-            if raw_t.len() > 255
-                || !raw_t
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '/'))
-            {
-                return Err("invalid: use only letters, digits, '_', '-' and '/'".into());
-            }
+            check_system_name(raw_t)?;
             Val::Text(raw_t.to_string())
         }
         Kind::Count | Kind::Id => match raw_t.parse::<i64>() {
@@ -303,49 +309,60 @@ impl Resource {
         Ok(Value::Object(m))
     }
 
+    /// Rows matching every `column = value` filter, in id order, optionally one page of them.
+    pub async fn select(
+        &self,
+        conn: &mut AnyConnection,
+        filters: &[(&str, Val)],
+        page: Option<Page>,
+    ) -> Result<Vec<Value>, ApiError> {
+        let conditions: String = filters
+            .iter()
+            .enumerate()
+            .map(|(i, (c, _))| format!(" AND {c} = ${}", i + 1))
+            .collect();
+        let mut sql = format!(
+            "SELECT {} FROM {} WHERE 1 = 1{conditions} ORDER BY id",
+            self.columns(),
+            self.table
+        );
+        if let Some(page) = page {
+            sql.push_str(&format!(" LIMIT {} OFFSET {}", page.per_page, page.offset()));
+        }
+        let mut q = sqlx::query(&sql);
+        for (_, v) in filters {
+            q = bind(q, v);
+        }
+        let rows = q.fetch_all(&mut *conn).await?;
+        rows.iter().map(|r| self.to_json(r)).collect()
+    }
+
+    fn scope_filters(&self, scope: &[i64]) -> Vec<(&'static str, Val)> {
+        self.scope.iter().zip(scope).map(|(c, v)| (*c, Val::Int(*v))).collect()
+    }
+
     pub async fn list(
         &self,
         conn: &mut AnyConnection,
         scope: &[i64],
         page: Option<Page>,
     ) -> Result<Vec<Value>, ApiError> {
-        let mut sql = format!(
-            "SELECT {} FROM {} WHERE 1 = 1{} ORDER BY id",
-            self.columns(),
-            self.table,
-            self.scope_where(1)
-        );
-        if let Some(page) = page {
-            sql.push_str(&format!(" LIMIT {} OFFSET {}", page.per_page, page.offset()));
-        }
-        let mut q = sqlx::query(&sql);
-        for s in scope {
-            q = q.bind(*s);
-        }
-        let rows = q.fetch_all(&mut *conn).await?;
-        rows.iter().map(|r| self.to_json(r)).collect()
+        self.select(conn, &self.scope_filters(scope), page).await
     }
 
     /// Every row, whatever its scope (e.g. all plans of all services).
     pub async fn list_all(&self, conn: &mut AnyConnection) -> Result<Vec<Value>, ApiError> {
-        let sql = format!("SELECT {} FROM {} ORDER BY id", self.columns(), self.table);
-        let rows = sqlx::query(&sql).fetch_all(&mut *conn).await?;
-        rows.iter().map(|r| self.to_json(r)).collect()
+        self.select(conn, &[], None).await
     }
 
     pub async fn find(&self, conn: &mut AnyConnection, scope: &[i64], id: i64) -> Result<Value, ApiError> {
-        let sql = format!(
-            "SELECT {} FROM {} WHERE id = $1{}",
-            self.columns(),
-            self.table,
-            self.scope_where(2)
-        );
-        let mut q = sqlx::query(&sql).bind(id);
-        for s in scope {
-            q = q.bind(*s);
-        }
-        let row = q.fetch_optional(&mut *conn).await?.ok_or(ApiError::NotFound)?;
-        self.to_json(&row)
+        let mut filters = vec![("id", Val::Int(id))];
+        filters.extend(self.scope_filters(scope));
+        self.select(conn, &filters, None)
+            .await?
+            .into_iter()
+            .next()
+            .ok_or(ApiError::NotFound)
     }
 
     pub async fn insert(&self, conn: &mut AnyConnection, scope: &[i64], values: &Values) -> Result<Value, ApiError> {
