@@ -20,9 +20,21 @@ pub enum ApiError {
     #[error("validation failed: {0:?}")]
     Invalid(Vec<(String, String)>),
     #[error("database: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
     #[error("internal: {0}")]
     Internal(String),
+}
+
+/// A foreign-key violation is the client's mistake (deleting what is still used, or naming a
+/// row that does not exist): 422 on `base`, as Rails reports errors of the whole record.
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        if is_foreign_key_violation(&e) {
+            ApiError::invalid("base", "is still in use, or refers to something that does not exist")
+        } else {
+            ApiError::Database(e)
+        }
+    }
 }
 
 impl ApiError {
@@ -58,6 +70,14 @@ impl IntoResponse for ApiError {
             }
         };
         (status, Json(body)).into_response()
+    }
+}
+
+/// Whether a database error is a foreign-key violation (both engines): a row still in use.
+pub fn is_foreign_key_violation(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => db.is_foreign_key_violation(),
+        _ => false,
     }
 }
 

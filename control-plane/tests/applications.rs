@@ -158,4 +158,54 @@ on_both_databases! {
         assert_eq!(put(app, &format!("/admin/api/accounts/{id}/resume.json"), &[]).await.1["account"]["state"], "approved");
         assert_eq!(put(app, &format!("/admin/api/accounts/{id}/explode.json"), &[]).await.0, 404);
     }
+
+    async fn in_use_rows_cannot_be_deleted_and_signup_uses_defaults(app: &TestApp) {
+        let (service, application) = app.seed("in-use").await;
+        let sid = service["service"]["id"].as_i64().unwrap();
+        let plan_id = application["application"]["plan_id"].as_i64().unwrap();
+        let r = app.admin(Method::DELETE, &format!("/admin/api/services/{sid}/application_plans/{plan_id}.json")).send().await.unwrap();
+        assert_eq!(r.status(), 422, "a plan with applications stays");
+        let body: Value = r.json().await.unwrap();
+        assert!(body["errors"]["base"].is_array(), "{body}");
+        assert_eq!(count(app, &format!("SELECT COUNT(*) FROM application_plans WHERE id = {plan_id}")).await, 1);
+
+        // With a default application plan, signup gives the new account an application on it.
+        let (status, _) = put(app, &format!("/admin/api/services/{sid}/application_plans/{plan_id}/default.json"), &[]).await;
+        assert_eq!(status, 200);
+        let (_, plans) = app.get_json(&format!("/admin/api/services/{sid}/application_plans.json")).await;
+        assert_eq!(plans["plans"][0]["application_plan"]["default"], true);
+        let (_, account) = app.post_form("/admin/api/signup.json", &[("org_name", "Newco"), ("username", "n")]).await;
+        let aid = account["account"]["id"].as_i64().unwrap();
+        let (_, apps) = app.get_json(&format!("/admin/api/accounts/{aid}/applications.json")).await;
+        assert_eq!(apps["applications"][0]["application"]["name"], "Newco's App");
+        assert_eq!(apps["applications"][0]["application"]["plan_id"], plan_id);
+        let (_, subs) = app.get_json(&format!("/admin/api/accounts/{aid}/service_subscriptions.json")).await;
+        assert_eq!(subs["service_subscriptions"][0]["service_subscription"]["service_id"], sid);
+    }
+
+    async fn gateway_configs_include_backends_under_their_path(app: &TestApp) {
+        let (service, _) = app.seed("with-backend").await;
+        let sid = service["service"]["id"].as_i64().unwrap();
+        let (_, backend) = app.post_form("/admin/api/backend_apis.json", &[("name", "Items")]).await;
+        let bid = backend["backend_api"]["id"].as_i64().unwrap();
+        let (_, metric) = app.post_form(&format!("/admin/api/backend_apis/{bid}/metrics.json"), &[("friendly_name", "Reads"), ("unit", "read")]).await;
+        let mid = metric["metric"]["id"].to_string();
+        let (status, rule) = app.post_form(&format!("/admin/api/backend_apis/{bid}/mapping_rules.json"), &[("http_method", "GET"), ("pattern", "/items"), ("metric_id", mid.as_str()), ("delta", "1")]).await;
+        assert_eq!(status, 201, "{rule}");
+        let (status, usage) = app.post_form(&format!("/admin/api/services/{sid}/backend_usages.json"), &[("backend_api_id", &bid.to_string()), ("path", "/v2")]).await;
+        assert_eq!(status, 201, "{usage}");
+        assert_eq!(usage["backend_usage"]["backend_id"], bid);
+        let (_, deployed) = app.post_form(&format!("/admin/api/services/{sid}/proxy/deploy.json"), &[]).await;
+        let content = &deployed["proxy_config"]["content"];
+        let patterns: Vec<&str> = content["proxy"]["proxy_rules"].as_array().unwrap().iter().map(|r| r["pattern"].as_str().unwrap()).collect();
+        assert_eq!(patterns, ["/", "/v2/items"]);
+        let metrics: Vec<&str> = content["metrics"].as_array().unwrap().iter().map(|m| m["system_name"].as_str().unwrap()).collect();
+        assert!(metrics.contains(&format!("reads.{bid}").as_str()), "{metrics:?}");
+        // A backend used by a product cannot be used twice by it.
+        let (status, _) = app.post_form(&format!("/admin/api/services/{sid}/backend_usages.json"), &[("backend_api_id", &bid.to_string()), ("path", "/v3")]).await;
+        assert_eq!(status, 422);
+        let (status, body) = app.post_form(&format!("/admin/api/services/{sid}/backend_usages.json"), &[("backend_api_id", "999"), ("path", "/v3")]).await;
+        assert_eq!(status, 422);
+        assert!(body["errors"]["backend_api_id"].is_array(), "{body}");
+    }
 }

@@ -1,6 +1,7 @@
 //! Developer accounts and their users. `signup` creates an account with its admin user in one
 //! transaction (3scale's `signup.json`, which is also how clients create accounts).
 
+use super::behaviour::text;
 use super::resource::{event, field, fixed, Kind, OnCreate, Resource, Transition, Values};
 use crate::db::Db;
 use crate::error::ApiError;
@@ -88,7 +89,8 @@ pub fn check_email(values: &Values) -> Result<(), ApiError> {
 }
 
 /// Creates an approved account with its active admin user, on the default account plan (or
-/// `account_plan_id`), subscribed to every service's default service plan.
+/// `account_plan_id`), subscribed to every service's default service plan, with an
+/// application on every service's default application plan.
 pub async fn signup(db: &Db, p: &Params) -> Result<Value, ApiError> {
     let mut account_values = ACCOUNT.values_for_create(p)?;
     let mut user_values = USER.values_for_create(p)?;
@@ -133,6 +135,22 @@ pub async fn signup(db: &Db, p: &Params) -> Result<Value, ApiError> {
     .bind(crate::time::now())
     .execute(&mut *tx)
     .await?;
+    // …and an application on every default application plan (3scale's signup).
+    let defaults: Vec<i64> = sqlx::query_scalar(
+        "SELECT default_application_plan_id FROM services WHERE default_application_plan_id IS NOT NULL",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let org = text(&account_values, "org_name").unwrap_or_default().to_string();
+    for plan_id in defaults {
+        let p = Params(vec![
+            ("name".into(), format!("{org}'s App")),
+            ("plan_id".into(), plan_id.to_string()),
+        ]);
+        let mut values = super::applications::APPLICATION.values_for_create(&p)?;
+        super::applications::before_write(&mut tx, None, &p, &mut values).await?;
+        super::applications::APPLICATION.insert(&mut tx, &[id], &values).await?;
+    }
     tx.commit().await?;
     Ok(account)
 }

@@ -201,8 +201,11 @@ pub fn proxy_json(service: &Service, s: &ProxySettings) -> Value {
 /// The gateway's view of a service now: what `deploy` snapshots.
 async fn content(db: &Db, service: &Service) -> Result<Value, ApiError> {
     let settings = settings(db, service.id).await?;
+    // The product's own metrics and those of the backends it uses.
     let metrics = sqlx::query(
-        "SELECT id, system_name, friendly_name, parent_id, unit FROM metrics WHERE service_id = $1 ORDER BY id",
+        "SELECT id, system_name, friendly_name, parent_id, unit FROM metrics
+         WHERE service_id = $1 OR backend_id IN (SELECT backend_id FROM backend_usages WHERE service_id = $1)
+         ORDER BY id",
     )
     .bind(service.id)
     .fetch_all(&db.pool)
@@ -219,10 +222,21 @@ async fn content(db: &Db, service: &Service) -> Result<Value, ApiError> {
             }))
         })
         .collect::<Result<_, _>>()?;
+    // The product's rules, then each used backend's rules under the backend's path (as 3scale
+    // merges them): a backend used at `/v2` with rule `/items` maps `/v2/items`.
     let rules = sqlx::query(
-        "SELECT r.id, r.http_method, r.pattern, r.delta, r.position, r.last, r.metric_id, m.system_name
+        "SELECT r.id AS id, r.http_method AS http_method, r.pattern AS pattern, r.delta AS delta, r.position AS position,
+                r.last AS last, r.metric_id AS metric_id, m.system_name AS system_name, '' AS prefix,
+                0 AS backend_order
          FROM mapping_rules r JOIN metrics m ON m.id = r.metric_id
-         WHERE r.service_id = $1 ORDER BY r.position, r.id",
+         WHERE r.service_id = $1
+         UNION ALL
+         SELECT r.id AS id, r.http_method AS http_method, r.pattern AS pattern, r.delta AS delta, r.position AS position,
+                r.last AS last, r.metric_id AS metric_id, m.system_name AS system_name, u.path AS prefix,
+                u.id AS backend_order
+         FROM mapping_rules r JOIN metrics m ON m.id = r.metric_id JOIN backend_usages u ON u.backend_id = r.backend_id
+         WHERE u.service_id = $1
+         ORDER BY backend_order, position, id",
     )
     .bind(service.id)
     .fetch_all(&db.pool)
@@ -233,7 +247,7 @@ async fn content(db: &Db, service: &Service) -> Result<Value, ApiError> {
             Ok(json!({
                 "id": r.try_get::<i64, _>("id")?,
                 "http_method": r.try_get::<String, _>("http_method")?,
-                "pattern": r.try_get::<String, _>("pattern")?,
+                "pattern": prefixed(&r.try_get::<String, _>("prefix")?, &r.try_get::<String, _>("pattern")?),
                 "delta": r.try_get::<i64, _>("delta")?,
                 "position": r.try_get::<i64, _>("position")?,
                 "last": r.try_get::<i64, _>("last")? != 0,
@@ -257,6 +271,16 @@ async fn content(db: &Db, service: &Service) -> Result<Value, ApiError> {
         "metrics": metrics,
         "proxy": proxy,
     }))
+}
+
+/// A backend rule's pattern under the backend's path in the product (`/v2` + `/items`).
+pub fn prefixed(path: &str, pattern: &str) -> String {
+    let prefix = path.trim_end_matches('/');
+    if prefix.is_empty() {
+        pattern.to_string()
+    } else {
+        format!("{prefix}{pattern}")
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -388,6 +412,13 @@ pub async fn latest_of_all(db: &Db, environment: &str) -> Result<Vec<ProxyConfig
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backend_rules_go_under_the_usage_path() {
+        assert_eq!(prefixed("/", "/items"), "/items");
+        assert_eq!(prefixed("/v2", "/items"), "/v2/items");
+        assert_eq!(prefixed("/v2/", "/items$"), "/v2/items$");
+    }
 
     #[test]
     fn settings_update_validates_fields() {
