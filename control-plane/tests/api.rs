@@ -229,7 +229,22 @@ on_both_databases! {
         assert_eq!(status, 201, "{rule}");
         assert_eq!(rule["mapping_rule"]["position"], 2, "appended after the default rule");
 
-        // Backends' metrics carry the backend's id.
+        // Methods hang only under hits.
+        let (_, custom) = app
+            .post_form(&format!("/admin/api/services/{a}/metrics.json"), &[("friendly_name", "Bytes"), ("unit", "B")])
+            .await;
+        let custom = custom["metric"]["id"].as_i64().unwrap();
+        let (status, _) = app
+            .post_form(&format!("/admin/api/services/{a}/metrics/{custom}/methods.json"), &[("friendly_name", "m")])
+            .await;
+        assert_eq!(status, 404);
+        let (status, method) = app
+            .post_form(&format!("/admin/api/services/{a}/metrics/{hits_a}/methods.json"), &[("friendly_name", "Get item")])
+            .await;
+        assert_eq!(status, 201, "{method}");
+        assert_eq!(method["method"]["system_name"], "get_item");
+
+                // Backends' metrics carry the backend's id.
         let (_, backend) = app.post_form("/admin/api/backend_apis.json", &[("name", "Back")]).await;
         let bid = backend["backend_api"]["id"].as_i64().unwrap();
         let (_, bm) = app.get_json(&format!("/admin/api/backend_apis/{bid}/metrics.json")).await;

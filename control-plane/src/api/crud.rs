@@ -30,11 +30,11 @@ pub enum Parent {
     Root,
     /// `{service_id}`
     Service,
-    /// `{service_id}` / `{metric_id}` (methods of a service metric)
+    /// `{service_id}` / `{metric_id}`: methods, which only `hits` has (3scale §19).
     ServiceMetric,
     /// `{backend_id}`
     Backend,
-    /// `{backend_id}` / `{metric_id}`
+    /// `{backend_id}` / `{metric_id}`: the backend's `hits` and its methods.
     BackendMetric,
     /// `{plan_id}` / `{metric_id}`: the metric must belong to the plan's service or its backends.
     PlanMetric,
@@ -116,7 +116,7 @@ impl Parent {
                 let (sid, mid) = (path_id(p, "service_id")?, path_id(p, "metric_id")?);
                 exists(
                     conn,
-                    "SELECT id FROM metrics WHERE id = $1 AND service_id = $2",
+                    "SELECT id FROM metrics WHERE id = $1 AND service_id = $2 AND parent_id IS NULL AND system_name = 'hits'",
                     &[mid, sid],
                 )
                 .await?;
@@ -131,7 +131,7 @@ impl Parent {
                 let (bid, mid) = (path_id(p, "backend_id")?, path_id(p, "metric_id")?);
                 exists(
                     conn,
-                    "SELECT id FROM metrics WHERE id = $1 AND backend_id = $2",
+                    "SELECT id FROM metrics WHERE id = $1 AND backend_id = $2 AND parent_id IS NULL AND system_name LIKE 'hits.%'",
                     &[mid, bid],
                 )
                 .await?;
