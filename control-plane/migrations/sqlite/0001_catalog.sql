@@ -164,6 +164,7 @@ CREATE TABLE account_plans (
     setup_fee TEXT NOT NULL DEFAULT '0',
     cost_per_month TEXT NOT NULL DEFAULT '0',
     trial_period_days INTEGER NOT NULL DEFAULT 0,
+    custom INTEGER NOT NULL DEFAULT 0,
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL
 );
@@ -178,6 +179,7 @@ CREATE TABLE service_plans (
     setup_fee TEXT NOT NULL DEFAULT '0',
     cost_per_month TEXT NOT NULL DEFAULT '0',
     trial_period_days INTEGER NOT NULL DEFAULT 0,
+    custom INTEGER NOT NULL DEFAULT 0,
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL,
     UNIQUE (service_id, system_name)

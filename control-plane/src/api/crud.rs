@@ -104,57 +104,41 @@ impl Parent {
         Ok(scope)
     }
 
+    /// The path parameters that make up the scope, and the query that must find a row for
+    /// them (bound in the same order) — i.e. the parents exist and own each other.
+    fn lookup(self) -> (&'static [&'static str], &'static str) {
+        match self {
+            Parent::Root => (&[], ""),
+            Parent::Service => (&["service_id"], "SELECT id FROM services WHERE id = $1"),
+            Parent::ServiceMetric => (
+                &["service_id", "metric_id"],
+                "SELECT id FROM metrics WHERE service_id = $1 AND id = $2 AND parent_id IS NULL AND system_name = 'hits'",
+            ),
+            Parent::Backend => (&["backend_id"], "SELECT id FROM backend_apis WHERE id = $1"),
+            Parent::BackendMetric => (
+                &["backend_id", "metric_id"],
+                "SELECT id FROM metrics WHERE backend_id = $1 AND id = $2 AND parent_id IS NULL AND system_name LIKE 'hits.%'",
+            ),
+            Parent::PlanMetric => (
+                &["plan_id", "metric_id"],
+                "SELECT m.id FROM metrics m, application_plans p WHERE p.id = $1 AND m.id = $2 AND
+                   (m.service_id = p.service_id OR m.backend_id IN
+                      (SELECT backend_id FROM backend_usages u WHERE u.service_id = p.service_id))",
+            ),
+            Parent::Account => (&["account_id"], "SELECT id FROM accounts WHERE id = $1"),
+        }
+    }
+
     pub async fn scope(self, conn: &mut AnyConnection, p: &HashMap<String, String>) -> Result<Vec<i64>, ApiError> {
-        Ok(match self {
-            Parent::Root => vec![],
-            Parent::Service => {
-                let sid = path_id(p, "service_id")?;
-                exists(conn, "SELECT id FROM services WHERE id = $1", &[sid]).await?;
-                vec![sid]
-            }
-            Parent::ServiceMetric => {
-                let (sid, mid) = (path_id(p, "service_id")?, path_id(p, "metric_id")?);
-                exists(
-                    conn,
-                    "SELECT id FROM metrics WHERE id = $1 AND service_id = $2 AND parent_id IS NULL AND system_name = 'hits'",
-                    &[mid, sid],
-                )
-                .await?;
-                vec![sid, mid]
-            }
-            Parent::Backend => {
-                let bid = path_id(p, "backend_id")?;
-                exists(conn, "SELECT id FROM backend_apis WHERE id = $1", &[bid]).await?;
-                vec![bid]
-            }
-            Parent::BackendMetric => {
-                let (bid, mid) = (path_id(p, "backend_id")?, path_id(p, "metric_id")?);
-                exists(
-                    conn,
-                    "SELECT id FROM metrics WHERE id = $1 AND backend_id = $2 AND parent_id IS NULL AND system_name LIKE 'hits.%'",
-                    &[mid, bid],
-                )
-                .await?;
-                vec![bid, mid]
-            }
-            Parent::PlanMetric => {
-                let (pid, mid) = (path_id(p, "plan_id")?, path_id(p, "metric_id")?);
-                exists(
-                    conn,
-                    "SELECT m.id FROM metrics m, application_plans p WHERE m.id = $1 AND p.id = $2 AND
-                       (m.service_id = p.service_id OR m.backend_id IN
-                          (SELECT backend_id FROM backend_usages u WHERE u.service_id = p.service_id))",
-                    &[mid, pid],
-                )
-                .await?;
-                vec![pid, mid]
-            }
-            Parent::Account => {
-                let aid = path_id(p, "account_id")?;
-                exists(conn, "SELECT id FROM accounts WHERE id = $1", &[aid]).await?;
-                vec![aid]
-            }
-        })
+        let (params, sql) = self.lookup();
+        let ids = params
+            .iter()
+            .map(|name| path_id(p, name))
+            .collect::<Result<Vec<_>, _>>()?;
+        if !ids.is_empty() {
+            exists(conn, sql, &ids).await?;
+        }
+        Ok(ids)
     }
 }
 

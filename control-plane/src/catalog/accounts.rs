@@ -42,21 +42,24 @@ pub const ACCOUNT: Resource = Resource {
     ],
 };
 
+/// Developer and provider users have the same fields and events.
+pub const USER_FIELDS: &[super::resource::Field] = &[
+    field("username", Kind::Text, OnCreate::Required),
+    field("email", Kind::Text, OnCreate::Optional),
+    fixed("role", Kind::OneOf(&["admin", "member"]), OnCreate::Default("member")),
+    fixed(
+        "state",
+        Kind::OneOf(&["pending", "active", "suspended"]),
+        OnCreate::Default("pending"),
+    ),
+];
+
 pub const USER: Resource = Resource {
     name: "user",
     collection: "users",
     table: "users",
     scope: &["account_id"],
-    fields: &[
-        field("username", Kind::Text, OnCreate::Required),
-        field("email", Kind::Text, OnCreate::Optional),
-        fixed("role", Kind::OneOf(&["admin", "member"]), OnCreate::Default("member")),
-        fixed(
-            "state",
-            Kind::OneOf(&["pending", "active", "suspended"]),
-            OnCreate::Default("pending"),
-        ),
-    ],
+    fields: USER_FIELDS,
     unique_field: "email",
     transitions: USER_EVENTS,
 };

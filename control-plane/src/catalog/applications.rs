@@ -1,7 +1,7 @@
 //! Applications: an account's subscription to a service's plan, with its credentials —
 //! a `user_key` (backend_version 1) or an `application_id` with keys (backend_version 2).
 
-use super::behaviour::{int, text};
+use super::behaviour::text;
 use super::resource::{event, field, fixed, Kind, OnCreate, Resource, Val, Values};
 use crate::auth::generate_token;
 use crate::db::{Db, Row};
@@ -52,19 +52,7 @@ pub async fn before_write(
     if id.is_some() {
         return Ok(());
     }
-    let plan_id = int(values, "plan_id").unwrap_or_default();
-    let plan = sqlx::query("SELECT service_id, approval_required FROM application_plans WHERE id = $1")
-        .bind(plan_id)
-        .fetch_optional(&mut *conn)
-        .await?
-        .ok_or_else(|| ApiError::invalid("plan_id", "does not exist"))?;
-    let service_id: i64 = plan.try_get("service_id")?;
-    let approval: i64 = plan.try_get("approval_required")?;
-    values.push(("service_id", Val::Int(service_id)));
-    values.push((
-        "state",
-        Val::Text(if approval != 0 { "pending" } else { "live" }.into()),
-    ));
+    super::subscriptions::terms_from_plan(conn, "application_plans", values).await?;
     if text(values, "user_key").is_none() {
         values.push(("user_key", Val::Text(generate_token())));
     }

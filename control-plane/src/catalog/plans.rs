@@ -19,6 +19,8 @@ const PLAN_FIELDS: &[super::resource::Field] = &[
     field("setup_fee", Kind::Fee, OnCreate::Default("0")),
     field("cost_per_month", Kind::Fee, OnCreate::Default("0")),
     field("trial_period_days", Kind::Count, OnCreate::Default("0")),
+    // Only application plans are ever customized (for one application); see `copy`.
+    fixed("custom", Kind::Bool, OnCreate::Default("false")),
 ];
 
 pub const APPLICATION_PLAN: Resource = Resource {
@@ -26,16 +28,7 @@ pub const APPLICATION_PLAN: Resource = Resource {
     collection: "plans",
     table: "application_plans",
     scope: &["service_id"],
-    fields: &[
-        field("name", Kind::Text, OnCreate::Required),
-        fixed("system_name", Kind::SystemName, OnCreate::Derived),
-        fixed("state", Kind::OneOf(&["hidden", "published"]), OnCreate::Derived),
-        field("approval_required", Kind::Bool, OnCreate::Default("false")),
-        field("setup_fee", Kind::Fee, OnCreate::Default("0")),
-        field("cost_per_month", Kind::Fee, OnCreate::Default("0")),
-        field("trial_period_days", Kind::Count, OnCreate::Default("0")),
-        fixed("custom", Kind::Bool, OnCreate::Default("false")),
-    ],
+    fields: PLAN_FIELDS,
     unique_field: "system_name",
     transitions: &[],
 };
@@ -164,9 +157,6 @@ pub async fn decorate(kind: PlanKind, conn: &mut AnyConnection, item: &mut Value
         .await?;
     let default = default.flatten();
     item["default"] = json!(default.is_some() && default == item["id"].as_i64());
-    if item.get("custom").is_none() {
-        item["custom"] = json!(false);
-    }
     Ok(())
 }
 

@@ -1,8 +1,8 @@
 //! The provider: the one account that runs Tollgate (3scale's tenant), its settings, and its
 //! users — admins, or members limited to some sections and services.
 
-use super::accounts::USER_EVENTS;
-use super::resource::{field, fixed, Kind, OnCreate, Resource};
+use super::accounts::{USER_EVENTS, USER_FIELDS};
+use super::resource::Resource;
 use crate::auth::generate_token;
 use crate::db::Db;
 use crate::error::ApiError;
@@ -29,16 +29,7 @@ pub const PROVIDER_USER: Resource = Resource {
     collection: "users",
     table: "provider_users",
     scope: &[],
-    fields: &[
-        field("username", Kind::Text, OnCreate::Required),
-        field("email", Kind::Text, OnCreate::Optional),
-        fixed("role", Kind::OneOf(&["admin", "member"]), OnCreate::Default("member")),
-        fixed(
-            "state",
-            Kind::OneOf(&["pending", "active", "suspended"]),
-            OnCreate::Default("pending"),
-        ),
-    ],
+    fields: USER_FIELDS,
     unique_field: "username",
     transitions: USER_EVENTS,
 };
@@ -184,20 +175,22 @@ pub async fn update_permissions(conn: &mut AnyConnection, user_id: i64, p: &Para
     }
     if !sections.is_empty() {
         let joined: Vec<&str> = sections.into_iter().filter(|s| !s.is_empty()).collect();
-        sqlx::query("UPDATE provider_users SET allowed_sections = $1, updated_at = $2 WHERE id = $3")
-            .bind(joined.join(","))
-            .bind(now())
-            .bind(user_id)
-            .execute(&mut *conn)
-            .await?;
+        set_user_column(conn, user_id, "allowed_sections", joined.join(",")).await?;
     }
     if !services.is_empty() {
-        sqlx::query("UPDATE provider_users SET allowed_service_ids = $1, updated_at = $2 WHERE id = $3")
-            .bind(ids.join(","))
-            .bind(now())
-            .bind(user_id)
-            .execute(&mut *conn)
-            .await?;
+        set_user_column(conn, user_id, "allowed_service_ids", ids.join(",")).await?;
     }
     permissions(conn, user_id).await
+}
+
+async fn set_user_column(conn: &mut AnyConnection, user_id: i64, column: &str, value: String) -> Result<(), ApiError> {
+    sqlx::query(&format!(
+        "UPDATE provider_users SET {column} = $1, updated_at = $2 WHERE id = $3"
+    ))
+    .bind(value)
+    .bind(now())
+    .bind(user_id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }

@@ -24,21 +24,28 @@ pub const SERVICE_SUBSCRIPTION: Resource = Resource {
     transitions: &[event("approve", &["pending"], "live")],
 };
 
-/// The plan decides the service and whether the subscription waits for approval.
-pub async fn before_write(conn: &mut AnyConnection, id: Option<i64>, values: &mut Values) -> Result<(), ApiError> {
-    if id.is_some() {
-        return Ok(());
-    }
+/// A new contract's terms from its plan (in `plans_table`): the service, and a state of
+/// `pending` when the plan needs approval, else `live`.
+pub async fn terms_from_plan(conn: &mut AnyConnection, plans_table: &str, values: &mut Values) -> Result<(), ApiError> {
     let plan_id = int(values, "plan_id").unwrap_or_default();
-    let plan = sqlx::query("SELECT service_id, approval_required FROM service_plans WHERE id = $1")
-        .bind(plan_id)
-        .fetch_optional(&mut *conn)
-        .await?
-        .ok_or_else(|| ApiError::invalid("plan_id", "does not exist"))?;
+    let plan = sqlx::query(&format!(
+        "SELECT service_id, approval_required FROM {plans_table} WHERE id = $1"
+    ))
+    .bind(plan_id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or_else(|| ApiError::invalid("plan_id", "does not exist"))?;
     values.push(("service_id", Val::Int(plan.try_get("service_id")?)));
     let pending = plan.try_get::<i64, _>("approval_required")? != 0;
     values.push(("state", Val::Text(if pending { "pending" } else { "live" }.into())));
     Ok(())
+}
+
+pub async fn before_write(conn: &mut AnyConnection, id: Option<i64>, values: &mut Values) -> Result<(), ApiError> {
+    match id {
+        None => terms_from_plan(conn, "service_plans", values).await,
+        Some(_) => Ok(()),
+    }
 }
 
 /// Moves a contract (`table`: applications or service_subscriptions) to another plan of the
