@@ -13,6 +13,10 @@ pub struct Config {
     pub database_url: String,
     /// `TOLLGATE_REDIS_URL`: counters in Redis; unset means the embedded in-process store.
     pub redis_url: Option<String>,
+    /// `TOLLGATE_REDIS_PREFIX`: the start of every Redis key (several deployments, one Redis).
+    pub redis_prefix: String,
+    /// `TOLLGATE_REDIS_TIMEOUT_MS`: how long an authrep waits for Redis before answering 503.
+    pub redis_timeout_ms: u64,
     /// `TOLLGATE_ADMIN_TOKEN`: an access token with every scope, read-write, ensured at start.
     pub admin_token: Option<String>,
     /// `TOLLGATE_LOG_FORMAT`: `text` (default) or `json`.
@@ -33,6 +37,8 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 3000)),
             database_url: "sqlite://tollgate.db".into(),
             redis_url: None,
+            redis_prefix: "tollgate:".into(),
+            redis_timeout_ms: 100,
             admin_token: None,
             log_format: LogFormat::Text,
         }
@@ -78,6 +84,15 @@ impl Config {
         }
         if let Some(v) = set("TOLLGATE_REDIS_URL") {
             config.redis_url = Some(v);
+        }
+        if let Some(v) = set("TOLLGATE_REDIS_PREFIX") {
+            config.redis_prefix = v;
+        }
+        if let Some(v) = set("TOLLGATE_REDIS_TIMEOUT_MS") {
+            config.redis_timeout_ms = v.parse().ok().filter(|ms| *ms > 0).ok_or_else(|| ConfigError::Env {
+                var: "TOLLGATE_REDIS_TIMEOUT_MS",
+                message: format!("`{v}` is not a number of milliseconds"),
+            })?;
         }
         if let Some(v) = set("TOLLGATE_ADMIN_TOKEN") {
             config.admin_token = Some(v);

@@ -10,10 +10,13 @@ pub mod api;
 pub mod auth;
 pub mod catalog;
 pub mod config;
+pub mod counters;
 pub mod db;
 pub mod error;
+pub mod limits;
 pub mod metrics;
 pub mod params;
+pub mod periods;
 pub mod startup;
 pub mod telemetry;
 #[cfg(feature = "testing")]

@@ -2,8 +2,9 @@
 //! and shut down gracefully (in-flight requests finish; writes are transactions, so nothing is
 //! left half-written).
 
-use crate::api::{self, AppState, Counters};
+use crate::api::{self, AppState};
 use crate::config::Config;
+use crate::counters::{embedded::EmbeddedStore, redis::RedisStore, Counters};
 use crate::db::Db;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -49,7 +50,7 @@ impl Application {
                 .map_err(StartupError::AdminToken)?;
         }
         let counters = match &config.redis_url {
-            None => Counters::Embedded,
+            None => Counters::Embedded(std::sync::Arc::new(EmbeddedStore::new())),
             Some(url) => {
                 let err = |source| StartupError::Redis {
                     url: redact(url),
@@ -66,7 +67,11 @@ impl Application {
                     .await
                     .map_err(err)?;
                 let _: String = redis::cmd("PING").query_async(&mut conn).await.map_err(err)?;
-                Counters::Redis(conn)
+                Counters::Redis(RedisStore::new(
+                    conn,
+                    &config.redis_prefix,
+                    Duration::from_millis(config.redis_timeout_ms),
+                ))
             }
         };
         let listener = TcpListener::bind(config.listen)

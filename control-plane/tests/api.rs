@@ -148,7 +148,7 @@ on_both_databases! {
             }
         };
         let ok = authrep(format!("service_id={sid}&service_token={token}&user_key=key-1&usage%5Bhits%5D=1")).await;
-        assert_eq!(ok, (200, json!({"authorized": true, "plan": "Basic"})));
+        assert_eq!(ok, (200, json!({"authorized": true, "plan": "Basic", "usage_reports": []})));
         let (status, body) = authrep(format!("service_id={sid}&service_token={token}&user_key=nope")).await;
         assert_eq!((status, body["error"]["code"].as_str()), (403, Some("user_key_invalid")));
         let (status, body) = authrep(format!("service_id={sid}&service_token=bad&user_key=key-1")).await;

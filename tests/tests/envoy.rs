@@ -68,6 +68,36 @@ async fn a_request_with_the_key_passes_and_a_wrong_key_is_403() {
 }
 
 #[tokio::test]
+async fn over_the_plan_limit_is_429() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let (service, application) = app.seed("limited").await;
+    let sid = service["service"]["id"].as_i64().unwrap();
+    let plan = application["application"]["plan_id"].as_i64().unwrap();
+    let (_, metrics) = app.get_json(&format!("/admin/api/services/{sid}/metrics.json")).await;
+    let hits = metrics["metrics"][0]["metric"]["id"].as_i64().unwrap();
+    let (status, _) = app
+        .post_form(
+            &format!("/admin/api/application_plans/{plan}/metrics/{hits}/limits.json"),
+            &[("period", "day"), ("value", "2")],
+        )
+        .await;
+    assert_eq!(status, 201);
+    let upstream = demo_upstream().await;
+    let mut envoy = Envoy::start(&envoy_env(&app, upstream)).unwrap();
+    envoy.wait_ready(Duration::from_secs(30)).await.unwrap();
+
+    let url = envoy.url("/x?user_key=limited");
+    assert_eq!(get_when_configured(&url).await.status(), 200, "{}", envoy.output());
+    let client = reqwest::Client::new();
+    assert_eq!(client.get(&url).send().await.unwrap().status(), 200);
+    let denied = client.get(&url).send().await.unwrap();
+    assert_eq!(denied.status(), 429);
+    assert_eq!(denied.text().await.unwrap(), "Usage limit exceeded");
+    drop(envoy);
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn the_same_config_without_the_filter_lets_everything_through() {
     let app = TestApp::spawn(Backend::Sqlite).await;
     let upstream = demo_upstream().await;

@@ -7,6 +7,7 @@ pub mod openapi;
 pub mod service_management;
 pub mod system;
 
+use crate::counters::Counters;
 use crate::db::Db;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -14,22 +15,6 @@ use axum::{middleware, Json, Router};
 use serde::Serialize;
 use serde_json::{json, Value};
 use tower_http::trace::TraceLayer;
-
-/// Where counters live: Redis, or the embedded in-process store.
-#[derive(Clone)]
-pub enum Counters {
-    Embedded,
-    Redis(redis::aio::ConnectionManager),
-}
-
-impl Counters {
-    pub fn backend(&self) -> &'static str {
-        match self {
-            Counters::Embedded => "embedded",
-            Counters::Redis(_) => "redis",
-        }
-    }
-}
 
 #[derive(Clone)]
 pub struct AppState {

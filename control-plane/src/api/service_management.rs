@@ -1,12 +1,17 @@
-//! The service-management API gateways call (apisonator-compatible). This first cut answers
-//! `authrep` in its JSON form for our filter: service token, credentials, application state and
-//! known metrics are checked with apisonator's error codes and statuses. Limits, counters, the
-//! XML forms and reports come with the counters (issue 4).
+//! The service-management API gateways call (apisonator-compatible). `authrep` in its JSON
+//! form, for our filter: service token, credentials, application state and metrics are checked
+//! with apisonator's error codes and statuses; then the plan's limits, with usage flowing up the
+//! metric hierarchy, are checked and counted atomically in the counter store (Redis or
+//! embedded). A store that does not answer in time gives 503. Still to come (issue 4): the XML
+//! forms, authorize and report, `3scale-options`, durable embedded counters and caching.
 
 use super::AppState;
 use crate::catalog::{applications, plans, services};
+use crate::counters::{CounterStore, Mode};
 use crate::error::ApiError;
+use crate::limits;
 use crate::params::Params;
+use crate::periods::Period;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -125,28 +130,24 @@ async fn authrep(State(app): State<AppState>, p: Params) -> Result<Response, SmE
     let plan = plans::find(&app.db, application.plan_id).await?;
 
     // Usage: every metric must exist, every value must be a (non-negative) number.
-    let known: Vec<String> = sqlx::query("SELECT system_name FROM metrics WHERE service_id = $1")
-        .bind(service.id)
-        .fetch_all(&app.db.pool)
-        .await
-        .map_err(ApiError::from)?
-        .iter()
-        .filter_map(|r| r.try_get("system_name").ok())
-        .collect();
+    let metrics = service_metrics(&app, service.id).await?;
+    let mut usage = Vec::new();
     for (name, value) in &p.0 {
         let Some(metric) = name.strip_prefix("usage[").and_then(|m| m.strip_suffix(']')) else {
             continue;
         };
-        if !known.iter().any(|k| k == metric) {
+        let Some(node) = metrics.iter().find(|m| m.system_name == metric) else {
             return Err(not_found("metric_invalid", format!("metric \"{metric}\" is invalid")));
-        }
-        let v = value.trim().trim_start_matches('#');
-        if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(SmError::new(
+        };
+        let delta = value.trim().parse::<i64>().ok().filter(|d| *d >= 0).ok_or_else(|| {
+            SmError::new(
                 StatusCode::FORBIDDEN,
                 "usage_value_invalid",
                 format!("usage value \"{value}\" for metric \"{metric}\" is invalid"),
-            ));
+            )
+        })?;
+        if delta > 0 {
+            usage.push((node.id, delta));
         }
     }
 
@@ -178,6 +179,66 @@ async fn authrep(State(app): State<AppState>, p: Params) -> Result<Response, SmE
             _ => {}
         }
     }
+    let limits = plan_limits(&app, plan.id).await?;
+    let now = chrono::Utc::now();
+    let ops = limits::ops(&limits, &limits::expand(&usage, &metrics, false), now);
+    let outcome = app
+        .counters
+        .apply(application.id, &ops, Mode::CheckAndAdd)
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "counters unavailable");
+            metrics::counter!("tollgate_authrep_total", "result" => "unavailable").increment(1);
+            SmError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "backend_unavailable",
+                "usage counters are unavailable".into(),
+            )
+        })?;
+    let reports = limits::reports(&ops, &outcome.values, &metrics, now);
+    if !outcome.authorized {
+        metrics::counter!("tollgate_authrep_total", "result" => "limits_exceeded").increment(1);
+        let body = json!({"authorized": false, "reason": "usage limits are exceeded",
+                          "rejection_reason": "limits_exceeded", "plan": plan.name, "usage_reports": reports});
+        return Ok((StatusCode::CONFLICT, Json(body)).into_response());
+    }
     metrics::counter!("tollgate_authrep_total", "result" => "authorized").increment(1);
-    Ok(Json(json!({"authorized": true, "plan": plan.name})).into_response())
+    Ok(Json(json!({"authorized": true, "plan": plan.name, "usage_reports": reports})).into_response())
+}
+
+/// The service's metrics and those of the backends it uses, with their hierarchy.
+async fn service_metrics(app: &AppState, service_id: i64) -> Result<Vec<limits::MetricNode>, ApiError> {
+    let rows = sqlx::query(
+        "SELECT id, system_name, parent_id FROM metrics
+         WHERE service_id = $1 OR backend_id IN (SELECT backend_id FROM backend_usages WHERE service_id = $1)",
+    )
+    .bind(service_id)
+    .fetch_all(&app.db.pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(limits::MetricNode {
+                id: r.try_get("id")?,
+                system_name: r.try_get("system_name")?,
+                parent_id: r.try_get("parent_id")?,
+            })
+        })
+        .collect()
+}
+
+async fn plan_limits(app: &AppState, plan_id: i64) -> Result<Vec<limits::PlanLimit>, ApiError> {
+    let rows = sqlx::query("SELECT metric_id, period, value FROM usage_limits WHERE plan_id = $1")
+        .bind(plan_id)
+        .fetch_all(&app.db.pool)
+        .await?;
+    let mut out = Vec::new();
+    for r in rows {
+        let period: String = r.try_get("period")?;
+        out.push(limits::PlanLimit {
+            metric_id: r.try_get("metric_id")?,
+            period: Period::parse(&period).ok_or_else(|| ApiError::Internal(format!("stored period `{period}`")))?,
+            max: r.try_get("value")?,
+        });
+    }
+    Ok(out)
 }

@@ -1,0 +1,192 @@
+//! Plan limits against a call's usage, as pure functions: usage flows up the metric hierarchy
+//! (a method's hit is also a hit of `hits`), each limit becomes a counter op, and the stored
+//! values come back as 3scale's usage reports.
+
+use crate::counters::Op;
+use crate::periods::Period;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricNode {
+    pub id: i64,
+    pub system_name: String,
+    pub parent_id: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanLimit {
+    pub metric_id: i64,
+    pub period: Period,
+    pub max: i64,
+}
+
+/// Usage per metric id after adding each delta to the metric's ancestors (unless `flat`).
+pub fn expand(usage: &[(i64, i64)], metrics: &[MetricNode], flat: bool) -> BTreeMap<i64, i64> {
+    let parent = |id: i64| metrics.iter().find(|m| m.id == id).and_then(|m| m.parent_id);
+    let mut out = BTreeMap::new();
+    for &(metric, delta) in usage {
+        let mut current = Some(metric);
+        // The depth bound guards against a cycle in stored data.
+        for _ in 0..16 {
+            let Some(id) = current else { break };
+            let entry = out.entry(id).or_insert(0i64);
+            *entry = entry.saturating_add(delta);
+            current = if flat { None } else { parent(id) };
+        }
+    }
+    out
+}
+
+/// Counter ops for one call: one per limit (delta 0 where the call does not touch the metric,
+/// so that its value is read for the report), and a month and an hour counter for every
+/// touched metric, which usage records and billing read.
+pub fn ops(limits: &[PlanLimit], usage: &BTreeMap<i64, i64>, now: DateTime<Utc>) -> Vec<Op> {
+    let op = |metric_id: i64, period: Period, max: Option<i64>| Op {
+        metric_id,
+        period,
+        start: period.start(now).map(|s| s.timestamp()).unwrap_or(0),
+        ttl: period.ttl_secs(now),
+        delta: usage.get(&metric_id).copied().unwrap_or(0),
+        max,
+    };
+    let mut ops: Vec<Op> = limits.iter().map(|l| op(l.metric_id, l.period, Some(l.max))).collect();
+    for &metric in usage.keys() {
+        for period in [Period::Month, Period::Hour] {
+            if !ops.iter().any(|o| o.metric_id == metric && o.period == period) {
+                ops.push(op(metric, period, None));
+            }
+        }
+    }
+    ops
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UsageReport {
+    pub metric: String,
+    pub period: &'static str,
+    /// `YYYY-MM-DD HH:MM:SS +0000`; absent for eternity.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub period_start: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub period_end: Option<String>,
+    pub max_value: i64,
+    pub current_value: i64,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub exceeded: bool,
+}
+
+const TIME_FORMAT: &str = "%Y-%m-%d %H:%M:%S +0000";
+
+/// Reports for the limited ops, longest period first per metric, as 3scale orders them.
+pub fn reports(ops: &[Op], values: &[i64], metrics: &[MetricNode], now: DateTime<Utc>) -> Vec<UsageReport> {
+    let mut out: Vec<(i64, Period, UsageReport)> = ops
+        .iter()
+        .zip(values)
+        .filter_map(|(op, value)| {
+            let max = op.max?;
+            let name = metrics
+                .iter()
+                .find(|m| m.id == op.metric_id)
+                .map(|m| m.system_name.clone())?;
+            Some((
+                op.metric_id,
+                op.period,
+                UsageReport {
+                    metric: name,
+                    period: op.period.as_str(),
+                    period_start: op.period.start(now).map(|t| t.format(TIME_FORMAT).to_string()),
+                    period_end: op.period.end(now).map(|t| t.format(TIME_FORMAT).to_string()),
+                    max_value: max,
+                    current_value: *value,
+                    exceeded: *value > max,
+                },
+            ))
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+    out.into_iter().map(|(_, _, r)| r).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metrics() -> Vec<MetricNode> {
+        vec![
+            MetricNode {
+                id: 1,
+                system_name: "hits".into(),
+                parent_id: None,
+            },
+            MetricNode {
+                id: 2,
+                system_name: "get_item".into(),
+                parent_id: Some(1),
+            },
+            MetricNode {
+                id: 3,
+                system_name: "bytes".into(),
+                parent_id: None,
+            },
+        ]
+    }
+
+    #[test]
+    fn usage_flows_up_unless_flat() {
+        let deep = expand(&[(2, 3), (1, 1)], &metrics(), false);
+        assert_eq!(deep, BTreeMap::from([(1, 4), (2, 3)]));
+        let flat = expand(&[(2, 3)], &metrics(), true);
+        assert_eq!(flat, BTreeMap::from([(2, 3)]));
+        let cyclic = vec![MetricNode {
+            id: 1,
+            system_name: "a".into(),
+            parent_id: Some(1),
+        }];
+        assert_eq!(
+            expand(&[(1, 1)], &cyclic, false).get(&1),
+            Some(&16),
+            "bounded, not endless"
+        );
+    }
+
+    #[test]
+    fn limits_become_ops_and_reports() {
+        let now = DateTime::parse_from_rfc3339("2010-05-15T13:41:30Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let limits = [
+            PlanLimit {
+                metric_id: 1,
+                period: Period::Day,
+                max: 100,
+            },
+            PlanLimit {
+                metric_id: 1,
+                period: Period::Month,
+                max: 10000,
+            },
+            PlanLimit {
+                metric_id: 3,
+                period: Period::Eternity,
+                max: 5,
+            },
+        ];
+        let usage = expand(&[(2, 1)], &metrics(), false);
+        let ops = ops(&limits, &usage, now);
+        // 3 limits + month/hour for get_item + hour for hits (its month is a limit already).
+        assert_eq!(ops.len(), 6);
+        assert_eq!(ops[2].delta, 0, "bytes is limited but untouched");
+        let reports = reports(&ops, &[3, 6, 7, 0, 0, 0], &metrics(), now);
+        assert_eq!(reports.len(), 3);
+        assert_eq!(
+            (reports[0].period, reports[1].period),
+            ("month", "day"),
+            "longest first"
+        );
+        assert_eq!(reports[1].period_start.as_deref(), Some("2010-05-15 00:00:00 +0000"));
+        assert_eq!(reports[1].period_end.as_deref(), Some("2010-05-16 00:00:00 +0000"));
+        assert!(reports[2].exceeded && reports[2].period_start.is_none());
+    }
+}
