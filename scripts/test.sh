@@ -23,4 +23,4 @@ done
 echo "== tests"
 cargo test --workspace --no-fail-fast
 echo "== 3scale-api client against Tollgate"
-scripts/test-3scale-api.sh
+scripts/test-clients.sh

@@ -22,6 +22,7 @@ pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod time;
+pub mod transactor;
 
 /// The binary's version, reported by `/health`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -158,7 +158,7 @@ on_both_databases! {
         let (status, body) = authrep(format!("service_id={sid}&service_token={token}&user_key=key-1&usage%5Bhits%5D=x")).await;
         assert_eq!((status, body["error"]["code"].as_str()), (403, Some("usage_value_invalid")));
         let (status, body) = authrep(format!("service_id=999&service_token={token}&user_key=key-1")).await;
-        assert_eq!((status, body["error"]["code"].as_str()), (404, Some("service_id_invalid")));
+        assert_eq!((status, body["error"]["code"].as_str()), (403, Some("service_token_invalid")));
     }
 
     async fn proxy_settings_update_and_validate(app: &TestApp) {

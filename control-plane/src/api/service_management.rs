@@ -1,28 +1,30 @@
-//! The service-management API gateways call (apisonator-compatible). `authrep` in its JSON
-//! form, for our filter: service token, credentials, application state and metrics are checked
-//! with apisonator's error codes and statuses; then the plan's limits, with usage flowing up the
-//! metric hierarchy, are checked and counted atomically in the counter store (Redis or
-//! embedded). A store that does not answer in time gives 503. Still to come (issue 4): the XML
-//! forms, authorize and report, `3scale-options`, durable embedded counters and caching.
+//! The service-management API gateways call, compatible with 3scale's apisonator:
+//! `authorize`, `authrep` (`.xml` for APIcast and 3scale's clients, `.json` for our filter),
+//! batch `POST /transactions.xml` (202), `/status` and `/check.txt`. The decisions live in
+//! [`crate::transactor`]; this module reads requests and writes apisonator's bytes.
+//!
+//! Honoured `3scale-options`: `no_body`, `rejection_reason_header`, `flat_usage`. Still to
+//! come: `limit_headers`, `hierarchy`, `list_app_keys`, `#N` (set) usage, `log[code]` counts.
 
 use super::AppState;
-use crate::catalog::{applications, plans, services};
-use crate::counters::{CounterStore, Mode};
-use crate::error::ApiError;
-use crate::limits;
+use crate::counters::Mode;
+use crate::limits::UsageReport;
 use crate::params::Params;
-use crate::periods::Period;
-use axum::extract::State;
-use axum::http::StatusCode;
+use crate::transactor::{self, Credentials, Options, SmError, Status};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
-use sqlx::Row;
+
+const XML: &str = "application/vnd.3scale-v2.0+xml";
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/transactions/authrep.json", get(authrep))
+        .route("/transactions/{call}", get(authorize_or_authrep))
+        .route("/transactions.xml", post(report_xml))
+        .route("/transactions.json", post(report_json))
         .route("/check.txt", get(|| async { "ok" }))
         .route(
             "/status",
@@ -30,215 +32,270 @@ pub fn routes() -> Router<AppState> {
         )
 }
 
-/// An apisonator error: its code, message and HTTP status.
-#[derive(Debug, PartialEq, Eq)]
-pub struct SmError {
-    pub status: StatusCode,
-    pub code: &'static str,
-    pub message: String,
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Xml,
+    Json,
 }
 
-impl SmError {
-    fn new(status: StatusCode, code: &'static str, message: String) -> Self {
-        Self { status, code, message }
+fn escape(s: &str, quotes: bool) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' if quotes => out.push_str("&quot;"),
+            _ => out.push(c),
+        }
     }
+    out
 }
 
-impl IntoResponse for SmError {
-    fn into_response(self) -> Response {
-        (
-            self.status,
-            Json(json!({"error": {"code": self.code, "message": self.message}})),
-        )
-            .into_response()
+/// apisonator's `<status>` document, byte for byte (one line, `max_value` before
+/// `current_value`, `<usage_reports>` only when the plan has limits).
+pub fn status_xml(s: &Status) -> String {
+    let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?><status>");
+    match &s.denied {
+        None => x.push_str("<authorized>true</authorized>"),
+        Some((reason, _)) => x.push_str(&format!("<authorized>false</authorized><reason>{reason}</reason>")),
     }
-}
-
-impl From<ApiError> for SmError {
-    fn from(e: ApiError) -> Self {
-        // Only our own faults reach here (validation is done in this module); log and 500.
-        let _ = e.into_response();
-        SmError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal_error",
-            "internal error".into(),
-        )
+    x.push_str(&format!("<plan>{}</plan>", escape(&s.plan, false)));
+    if !s.reports.is_empty() {
+        x.push_str("<usage_reports>");
+        for r in &s.reports {
+            x.push_str(&usage_report_xml(r));
+        }
+        x.push_str("</usage_reports>");
     }
+    x.push_str("</status>");
+    x
 }
 
-/// A denial: 409 with the reason, as apisonator's validators answer.
-fn denied(reason: String, rejection_reason: &str, plan: &str) -> Response {
-    (
-        StatusCode::CONFLICT,
-        Json(json!({"authorized": false, "reason": reason, "rejection_reason": rejection_reason, "plan": plan})),
+fn usage_report_xml(r: &UsageReport) -> String {
+    let exceeded = if r.exceeded { " exceeded=\"true\"" } else { "" };
+    let mut x = format!(
+        "<usage_report metric=\"{}\" period=\"{}\"{exceeded}>",
+        escape(&r.metric, true),
+        r.period
+    );
+    if let (Some(start), Some(end)) = (&r.period_start, &r.period_end) {
+        x.push_str(&format!(
+            "<period_start>{start}</period_start><period_end>{end}</period_end>"
+        ));
+    }
+    x.push_str(&format!(
+        "<max_value>{}</max_value><current_value>{}</current_value></usage_report>",
+        r.max_value, r.current_value
+    ));
+    x
+}
+
+pub fn error_xml(e: &SmError) -> String {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><error code=\"{}\">{}</error>",
+        e.code,
+        escape(&e.message, false)
     )
-        .into_response()
 }
 
-async fn authrep(State(app): State<AppState>, p: Params) -> Result<Response, SmError> {
-    let forbidden = |code, message| SmError::new(StatusCode::FORBIDDEN, code, message);
-    let not_found = |code, message| SmError::new(StatusCode::NOT_FOUND, code, message);
-    let token = p.get("service_token").unwrap_or("");
-    let Some(service_id) = p.get("service_id").filter(|s| !s.is_empty()) else {
-        return Err(forbidden("service_id_missing", "service id is missing".into()));
+fn respond(status: u16, format: Format, body: String, options: Options) -> Response {
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let content_type = match format {
+        Format::Xml => XML,
+        Format::Json => "application/json",
     };
-    let service = match service_id.parse::<i64>() {
-        Ok(id) => match services::find(&app.db, id).await {
-            Ok(s) => s,
-            Err(ApiError::NotFound) => {
-                return Err(not_found(
-                    "service_id_invalid",
-                    format!("service id \"{service_id}\" is invalid"),
-                ))
+    let body = if options.no_body { String::new() } else { body };
+    let mut r = (code, body).into_response();
+    r.headers_mut()
+        .insert(axum::http::header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+fn error_response(e: &SmError, format: Format, options: Options) -> Response {
+    let body = match format {
+        Format::Xml => error_xml(e),
+        Format::Json => json!({"error": {"code": e.code, "message": e.message}}).to_string(),
+    };
+    respond(e.status, format, body, options)
+}
+
+fn status_response(s: &Status, format: Format, options: Options) -> Response {
+    let body = match format {
+        Format::Xml => status_xml(s),
+        Format::Json => {
+            let mut v = json!({"authorized": s.denied.is_none(), "plan": s.plan, "usage_reports": s.reports});
+            if let Some((reason, code)) = &s.denied {
+                v["reason"] = json!(reason);
+                v["rejection_reason"] = json!(code);
             }
-            Err(e) => return Err(e.into()),
-        },
-        Err(_) => {
-            return Err(not_found(
-                "service_id_invalid",
-                format!("service id \"{service_id}\" is invalid"),
-            ))
+            v.to_string()
         }
     };
-    if token.is_empty() || token != service.service_token {
-        return Err(forbidden(
-            "service_token_invalid",
-            format!("service token \"{token}\" is invalid"),
-        ));
+    let mut r = respond(if s.denied.is_some() { 409 } else { 200 }, format, body, options);
+    if let (Some((_, code)), true) = (&s.denied, options.rejection_reason_header) {
+        r.headers_mut()
+            .insert("3scale-rejection-reason", HeaderValue::from_static(code));
     }
+    r
+}
 
-    let application = if service.backend_version == "1" && p.get("app_id").is_none() {
-        let Some(key) = p.get("user_key").filter(|k| !k.is_empty()) else {
-            return Err(not_found("application_not_found", "application id is missing".into()));
-        };
-        applications::find_by_user_key(&app.db, service.id, key)
-            .await?
-            .ok_or_else(|| forbidden("user_key_invalid", format!("user key \"{key}\" is invalid")))?
-    } else {
-        let Some(app_id) = p.get("app_id").filter(|k| !k.is_empty()) else {
-            return Err(not_found("application_not_found", "application id is missing".into()));
-        };
-        applications::find_by_app_id(&app.db, service.id, app_id)
-            .await?
-            .ok_or_else(|| {
-                not_found(
-                    "application_not_found",
-                    format!("application with id=\"{app_id}\" was not found"),
-                )
-            })?
+fn options(headers: &HeaderMap, p: &Params) -> Options {
+    Options::parse(headers.get("3scale-options").and_then(|v| v.to_str().ok()), p)
+}
+
+async fn authorize_or_authrep(
+    State(app): State<AppState>,
+    Path(call): Path<String>,
+    headers: HeaderMap,
+    p: Params,
+) -> Response {
+    let (mode, format) = match call.as_str() {
+        "authorize.xml" => (Mode::Check, Format::Xml),
+        "authorize.json" => (Mode::Check, Format::Json),
+        "authrep.xml" => (Mode::CheckAndAdd, Format::Xml),
+        "authrep.json" => (Mode::CheckAndAdd, Format::Json),
+        _ => return (StatusCode::NOT_FOUND, [(axum::http::header::CONTENT_TYPE, XML)]).into_response(),
     };
-    let plan = plans::find(&app.db, application.plan_id).await?;
-
-    // Usage: every metric must exist, every value must be a (non-negative) number.
-    let metrics = service_metrics(&app, service.id).await?;
-    let mut usage = Vec::new();
-    for (name, value) in &p.0 {
-        let Some(metric) = name.strip_prefix("usage[").and_then(|m| m.strip_suffix(']')) else {
-            continue;
-        };
-        let Some(node) = metrics.iter().find(|m| m.system_name == metric) else {
-            return Err(not_found("metric_invalid", format!("metric \"{metric}\" is invalid")));
-        };
-        let delta = value.trim().parse::<i64>().ok().filter(|d| *d >= 0).ok_or_else(|| {
-            SmError::new(
-                StatusCode::FORBIDDEN,
-                "usage_value_invalid",
-                format!("usage value \"{value}\" for metric \"{metric}\" is invalid"),
-            )
-        })?;
-        if delta > 0 {
-            usage.push((node.id, delta));
-        }
-    }
-
-    if application.state != "live" {
-        return Ok(denied(
-            "application is not active".into(),
-            "application_not_active",
-            &plan.name,
-        ));
-    }
-    if service.backend_version != "1" {
-        let mut conn = app.db.pool.acquire().await.map_err(ApiError::from)?;
-        let keys = applications::keys(&mut conn, application.id).await?;
-        match p.get("app_key").filter(|k| !k.is_empty()) {
-            None if !keys.is_empty() => {
-                return Ok(denied(
-                    "application key is missing".into(),
-                    "application_key_invalid",
-                    &plan.name,
-                ))
-            }
-            Some(k) if !keys.iter().any(|x| x == k) => {
-                return Ok(denied(
-                    format!("application key \"{k}\" is invalid"),
-                    "application_key_invalid",
-                    &plan.name,
-                ))
-            }
-            _ => {}
-        }
-    }
-    let limits = plan_limits(&app, plan.id).await?;
-    let now = chrono::Utc::now();
-    let ops = limits::ops(&limits, &limits::expand(&usage, &metrics, false), now);
-    let outcome = app
-        .counters
-        .apply(application.id, &ops, Mode::CheckAndAdd)
+    let options = options(&headers, &p);
+    let result = async {
+        let service = transactor::service(&app.db, &p).await?;
+        let creds = Credentials::from(&p, str::to_string);
+        let application = transactor::application(&app.db, &service, &creds).await?;
+        let metrics = transactor::metrics(&app.db, service.id).await?;
+        let usage = transactor::usage(&p, "usage", &metrics)?;
+        let now = chrono::Utc::now();
+        transactor::authorize(
+            &app.db,
+            &app.counters,
+            &service,
+            &application,
+            creds.app_key,
+            &usage,
+            &metrics,
+            options,
+            mode,
+            now,
+        )
         .await
-        .map_err(|e| {
-            tracing::warn!(error = %e, "counters unavailable");
-            metrics::counter!("tollgate_authrep_total", "result" => "unavailable").increment(1);
-            SmError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "backend_unavailable",
-                "usage counters are unavailable".into(),
-            )
-        })?;
-    let reports = limits::reports(&ops, &outcome.values, &metrics, now);
-    if !outcome.authorized {
-        metrics::counter!("tollgate_authrep_total", "result" => "limits_exceeded").increment(1);
-        let body = json!({"authorized": false, "reason": "usage limits are exceeded",
-                          "rejection_reason": "limits_exceeded", "plan": plan.name, "usage_reports": reports});
-        return Ok((StatusCode::CONFLICT, Json(body)).into_response());
     }
-    metrics::counter!("tollgate_authrep_total", "result" => "authorized").increment(1);
-    Ok(Json(json!({"authorized": true, "plan": plan.name, "usage_reports": reports})).into_response())
+    .await;
+    let outcome = match &result {
+        Ok(s) if s.denied.is_none() => "authorized",
+        Ok(_) => "denied",
+        Err(_) => "error",
+    };
+    metrics::counter!("tollgate_service_management_calls_total", "call" => if mode == Mode::Check { "authorize" } else { "authrep" }, "outcome" => outcome).increment(1);
+    match result {
+        Ok(status) => status_response(&status, format, options),
+        Err(e) => error_response(&e, format, options),
+    }
 }
 
-/// The service's metrics and those of the backends it uses, with their hierarchy.
-async fn service_metrics(app: &AppState, service_id: i64) -> Result<Vec<limits::MetricNode>, ApiError> {
-    let rows = sqlx::query(
-        "SELECT id, system_name, parent_id FROM metrics
-         WHERE service_id = $1 OR backend_id IN (SELECT backend_id FROM backend_usages WHERE service_id = $1)",
-    )
-    .bind(service_id)
-    .fetch_all(&app.db.pool)
-    .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(limits::MetricNode {
-                id: r.try_get("id")?,
-                system_name: r.try_get("system_name")?,
-                parent_id: r.try_get("parent_id")?,
-            })
-        })
-        .collect()
+async fn report(app: AppState, headers: HeaderMap, p: Params, format: Format) -> Response {
+    let options = options(&headers, &p);
+    let result = async {
+        let service = transactor::service(&app.db, &p).await?;
+        let batch = transactor::report_batch(&app.db, &service, &p, chrono::Utc::now()).await?;
+        transactor::count(&app.db, &app.counters, service.id, &batch).await?;
+        Ok::<usize, SmError>(batch.len())
+    }
+    .await;
+    match result {
+        Ok(n) => {
+            metrics::counter!("tollgate_reported_transactions_total").increment(n as u64);
+            respond(202, format, String::new(), options)
+        }
+        Err(e) => error_response(&e, format, options),
+    }
 }
 
-async fn plan_limits(app: &AppState, plan_id: i64) -> Result<Vec<limits::PlanLimit>, ApiError> {
-    let rows = sqlx::query("SELECT metric_id, period, value FROM usage_limits WHERE plan_id = $1")
-        .bind(plan_id)
-        .fetch_all(&app.db.pool)
-        .await?;
-    let mut out = Vec::new();
-    for r in rows {
-        let period: String = r.try_get("period")?;
-        out.push(limits::PlanLimit {
-            metric_id: r.try_get("metric_id")?,
-            period: Period::parse(&period).ok_or_else(|| ApiError::Internal(format!("stored period `{period}`")))?,
-            max: r.try_get("value")?,
-        });
+async fn report_xml(State(app): State<AppState>, headers: HeaderMap, p: Params) -> Response {
+    report(app, headers, p, Format::Xml).await
+}
+
+async fn report_json(State(app): State<AppState>, headers: HeaderMap, p: Params) -> Response {
+    report(app, headers, p, Format::Json).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(period: &'static str, start: Option<&str>, end: Option<&str>, max: i64, cur: i64) -> UsageReport {
+        UsageReport {
+            metric: "hits".into(),
+            period,
+            period_start: start.map(str::to_string),
+            period_end: end.map(str::to_string),
+            max_value: max,
+            current_value: cur,
+            exceeded: cur > max,
+        }
     }
-    Ok(out)
+
+    #[test]
+    fn authorized_status_is_apisonators_bytes() {
+        let s = Status {
+            denied: None,
+            plan: "Basic".into(),
+            reports: vec![
+                report(
+                    "month",
+                    Some("2010-05-01 00:00:00 +0000"),
+                    Some("2010-06-01 00:00:00 +0000"),
+                    10000,
+                    6,
+                ),
+                report(
+                    "day",
+                    Some("2010-05-15 00:00:00 +0000"),
+                    Some("2010-05-16 00:00:00 +0000"),
+                    100,
+                    3,
+                ),
+            ],
+        };
+        assert_eq!(
+            status_xml(&s),
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><status><authorized>true</authorized><plan>Basic</plan><usage_reports><usage_report metric=\"hits\" period=\"month\"><period_start>2010-05-01 00:00:00 +0000</period_start><period_end>2010-06-01 00:00:00 +0000</period_end><max_value>10000</max_value><current_value>6</current_value></usage_report><usage_report metric=\"hits\" period=\"day\"><period_start>2010-05-15 00:00:00 +0000</period_start><period_end>2010-05-16 00:00:00 +0000</period_end><max_value>100</max_value><current_value>3</current_value></usage_report></usage_reports></status>"
+        );
+    }
+
+    #[test]
+    fn denied_status_and_eternity_and_errors() {
+        let s = Status {
+            denied: Some(("usage limits are exceeded".into(), "limits_exceeded")),
+            plan: "Basic".into(),
+            reports: vec![report(
+                "minute",
+                Some("2010-05-15 13:41:00 +0000"),
+                Some("2010-05-15 13:42:00 +0000"),
+                5,
+                6,
+            )],
+        };
+        assert_eq!(
+            status_xml(&s),
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><status><authorized>false</authorized><reason>usage limits are exceeded</reason><plan>Basic</plan><usage_reports><usage_report metric=\"hits\" period=\"minute\" exceeded=\"true\"><period_start>2010-05-15 13:41:00 +0000</period_start><period_end>2010-05-15 13:42:00 +0000</period_end><max_value>5</max_value><current_value>6</current_value></usage_report></usage_reports></status>"
+        );
+        assert_eq!(
+            usage_report_xml(&report("eternity", None, None, 1000, 10)),
+            "<usage_report metric=\"hits\" period=\"eternity\"><max_value>1000</max_value><current_value>10</current_value></usage_report>"
+        );
+        let no_limits = Status {
+            denied: None,
+            plan: "A & B".into(),
+            reports: vec![],
+        };
+        assert_eq!(
+            status_xml(&no_limits),
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><status><authorized>true</authorized><plan>A &amp; B</plan></status>"
+        );
+        let e = SmError::new(403, "user_key_invalid", "user key \"<b>\" is invalid");
+        assert_eq!(
+            error_xml(&e),
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><error code=\"user_key_invalid\">user key \"&lt;b&gt;\" is invalid</error>"
+        );
+    }
 }

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Runs the `3scale-api` Python package's own integration tests against Tollgate, on SQLite and
-# on PostgreSQL: the proof that tools written for 3scale's Account Management API work unchanged.
+# 3scale's own clients against Tollgate, on SQLite and on PostgreSQL — the proof that tools
+# written for 3scale work unchanged:
+#  - the `3scale-api` package's own integration tests (Account Management API);
+#  - tests/clients/test_threescalepy.py: `ThreeScalePY` (service-management API: authrep,
+#    authorize, report).
 # Also validates the served /openapi.json with openapi-spec-validator.
 #
 # Uses the debug `tollgate` binary (cargo build first) and the test files listed below (the
@@ -50,8 +53,9 @@ if [ ! -d "$work/3scale_api-$VERSION/tests" ]; then
   .venv/bin/pip download -q --disable-pip-version-check --no-deps --no-binary :all: -d "$work" "3scale-api==$VERSION"
   tar xzf "$work/3scale_api-$VERSION.tar.gz" -C "$work"
 fi
-if ! .venv/bin/python -c "import threescale_api, pytest, dotenv, openapi_spec_validator" 2>/dev/null; then
-  .venv/bin/pip install -q --disable-pip-version-check "3scale-api==$VERSION" pytest python-dotenv openapi-spec-validator
+if ! .venv/bin/python -c "import threescale_api, pytest, dotenv, openapi_spec_validator, lxml, ThreeScalePY" 2>/dev/null; then
+  .venv/bin/pip install -q --disable-pip-version-check "3scale-api==$VERSION" pytest python-dotenv openapi-spec-validator \
+    "ThreeScalePY==2.6.0" lxml  # ThreeScalePY imports lxml without declaring it
 fi
 bin="$root/target/debug/tollgate"
 [ -x "$bin" ] || cargo build -q -p tollgate
@@ -74,6 +78,9 @@ run_against() {
   local status=0
   (cd "$work/3scale_api-$VERSION" && THREESCALE_PROVIDER_URL="http://127.0.0.1:$port" THREESCALE_PROVIDER_TOKEN="$token" \
     "$root/.venv/bin/python" -m pytest -q -p no:cacheprovider -k "$DESELECT" "${TESTS[@]/#/tests/integration/}") || status=$?
+  echo "== ThreeScalePY (service-management client) on $label"
+  TOLLGATE_URL="http://127.0.0.1:$port" TOLLGATE_TOKEN="$token" \
+    "$root/.venv/bin/python" -m pytest -q -p no:cacheprovider "$root/tests/clients/test_threescalepy.py" || status=$?
   kill "$pid"; wait "$pid" 2>/dev/null || true
   [ "$status" -eq 0 ] || { echo "control plane log: $log"; tail -20 "$log"; }
   return "$status"

@@ -1,0 +1,449 @@
+//! The service-management core (apisonator's transactor): who is calling (service token and
+//! application credentials), whether the call passes (key, state, limits — in apisonator's
+//! order), and the counters it moves. Answers are [`Status`] or [`SmError`]; rendering them as
+//! XML or JSON is the API layer's job.
+
+use crate::catalog::{applications, plans, services};
+use crate::counters::{CounterStore, Counters, Mode};
+use crate::db::Db;
+use crate::error::ApiError;
+use crate::limits::{self, MetricNode, PlanLimit, UsageReport};
+use crate::params::Params;
+use crate::periods::Period;
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+
+/// An apisonator error: its code, HTTP status and message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmError {
+    pub status: u16,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl SmError {
+    pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<ApiError> for SmError {
+    fn from(e: ApiError) -> Self {
+        tracing::error!(error = %e, "service-management internal error");
+        SmError::new(500, "internal_error", "internal error")
+    }
+}
+
+impl From<sqlx::Error> for SmError {
+    fn from(e: sqlx::Error) -> Self {
+        ApiError::from(e).into()
+    }
+}
+
+/// The answer to authorize / authrep.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    /// `None`: authorized; else (reason, rejection code).
+    pub denied: Option<(String, &'static str)>,
+    pub plan: String,
+    pub reports: Vec<UsageReport>,
+}
+
+/// The `3scale-options` extensions this implementation honours.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Options {
+    pub no_body: bool,
+    pub rejection_reason_header: bool,
+    pub flat_usage: bool,
+}
+
+impl Options {
+    /// From the `3scale-options` header (query syntax; a flag is on when it is `1`) and the
+    /// deprecated `no_body` query parameter (anything but `0`/`false`).
+    pub fn parse(header: Option<&str>, p: &Params) -> Options {
+        let h = header.and_then(|h| Params::from_query(h).ok()).unwrap_or_default();
+        let on = |name| h.get(name) == Some("1");
+        Options {
+            no_body: on("no_body") || p.get("no_body").is_some_and(|v| v != "0" && v != "false"),
+            rejection_reason_header: on("rejection_reason_header"),
+            flat_usage: on("flat_usage"),
+        }
+    }
+}
+
+/// The service a call is for, from `service_token` + `service_id`.
+pub async fn service(db: &Db, p: &Params) -> Result<services::Service, SmError> {
+    let token = p.get("service_token").unwrap_or("").trim();
+    let id = p.get("service_id").unwrap_or("").trim();
+    if token.is_empty() {
+        return Err(SmError::new(
+            403,
+            "provider_key_or_service_token_required",
+            "Provider key or service token are required",
+        ));
+    }
+    if id.is_empty() {
+        return Err(SmError::new(422, "service_id_missing", "Service ID is missing"));
+    }
+    let invalid = || {
+        SmError::new(
+            403,
+            "service_token_invalid",
+            format!("service token \"{token}\" or service id \"{id}\" is invalid"),
+        )
+    };
+    let service_id: i64 = id.parse().map_err(|_| invalid())?;
+    match services::find(db, service_id).await {
+        Ok(s) if s.service_token == token => Ok(s),
+        Ok(_) | Err(ApiError::NotFound) => Err(invalid()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Credentials of one application: a user_key, or an app_id with an optional app_key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials<'a> {
+    pub user_key: Option<&'a str>,
+    pub app_id: Option<&'a str>,
+    pub app_key: Option<&'a str>,
+}
+
+impl<'a> Credentials<'a> {
+    /// From `p`, reading `{prefix}user_key` etc. (`transactions[0][user_key]` in reports).
+    pub fn from(p: &'a Params, name: impl Fn(&str) -> String) -> Self {
+        let get = |n: &str| p.get(&name(n)).filter(|v| !v.is_empty());
+        Credentials {
+            user_key: get("user_key"),
+            app_id: get("app_id"),
+            app_key: get("app_key"),
+        }
+    }
+}
+
+pub async fn application(
+    db: &Db,
+    service: &services::Service,
+    c: &Credentials<'_>,
+) -> Result<applications::Application, SmError> {
+    match (c.user_key, c.app_id) {
+        (Some(_), Some(_)) => Err(SmError::new(
+            403,
+            "authentication_error",
+            "either app_id or user_key is allowed, not both",
+        )),
+        (Some(key), None) if service.backend_version == "1" => applications::find_by_user_key(db, service.id, key)
+            .await?
+            .ok_or_else(|| SmError::new(403, "user_key_invalid", format!("user key \"{key}\" is invalid"))),
+        (None, None) if service.backend_version == "1" => {
+            Err(SmError::new(403, "user_key_invalid", "user key is missing"))
+        }
+        (_, Some(app_id)) => applications::find_by_app_id(db, service.id, app_id)
+            .await?
+            .ok_or_else(|| {
+                SmError::new(
+                    404,
+                    "application_not_found",
+                    format!("application with id=\"{app_id}\" was not found"),
+                )
+            }),
+        (_, None) => Err(SmError::new(404, "application_not_found", "application id is missing")),
+    }
+}
+
+/// The service's metrics and those of the backends it uses, with their hierarchy.
+pub async fn metrics(db: &Db, service_id: i64) -> Result<Vec<MetricNode>, SmError> {
+    let rows = sqlx::query(
+        "SELECT id, system_name, parent_id FROM metrics
+         WHERE service_id = $1 OR backend_id IN (SELECT backend_id FROM backend_usages WHERE service_id = $1)",
+    )
+    .bind(service_id)
+    .fetch_all(&db.pool)
+    .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        out.push(MetricNode {
+            id: r.try_get("id")?,
+            system_name: r.try_get("system_name")?,
+            parent_id: r.try_get("parent_id")?,
+        });
+    }
+    Ok(out)
+}
+
+pub async fn plan_limits(db: &Db, plan_id: i64) -> Result<Vec<PlanLimit>, SmError> {
+    let rows = sqlx::query("SELECT metric_id, period, value FROM usage_limits WHERE plan_id = $1")
+        .bind(plan_id)
+        .fetch_all(&db.pool)
+        .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let period: String = r.try_get("period")?;
+        let period =
+            Period::parse(&period).ok_or_else(|| SmError::from(ApiError::Internal(format!("period `{period}`"))))?;
+        out.push(PlanLimit {
+            metric_id: r.try_get("metric_id")?,
+            period,
+            max: r.try_get("value")?,
+        });
+    }
+    Ok(out)
+}
+
+/// `usage[metric]=N` pairs (under `prefix`, e.g. `transactions[0][usage]`) as (metric id, delta).
+/// Unknown metrics and values that are not whole numbers are apisonator's errors.
+pub fn usage(p: &Params, prefix: &str, metrics: &[MetricNode]) -> Result<Vec<(i64, i64)>, SmError> {
+    let open = format!("{prefix}[");
+    let mut out = Vec::new();
+    for (name, value) in &p.0 {
+        let Some(metric) = name.strip_prefix(&open).and_then(|m| m.strip_suffix(']')) else {
+            continue;
+        };
+        let node = metrics
+            .iter()
+            .find(|m| m.system_name == metric)
+            .ok_or_else(|| SmError::new(404, "metric_invalid", format!("metric \"{metric}\" is invalid")))?;
+        let trimmed = value.trim();
+        if trimmed.is_empty() {
+            return Err(SmError::new(
+                403,
+                "usage_value_invalid",
+                format!("usage value for metric \"{metric}\" can not be empty"),
+            ));
+        }
+        // `#N` (set the counter to N) is apisonator's too, but not implemented here yet.
+        let delta = trimmed
+            .parse::<i64>()
+            .ok()
+            .filter(|d| *d >= 0 && trimmed.bytes().all(|b| b.is_ascii_digit()));
+        let delta = delta.ok_or_else(|| {
+            SmError::new(
+                403,
+                "usage_value_invalid",
+                format!("usage value \"{value}\" for metric \"{metric}\" is invalid"),
+            )
+        })?;
+        if delta > 0 {
+            out.push((node.id, delta));
+        }
+    }
+    Ok(out)
+}
+
+/// authorize (`Mode::Check`) or authrep (`Mode::CheckAndAdd`) for one application.
+#[allow(clippy::too_many_arguments)]
+pub async fn authorize(
+    db: &Db,
+    counters: &Counters,
+    service: &services::Service,
+    app: &applications::Application,
+    app_key: Option<&str>,
+    usage: &[(i64, i64)],
+    metrics: &[MetricNode],
+    options: Options,
+    mode: Mode,
+    now: DateTime<Utc>,
+) -> Result<Status, SmError> {
+    let plan = plans::find(db, app.plan_id).await?;
+    let limits = plan_limits(db, plan.id).await?;
+    let deny = |reason: String, code| Status {
+        denied: Some((reason, code)),
+        plan: plan.name.clone(),
+        reports: vec![],
+    };
+    // Key, State, Limits: apisonator's validators, in its order.
+    if service.backend_version != "1" {
+        let mut conn = db.pool.acquire().await?;
+        let keys = applications::keys(&mut conn, app.id).await?;
+        match app_key {
+            None if !keys.is_empty() => {
+                return Ok(deny("application key is missing".into(), "application_key_invalid"))
+            }
+            Some(k) if !keys.is_empty() && !keys.iter().any(|x| x == k) => {
+                return Ok(deny(
+                    format!("application key \"{k}\" is invalid"),
+                    "application_key_invalid",
+                ))
+            }
+            _ => {}
+        }
+    }
+    if app.state != "live" {
+        return Ok(deny("application is not active".into(), "application_not_active"));
+    }
+    let ops = limits::ops(&limits, &limits::expand(usage, metrics, options.flat_usage), now);
+    let outcome = counters.apply(app.id, &ops, mode).await.map_err(|e| {
+        tracing::warn!(error = %e, "counters unavailable");
+        SmError::new(503, "backend_unavailable", "usage counters are unavailable")
+    })?;
+    let reports = limits::reports(&ops, &outcome.values, metrics, now);
+    let denied = (!outcome.authorized).then(|| ("usage limits are exceeded".to_string(), "limits_exceeded"));
+    Ok(Status {
+        denied,
+        plan: plan.name,
+        reports,
+    })
+}
+
+/// One transaction of a report, validated: the application, its usage and when it happened.
+pub struct Transaction {
+    pub app: applications::Application,
+    pub usage: Vec<(i64, i64)>,
+    pub at: DateTime<Utc>,
+}
+
+/// Reports take timestamps from 24 h back to 1 h ahead.
+pub fn timestamp(raw: Option<&str>, now: DateTime<Utc>) -> Result<DateTime<Utc>, SmError> {
+    let Some(raw) = raw.map(str::trim).filter(|r| !r.is_empty()) else {
+        return Ok(now);
+    };
+    let parsed = raw
+        .parse::<i64>()
+        .ok()
+        .and_then(|secs| DateTime::from_timestamp(secs, 0))
+        .or_else(|| {
+            DateTime::parse_from_str(raw, "%Y-%m-%d %H:%M:%S %z")
+                .ok()
+                .map(|t| t.with_timezone(&Utc))
+        })
+        .or_else(|| {
+            DateTime::parse_from_str(raw, "%Y-%m-%d %H:%M:%S %:z")
+                .ok()
+                .map(|t| t.with_timezone(&Utc))
+        })
+        .or_else(|| {
+            chrono::NaiveDateTime::parse_from_str(raw, "%Y-%m-%d %H:%M:%S")
+                .ok()
+                .map(|t| t.and_utc())
+        })
+        .ok_or_else(|| SmError::new(400, "transactions_format_invalid", "transactions format is invalid"))?;
+    if parsed < now - chrono::Duration::seconds(86_400) {
+        return Err(SmError::new(
+            403,
+            "transaction_timestamp_too_old",
+            "reporting transactions older than 86400 seconds is not allowed",
+        ));
+    }
+    if parsed > now + chrono::Duration::seconds(3600) {
+        return Err(SmError::new(
+            403,
+            "transaction_timestamp_too_new",
+            "reporting transactions more than 3600 seconds in the future is not allowed",
+        ));
+    }
+    Ok(parsed)
+}
+
+/// Validates a whole report batch (`transactions[N][…]`, at most 1000) before anything counts:
+/// one bad transaction rejects the batch, so nothing is half-reported.
+pub async fn report_batch(
+    db: &Db,
+    service: &services::Service,
+    p: &Params,
+    now: DateTime<Utc>,
+) -> Result<Vec<Transaction>, SmError> {
+    let mut indices: Vec<String> =
+        p.0.iter()
+            .filter_map(|(k, _)| {
+                k.strip_prefix("transactions[")
+                    .and_then(|r| r.split(']').next())
+                    .map(str::to_string)
+            })
+            .collect();
+    indices.sort_by_key(|i| i.parse::<u64>().unwrap_or(u64::MAX));
+    indices.dedup();
+    if indices.is_empty() {
+        return Err(SmError::new(
+            400,
+            "transactions_is_blank",
+            "transactions parameter is blank",
+        ));
+    }
+    if indices.len() > 1000 {
+        return Err(SmError::new(
+            400,
+            "transactions_format_invalid",
+            "transactions format is invalid: at most 1000 per report",
+        ));
+    }
+    let metrics = metrics(db, service.id).await?;
+    let mut out = Vec::with_capacity(indices.len());
+    for i in indices {
+        let name = |field: &str| format!("transactions[{i}][{field}]");
+        let creds = Credentials::from(p, name);
+        let app = application(db, service, &creds).await?;
+        let usage = usage(p, &format!("transactions[{i}][usage]"), &metrics)?;
+        let at = timestamp(p.get(&format!("transactions[{i}][timestamp]")), now)?;
+        out.push(Transaction { app, usage, at });
+    }
+    Ok(out)
+}
+
+/// Counts a validated batch: every transaction's usage, up the hierarchy, in its own period.
+pub async fn count(db: &Db, counters: &Counters, service_id: i64, batch: &[Transaction]) -> Result<(), SmError> {
+    let metrics = metrics(db, service_id).await?;
+    for t in batch {
+        let ops = limits::ops(&[], &limits::expand(&t.usage, &metrics, false), t.at);
+        counters.apply(t.app.id, &ops, Mode::Add).await.map_err(|e| {
+            tracing::warn!(error = %e, "counters unavailable");
+            SmError::new(503, "backend_unavailable", "usage counters are unavailable")
+        })?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_timestamps() {
+        let now = DateTime::parse_from_rfc3339("2026-11-22T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(timestamp(None, now).unwrap(), now);
+        assert_eq!(
+            timestamp(Some("2026-11-22 11:00:00"), now).unwrap().to_rfc3339(),
+            "2026-11-22T11:00:00+00:00"
+        );
+        assert_eq!(
+            timestamp(Some("2026-11-22 13:30:00 +02:00"), now).unwrap().to_rfc3339(),
+            "2026-11-22T11:30:00+00:00"
+        );
+        assert_eq!(timestamp(Some("1795348800"), now).unwrap().timestamp(), 1795348800);
+        assert_eq!(
+            timestamp(Some("2026-11-20 11:00:00"), now).unwrap_err().code,
+            "transaction_timestamp_too_old"
+        );
+        assert_eq!(
+            timestamp(Some("2026-11-22 14:00:01"), now).unwrap_err().code,
+            "transaction_timestamp_too_new"
+        );
+        assert_eq!(
+            timestamp(Some("yesterday"), now).unwrap_err().code,
+            "transactions_format_invalid"
+        );
+    }
+
+    #[test]
+    fn options_header() {
+        let o = Options::parse(
+            Some("no_body=1&rejection_reason_header=1&flat_usage=0"),
+            &Params::default(),
+        );
+        assert_eq!(
+            o,
+            Options {
+                no_body: true,
+                rejection_reason_header: true,
+                flat_usage: false
+            }
+        );
+        let q = Params::from_query("no_body=true").unwrap();
+        assert!(Options::parse(None, &q).no_body);
+        assert!(!Options::parse(Some("no_body=0"), &Params::default()).no_body);
+    }
+}
