@@ -382,11 +382,17 @@ pub async fn report_batch(
     Ok(out)
 }
 
-/// Counts a validated batch: every transaction's usage, up the hierarchy, in its own period.
+/// Counts a validated batch: every transaction's usage, up the hierarchy, in its own period,
+/// in the plan's limited counters as well as the month and hour ones.
 pub async fn count(db: &Db, counters: &Counters, service_id: i64, batch: &[Transaction]) -> Result<(), SmError> {
     let metrics = metrics(db, service_id).await?;
+    let mut limits_of: std::collections::HashMap<i64, Vec<PlanLimit>> = std::collections::HashMap::new();
     for t in batch {
-        let ops = limits::ops(&[], &limits::expand(&t.usage, &metrics, false), t.at);
+        if !limits_of.contains_key(&t.app.plan_id) {
+            limits_of.insert(t.app.plan_id, plan_limits(db, t.app.plan_id).await?);
+        }
+        let limits = limits_of.get(&t.app.plan_id).map(Vec::as_slice).unwrap_or_default();
+        let ops = limits::ops(limits, &limits::expand(&t.usage, &metrics, false), t.at);
         counters.apply(t.app.id, &ops, Mode::Add).await.map_err(|e| {
             tracing::warn!(error = %e, "counters unavailable");
             SmError::new(503, "backend_unavailable", "usage counters are unavailable")

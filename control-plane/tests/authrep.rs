@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tollgate::on_both_databases;
 use tollgate::testing::{Backend, TestApp};
 
-/// Seeds an application whose plan allows 3 hits a minute; returns the authrep query prefix
+/// Seeds an application whose plan allows 3 hits a day; returns the authrep query prefix
 /// and the id of a method (child of hits).
 async fn limited(app: &TestApp) -> (String, i64) {
     let (service, application) = app.seed("limited-key").await;
@@ -19,7 +19,7 @@ async fn limited(app: &TestApp) -> (String, i64) {
     let (status, _) = app
         .post_form(
             &format!("/admin/api/application_plans/{plan}/metrics/{hits}/limits.json"),
-            &[("period", "minute"), ("value", "3")],
+            &[("period", "day"), ("value", "3")],
         )
         .await;
     assert_eq!(status, 201);
@@ -49,7 +49,7 @@ async fn limits_hold(app: &TestApp) {
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["usage_reports"][0]["current_value"], n);
         assert_eq!(body["usage_reports"][0]["max_value"], 3);
-        assert_eq!(body["usage_reports"][0]["period"], "minute");
+        assert_eq!(body["usage_reports"][0]["period"], "day");
     }
     // A method's usage counts for hits too: 2 + 1 = 3 passes, then nothing more.
     let (status, _) = call(app, &format!("{base}&usage%5Bsearch%5D=1")).await;
@@ -64,9 +64,97 @@ async fn limits_hold(app: &TestApp) {
     assert_eq!(status, 200);
 }
 
+async fn raw(app: &TestApp, path: &str, options: Option<&str>) -> (u16, String, reqwest::header::HeaderMap) {
+    let mut req = app.client.get(app.url(path));
+    if let Some(o) = options {
+        req = req.header("3scale-options", o);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    (status, r.text().await.unwrap(), headers)
+}
+
+async fn report(app: &TestApp, form: &[(&str, &str)]) -> (u16, String) {
+    let r = app
+        .client
+        .post(app.url("/transactions.xml"))
+        .form(form)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
 on_both_databases! {
     async fn limits_hold_with_embedded_counters(app: &TestApp) {
         limits_hold(app).await;
+    }
+
+    async fn xml_authorize_authrep_and_report(app: &TestApp) {
+        let (base, _) = limited(app).await;
+        let xml = base.replace("authrep.json", "authrep.xml");
+        let authorize = base.replace("authrep.json", "authorize.xml");
+        let (status, body, headers) = raw(app, &format!("{authorize}&usage%5Bhits%5D=1"), None).await;
+        assert_eq!(status, 200);
+        assert_eq!(headers["content-type"], "application/vnd.3scale-v2.0+xml");
+        assert!(body.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?><status><authorized>true</authorized><plan>Basic</plan><usage_reports><usage_report metric=\"hits\" period=\"day\"><period_start>"), "{body}");
+        assert!(body.ends_with("<max_value>3</max_value><current_value>0</current_value></usage_report></usage_reports></status>"), "authorize counts nothing: {body}");
+
+        // Report 2 hits in one batch, then authrep takes the third and last.
+        let sid = base.split("service_id=").nth(1).unwrap().split('&').next().unwrap().to_string();
+        let token = base.split("service_token=").nth(1).unwrap().split('&').next().unwrap().to_string();
+        let (status, body) = report(app, &[("service_id", &sid), ("service_token", &token),
+            ("transactions[0][user_key]", "limited-key"), ("transactions[0][usage][hits]", "1"),
+            ("transactions[1][user_key]", "limited-key"), ("transactions[1][usage][search]", "1")]).await;
+        assert_eq!((status, body.as_str()), (202, ""));
+        let (status, body, _) = raw(app, &format!("{xml}&usage%5Bhits%5D=1"), None).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("<current_value>3</current_value>"), "{body}");
+        let (status, body, headers) = raw(app, &format!("{xml}&usage%5Bhits%5D=1"), Some("rejection_reason_header=1")).await;
+        assert_eq!(status, 409);
+        assert!(body.contains("<authorized>false</authorized><reason>usage limits are exceeded</reason>"), "{body}");
+        assert!(!body.contains("exceeded=\"true\""), "stored 3 of 3 is not over: {body}");
+        assert_eq!(headers["3scale-rejection-reason"], "limits_exceeded");
+        let (status, body, _) = raw(app, &format!("{xml}&usage%5Bhits%5D=1"), Some("no_body=1")).await;
+        assert_eq!((status, body.as_str()), (409, ""));
+
+        // A batch with one bad transaction counts nothing.
+        let (status, body) = report(app, &[("service_id", &sid), ("service_token", &token),
+            ("transactions[0][user_key]", "limited-key"), ("transactions[0][usage][hits]", "1"),
+            ("transactions[1][user_key]", "nobody"), ("transactions[1][usage][hits]", "1")]).await;
+        assert_eq!(status, 403);
+        assert_eq!(body, "<?xml version=\"1.0\" encoding=\"UTF-8\"?><error code=\"user_key_invalid\">user key \"nobody\" is invalid</error>");
+        let (_, body, _) = raw(app, &authorize, None).await;
+        assert!(body.contains("<current_value>3</current_value>"), "{body}");
+        let (status, body) = report(app, &[("service_id", &sid), ("service_token", &token)]).await;
+        assert_eq!(status, 400);
+        assert!(body.contains("transactions_is_blank"), "{body}");
+        let (status, body) = report(app, &[("service_id", &sid), ("service_token", &token),
+            ("transactions[0][user_key]", "limited-key"), ("transactions[0][timestamp]", "2001-01-01 00:00:00")]).await;
+        assert_eq!(status, 403);
+        assert!(body.contains("transaction_timestamp_too_old"), "{body}");
+    }
+
+    async fn apisonator_errors(app: &TestApp) {
+        let (base, _) = limited(app).await;
+        let xml = base.replace("authrep.json", "authrep.xml");
+        let sid = base.split("service_id=").nth(1).unwrap().split('&').next().unwrap().to_string();
+        for (path, status, code) in [
+            (format!("/transactions/authrep.xml?service_id={sid}"), 403, "provider_key_or_service_token_required"),
+            ("/transactions/authrep.xml?service_token=x".to_string(), 422, "service_id_missing"),
+            (format!("/transactions/authrep.xml?service_id={sid}&service_token=wrong&user_key=k"), 403, "service_token_invalid"),
+            (format!("{xml}&app_id=x"), 403, "authentication_error"),
+            (format!("{xml}&usage%5Bnope%5D=1"), 404, "metric_invalid"),
+            (format!("{xml}&usage%5Bhits%5D=-1"), 403, "usage_value_invalid"),
+            (format!("{xml}&usage%5Bhits%5D="), 403, "usage_value_invalid"),
+        ] {
+            let (got, body, _) = raw(app, &path, None).await;
+            assert_eq!(got, status, "{path}: {body}");
+            assert!(body.contains(&format!("<error code=\"{code}\">")), "{path}: {body}");
+        }
+        let (status, body, _) = raw(app, "/transactions/nothing.xml", None).await;
+        assert_eq!((status, body.as_str()), (404, ""));
     }
 }
 

@@ -23,12 +23,12 @@ def admin(method, path, **data):
 
 @pytest.fixture(scope="module")
 def user_key_app():
-    """A user_key service whose plan allows 5 hits a minute, with one application."""
+    """A user_key service whose plan allows 5 hits a day, with one application."""
     suffix = secrets.token_hex(4)
     service = admin("POST", "/admin/api/services.json", name=f"py-{suffix}")["service"]
     plan = admin("POST", f"/admin/api/services/{service['id']}/application_plans.json", name="Py")["application_plan"]
     hits = admin("GET", f"/admin/api/services/{service['id']}/metrics.json")["metrics"][0]["metric"]
-    admin("POST", f"/admin/api/application_plans/{plan['id']}/metrics/{hits['id']}/limits.json", period="minute", value=5)
+    admin("POST", f"/admin/api/application_plans/{plan['id']}/metrics/{hits['id']}/limits.json", period="day", value=5)
     account = admin("POST", "/admin/api/signup.json", org_name=f"py-{suffix}", username=f"py-{suffix}")["account"]
     app = admin("POST", f"/admin/api/accounts/{account['id']}/applications.json", plan_id=plan["id"], name="py")["application"]
     deployed = admin("POST", f"/admin/api/services/{service['id']}/proxy/deploy.json")["proxy_config"]
@@ -63,7 +63,7 @@ def test_authrep_with_user_key_counts_until_the_limit(user_key_app):
     assert not auth.authorize(usage={"hits": 1})
     reports = auth.build_auth_response().get_usage_reports()
     assert [(r.get_metric(), r.get_period(), r.get_max_value(), r.get_current_value()) for r in reports] == [
-        ("hits", "minute", "5", "5")]
+        ("hits", "day", "5", "5")]
 
 
 def test_wrong_user_key_is_refused(user_key_app):
