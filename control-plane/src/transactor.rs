@@ -388,8 +388,8 @@ pub async fn count(db: &Db, counters: &Counters, service_id: i64, batch: &[Trans
     let metrics = metrics(db, service_id).await?;
     let mut limits_of: std::collections::HashMap<i64, Vec<PlanLimit>> = std::collections::HashMap::new();
     for t in batch {
-        if !limits_of.contains_key(&t.app.plan_id) {
-            limits_of.insert(t.app.plan_id, plan_limits(db, t.app.plan_id).await?);
+        if let std::collections::hash_map::Entry::Vacant(e) = limits_of.entry(t.app.plan_id) {
+            e.insert(plan_limits(db, t.app.plan_id).await?);
         }
         let limits = limits_of.get(&t.app.plan_id).map(Vec::as_slice).unwrap_or_default();
         let ops = limits::ops(limits, &limits::expand(&t.usage, &metrics, false), t.at);
