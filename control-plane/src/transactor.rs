@@ -75,6 +75,47 @@ impl Options {
     }
 }
 
+/// apisonator's `not_valid_data`: the request carried bytes that are not UTF-8. The form
+/// decoder replaces them with U+FFFD, so that is what gives them away.
+pub fn check_utf8(p: &Params) -> Result<(), SmError> {
+    if p.0
+        .iter()
+        .any(|(k, v)| k.contains('\u{FFFD}') || v.contains('\u{FFFD}'))
+    {
+        return Err(SmError::new(422, "not_valid_data", "all data must be valid UTF8"));
+    }
+    Ok(())
+}
+
+/// The transaction indices of a report (`transactions[N][…]`), in numeric order, at most 1000.
+pub fn report_indices(p: &Params) -> Result<Vec<String>, SmError> {
+    let mut indices: Vec<String> =
+        p.0.iter()
+            .filter_map(|(k, _)| {
+                k.strip_prefix("transactions[")
+                    .and_then(|r| r.split(']').next())
+                    .map(str::to_string)
+            })
+            .collect();
+    indices.sort_by_key(|i| (i.parse::<u64>().unwrap_or(u64::MAX), i.clone()));
+    indices.dedup();
+    if indices.is_empty() {
+        return Err(SmError::new(
+            400,
+            "transactions_is_blank",
+            "transactions parameter is blank",
+        ));
+    }
+    if indices.len() > 1000 {
+        return Err(SmError::new(
+            400,
+            "transactions_format_invalid",
+            "transactions format is invalid: at most 1000 per report",
+        ));
+    }
+    Ok(indices)
+}
+
 /// The service a call is for, from `service_token` + `service_id`.
 pub async fn service(db: &Db, p: &Params) -> Result<services::Service, SmError> {
     let token = p.get("service_token").unwrap_or("").trim();
@@ -345,30 +386,7 @@ pub async fn report_batch(
     p: &Params,
     now: DateTime<Utc>,
 ) -> Result<Vec<Transaction>, SmError> {
-    let mut indices: Vec<String> =
-        p.0.iter()
-            .filter_map(|(k, _)| {
-                k.strip_prefix("transactions[")
-                    .and_then(|r| r.split(']').next())
-                    .map(str::to_string)
-            })
-            .collect();
-    indices.sort_by_key(|i| i.parse::<u64>().unwrap_or(u64::MAX));
-    indices.dedup();
-    if indices.is_empty() {
-        return Err(SmError::new(
-            400,
-            "transactions_is_blank",
-            "transactions parameter is blank",
-        ));
-    }
-    if indices.len() > 1000 {
-        return Err(SmError::new(
-            400,
-            "transactions_format_invalid",
-            "transactions format is invalid: at most 1000 per report",
-        ));
-    }
+    let indices = report_indices(p)?;
     let metrics = metrics(db, service.id).await?;
     let mut out = Vec::with_capacity(indices.len());
     for i in indices {
@@ -431,6 +449,49 @@ mod tests {
         assert_eq!(
             timestamp(Some("yesterday"), now).unwrap_err().code,
             "transactions_format_invalid"
+        );
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever the query, parsing it, reading usage and report indices answers — an
+        /// error maybe, never a panic.
+        #[test]
+        fn no_query_panics(q in "[a-z_\\[\\]0-9%&=#+ -]{0,80}") {
+            if let Ok(p) = Params::from_query(&q) {
+                let metrics = [MetricNode { id: 1, system_name: "hits".into(), parent_id: None }];
+                let _ = usage(&p, "usage", &metrics);
+                let _ = usage(&p, "transactions[0][usage]", &metrics);
+                let _ = report_indices(&p);
+                let _ = check_utf8(&p);
+                let _ = Options::parse(Some(&q), &p);
+                let _ = Credentials::from(&p, str::to_string);
+            }
+        }
+
+        #[test]
+        fn usage_accepts_exactly_whole_numbers(v in "[ 0-9a-z#-]{0,6}") {
+            let metrics = [MetricNode { id: 1, system_name: "hits".into(), parent_id: None }];
+            let p = Params(vec![("usage[hits]".into(), v.clone())]);
+            let ok = usage(&p, "usage", &metrics).is_ok();
+            let t = v.trim();
+            prop_assert_eq!(ok, !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) && t.parse::<i64>().is_ok());
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_and_indices() {
+        let p = Params::from_query("user_key=%FF%FE").unwrap();
+        assert_eq!(check_utf8(&p).unwrap_err().code, "not_valid_data");
+        let p = Params::from_query(
+            "transactions[10][usage][hits]=1&transactions[2][user_key]=a&transactions[2][usage][hits]=1",
+        )
+        .unwrap();
+        assert_eq!(report_indices(&p).unwrap(), vec!["2".to_string(), "10".to_string()]);
+        assert_eq!(
+            report_indices(&Params::default()).unwrap_err().code,
+            "transactions_is_blank"
         );
     }
 

@@ -255,3 +255,61 @@ async fn redis_going_away_gives_fast_503s_and_recovery() {
     }
     app.stop().await;
 }
+
+/// Hundreds of malformed requests (a deterministic generator mixing real and broken
+/// credentials, odd usage keys and values, bad percent-encoding): never a 5xx.
+#[tokio::test]
+async fn malformed_requests_never_get_a_5xx() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let (base, _) = limited(&app).await;
+    let real: Vec<&str> = base.split('?').nth(1).unwrap().split('&').collect();
+    let keys = [
+        "usage%5Bhits%5D",
+        "usage%5B",
+        "usage%5B%5D%5Bx%5D",
+        "usage",
+        "app_id",
+        "app_key",
+        "user_key",
+        "%FF",
+        "log%5Bcode%5D",
+        "no_body",
+    ];
+    let values = [
+        "1",
+        "-1",
+        "",
+        "%FF%FE",
+        "#5",
+        "99999999999999999999",
+        "a%20b",
+        "%",
+        "1%00",
+        "[]",
+    ];
+    let mut seed: u64 = 0x5eed;
+    let mut next = |n: usize| {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (seed >> 33) as usize % n
+    };
+    for i in 0..300 {
+        let mut parts: Vec<String> = real.iter().filter(|_| next(4) != 0).map(|s| s.to_string()).collect();
+        for _ in 0..next(4) {
+            parts.push(format!("{}={}", keys[next(keys.len())], values[next(values.len())]));
+        }
+        let endpoint = ["authrep.xml", "authorize.xml", "authrep.json"][i % 3];
+        let url = app.url(&format!("/transactions/{endpoint}?{}", parts.join("&")));
+        let status = app.client.get(&url).send().await.unwrap().status().as_u16();
+        assert!(status < 500, "{status} for {url}");
+    }
+    let r = app
+        .client
+        .post(app.url("/transactions.xml"))
+        .body("transactions%5B%5D=%FF&&=")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().as_u16() < 500);
+    app.stop().await;
+}

@@ -159,6 +159,7 @@ async fn authorize_or_authrep(
     };
     let options = options(&headers, &p);
     let result = async {
+        transactor::check_utf8(&p)?;
         let service = transactor::service(&app.db, &p).await?;
         let creds = Credentials::from(&p, str::to_string);
         let application = transactor::application(&app.db, &service, &creds).await?;
@@ -195,6 +196,7 @@ async fn authorize_or_authrep(
 async fn report(app: AppState, headers: HeaderMap, p: Params, format: Format) -> Response {
     let options = options(&headers, &p);
     let result = async {
+        transactor::check_utf8(&p)?;
         let service = transactor::service(&app.db, &p).await?;
         let batch = transactor::report_batch(&app.db, &service, &p, chrono::Utc::now()).await?;
         transactor::count(&app.db, &app.counters, service.id, &batch).await?;
