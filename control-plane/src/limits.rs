@@ -64,6 +64,8 @@ pub fn ops(limits: &[PlanLimit], usage: &BTreeMap<i64, i64>, now: DateTime<Utc>)
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct UsageReport {
+    #[serde(skip)]
+    pub metric_id: i64,
     pub metric: String,
     pub period: &'static str,
     /// `YYYY-MM-DD HH:MM:SS +0000`; absent for eternity.
@@ -75,6 +77,43 @@ pub struct UsageReport {
     pub current_value: i64,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub exceeded: bool,
+    /// Unix seconds when the period ends; `None` for eternity.
+    #[serde(skip)]
+    pub ends_at: Option<i64>,
+    #[serde(skip)]
+    pub period_rank: Period,
+}
+
+/// apisonator's limit headers (`3scale-limit-remaining`, `-reset`, `-max-value`): among the
+/// reports of the metrics this call uses (with their ancestors; all reports if it uses
+/// nothing), the one allowing the fewest more identical calls (-1: not limited by it) — the
+/// longer period on a tie. No report at all: remaining and reset are -1 and there is no max.
+pub fn limit_headers(reports: &[UsageReport], usage: &BTreeMap<i64, i64>, now: i64) -> (i64, i64, Option<i64>) {
+    let best = reports
+        .iter()
+        .filter(|r| usage.is_empty() || usage.contains_key(&r.metric_id))
+        .map(|r| {
+            let left = r.max_value - r.current_value;
+            let used = usage.get(&r.metric_id).copied().unwrap_or(0);
+            // A call that uses none of the metric is not limited by it: -1.
+            let remaining = if left <= 0 {
+                0
+            } else if used == 0 {
+                -1
+            } else {
+                left / used
+            };
+            (remaining, r)
+        })
+        .min_by(|a, b| a.0.cmp(&b.0).then(b.1.period_rank.cmp(&a.1.period_rank)));
+    match best {
+        None => (-1, -1, None),
+        Some((remaining, r)) => (
+            remaining,
+            r.ends_at.map(|e| (e - now).max(0)).unwrap_or(-1),
+            Some(r.max_value),
+        ),
+    }
 }
 
 const TIME_FORMAT: &str = "%Y-%m-%d %H:%M:%S +0000";
@@ -94,6 +133,9 @@ pub fn reports(ops: &[Op], values: &[i64], metrics: &[MetricNode], now: DateTime
                 op.metric_id,
                 op.period,
                 UsageReport {
+                    metric_id: op.metric_id,
+                    ends_at: op.period.end(now).map(|t| t.timestamp()),
+                    period_rank: op.period,
                     metric: name,
                     period: op.period.as_str(),
                     period_start: op.period.start(now).map(|t| t.format(TIME_FORMAT).to_string()),
@@ -149,6 +191,38 @@ mod tests {
             Some(&16),
             "bounded, not endless"
         );
+    }
+
+    #[test]
+    fn limit_headers_follow_apisonator() {
+        // hits/hour=10, hits/day=100, at 22:59:59, a call using 11: remaining 0, reset 1, max 10.
+        let now = DateTime::parse_from_rfc3339("2010-05-15T22:59:59Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let limits = [
+            PlanLimit {
+                metric_id: 1,
+                period: Period::Hour,
+                max: 10,
+            },
+            PlanLimit {
+                metric_id: 1,
+                period: Period::Day,
+                max: 100,
+            },
+        ];
+        let usage = expand(&[(1, 11)], &metrics(), false);
+        let ops = ops(&limits, &usage, now);
+        let r = reports(&ops, &[0, 0, 0], &metrics(), now);
+        assert_eq!(limit_headers(&r, &usage, now.timestamp()), (0, 1, Some(10)));
+        // Room for 9 more calls of 10 a day, 1 left an hour: the hour decides.
+        let usage = expand(&[(1, 1)], &metrics(), false);
+        let r = reports(&ops, &[9, 10, 0], &metrics(), now);
+        assert_eq!(limit_headers(&r, &usage, now.timestamp()), (1, 1, Some(10)));
+        // A call not using the limited metric is not limited by it.
+        let usage = expand(&[(3, 1)], &metrics(), false);
+        assert_eq!(limit_headers(&r, &usage, now.timestamp()), (-1, -1, None));
+        assert_eq!(limit_headers(&[], &BTreeMap::new(), 0), (-1, -1, None));
     }
 
     #[test]

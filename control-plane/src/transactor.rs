@@ -51,6 +51,12 @@ pub struct Status {
     pub denied: Option<(String, &'static str)>,
     pub plan: String,
     pub reports: Vec<UsageReport>,
+    /// This call's usage per metric, ancestors included (for the limit headers).
+    pub usage: std::collections::BTreeMap<i64, i64>,
+    /// With `hierarchy=1`: per usage report, the metric and its children's names.
+    pub hierarchy: Option<Vec<(String, Vec<String>)>>,
+    /// With `list_app_keys=1`: the application's id, the service's id and the keys.
+    pub app_keys: Option<(String, i64, Vec<String>)>,
 }
 
 /// The `3scale-options` extensions this implementation honours.
@@ -59,6 +65,9 @@ pub struct Options {
     pub no_body: bool,
     pub rejection_reason_header: bool,
     pub flat_usage: bool,
+    pub limit_headers: bool,
+    pub hierarchy: bool,
+    pub list_app_keys: bool,
 }
 
 impl Options {
@@ -71,6 +80,9 @@ impl Options {
             no_body: on("no_body") || p.get("no_body").is_some_and(|v| v != "0" && v != "false"),
             rejection_reason_header: on("rejection_reason_header"),
             flat_usage: on("flat_usage"),
+            limit_headers: on("limit_headers"),
+            hierarchy: on("hierarchy"),
+            list_app_keys: on("list_app_keys"),
         }
     }
 }
@@ -294,6 +306,9 @@ pub async fn authorize(
         denied: Some((reason, code)),
         plan: plan.name.clone(),
         reports: vec![],
+        usage: Default::default(),
+        hierarchy: None,
+        app_keys: None,
     };
     // Key, State, Limits: apisonator's validators, in its order.
     if service.backend_version != "1" {
@@ -315,17 +330,41 @@ pub async fn authorize(
     if app.state != "live" {
         return Ok(deny("application is not active".into(), "application_not_active"));
     }
-    let ops = limits::ops(&limits, &limits::expand(usage, metrics, options.flat_usage), now);
+    let expanded = limits::expand(usage, metrics, options.flat_usage);
+    let ops = limits::ops(&limits, &expanded, now);
     let outcome = counters.apply(app.id, &ops, mode).await.map_err(|e| {
         tracing::warn!(error = %e, "counters unavailable");
         SmError::new(503, "backend_unavailable", "usage counters are unavailable")
     })?;
     let reports = limits::reports(&ops, &outcome.values, metrics, now);
     let denied = (!outcome.authorized).then(|| ("usage limits are exceeded".to_string(), "limits_exceeded"));
+    let hierarchy = options.hierarchy.then(|| {
+        reports
+            .iter()
+            .map(|r| {
+                let children = metrics
+                    .iter()
+                    .filter(|m| m.parent_id == Some(r.metric_id))
+                    .map(|m| m.system_name.clone());
+                (r.metric.clone(), children.collect())
+            })
+            .collect()
+    });
+    let app_keys = if options.list_app_keys {
+        let mut conn = db.pool.acquire().await?;
+        let mut keys = applications::keys(&mut conn, app.id).await?;
+        keys.truncate(256);
+        Some((app.application_id.clone(), service.id, keys))
+    } else {
+        None
+    };
     Ok(Status {
         denied,
         plan: plan.name,
         reports,
+        usage: expanded,
+        hierarchy,
+        app_keys,
     })
 }
 
@@ -506,7 +545,7 @@ mod tests {
             Options {
                 no_body: true,
                 rejection_reason_header: true,
-                flat_usage: false
+                ..Options::default()
             }
         );
         let q = Params::from_query("no_body=true").unwrap();

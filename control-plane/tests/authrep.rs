@@ -313,3 +313,32 @@ async fn malformed_requests_never_get_a_5xx() {
     assert!(r.status().as_u16() < 500);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn limit_headers_hierarchy_and_app_keys() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let (base, _) = limited(&app).await;
+    let xml = base.replace("authrep.json", "authrep.xml");
+    let (status, body, headers) = raw(
+        &app,
+        &format!("{xml}&usage%5Bsearch%5D=1"),
+        Some("limit_headers=1&hierarchy=1&list_app_keys=1"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    // 3 a day, 1 used by this call: 2 more such calls.
+    assert_eq!(headers["3scale-limit-remaining"], "2");
+    assert_eq!(headers["3scale-limit-max-value"], "3");
+    let reset: i64 = headers["3scale-limit-reset"].to_str().unwrap().parse().unwrap();
+    assert!((0..=86_400).contains(&reset), "{reset}");
+    assert!(
+        body.contains("<hierarchy><metric name=\"hits\" children=\"search\"/></hierarchy>"),
+        "{body}"
+    );
+    assert!(body.contains("<app_keys app=\""), "{body}");
+    // A call with no usage: every report counts, none limits it (-1), the longest gives reset and max.
+    let (_, _, headers) = raw(&app, &xml, Some("limit_headers=1")).await;
+    assert_eq!(headers["3scale-limit-remaining"], "-1");
+    assert_eq!(headers["3scale-limit-max-value"], "3");
+    app.stop().await;
+}

@@ -3,8 +3,9 @@
 //! batch `POST /transactions.xml` (202), `/status` and `/check.txt`. The decisions live in
 //! [`crate::transactor`]; this module reads requests and writes apisonator's bytes.
 //!
-//! Honoured `3scale-options`: `no_body`, `rejection_reason_header`, `flat_usage`. Still to
-//! come: `limit_headers`, `hierarchy`, `list_app_keys`, `#N` (set) usage, `log[code]` counts.
+//! Honoured `3scale-options`: `no_body`, `rejection_reason_header`, `flat_usage`,
+//! `limit_headers`, `hierarchy`, `list_app_keys`. Still to come: `#N` (set) usage and
+//! `log[code]` counts.
 
 use super::AppState;
 use crate::counters::Mode;
@@ -67,6 +68,24 @@ pub fn status_xml(s: &Status) -> String {
             x.push_str(&usage_report_xml(r));
         }
         x.push_str("</usage_reports>");
+    }
+    if let Some((app, service, keys)) = &s.app_keys {
+        x.push_str(&format!("<app_keys app=\"{}\" svc=\"{service}\">", escape(app, true)));
+        for k in keys {
+            x.push_str(&format!("<key id=\"{}\"/>", escape(k, true)));
+        }
+        x.push_str("</app_keys>");
+    }
+    if let Some(hierarchy) = &s.hierarchy {
+        x.push_str("<hierarchy>");
+        for (metric, children) in hierarchy {
+            x.push_str(&format!(
+                "<metric name=\"{}\" children=\"{}\"/>",
+                escape(metric, true),
+                escape(&children.join(" "), true)
+            ));
+        }
+        x.push_str("</hierarchy>");
     }
     x.push_str("</status>");
     x
@@ -136,6 +155,17 @@ fn status_response(s: &Status, format: Format, options: Options) -> Response {
     if let (Some((_, code)), true) = (&s.denied, options.rejection_reason_header) {
         r.headers_mut()
             .insert("3scale-rejection-reason", HeaderValue::from_static(code));
+    }
+    let limited = matches!(&s.denied, None | Some((_, "limits_exceeded")));
+    if options.limit_headers && limited {
+        let (remaining, reset, max) =
+            crate::limits::limit_headers(&s.reports, &s.usage, chrono::Utc::now().timestamp());
+        let h = r.headers_mut();
+        h.insert("3scale-limit-remaining", HeaderValue::from(remaining));
+        h.insert("3scale-limit-reset", HeaderValue::from(reset));
+        if let Some(max) = max {
+            h.insert("3scale-limit-max-value", HeaderValue::from(max));
+        }
     }
     r
 }
@@ -226,6 +256,9 @@ mod tests {
 
     fn report(period: &'static str, start: Option<&str>, end: Option<&str>, max: i64, cur: i64) -> UsageReport {
         UsageReport {
+            metric_id: 1,
+            ends_at: None,
+            period_rank: crate::periods::Period::parse(period).unwrap_or(crate::periods::Period::Eternity),
             metric: "hits".into(),
             period,
             period_start: start.map(str::to_string),
@@ -241,6 +274,9 @@ mod tests {
         let s = Status {
             denied: None,
             plan: "Basic".into(),
+            usage: Default::default(),
+            hierarchy: None,
+            app_keys: None,
             reports: vec![
                 report(
                     "month",
@@ -269,6 +305,9 @@ mod tests {
         let s = Status {
             denied: Some(("usage limits are exceeded".into(), "limits_exceeded")),
             plan: "Basic".into(),
+            usage: Default::default(),
+            hierarchy: None,
+            app_keys: None,
             reports: vec![report(
                 "minute",
                 Some("2010-05-15 13:41:00 +0000"),
@@ -289,10 +328,13 @@ mod tests {
             denied: None,
             plan: "A & B".into(),
             reports: vec![],
+            usage: Default::default(),
+            hierarchy: Some(vec![("hits".into(), vec!["a".into(), "b".into()])]),
+            app_keys: Some(("app1".into(), 7, vec!["k1".into()])),
         };
         assert_eq!(
             status_xml(&no_limits),
-            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><status><authorized>true</authorized><plan>A &amp; B</plan></status>"
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><status><authorized>true</authorized><plan>A &amp; B</plan><app_keys app=\"app1\" svc=\"7\"><key id=\"k1\"/></app_keys><hierarchy><metric name=\"hits\" children=\"a b\"/></hierarchy></status>"
         );
         let e = SmError::new(403, "user_key_invalid", "user key \"<b>\" is invalid");
         assert_eq!(
