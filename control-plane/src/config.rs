@@ -17,6 +17,9 @@ pub struct Config {
     pub redis_prefix: String,
     /// `TOLLGATE_REDIS_TIMEOUT_MS`: how long an authrep waits for Redis before answering 503.
     pub redis_timeout_ms: u64,
+    /// `TOLLGATE_CACHE_TTL_MS`: how long authrep trusts what it cached from the catalog; bounds
+    /// how long another replica's admin write takes to be seen here.
+    pub cache_ttl_ms: u64,
     /// `TOLLGATE_ADMIN_TOKEN`: an access token with every scope, read-write, ensured at start.
     pub admin_token: Option<String>,
     /// `TOLLGATE_LOG_FORMAT`: `text` (default) or `json`.
@@ -39,6 +42,7 @@ impl Default for Config {
             redis_url: None,
             redis_prefix: "tollgate:".into(),
             redis_timeout_ms: 100,
+            cache_ttl_ms: 5000,
             admin_token: None,
             log_format: LogFormat::Text,
         }
@@ -91,6 +95,12 @@ impl Config {
         if let Some(v) = set("TOLLGATE_REDIS_TIMEOUT_MS") {
             config.redis_timeout_ms = v.parse().ok().filter(|ms| *ms > 0).ok_or_else(|| ConfigError::Env {
                 var: "TOLLGATE_REDIS_TIMEOUT_MS",
+                message: format!("`{v}` is not a number of milliseconds"),
+            })?;
+        }
+        if let Some(v) = set("TOLLGATE_CACHE_TTL_MS") {
+            config.cache_ttl_ms = v.parse().map_err(|_| ConfigError::Env {
+                var: "TOLLGATE_CACHE_TTL_MS",
                 message: format!("`{v}` is not a number of milliseconds"),
             })?;
         }

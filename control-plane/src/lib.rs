@@ -13,6 +13,7 @@ pub mod config;
 pub mod counters;
 pub mod db;
 pub mod error;
+pub mod hot_cache;
 pub mod limits;
 pub mod metrics;
 pub mod params;

@@ -83,7 +83,13 @@ impl Application {
         crate::metrics::handle();
         Ok(Self {
             listener,
-            state: AppState { db, counters },
+            state: AppState {
+                db,
+                counters,
+                cache: std::sync::Arc::new(crate::hot_cache::HotCache::new(Duration::from_millis(
+                    config.cache_ttl_ms,
+                ))),
+            },
         })
     }
 

@@ -3,15 +3,18 @@
 //! order), and the counters it moves. Answers are [`Status`] or [`SmError`]; rendering them as
 //! XML or JSON is the API layer's job.
 
-use crate::catalog::{applications, plans, services};
+use crate::catalog::applications::{self, Application};
+use crate::catalog::{plans, services};
 use crate::counters::{CounterStore, Counters, Mode};
 use crate::db::Db;
 use crate::error::ApiError;
+use crate::hot_cache::{Credential, HotCache, PlanView, ServiceView};
 use crate::limits::{self, MetricNode, PlanLimit, UsageReport};
 use crate::params::Params;
 use crate::periods::Period;
 use chrono::{DateTime, Utc};
 use sqlx::Row;
+use std::sync::Arc;
 
 /// An apisonator error: its code, HTTP status and message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,8 +131,76 @@ pub fn report_indices(p: &Params) -> Result<Vec<String>, SmError> {
     Ok(indices)
 }
 
+/// The database, through the hot-path cache.
+pub struct Lookup<'a> {
+    pub db: &'a Db,
+    pub cache: &'a HotCache,
+}
+
+impl Lookup<'_> {
+    /// A service with its metrics; `None` if there is no such service.
+    pub async fn service(&self, id: i64) -> Result<Option<Arc<ServiceView>>, SmError> {
+        if let Some(v) = self.cache.service(id) {
+            return Ok(Some(v));
+        }
+        let generation = self.cache.snapshot();
+        let service = match services::find(self.db, id).await {
+            Ok(s) => s,
+            Err(ApiError::NotFound) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let view = Arc::new(ServiceView {
+            metrics: load_metrics(self.db, id).await?,
+            service,
+        });
+        self.cache.put_service(id, view.clone(), generation);
+        Ok(Some(view))
+    }
+
+    /// An application by credential; unknown credentials are remembered too (briefly), so
+    /// that sprayed keys do not reach the database at request rate.
+    pub async fn application(&self, service_id: i64, c: Credential) -> Result<Option<Arc<Application>>, SmError> {
+        if let Some(v) = self.cache.application(service_id, &c) {
+            return Ok(v);
+        }
+        let generation = self.cache.snapshot();
+        let found = match &c {
+            Credential::UserKey(k) => applications::find_by_user_key(self.db, service_id, k).await?,
+            Credential::AppId(id) => applications::find_by_app_id(self.db, service_id, id).await?,
+        };
+        let found = found.map(Arc::new);
+        self.cache.put_application(service_id, c, found.clone(), generation);
+        Ok(found)
+    }
+
+    pub async fn plan(&self, id: i64) -> Result<Arc<PlanView>, SmError> {
+        if let Some(v) = self.cache.plan(id) {
+            return Ok(v);
+        }
+        let generation = self.cache.snapshot();
+        let plan = plans::find(self.db, id).await?;
+        let view = Arc::new(PlanView {
+            name: plan.name,
+            limits: load_limits(self.db, id).await?,
+        });
+        self.cache.put_plan(id, view.clone(), generation);
+        Ok(view)
+    }
+
+    pub async fn keys(&self, app: i64) -> Result<Arc<Vec<String>>, SmError> {
+        if let Some(v) = self.cache.keys(app) {
+            return Ok(v);
+        }
+        let generation = self.cache.snapshot();
+        let mut conn = self.db.pool.acquire().await?;
+        let keys = Arc::new(applications::keys(&mut conn, app).await?);
+        self.cache.put_keys(app, keys.clone(), generation);
+        Ok(keys)
+    }
+}
+
 /// The service a call is for, from `service_token` + `service_id`.
-pub async fn service(db: &Db, p: &Params) -> Result<services::Service, SmError> {
+pub async fn service(l: &Lookup<'_>, p: &Params) -> Result<Arc<ServiceView>, SmError> {
     let token = p.get("service_token").unwrap_or("").trim();
     let id = p.get("service_id").unwrap_or("").trim();
     if token.is_empty() {
@@ -150,10 +221,9 @@ pub async fn service(db: &Db, p: &Params) -> Result<services::Service, SmError> 
         )
     };
     let service_id: i64 = id.parse().map_err(|_| invalid())?;
-    match services::find(db, service_id).await {
-        Ok(s) if s.service_token == token => Ok(s),
-        Ok(_) | Err(ApiError::NotFound) => Err(invalid()),
-        Err(e) => Err(e.into()),
+    match l.service(service_id).await? {
+        Some(v) if v.service.service_token == token => Ok(v),
+        _ => Err(invalid()),
     }
 }
 
@@ -178,23 +248,25 @@ impl<'a> Credentials<'a> {
 }
 
 pub async fn application(
-    db: &Db,
+    l: &Lookup<'_>,
     service: &services::Service,
     c: &Credentials<'_>,
-) -> Result<applications::Application, SmError> {
+) -> Result<Arc<Application>, SmError> {
     match (c.user_key, c.app_id) {
         (Some(_), Some(_)) => Err(SmError::new(
             403,
             "authentication_error",
             "either app_id or user_key is allowed, not both",
         )),
-        (Some(key), None) if service.backend_version == "1" => applications::find_by_user_key(db, service.id, key)
+        (Some(key), None) if service.backend_version == "1" => l
+            .application(service.id, Credential::UserKey(key.to_string()))
             .await?
             .ok_or_else(|| SmError::new(403, "user_key_invalid", format!("user key \"{key}\" is invalid"))),
         (None, None) if service.backend_version == "1" => {
             Err(SmError::new(403, "user_key_invalid", "user key is missing"))
         }
-        (_, Some(app_id)) => applications::find_by_app_id(db, service.id, app_id)
+        (_, Some(app_id)) => l
+            .application(service.id, Credential::AppId(app_id.to_string()))
             .await?
             .ok_or_else(|| {
                 SmError::new(
@@ -208,7 +280,7 @@ pub async fn application(
 }
 
 /// The service's metrics and those of the backends it uses, with their hierarchy.
-pub async fn metrics(db: &Db, service_id: i64) -> Result<Vec<MetricNode>, SmError> {
+async fn load_metrics(db: &Db, service_id: i64) -> Result<Vec<MetricNode>, SmError> {
     let rows = sqlx::query(
         "SELECT id, system_name, parent_id FROM metrics
          WHERE service_id = $1 OR backend_id IN (SELECT backend_id FROM backend_usages WHERE service_id = $1)",
@@ -227,7 +299,7 @@ pub async fn metrics(db: &Db, service_id: i64) -> Result<Vec<MetricNode>, SmErro
     Ok(out)
 }
 
-pub async fn plan_limits(db: &Db, plan_id: i64) -> Result<Vec<PlanLimit>, SmError> {
+async fn load_limits(db: &Db, plan_id: i64) -> Result<Vec<PlanLimit>, SmError> {
     let rows = sqlx::query("SELECT metric_id, period, value FROM usage_limits WHERE plan_id = $1")
         .bind(plan_id)
         .fetch_all(&db.pool)
@@ -289,19 +361,18 @@ pub fn usage(p: &Params, prefix: &str, metrics: &[MetricNode]) -> Result<Vec<(i6
 /// authorize (`Mode::Check`) or authrep (`Mode::CheckAndAdd`) for one application.
 #[allow(clippy::too_many_arguments)]
 pub async fn authorize(
-    db: &Db,
+    l: &Lookup<'_>,
     counters: &Counters,
-    service: &services::Service,
-    app: &applications::Application,
+    view: &ServiceView,
+    app: &Application,
     app_key: Option<&str>,
     usage: &[(i64, i64)],
-    metrics: &[MetricNode],
     options: Options,
     mode: Mode,
     now: DateTime<Utc>,
 ) -> Result<Status, SmError> {
-    let plan = plans::find(db, app.plan_id).await?;
-    let limits = plan_limits(db, plan.id).await?;
+    let (service, metrics) = (&view.service, view.metrics.as_slice());
+    let plan = l.plan(app.plan_id).await?;
     let deny = |reason: String, code| Status {
         denied: Some((reason, code)),
         plan: plan.name.clone(),
@@ -312,8 +383,7 @@ pub async fn authorize(
     };
     // Key, State, Limits: apisonator's validators, in its order.
     if service.backend_version != "1" {
-        let mut conn = db.pool.acquire().await?;
-        let keys = applications::keys(&mut conn, app.id).await?;
+        let keys = l.keys(app.id).await?;
         match app_key {
             None if !keys.is_empty() => {
                 return Ok(deny("application key is missing".into(), "application_key_invalid"))
@@ -331,7 +401,7 @@ pub async fn authorize(
         return Ok(deny("application is not active".into(), "application_not_active"));
     }
     let expanded = limits::expand(usage, metrics, options.flat_usage);
-    let ops = limits::ops(&limits, &expanded, now);
+    let ops = limits::ops(&plan.limits, &expanded, now);
     let outcome = counters.apply(app.id, &ops, mode).await.map_err(|e| {
         tracing::warn!(error = %e, "counters unavailable");
         SmError::new(503, "backend_unavailable", "usage counters are unavailable")
@@ -351,8 +421,7 @@ pub async fn authorize(
             .collect()
     });
     let app_keys = if options.list_app_keys {
-        let mut conn = db.pool.acquire().await?;
-        let mut keys = applications::keys(&mut conn, app.id).await?;
+        let mut keys = l.keys(app.id).await?.to_vec();
         keys.truncate(256);
         Some((app.application_id.clone(), service.id, keys))
     } else {
@@ -360,7 +429,7 @@ pub async fn authorize(
     };
     Ok(Status {
         denied,
-        plan: plan.name,
+        plan: plan.name.clone(),
         reports,
         usage: expanded,
         hierarchy,
@@ -370,7 +439,7 @@ pub async fn authorize(
 
 /// One transaction of a report, validated: the application, its usage and when it happened.
 pub struct Transaction {
-    pub app: applications::Application,
+    pub app: Arc<Application>,
     pub usage: Vec<(i64, i64)>,
     pub at: DateTime<Utc>,
 }
@@ -420,19 +489,19 @@ pub fn timestamp(raw: Option<&str>, now: DateTime<Utc>) -> Result<DateTime<Utc>,
 /// Validates a whole report batch (`transactions[N][…]`, at most 1000) before anything counts:
 /// one bad transaction rejects the batch, so nothing is half-reported.
 pub async fn report_batch(
-    db: &Db,
-    service: &services::Service,
+    l: &Lookup<'_>,
+    view: &ServiceView,
     p: &Params,
     now: DateTime<Utc>,
 ) -> Result<Vec<Transaction>, SmError> {
     let indices = report_indices(p)?;
-    let metrics = metrics(db, service.id).await?;
+    let metrics = view.metrics.as_slice();
     let mut out = Vec::with_capacity(indices.len());
     for i in indices {
         let name = |field: &str| format!("transactions[{i}][{field}]");
         let creds = Credentials::from(p, name);
-        let app = application(db, service, &creds).await?;
-        let usage = usage(p, &format!("transactions[{i}][usage]"), &metrics)?;
+        let app = application(l, &view.service, &creds).await?;
+        let usage = usage(p, &format!("transactions[{i}][usage]"), metrics)?;
         let at = timestamp(p.get(&format!("transactions[{i}][timestamp]")), now)?;
         out.push(Transaction { app, usage, at });
     }
@@ -441,15 +510,15 @@ pub async fn report_batch(
 
 /// Counts a validated batch: every transaction's usage, up the hierarchy, in its own period,
 /// in the plan's limited counters as well as the month and hour ones.
-pub async fn count(db: &Db, counters: &Counters, service_id: i64, batch: &[Transaction]) -> Result<(), SmError> {
-    let metrics = metrics(db, service_id).await?;
-    let mut limits_of: std::collections::HashMap<i64, Vec<PlanLimit>> = std::collections::HashMap::new();
+pub async fn count(
+    l: &Lookup<'_>,
+    counters: &Counters,
+    view: &ServiceView,
+    batch: &[Transaction],
+) -> Result<(), SmError> {
     for t in batch {
-        if let std::collections::hash_map::Entry::Vacant(e) = limits_of.entry(t.app.plan_id) {
-            e.insert(plan_limits(db, t.app.plan_id).await?);
-        }
-        let limits = limits_of.get(&t.app.plan_id).map(Vec::as_slice).unwrap_or_default();
-        let ops = limits::ops(limits, &limits::expand(&t.usage, &metrics, false), t.at);
+        let plan = l.plan(t.app.plan_id).await?;
+        let ops = limits::ops(&plan.limits, &limits::expand(&t.usage, &view.metrics, false), t.at);
         counters.apply(t.app.id, &ops, Mode::Add).await.map_err(|e| {
             tracing::warn!(error = %e, "counters unavailable");
             SmError::new(503, "backend_unavailable", "usage counters are unavailable")

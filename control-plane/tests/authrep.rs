@@ -342,3 +342,61 @@ async fn limit_headers_hierarchy_and_app_keys() {
     assert_eq!(headers["3scale-limit-max-value"], "3");
     app.stop().await;
 }
+
+/// The steady state of authrep makes no database query: with the pool closed after a warm-up,
+/// authreps are still answered (from the hot cache and the counters).
+#[tokio::test]
+async fn steady_state_authrep_needs_no_database() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let (base, _) = limited(&app).await;
+    let xml = base.replace("authrep.json", "authrep.xml");
+    assert_eq!(raw(&app, &format!("{xml}&usage%5Bhits%5D=1"), None).await.0, 200);
+    assert_eq!(
+        raw(
+            &app,
+            "/transactions/authrep.xml?service_id=1&service_token=x&user_key=y",
+            None
+        )
+        .await
+        .0,
+        403
+    );
+    app.db.pool.close().await;
+    // Calls 2 and 3 of 3 a day pass; the 4th is over the limit.
+    for _ in 0..2 {
+        assert_eq!(raw(&app, &format!("{xml}&usage%5Bhits%5D=1"), None).await.0, 200);
+    }
+    let (status, body, _) = raw(&app, &format!("{xml}&usage%5Bhits%5D=1"), None).await;
+    assert_eq!(status, 409, "limits still hold: {body}");
+    assert_eq!(
+        raw(
+            &app,
+            "/transactions/authrep.xml?service_id=1&service_token=x&user_key=y",
+            None
+        )
+        .await
+        .0,
+        403
+    );
+    app.stop().await;
+}
+
+/// An admin write is seen by the very next authrep of this control plane.
+#[tokio::test]
+async fn suspension_applies_at_once() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let (base, _) = limited(&app).await;
+    assert_eq!(call(&app, &base).await.0, 200);
+    let (_, apps) = app.get_json("/admin/api/applications.json").await;
+    let a = &apps["applications"][0]["application"];
+    let path = format!(
+        "/admin/api/accounts/{}/applications/{}/suspend.json",
+        a["account_id"], a["id"]
+    );
+    let r = app.admin(reqwest::Method::PUT, &path).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let (status, body) = call(&app, &base).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["rejection_reason"], "application_not_active");
+    app.stop().await;
+}

@@ -9,6 +9,7 @@ pub mod system;
 
 use crate::counters::Counters;
 use crate::db::Db;
+use crate::hot_cache::HotCache;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{middleware, Json, Router};
@@ -20,15 +21,43 @@ use tower_http::trace::TraceLayer;
 pub struct AppState {
     pub db: Db,
     pub counters: Counters,
+    pub cache: std::sync::Arc<HotCache>,
+}
+
+impl AppState {
+    /// The database through the hot-path cache.
+    pub fn lookup(&self) -> crate::transactor::Lookup<'_> {
+        crate::transactor::Lookup {
+            db: &self.db,
+            cache: &self.cache,
+        }
+    }
+}
+
+/// After an admin write succeeds, what authrep has cached may be stale: forget it.
+async fn invalidate_on_admin_writes(
+    axum::extract::State(cache): axum::extract::State<std::sync::Arc<HotCache>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let write = !matches!(*req.method(), axum::http::Method::GET | axum::http::Method::HEAD);
+    let admin = req.uri().path().starts_with("/admin/") || req.uri().path().starts_with("/api/");
+    let response = next.run(req).await;
+    if write && admin && response.status().as_u16() < 400 {
+        cache.invalidate();
+    }
+    response
 }
 
 pub fn router(state: AppState) -> Router {
+    let cache = state.cache.clone();
     Router::new()
         .merge(system::routes())
         .route("/openapi.json", axum::routing::get(openapi::serve))
         .merge(admin::routes())
         .merge(service_management::routes())
         .with_state(state)
+        .layer(middleware::from_fn_with_state(cache, invalidate_on_admin_writes))
         .layer(middleware::from_fn(crate::metrics::track))
         .layer(TraceLayer::new_for_http())
 }

@@ -190,20 +190,19 @@ async fn authorize_or_authrep(
     let options = options(&headers, &p);
     let result = async {
         transactor::check_utf8(&p)?;
-        let service = transactor::service(&app.db, &p).await?;
+        let lookup = app.lookup();
+        let view = transactor::service(&lookup, &p).await?;
         let creds = Credentials::from(&p, str::to_string);
-        let application = transactor::application(&app.db, &service, &creds).await?;
-        let metrics = transactor::metrics(&app.db, service.id).await?;
-        let usage = transactor::usage(&p, "usage", &metrics)?;
+        let application = transactor::application(&lookup, &view.service, &creds).await?;
+        let usage = transactor::usage(&p, "usage", &view.metrics)?;
         let now = chrono::Utc::now();
         transactor::authorize(
-            &app.db,
+            &lookup,
             &app.counters,
-            &service,
+            &view,
             &application,
             creds.app_key,
             &usage,
-            &metrics,
             options,
             mode,
             now,
@@ -227,9 +226,10 @@ async fn report(app: AppState, headers: HeaderMap, p: Params, format: Format) ->
     let options = options(&headers, &p);
     let result = async {
         transactor::check_utf8(&p)?;
-        let service = transactor::service(&app.db, &p).await?;
-        let batch = transactor::report_batch(&app.db, &service, &p, chrono::Utc::now()).await?;
-        transactor::count(&app.db, &app.counters, service.id, &batch).await?;
+        let lookup = app.lookup();
+        let view = transactor::service(&lookup, &p).await?;
+        let batch = transactor::report_batch(&lookup, &view, &p, chrono::Utc::now()).await?;
+        transactor::count(&lookup, &app.counters, &view, &batch).await?;
         Ok::<usize, SmError>(batch.len())
     }
     .await;

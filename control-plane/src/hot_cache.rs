@@ -1,0 +1,182 @@
+//! What authrep needs from the catalog — services with their metrics, applications by
+//! credential (including "no such key"), plans with their limits, application keys — kept in
+//! process so that the hot path makes no database query in the steady state.
+//!
+//! Freshness: every admin write in this process bumps [`HotCache::invalidate`]'s generation, so
+//! this replica never answers from stale data; other replicas' writes are seen within the TTL
+//! (`TOLLGATE_CACHE_TTL_MS`, default 5000 ms). A suspended application is therefore rejected at
+//! once by the replica that suspended it and within the TTL by the others. Each map holds at
+//! most `CAPACITY` entries; a full map is emptied (re-filled from the database on demand).
+
+use crate::catalog::{applications::Application, services::Service};
+use crate::limits::{MetricNode, PlanLimit};
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const CAPACITY: usize = 200_000;
+
+struct Entry<V> {
+    value: V,
+    generation: u64,
+    at: Instant,
+}
+
+struct Map<K, V>(Mutex<HashMap<K, Entry<V>>>);
+
+impl<K: Eq + Hash, V: Clone> Map<K, V> {
+    fn new() -> Self {
+        Map(Mutex::new(HashMap::new()))
+    }
+
+    fn get(&self, k: &K, generation: u64, ttl: Duration) -> Option<V> {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(k)
+            .filter(|e| e.generation == generation && e.at.elapsed() < ttl)
+            .map(|e| e.value.clone())
+    }
+
+    fn put(&self, k: K, value: V, generation: u64) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= CAPACITY {
+            map.clear();
+        }
+        map.insert(
+            k,
+            Entry {
+                value,
+                generation,
+                at: Instant::now(),
+            },
+        );
+    }
+
+    fn len(&self) -> usize {
+        self.0.lock().map(|m| m.len()).unwrap_or(0)
+    }
+}
+
+/// A service with its metrics (its own and its backends').
+#[derive(Debug, Clone)]
+pub struct ServiceView {
+    pub service: Service,
+    pub metrics: Vec<MetricNode>,
+}
+
+/// A plan's name and limits.
+#[derive(Debug, Clone)]
+pub struct PlanView {
+    pub name: String,
+    pub limits: Vec<PlanLimit>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Credential {
+    UserKey(String),
+    AppId(String),
+}
+
+pub struct HotCache {
+    generation: AtomicU64,
+    ttl: Duration,
+    services: Map<i64, Arc<ServiceView>>,
+    applications: Map<(i64, Credential), Option<Arc<Application>>>,
+    plans: Map<i64, Arc<PlanView>>,
+    keys: Map<i64, Arc<Vec<String>>>,
+}
+
+impl HotCache {
+    pub fn new(ttl: Duration) -> Self {
+        HotCache {
+            generation: AtomicU64::new(0),
+            ttl,
+            services: Map::new(),
+            applications: Map::new(),
+            plans: Map::new(),
+            keys: Map::new(),
+        }
+    }
+
+    /// Forgets everything: called after every admin write.
+    pub fn invalidate(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    pub fn service(&self, id: i64) -> Option<Arc<ServiceView>> {
+        self.services.get(&id, self.generation(), self.ttl)
+    }
+    /// Stores a value read at `generation` (read the generation before the database).
+    pub fn put_service(&self, id: i64, v: Arc<ServiceView>, generation: u64) {
+        self.services.put(id, v, generation)
+    }
+
+    pub fn application(&self, service: i64, c: &Credential) -> Option<Option<Arc<Application>>> {
+        self.applications
+            .get(&(service, c.clone()), self.generation(), self.ttl)
+    }
+    pub fn put_application(&self, service: i64, c: Credential, v: Option<Arc<Application>>, generation: u64) {
+        self.applications.put((service, c), v, generation)
+    }
+
+    pub fn plan(&self, id: i64) -> Option<Arc<PlanView>> {
+        self.plans.get(&id, self.generation(), self.ttl)
+    }
+    pub fn put_plan(&self, id: i64, v: Arc<PlanView>, generation: u64) {
+        self.plans.put(id, v, generation)
+    }
+
+    pub fn keys(&self, app: i64) -> Option<Arc<Vec<String>>> {
+        self.keys.get(&app, self.generation(), self.ttl)
+    }
+    pub fn put_keys(&self, app: i64, v: Arc<Vec<String>>, generation: u64) {
+        self.keys.put(app, v, generation)
+    }
+
+    /// The generation to tag a value with: read it before reading the database, so that a
+    /// write racing the read leaves the value already stale.
+    pub fn snapshot(&self) -> u64 {
+        self.generation()
+    }
+
+    /// Entries held, for metrics.
+    pub fn len(&self) -> usize {
+        self.services.len() + self.applications.len() + self.plans.len() + self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_and_ttl_make_entries_stale() {
+        let c = HotCache::new(Duration::from_millis(50));
+        let plan = Arc::new(PlanView {
+            name: "p".into(),
+            limits: vec![],
+        });
+        let g = c.snapshot();
+        c.put_plan(1, plan.clone(), g);
+        assert!(c.plan(1).is_some());
+        c.invalidate();
+        assert!(c.plan(1).is_none(), "an admin write invalidates");
+        c.put_plan(1, plan, c.snapshot());
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(c.plan(1).is_none(), "the TTL bounds staleness from other replicas");
+        // A value read before a write is stale as soon as it is stored.
+        let before = c.snapshot();
+        c.invalidate();
+        c.put_keys(1, Arc::new(vec![]), before);
+        assert!(c.keys(1).is_none());
+    }
+}
