@@ -19,11 +19,17 @@ enum Command {
     Serve,
     /// Apply database migrations and exit.
     Migrate,
+    /// Print the Lua script the Redis counter store runs (for redis-benchmark).
+    CountersScript,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::CountersScript = cli.command {
+        print!("{}", tollgate::counters::redis::RedisStore::script_source());
+        return ExitCode::SUCCESS;
+    }
     let config = match Config::load() {
         Ok(c) => c,
         Err(e) => {
@@ -35,6 +41,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve => serve(&config).await,
         Command::Migrate => migrate(&config).await,
+        Command::CountersScript => Ok(()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
