@@ -43,6 +43,8 @@ user_key="$(api GET /admin/api/accounts/1/applications.json 2>/dev/null | json a
 if [ -z "$user_key" ]; then
   sid="$(api POST /admin/api/services.json -d name='Demo API' -d system_name=demo | json service id)"
   pid="$(api POST "/admin/api/services/$sid/application_plans.json" -d name=Basic -d state_event=publish | json application_plan id)"
+  hits="$(api GET "/admin/api/services/$sid/metrics.json" | json metrics 0 metric id)"
+  api POST "/admin/api/application_plans/$pid/metrics/$hits/limits.json" -d period=minute -d value=10 >/dev/null
   aid="$(api POST /admin/api/signup.json -d org_name='Demo Developer' -d username=demo -d email=demo@example.com | json account id)"
   user_key="$(api POST "/admin/api/accounts/$aid/applications.json" -d plan_id="$pid" -d name='Demo App' | json application user_key)"
   ver="$(api POST "/admin/api/services/$sid/proxy/deploy.json" | json proxy_config version)"
@@ -69,6 +71,10 @@ Rejected (403, wrong key):
   curl -i "http://127.0.0.1:$envoy_port/hello?user_key=wrong-key"
 Rejected (401, no key):
   curl -i "http://127.0.0.1:$envoy_port/hello"
+Rejected (404, no mapping rule: the demo maps only GET):
+  curl -i -X POST "http://127.0.0.1:$envoy_port/hello?user_key=$user_key"
+Rejected (429, the demo plan allows 10 calls a minute; the start-up check used one):
+  for i in \$(seq 12); do curl -s -o /dev/null -w '%{http_code} ' "http://127.0.0.1:$envoy_port/hello?user_key=$user_key"; done
 
 Ctrl-C stops everything.
 MSG
