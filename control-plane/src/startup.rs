@@ -17,6 +17,8 @@ pub enum StartupError {
     Database { url: String, source: sqlx::Error },
     #[error("migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("loading counters: {0}")]
+    Counters(sqlx::Error),
     #[error("provider account: {0}")]
     Provider(sqlx::Error),
     #[error("bootstrap admin token: {0}")]
@@ -50,7 +52,11 @@ impl Application {
                 .map_err(StartupError::AdminToken)?;
         }
         let counters = match &config.redis_url {
-            None => Counters::Embedded(std::sync::Arc::new(EmbeddedStore::new())),
+            None => Counters::Embedded(std::sync::Arc::new(
+                EmbeddedStore::durable(db.clone())
+                    .await
+                    .map_err(StartupError::Counters)?,
+            )),
             Some(url) => {
                 let err = |source| StartupError::Redis {
                     url: redact(url),

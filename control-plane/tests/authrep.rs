@@ -343,11 +343,21 @@ async fn limit_headers_hierarchy_and_app_keys() {
     app.stop().await;
 }
 
-/// The steady state of authrep makes no database query: with the pool closed after a warm-up,
-/// authreps are still answered (from the hot cache and the counters).
+/// The steady state of authrep makes no catalog query: with Redis counters and the database
+/// pool closed after a warm-up, authreps are still answered (from the hot cache and Redis).
+/// (Embedded counters write every counted call to the database by design; with the database
+/// gone they answer 503 rather than count what they could not store.)
 #[tokio::test]
 async fn steady_state_authrep_needs_no_database() {
-    let app = TestApp::spawn(Backend::Sqlite).await;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| {
+        c.redis_url = Some(tollgate::testing::redis_url());
+        c.redis_prefix = format!("steady:{}:{nanos}:", std::process::id());
+    })
+    .await;
     let (base, _) = limited(&app).await;
     let xml = base.replace("authrep.json", "authrep.xml");
     assert_eq!(raw(&app, &format!("{xml}&usage%5Bhits%5D=1"), None).await.0, 200);
@@ -398,5 +408,29 @@ async fn suspension_applies_at_once() {
     let (status, body) = call(&app, &base).await;
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["rejection_reason"], "application_not_active");
+    app.stop().await;
+}
+
+/// Embedded counters survive a restart: what a response counted is in the database. With the
+/// database gone, a counted call fails instead of counting what was not stored.
+#[tokio::test]
+async fn embedded_counters_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| c.database_url = url.clone()).await;
+    let (base, _) = limited(&app).await;
+    for _ in 0..2 {
+        assert_eq!(call(&app, &format!("{base}&usage%5Bhits%5D=1")).await.0, 200);
+    }
+    app.stop().await;
+
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| c.database_url = url.clone()).await;
+    let (status, body) = call(&app, &format!("{base}&usage%5Bhits%5D=1")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["usage_reports"][0]["current_value"], 3, "2 before the restart + 1");
+    assert_eq!(call(&app, &format!("{base}&usage%5Bhits%5D=1")).await.0, 409);
+    app.db.pool.close().await;
+    let (status, body) = call(&app, &base).await;
+    assert_eq!(status, 200, "a call that counts nothing needs no write: {body}");
     app.stop().await;
 }

@@ -27,6 +27,19 @@ fn embedded() -> Counters {
     Counters::Embedded(Arc::new(EmbeddedStore::new()))
 }
 
+/// The embedded store as the control plane runs it: every moved counter stored in SQLite.
+async fn durable() -> (Counters, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = tollgate::db::Db::connect(&format!("sqlite://{}", dir.path().join("c.db").display()))
+        .await
+        .unwrap();
+    db.migrate().await.unwrap();
+    (
+        Counters::Embedded(Arc::new(EmbeddedStore::durable(db).await.unwrap())),
+        dir,
+    )
+}
+
 fn op(metric: i64, period: Period, delta: i64, max: Option<i64>) -> Op {
     let ttl = if period == Period::Eternity { None } else { Some(3600) };
     Op {
@@ -49,6 +62,11 @@ macro_rules! on_both_stores {
                 async fn embedded() { run(super::embedded()).await }
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn redis() { run(super::redis().await).await }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn embedded_durable() {
+                    let (store, _dir) = super::durable().await;
+                    run(store).await
+                }
             }
         )*
     };

@@ -1,6 +1,13 @@
 //! The in-process store: counters in sharded maps, one lock per shard. One application's
 //! counters live in one shard, so a call's check-and-add happens under one lock (atomic per
 //! application) while other applications proceed on other shards.
+//!
+//! Durability ([`EmbeddedStore::durable`]): the counters a call moved are written to the
+//! database before the call returns. The write job is queued while the shard lock is still
+//! held, so writes of one counter reach the database in the order they happened; one writer
+//! task commits whatever has queued up in a single transaction (group commit). If the write
+//! fails, the call's deltas are taken back and the call fails: nothing counts that was not
+//! stored. At start, unexpired counters are read back.
 
 use super::{exceeds, CounterError, CounterStore, Mode, Op, Outcome};
 use crate::periods::Period;
@@ -13,6 +20,21 @@ const SWEEP_EVERY: u32 = 4096;
 
 type Key = (i64, i64, Period, i64);
 
+/// A counter's new value, to store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub app: i64,
+    pub metric_id: i64,
+    pub period: Period,
+    pub start: i64,
+    pub value: i64,
+    pub expires_at: Option<i64>,
+}
+
+type Done = tokio::sync::oneshot::Sender<Result<(), String>>;
+/// The queue to the writer task: counters to store, and whom to tell when they are.
+type Writer = tokio::sync::mpsc::UnboundedSender<(Vec<Stored>, Done)>;
+
 #[derive(Default)]
 struct Shard {
     /// (app, metric, period, start) → (value, expires at: unix seconds, or None).
@@ -22,12 +44,15 @@ struct Shard {
 
 pub struct EmbeddedStore {
     shards: Vec<Mutex<Shard>>,
+    /// Where moved counters go before a call returns; `None`: memory only (tests).
+    writer: Option<Writer>,
 }
 
 impl Default for EmbeddedStore {
     fn default() -> Self {
         Self {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            writer: None,
         }
     }
 }
@@ -46,8 +71,21 @@ impl EmbeddedStore {
         &self.shards[i]
     }
 
-    /// Applies the ops under the application's shard lock.
+    /// Applies the ops under the application's shard lock (memory only).
     pub fn apply_now(&self, app: i64, ops: &[Op], mode: Mode, now: i64) -> Outcome {
+        self.apply_locked(app, ops, mode, now, None).0
+    }
+
+    /// Applies the ops; the moved counters are queued to `writer` before the lock is released.
+    /// Returns whether anything was queued (and so must be waited for).
+    fn apply_locked(
+        &self,
+        app: i64,
+        ops: &[Op],
+        mode: Mode,
+        now: i64,
+        writer: Option<(&Writer, Done)>,
+    ) -> (Outcome, bool) {
         // A poisoned lock only means another call panicked mid-way; the map itself is intact.
         let mut shard = self.shard(app).lock().unwrap_or_else(|e| e.into_inner());
         shard.calls = shard.calls.wrapping_add(1);
@@ -61,16 +99,68 @@ impl EmbeddedStore {
         };
         let mut values: Vec<i64> = ops.iter().map(|op| current(&shard, op)).collect();
         let authorized = mode == Mode::Add || !ops.iter().zip(&values).any(|(op, cur)| exceeds(*cur, op.delta, op.max));
+        let mut stored = Vec::new();
         if mode == Mode::Add || (mode == Mode::CheckAndAdd && authorized) {
             for (op, value) in ops.iter().zip(values.iter_mut()) {
                 if op.delta != 0 {
                     *value = value.saturating_add(op.delta);
                     let expires = op.ttl.map(|t| now + t as i64);
                     shard.counters.insert(key(op), (*value, expires));
+                    stored.push(Stored {
+                        app,
+                        metric_id: op.metric_id,
+                        period: op.period,
+                        start: op.start,
+                        value: *value,
+                        expires_at: expires,
+                    });
                 }
             }
         }
-        Outcome { authorized, values }
+        let queued = match writer {
+            Some((w, done)) if !stored.is_empty() => w.send((stored, done)).is_ok(),
+            _ => false,
+        };
+        (Outcome { authorized, values }, queued)
+    }
+
+    /// Takes back a call's deltas (its write failed).
+    fn undo(&self, app: i64, ops: &[Op]) {
+        let mut shard = self.shard(app).lock().unwrap_or_else(|e| e.into_inner());
+        for op in ops.iter().filter(|op| op.delta != 0) {
+            if let Some((v, _)) = shard.counters.get_mut(&(app, op.metric_id, op.period, op.start)) {
+                *v = v.saturating_sub(op.delta);
+            }
+        }
+    }
+
+    /// A store whose counters survive restarts: loads the unexpired ones from `db` and starts
+    /// the writer that stores every moved counter before its call returns.
+    pub async fn durable(db: crate::db::Db) -> Result<Self, sqlx::Error> {
+        use sqlx::Row;
+        let now = now();
+        sqlx::query("DELETE FROM counter_values WHERE expires_at IS NOT NULL AND expires_at <= $1")
+            .bind(now)
+            .execute(&db.pool)
+            .await?;
+        let mut store = Self::default();
+        let rows = sqlx::query("SELECT app_id, metric_id, period, period_start, value, expires_at FROM counter_values")
+            .fetch_all(&db.pool)
+            .await?;
+        for r in rows {
+            let period: String = r.try_get("period")?;
+            let Some(period) = Period::parse(&period) else { continue };
+            let app: i64 = r.try_get("app_id")?;
+            let key = (app, r.try_get("metric_id")?, period, r.try_get("period_start")?);
+            let mut shard = store.shard(app).lock().unwrap_or_else(|e| e.into_inner());
+            shard
+                .counters
+                .insert(key, (r.try_get("value")?, r.try_get("expires_at")?));
+        }
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(write_loop(db, rx));
+        store.writer = Some(tx);
+        Ok(store)
     }
 
     /// Counters held (for tests and memory figures).
@@ -88,8 +178,74 @@ impl EmbeddedStore {
 
 impl CounterStore for EmbeddedStore {
     async fn apply(&self, app: i64, ops: &[Op], mode: Mode) -> Result<Outcome, CounterError> {
-        Ok(self.apply_now(app, ops, mode, now()))
+        let Some(writer) = &self.writer else {
+            return Ok(self.apply_now(app, ops, mode, now()));
+        };
+        let (done, stored) = tokio::sync::oneshot::channel();
+        let (outcome, queued) = self.apply_locked(app, ops, mode, now(), Some((writer, done)));
+        if !queued {
+            return Ok(outcome);
+        }
+        match stored.await {
+            Ok(Ok(())) => Ok(outcome),
+            Ok(Err(e)) => {
+                self.undo(app, ops);
+                Err(CounterError::Unavailable(format!("storing counters: {e}")))
+            }
+            Err(_) => {
+                self.undo(app, ops);
+                Err(CounterError::Unavailable("the counter writer stopped".into()))
+            }
+        }
     }
+}
+
+/// Stores queued counters: everything waiting is committed in one transaction.
+async fn write_loop(db: crate::db::Db, mut rx: tokio::sync::mpsc::UnboundedReceiver<(Vec<Stored>, Done)>) {
+    while let Some(first) = rx.recv().await {
+        let mut jobs = vec![first];
+        while jobs.len() < 512 {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        let result = write(&db, &jobs).await.map_err(|e| e.to_string());
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "storing counters failed");
+        }
+        metrics::counter!("tollgate_counter_commits_total").increment(1);
+        metrics::histogram!("tollgate_counter_commit_calls").record(jobs.len() as f64);
+        for (_, done) in jobs {
+            let _ = done.send(result.clone());
+        }
+    }
+}
+
+async fn write(db: &crate::db::Db, jobs: &[(Vec<Stored>, Done)]) -> Result<(), sqlx::Error> {
+    // Jobs are in the order the counters moved: per counter, the last value is the one to keep.
+    let mut latest: HashMap<(i64, i64, Period, i64), &Stored> = HashMap::new();
+    for row in jobs.iter().flat_map(|(rows, _)| rows) {
+        latest.insert((row.app, row.metric_id, row.period, row.start), row);
+    }
+    let mut tx = db.pool.begin().await?;
+    for row in latest.into_values() {
+        sqlx::query(
+            "INSERT INTO counter_values (app_id, metric_id, period, period_start, value, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (app_id, metric_id, period, period_start)
+             DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
+        )
+        .bind(row.app)
+        .bind(row.metric_id)
+        .bind(row.period.as_str())
+        .bind(row.start)
+        .bind(row.value)
+        .bind(row.expires_at)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await
 }
 
 #[cfg(test)]
