@@ -9,6 +9,8 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
+# shellcheck source=scripts/lib.sh
+. "$root/scripts/lib.sh"
 
 TOLLGATE_SETUP_SERVICES=0 scripts/setup.sh
 scripts/build-filter.sh
@@ -34,11 +36,6 @@ curl -fs "$cp/health" >/dev/null || { echo "run.sh: the control plane did not st
 
 # Seed (once): a service, a plan, an account with an application; deploy and promote.
 api() { curl -fsS -X "$1" "$cp$2" -H "Authorization: Bearer $TOLLGATE_ADMIN_TOKEN" "${@:3}"; }
-# json KEY...: the value at that path of the JSON on stdin (numbers index arrays).
-json() { python3 -c 'import json,sys
-d=json.load(sys.stdin)
-for k in sys.argv[1:]: d=d[int(k)] if k.isdigit() else d[k]
-print(d)' "$@"; }
 user_key="$(api GET /admin/api/accounts/1/applications.json 2>/dev/null | json applications 0 application user_key 2>/dev/null || true)"
 if [ -z "$user_key" ]; then
   sid="$(api POST /admin/api/services.json -d name='Demo API' -d system_name=demo | json service id)"

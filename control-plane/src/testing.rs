@@ -186,6 +186,33 @@ impl TestApp {
         (service, application)
     }
 
+    /// The control plane on Redis counters, under a key prefix of its own.
+    pub async fn spawn_on_redis() -> TestApp {
+        let prefix = format!("test:{}:", unique_name());
+        TestApp::spawn_with(Backend::Sqlite, |c| {
+            c.redis_url = Some(redis_url());
+            c.redis_prefix = prefix;
+        })
+        .await
+    }
+
+    /// Limits hits on the seeded application's plan to `value` per `period`; returns the
+    /// service's id and its hits metric's id.
+    pub async fn limit_hits(&self, service: &Value, application: &Value, period: &str, value: i64) -> (i64, i64) {
+        let sid = service["service"]["id"].as_i64().unwrap();
+        let plan = application["application"]["plan_id"].as_i64().unwrap();
+        let (_, metrics) = self.get_json(&format!("/admin/api/services/{sid}/metrics.json")).await;
+        let hits = metrics["metrics"][0]["metric"]["id"].as_i64().unwrap();
+        let (status, body) = self
+            .post_form(
+                &format!("/admin/api/application_plans/{plan}/metrics/{hits}/limits.json"),
+                &[("period", period), ("value", &value.to_string())],
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        (sid, hits)
+    }
+
     pub async fn service_token(&self, service_id: i64) -> String {
         sqlx::query_scalar("SELECT service_token FROM services WHERE id = $1")
             .bind(service_id)

@@ -12,17 +12,7 @@ use tollgate::testing::{Backend, TestApp};
 /// and the id of a method (child of hits).
 async fn limited(app: &TestApp) -> (String, i64) {
     let (service, application) = app.seed("limited-key").await;
-    let sid = service["service"]["id"].as_i64().unwrap();
-    let plan = application["application"]["plan_id"].as_i64().unwrap();
-    let (_, metrics) = app.get_json(&format!("/admin/api/services/{sid}/metrics.json")).await;
-    let hits = metrics["metrics"][0]["metric"]["id"].as_i64().unwrap();
-    let (status, _) = app
-        .post_form(
-            &format!("/admin/api/application_plans/{plan}/metrics/{hits}/limits.json"),
-            &[("period", "day"), ("value", "3")],
-        )
-        .await;
-    assert_eq!(status, 201);
+    let (sid, hits) = app.limit_hits(&service, &application, "day", 3).await;
     let (status, method) = app
         .post_form(
             &format!("/admin/api/services/{sid}/metrics/{hits}/methods.json"),
@@ -160,17 +150,7 @@ on_both_databases! {
 
 #[tokio::test]
 async fn limits_hold_with_redis_counters() {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let prefix = format!("authrep-test:{}:{nanos}:", std::process::id());
-    let url = tollgate::testing::redis_url();
-    let app = TestApp::spawn_with(Backend::Sqlite, |c| {
-        c.redis_url = Some(url);
-        c.redis_prefix = prefix;
-    })
-    .await;
+    let app = TestApp::spawn_on_redis().await;
     limits_hold(&app).await;
     app.stop().await;
 }
@@ -349,15 +329,7 @@ async fn limit_headers_hierarchy_and_app_keys() {
 /// gone they answer 503 rather than count what they could not store.)
 #[tokio::test]
 async fn steady_state_authrep_needs_no_database() {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let app = TestApp::spawn_with(Backend::Sqlite, |c| {
-        c.redis_url = Some(tollgate::testing::redis_url());
-        c.redis_prefix = format!("steady:{}:{nanos}:", std::process::id());
-    })
-    .await;
+    let app = TestApp::spawn_on_redis().await;
     let (base, _) = limited(&app).await;
     let xml = base.replace("authrep.json", "authrep.xml");
     assert_eq!(raw(&app, &format!("{xml}&usage%5Bhits%5D=1"), None).await.0, 200);

@@ -71,17 +71,7 @@ async fn a_request_with_the_key_passes_and_a_wrong_key_is_403() {
 async fn over_the_plan_limit_is_429() {
     let app = TestApp::spawn(Backend::Sqlite).await;
     let (service, application) = app.seed("limited").await;
-    let sid = service["service"]["id"].as_i64().unwrap();
-    let plan = application["application"]["plan_id"].as_i64().unwrap();
-    let (_, metrics) = app.get_json(&format!("/admin/api/services/{sid}/metrics.json")).await;
-    let hits = metrics["metrics"][0]["metric"]["id"].as_i64().unwrap();
-    let (status, _) = app
-        .post_form(
-            &format!("/admin/api/application_plans/{plan}/metrics/{hits}/limits.json"),
-            &[("period", "day"), ("value", "2")],
-        )
-        .await;
-    assert_eq!(status, 201);
+    app.limit_hits(&service, &application, "day", 2).await;
     let upstream = demo_upstream().await;
     let mut envoy = Envoy::start(&envoy_env(&app, upstream)).unwrap();
     envoy.wait_ready(Duration::from_secs(30)).await.unwrap();
