@@ -161,6 +161,11 @@ impl Principal {
         }
     }
 
+    /// The services a member is limited to; `None`: every service.
+    pub fn services(&self) -> Option<&[i64]> {
+        self.member.as_ref().and_then(|m| m.services.as_deref())
+    }
+
     pub fn may_see_service(&self, service_id: i64) -> bool {
         match &self.member {
             Some(Member {
@@ -270,33 +275,28 @@ fn token_json(r: &crate::db::Row) -> Result<serde_json::Value, ApiError> {
     }))
 }
 
-/// The owner condition: the user's tokens, or the owner-less (bootstrap-created) ones.
-fn owner_clause(user_id: Option<i64>) -> (&'static str, i64) {
-    match user_id {
-        Some(id) => ("user_id = $2", id),
-        None => ("(user_id IS NULL AND $2 = $2)", 0),
-    }
+/// Tokens belong to a provider user, or to nobody (the bootstrap token and those it made);
+/// `COALESCE(user_id, 0) = owner(..)` selects either (user ids start at 1).
+fn owner(user_id: Option<i64>) -> i64 {
+    user_id.unwrap_or(0)
 }
 
 pub async fn list_tokens(db: &Db, user_id: Option<i64>) -> Result<Vec<serde_json::Value>, ApiError> {
-    let (owner, id) = owner_clause(user_id);
     let rows = sqlx::query(&format!(
-        "SELECT {TOKEN_COLUMNS} FROM access_tokens WHERE id > $1 AND {owner} ORDER BY id"
+        "SELECT {TOKEN_COLUMNS} FROM access_tokens WHERE COALESCE(user_id, 0) = $1 ORDER BY id"
     ))
-    .bind(0i64)
-    .bind(id)
+    .bind(owner(user_id))
     .fetch_all(&db.pool)
     .await?;
     rows.iter().map(token_json).collect()
 }
 
 pub async fn find_token(db: &Db, user_id: Option<i64>, token_id: i64) -> Result<serde_json::Value, ApiError> {
-    let (owner, id) = owner_clause(user_id);
     let row = sqlx::query(&format!(
-        "SELECT {TOKEN_COLUMNS} FROM access_tokens WHERE id = $1 AND {owner}"
+        "SELECT {TOKEN_COLUMNS} FROM access_tokens WHERE id = $1 AND COALESCE(user_id, 0) = $2"
     ))
     .bind(token_id)
-    .bind(id)
+    .bind(owner(user_id))
     .fetch_optional(&db.pool)
     .await?
     .ok_or(ApiError::NotFound)?;
@@ -304,10 +304,9 @@ pub async fn find_token(db: &Db, user_id: Option<i64>, token_id: i64) -> Result<
 }
 
 pub async fn delete_token(db: &Db, user_id: Option<i64>, token_id: i64) -> Result<(), ApiError> {
-    let (owner, id) = owner_clause(user_id);
-    let done = sqlx::query(&format!("DELETE FROM access_tokens WHERE id = $1 AND {owner}"))
+    let done = sqlx::query("DELETE FROM access_tokens WHERE id = $1 AND COALESCE(user_id, 0) = $2")
         .bind(token_id)
-        .bind(id)
+        .bind(owner(user_id))
         .execute(&db.pool)
         .await?;
     if done.rows_affected() == 0 {

@@ -52,10 +52,6 @@ impl<K: Eq + Hash, V: Clone> Map<K, V> {
             },
         );
     }
-
-    fn len(&self) -> usize {
-        self.0.lock().map(|m| m.len()).unwrap_or(0)
-    }
 }
 
 /// A service with its metrics (its own and its backends').
@@ -142,15 +138,6 @@ impl HotCache {
     /// write racing the read leaves the value already stale.
     pub fn snapshot(&self) -> u64 {
         self.generation()
-    }
-
-    /// Entries held, for metrics.
-    pub fn len(&self) -> usize {
-        self.services.len() + self.applications.len() + self.plans.len() + self.keys.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

@@ -4,7 +4,7 @@
 //! XML or JSON is the API layer's job.
 
 use crate::catalog::applications::{self, Application};
-use crate::catalog::{plans, services};
+use crate::catalog::services;
 use crate::counters::{CounterStore, Counters, Mode};
 use crate::db::Db;
 use crate::error::ApiError;
@@ -178,9 +178,12 @@ impl Lookup<'_> {
             return Ok(v);
         }
         let generation = self.cache.snapshot();
-        let plan = plans::find(self.db, id).await?;
+        let name: String = sqlx::query_scalar("SELECT name FROM application_plans WHERE id = $1")
+            .bind(id)
+            .fetch_one(&self.db.pool)
+            .await?;
         let view = Arc::new(PlanView {
-            name: plan.name,
+            name,
             limits: load_limits(self.db, id).await?,
         });
         self.cache.put_plan(id, view.clone(), generation);

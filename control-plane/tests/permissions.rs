@@ -159,3 +159,27 @@ on_both_databases! {
         assert_eq!(r.status(), 403);
     }
 }
+
+on_both_databases! {
+    async fn a_members_pages_hold_only_their_services(app: &TestApp) {
+        for name in ["X", "Y"] {
+            app.post_form("/admin/api/services.json", &[("name", name)]).await;
+        }
+        let (_, z) = app.post_form("/admin/api/services.json", &[("name", "Z")]).await;
+        let z = z["service"]["id"].as_i64().unwrap();
+        let ops = user(app, "pager", &["plans", "partners"], Some(z), false).await;
+        let value = token(app, ops, "account_management", "ro").await;
+        for path in ["/admin/api/services.json?page=1&per_page=1", "/admin/api/applications.json?page=1&per_page=1"] {
+            let r = app.client.get(app.url(path)).bearer_auth(&value).send().await.unwrap();
+            assert_eq!(r.status(), 200, "{path}");
+            let body: Value = r.json().await.unwrap();
+            if path.contains("services") {
+                let ids: Vec<i64> =
+                    body["services"].as_array().unwrap().iter().map(|s| s["service"]["id"].as_i64().unwrap()).collect();
+                assert_eq!(ids, vec![z], "the first page is the member's first service, not an empty page");
+            } else {
+                assert_eq!(body["applications"].as_array().unwrap().len(), 0);
+            }
+        }
+    }
+}

@@ -21,7 +21,8 @@ proxy_wasm::main! {{
 /// What the root context shares with the request contexts of its VM.
 #[derive(Default)]
 struct Shared {
-    config: Option<PluginConfig>,
+    /// Shared, not cloned, by every request of this VM.
+    config: Option<Rc<PluginConfig>>,
     services: Option<Rc<Services>>,
 }
 
@@ -93,7 +94,7 @@ impl RootContext for Root {
         match PluginConfig::parse(&bytes) {
             Ok(config) => {
                 self.set_tick_period(config.refresh_interval());
-                self.shared.borrow_mut().config = Some(config);
+                self.shared.borrow_mut().config = Some(Rc::new(config));
                 // First fetch right away rather than after a whole interval.
                 self.fetch_services();
                 true

@@ -537,10 +537,10 @@ async fn all_applications(State(app): State<AppState>, headers: HeaderMap, p: Pa
     let who = am(&app, &headers, &p, Access::Read, Section::Partners).await?;
     let page = crate::catalog::Page::from_params(&p)?;
     let mut conn = app.db.pool.acquire().await?;
-    let mut list = applications::APPLICATION
-        .select(&mut conn, &applications::filters(&p)?, Some(page))
+    let only = who.services().map(|ids| ("service_id", ids));
+    let list = applications::APPLICATION
+        .select_only(&mut conn, &applications::filters(&p)?, only, Some(page))
         .await?;
-    list.retain(|a| who.may_see_service(a["service_id"].as_i64().unwrap_or_default()));
     Ok(wrap_list("applications", "application", &list))
 }
 

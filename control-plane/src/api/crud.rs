@@ -201,10 +201,13 @@ async fn list(
     };
     let mut conn = app.db.pool.acquire().await?;
     let scope = m.parent.scope_for(&who, &mut conn, &path).await?;
-    let mut items = m.resource.list(&mut conn, &scope, page).await?;
-    if m.behaviour == Behaviour::Service {
-        items.retain(|s| who.may_see_service(s["id"].as_i64().unwrap_or_default()));
-    }
+    // A member limited to some services lists only those (in SQL: pages stay whole).
+    let only = if m.behaviour == Behaviour::Service {
+        who.services().map(|ids| ("id", ids))
+    } else {
+        None
+    };
+    let mut items = m.resource.list(&mut conn, &scope, only, page).await?;
     for item in &mut items {
         behaviour::decorate(m.behaviour, &mut conn, item).await?;
     }
@@ -310,7 +313,6 @@ async fn delete(
     let id = checked_id(&m, &who, &path)?;
     let mut tx = app.db.pool.begin().await?;
     let scope = m.parent.scope_for(&who, &mut tx, &path).await?;
-    behaviour::before_delete(m.behaviour, &mut tx, &scope, id).await?;
     m.resource.delete(&mut tx, &scope, id).await?;
     tx.commit().await?;
     tracing::info!(entity = m.resource.name, id, "deleted");

@@ -117,10 +117,6 @@ pub async fn after_create(b: Behaviour, conn: &mut AnyConnection, p: &Params, it
     }
 }
 
-pub async fn before_delete(_b: Behaviour, _conn: &mut AnyConnection, _scope: &[i64], _id: i64) -> Result<(), ApiError> {
-    Ok(())
-}
-
 /// Events beyond the resource's state machine: `default` for plans, `change_plan` for
 /// contracts. `Ok(false)`: not one of them.
 pub async fn event(

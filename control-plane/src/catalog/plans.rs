@@ -2,10 +2,8 @@
 
 use super::behaviour::{derive, int, text};
 use super::resource::{field, fixed, Kind, OnCreate, Resource, Val, Values};
-use crate::db::{Db, Row};
 use crate::error::ApiError;
 use crate::params::Params;
-use rust_decimal::Decimal;
 use serde_json::{json, Value};
 use sqlx::{AnyConnection, Row as _};
 
@@ -218,40 +216,6 @@ pub fn overlaps(a: (i64, Option<i64>), b: (i64, Option<i64>)) -> bool {
     let a_hi = a.1.unwrap_or(i64::MAX);
     let b_hi = b.1.unwrap_or(i64::MAX);
     a.0 <= b_hi && b.0 <= a_hi
-}
-
-/// A plan as the service-management API needs it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ApplicationPlan {
-    pub id: i64,
-    pub service_id: i64,
-    pub name: String,
-    pub approval_required: bool,
-    pub cost_per_month: Decimal,
-}
-
-fn from_row(r: &Row) -> Result<ApplicationPlan, ApiError> {
-    let cost: String = r.try_get("cost_per_month")?;
-    Ok(ApplicationPlan {
-        id: r.try_get("id")?,
-        service_id: r.try_get("service_id")?,
-        name: r.try_get("name")?,
-        approval_required: r.try_get::<i64, _>("approval_required")? != 0,
-        cost_per_month: cost
-            .parse()
-            .map_err(|e| ApiError::Internal(format!("cost_per_month `{cost}`: {e}")))?,
-    })
-}
-
-pub async fn find(db: &Db, id: i64) -> Result<ApplicationPlan, ApiError> {
-    let row = sqlx::query(
-        "SELECT id, service_id, name, approval_required, cost_per_month FROM application_plans WHERE id = $1",
-    )
-    .bind(id)
-    .fetch_optional(&db.pool)
-    .await?
-    .ok_or(ApiError::NotFound)?;
-    from_row(&row)
 }
 
 /// Copies an application plan with its limits and pricing rules; returns the new plan's id.

@@ -316,11 +316,31 @@ impl Resource {
         filters: &[(&str, Val)],
         page: Option<Page>,
     ) -> Result<Vec<Value>, ApiError> {
-        let conditions: String = filters
+        self.select_only(conn, filters, None, page).await
+    }
+
+    /// [`select`](Self::select), further limited to rows whose `column` is one of `ids` (e.g.
+    /// the services a member may see) — in SQL, so that pages stay whole.
+    pub async fn select_only(
+        &self,
+        conn: &mut AnyConnection,
+        filters: &[(&str, Val)],
+        only: Option<(&str, &[i64])>,
+        page: Option<Page>,
+    ) -> Result<Vec<Value>, ApiError> {
+        let mut conditions: String = filters
             .iter()
             .enumerate()
             .map(|(i, (c, _))| format!(" AND {c} = ${}", i + 1))
             .collect();
+        if let Some((column, ids)) = only {
+            // Integers, so inlining them is safe; none allowed means no row.
+            let list: Vec<String> = ids.iter().map(i64::to_string).collect();
+            conditions.push_str(&match list.is_empty() {
+                true => " AND 1 = 0".to_string(),
+                false => format!(" AND {column} IN ({})", list.join(", ")),
+            });
+        }
         let mut sql = format!(
             "SELECT {} FROM {} WHERE 1 = 1{conditions} ORDER BY id",
             self.columns(),
@@ -341,13 +361,15 @@ impl Resource {
         self.scope.iter().zip(scope).map(|(c, v)| (*c, Val::Int(*v))).collect()
     }
 
+    /// The rows in `scope`, optionally only those whose `column` is one of the given ids.
     pub async fn list(
         &self,
         conn: &mut AnyConnection,
         scope: &[i64],
+        only: Option<(&str, &[i64])>,
         page: Option<Page>,
     ) -> Result<Vec<Value>, ApiError> {
-        self.select(conn, &self.scope_filters(scope), page).await
+        self.select_only(conn, &self.scope_filters(scope), only, page).await
     }
 
     /// Every row, whatever its scope (e.g. all plans of all services).

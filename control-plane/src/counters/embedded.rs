@@ -162,18 +162,6 @@ impl EmbeddedStore {
         store.writer = Some(tx);
         Ok(store)
     }
-
-    /// Counters held (for tests and memory figures).
-    pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().map(|s| s.counters.len()).unwrap_or(0))
-            .sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 impl CounterStore for EmbeddedStore {
