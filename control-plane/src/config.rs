@@ -20,6 +20,9 @@ pub struct Config {
     /// `TOLLGATE_CACHE_TTL_MS`: how long authrep trusts what it cached from the catalog; bounds
     /// how long another replica's admin write takes to be seen here.
     pub cache_ttl_ms: u64,
+    /// `TOLLGATE_USAGE_FLUSH_MS`: how often hour counters are copied into the usage tables
+    /// (and so how far behind billing and analytics may be).
+    pub usage_flush_ms: u64,
     /// `TOLLGATE_ADMIN_TOKEN`: an access token with every scope, read-write, ensured at start.
     pub admin_token: Option<String>,
     /// `TOLLGATE_LOG_FORMAT`: `text` (default) or `json`.
@@ -43,6 +46,7 @@ impl Default for Config {
             redis_prefix: "tollgate:".into(),
             redis_timeout_ms: 100,
             cache_ttl_ms: 5000,
+            usage_flush_ms: 10_000,
             admin_token: None,
             log_format: LogFormat::Text,
         }
@@ -101,6 +105,12 @@ impl Config {
         if let Some(v) = set("TOLLGATE_CACHE_TTL_MS") {
             config.cache_ttl_ms = v.parse().map_err(|_| ConfigError::Env {
                 var: "TOLLGATE_CACHE_TTL_MS",
+                message: format!("`{v}` is not a number of milliseconds"),
+            })?;
+        }
+        if let Some(v) = set("TOLLGATE_USAGE_FLUSH_MS") {
+            config.usage_flush_ms = v.parse().ok().filter(|ms| *ms > 0).ok_or_else(|| ConfigError::Env {
+                var: "TOLLGATE_USAGE_FLUSH_MS",
                 message: format!("`{v}` is not a number of milliseconds"),
             })?;
         }

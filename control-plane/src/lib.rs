@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod batches;
 pub mod catalog;
 pub mod config;
 pub mod counters;
@@ -24,6 +25,7 @@ pub mod telemetry;
 pub mod testing;
 pub mod time;
 pub mod transactor;
+pub mod usage;
 
 /// The binary's version, reported by `/health`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -2,7 +2,7 @@
 //! (a method's hit is also a hit of `hits`), each limit becomes a counter op, and the stored
 //! values come back as 3scale's usage reports.
 
-use crate::counters::Op;
+use crate::counters::{Amount, Op};
 use crate::periods::Period;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -22,42 +22,74 @@ pub struct PlanLimit {
     pub max: i64,
 }
 
-/// Usage per metric id after adding each delta to the metric's ancestors (unless `flat`).
-pub fn expand(usage: &[(i64, i64)], metrics: &[MetricNode], flat: bool) -> BTreeMap<i64, i64> {
+/// Usage per metric id after adding each amount to the metric's ancestors (unless `flat`).
+pub fn expand(usage: &[(i64, Amount)], metrics: &[MetricNode], flat: bool) -> BTreeMap<i64, Amount> {
     let parent = |id: i64| metrics.iter().find(|m| m.id == id).and_then(|m| m.parent_id);
     let mut out = BTreeMap::new();
-    for &(metric, delta) in usage {
+    for &(metric, amount) in usage {
         let mut current = Some(metric);
         // The depth bound guards against a cycle in stored data.
         for _ in 0..16 {
             let Some(id) = current else { break };
-            let entry = out.entry(id).or_insert(0i64);
-            *entry = entry.saturating_add(delta);
+            let entry = out.entry(id).or_insert(Amount::Add(0));
+            *entry = entry.plus(amount);
             current = if flat { None } else { parent(id) };
         }
     }
     out
 }
 
-/// Counter ops for one call: one per limit (delta 0 where the call does not touch the metric,
-/// so that its value is read for the report), and a month and an hour counter for every
-/// touched metric, which usage records and billing read.
-pub fn ops(limits: &[PlanLimit], usage: &BTreeMap<i64, i64>, now: DateTime<Utc>) -> Vec<Op> {
-    let op = |metric_id: i64, period: Period, max: Option<i64>| Op {
+/// Response codes (`log[code]`) are counted like metrics, under reserved negative ids: the
+/// exact code (200 → -200) and its class (2xx → -2). Real metric ids are positive.
+pub fn response_code_counters(code: u16) -> [i64; 2] {
+    [-i64::from(code), -i64::from(code / 100)]
+}
+
+/// The response code a reserved counter id stands for: `"200"` or `"2xx"`.
+pub fn response_code_name(counter_id: i64) -> Option<String> {
+    match -counter_id {
+        c @ 1..=9 => Some(format!("{c}xx")),
+        c @ 100..=999 => Some(c.to_string()),
+        _ => None,
+    }
+}
+
+/// `log[code]` as apisonator takes it: a three-digit HTTP status, else nothing is counted.
+pub fn parse_response_code(raw: Option<&str>) -> Option<u16> {
+    let raw = raw?.trim();
+    (raw.len() == 3 && raw.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| raw.parse().ok())
+        .flatten()
+        .filter(|c| (100..=599).contains(c))
+}
+
+/// Counter ops for one call: one per limit (nothing to add where the call does not touch the
+/// metric, so that its value is read for the report), a month and an hour counter for every
+/// touched metric, which the usage tables and billing read, and an hour counter for the
+/// response code and its class, if the call logs one.
+pub fn ops(limits: &[PlanLimit], usage: &BTreeMap<i64, Amount>, code: Option<u16>, now: DateTime<Utc>) -> Vec<Op> {
+    let op = |metric_id: i64, period: Period, max: Option<i64>, amount: Amount| Op {
         metric_id,
         period,
         start: period.start(now).map(|s| s.timestamp()).unwrap_or(0),
         ttl: period.ttl_secs(now),
-        delta: usage.get(&metric_id).copied().unwrap_or(0),
+        amount,
         max,
     };
-    let mut ops: Vec<Op> = limits.iter().map(|l| op(l.metric_id, l.period, Some(l.max))).collect();
+    let amount = |metric_id| usage.get(&metric_id).copied().unwrap_or(Amount::Add(0));
+    let mut ops: Vec<Op> = limits
+        .iter()
+        .map(|l| op(l.metric_id, l.period, Some(l.max), amount(l.metric_id)))
+        .collect();
     for &metric in usage.keys() {
         for period in [Period::Month, Period::Hour] {
             if !ops.iter().any(|o| o.metric_id == metric && o.period == period) {
-                ops.push(op(metric, period, None));
+                ops.push(op(metric, period, None, amount(metric)));
             }
         }
+    }
+    for counter in code.map(response_code_counters).into_iter().flatten() {
+        ops.push(op(counter, Period::Hour, None, Amount::Add(1)));
     }
     ops
 }
@@ -88,13 +120,13 @@ pub struct UsageReport {
 /// reports of the metrics this call uses (with their ancestors; all reports if it uses
 /// nothing), the one allowing the fewest more identical calls (-1: not limited by it) — the
 /// longer period on a tie. No report at all: remaining and reset are -1 and there is no max.
-pub fn limit_headers(reports: &[UsageReport], usage: &BTreeMap<i64, i64>, now: i64) -> (i64, i64, Option<i64>) {
+pub fn limit_headers(reports: &[UsageReport], usage: &BTreeMap<i64, Amount>, now: i64) -> (i64, i64, Option<i64>) {
     let best = reports
         .iter()
         .filter(|r| usage.is_empty() || usage.contains_key(&r.metric_id))
         .map(|r| {
             let left = r.max_value - r.current_value;
-            let used = usage.get(&r.metric_id).copied().unwrap_or(0);
+            let used = usage.get(&r.metric_id).map_or(0, |a| a.units());
             // A call that uses none of the metric is not limited by it: -1.
             let remaining = if left <= 0 {
                 0
@@ -155,6 +187,38 @@ pub fn reports(ops: &[Op], values: &[i64], metrics: &[MetricNode], now: DateTime
 mod tests {
     use super::*;
 
+    fn add(usage: &[(i64, i64)]) -> Vec<(i64, Amount)> {
+        usage.iter().map(|&(m, n)| (m, Amount::Add(n))).collect()
+    }
+
+    #[test]
+    fn sets_flow_up_and_codes_are_counted() {
+        let now = DateTime::parse_from_rfc3339("2010-05-15T13:41:30Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let usage = expand(&[(2, Amount::Set(5)), (1, Amount::Add(1))], &metrics(), false);
+        assert_eq!(usage, BTreeMap::from([(1, Amount::Set(6)), (2, Amount::Set(5))]));
+        let ops = ops(&[], &BTreeMap::new(), Some(404), now);
+        assert_eq!(ops.len(), 2);
+        assert_eq!((ops[0].metric_id, ops[1].metric_id), (-404, -4));
+        assert!(ops
+            .iter()
+            .all(|o| o.period == Period::Hour && o.amount == Amount::Add(1)));
+        assert_eq!(response_code_name(-404).as_deref(), Some("404"));
+        assert_eq!(response_code_name(-4).as_deref(), Some("4xx"));
+        assert_eq!(response_code_name(7), None);
+        for (raw, code) in [
+            ("200", Some(200)),
+            (" 503 ", Some(503)),
+            ("2000", None),
+            ("abc", None),
+            ("099", None),
+            ("", None),
+        ] {
+            assert_eq!(parse_response_code(Some(raw)), code, "{raw:?}");
+        }
+    }
+
     fn metrics() -> Vec<MetricNode> {
         vec![
             MetricNode {
@@ -177,18 +241,18 @@ mod tests {
 
     #[test]
     fn usage_flows_up_unless_flat() {
-        let deep = expand(&[(2, 3), (1, 1)], &metrics(), false);
-        assert_eq!(deep, BTreeMap::from([(1, 4), (2, 3)]));
-        let flat = expand(&[(2, 3)], &metrics(), true);
-        assert_eq!(flat, BTreeMap::from([(2, 3)]));
+        let deep = expand(&add(&[(2, 3), (1, 1)]), &metrics(), false);
+        assert_eq!(deep, BTreeMap::from([(1, Amount::Add(4)), (2, Amount::Add(3))]));
+        let flat = expand(&add(&[(2, 3)]), &metrics(), true);
+        assert_eq!(flat, BTreeMap::from([(2, Amount::Add(3))]));
         let cyclic = vec![MetricNode {
             id: 1,
             system_name: "a".into(),
             parent_id: Some(1),
         }];
         assert_eq!(
-            expand(&[(1, 1)], &cyclic, false).get(&1),
-            Some(&16),
+            expand(&add(&[(1, 1)]), &cyclic, false).get(&1),
+            Some(&Amount::Add(16)),
             "bounded, not endless"
         );
     }
@@ -211,16 +275,16 @@ mod tests {
                 max: 100,
             },
         ];
-        let usage = expand(&[(1, 11)], &metrics(), false);
-        let ops = ops(&limits, &usage, now);
+        let usage = expand(&add(&[(1, 11)]), &metrics(), false);
+        let ops = ops(&limits, &usage, None, now);
         let r = reports(&ops, &[0, 0, 0], &metrics(), now);
         assert_eq!(limit_headers(&r, &usage, now.timestamp()), (0, 1, Some(10)));
         // Room for 9 more calls of 10 a day, 1 left an hour: the hour decides.
-        let usage = expand(&[(1, 1)], &metrics(), false);
+        let usage = expand(&add(&[(1, 1)]), &metrics(), false);
         let r = reports(&ops, &[9, 10, 0], &metrics(), now);
         assert_eq!(limit_headers(&r, &usage, now.timestamp()), (1, 1, Some(10)));
         // A call not using the limited metric is not limited by it.
-        let usage = expand(&[(3, 1)], &metrics(), false);
+        let usage = expand(&add(&[(3, 1)]), &metrics(), false);
         assert_eq!(limit_headers(&r, &usage, now.timestamp()), (-1, -1, None));
         assert_eq!(limit_headers(&[], &BTreeMap::new(), 0), (-1, -1, None));
     }
@@ -247,11 +311,11 @@ mod tests {
                 max: 5,
             },
         ];
-        let usage = expand(&[(2, 1)], &metrics(), false);
-        let ops = ops(&limits, &usage, now);
+        let usage = expand(&add(&[(2, 1)]), &metrics(), false);
+        let ops = ops(&limits, &usage, None, now);
         // 3 limits + month/hour for get_item + hour for hits (its month is a limit already).
         assert_eq!(ops.len(), 6);
-        assert_eq!(ops[2].delta, 0, "bytes is limited but untouched");
+        assert_eq!(ops[2].amount, Amount::Add(0), "bytes is limited but untouched");
         let reports = reports(&ops, &[3, 6, 7, 0, 0, 0], &metrics(), now);
         assert_eq!(reports.len(), 3);
         assert_eq!(

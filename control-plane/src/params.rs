@@ -92,9 +92,14 @@ fn flatten(key: &str, value: Value, out: &mut Vec<(String, String)>) {
         Value::String(s) => out.push((key.to_string(), s)),
         Value::Bool(b) => out.push((key.to_string(), b.to_string())),
         Value::Number(n) => out.push((key.to_string(), n.to_string())),
+        // Scalars as Rails' `name[]`; objects and arrays by index (`transactions[0][usage]…`),
+        // as 3scale's form encoding numbers them.
         Value::Array(items) => {
-            for item in items {
-                flatten(&format!("{key}[]"), item, out);
+            for (i, item) in items.into_iter().enumerate() {
+                match item {
+                    Value::Object(_) | Value::Array(_) => flatten(&format!("{key}[{i}]"), item, out),
+                    _ => flatten(&format!("{key}[]"), item, out),
+                }
             }
         }
         Value::Object(map) => {
@@ -144,6 +149,14 @@ mod tests {
         assert_eq!(p.get("u[hits]"), Some("2"));
         assert_eq!(p.get("z"), None);
         assert_eq!(p.get("access_token"), Some("t"));
+        p.extend_from_body(
+            "application/json",
+            br#"{"ids":[1,2],"transactions":[{"user_key":"a","usage":{"hits":1}},{"user_key":"b"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(p.all("ids"), vec!["1", "2"]);
+        assert_eq!(p.get("transactions[0][usage][hits]"), Some("1"));
+        assert_eq!(p.get("transactions[1][user_key]"), Some("b"));
     }
 
     #[test]

@@ -32,6 +32,7 @@ pub enum StartupError {
 pub struct Application {
     listener: TcpListener,
     state: AppState,
+    usage_flush: Duration,
 }
 
 impl Application {
@@ -73,11 +74,19 @@ impl Application {
                     .await
                     .map_err(err)?;
                 let _: String = redis::cmd("PING").query_async(&mut conn).await.map_err(err)?;
-                Counters::Redis(RedisStore::new(
+                let store = RedisStore::new(
                     conn,
                     &config.redis_prefix,
                     Duration::from_millis(config.redis_timeout_ms),
-                ))
+                );
+                // What the last process moved but may not have flushed is flushed again.
+                match store.recover_changed_hours().await {
+                    Ok(n) => tracing::info!(hour_counters = n, "hour counters handed to the usage flush"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not list hour counters; the usage flush may miss the last moves before the restart")
+                    }
+                }
+                Counters::Redis(store)
             }
         };
         let listener = TcpListener::bind(config.listen)
@@ -89,6 +98,7 @@ impl Application {
         crate::metrics::handle();
         Ok(Self {
             listener,
+            usage_flush: Duration::from_millis(config.usage_flush_ms),
             state: AppState {
                 db,
                 counters,
@@ -109,11 +119,24 @@ impl Application {
         &self.state
     }
 
-    /// Serves until `shutdown` completes, then lets in-flight requests finish.
+    /// Serves until `shutdown` completes, then lets in-flight requests finish and flushes
+    /// usage one last time.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         tracing::info!(addr = %self.local_addr(), database = ?self.state.db.engine, counters = self.state.counters.backend(), "tollgate listening");
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let flusher = tokio::spawn(crate::usage::flush_loop(
+            self.state.db.clone(),
+            self.state.counters.clone(),
+            self.usage_flush,
+            stopped,
+        ));
         let app = api::router(self.state.clone());
-        axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await?;
+        let served = axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await;
+        let _ = stop.send(true);
+        if let Err(e) = flusher.await {
+            tracing::error!(error = %e, "usage flusher failed");
+        }
+        served?;
         self.state.db.pool.close().await;
         tracing::info!("tollgate stopped");
         Ok(())

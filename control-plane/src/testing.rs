@@ -23,6 +23,8 @@ pub struct TestApp {
     pub addr: SocketAddr,
     pub client: Client,
     pub db: crate::db::Db,
+    /// The app's counter store (to flush usage without waiting for the flusher).
+    pub counters: crate::counters::Counters,
     stop: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     _dir: Option<tempfile::TempDir>,
@@ -100,6 +102,7 @@ impl TestApp {
         let app = Application::build(&config).await.expect("application starts");
         let addr = app.local_addr();
         let db = app.state().db.clone();
+        let counters = app.state().counters.clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(app.run_until(async {
             let _ = stopped.await;
@@ -108,6 +111,7 @@ impl TestApp {
             addr,
             client: Client::new(),
             db,
+            counters,
             stop: Some(stop),
             server: Some(server),
             _dir: dir,

@@ -5,7 +5,7 @@
 
 use crate::catalog::applications::{self, Application};
 use crate::catalog::services;
-use crate::counters::{CounterStore, Counters, Mode};
+use crate::counters::{Amount, CounterStore, Counters, Mode};
 use crate::db::Db;
 use crate::error::ApiError;
 use crate::hot_cache::{Credential, HotCache, PlanView, ServiceView};
@@ -55,7 +55,7 @@ pub struct Status {
     pub plan: String,
     pub reports: Vec<UsageReport>,
     /// This call's usage per metric, ancestors included (for the limit headers).
-    pub usage: std::collections::BTreeMap<i64, i64>,
+    pub usage: std::collections::BTreeMap<i64, Amount>,
     /// With `hierarchy=1`: per usage report, the metric and its children's names.
     pub hierarchy: Option<Vec<(String, Vec<String>)>>,
     /// With `list_app_keys=1`: the application's id, the service's id and the keys.
@@ -321,9 +321,10 @@ async fn load_limits(db: &Db, plan_id: i64) -> Result<Vec<PlanLimit>, SmError> {
     Ok(out)
 }
 
-/// `usage[metric]=N` pairs (under `prefix`, e.g. `transactions[0][usage]`) as (metric id, delta).
-/// Unknown metrics and values that are not whole numbers are apisonator's errors.
-pub fn usage(p: &Params, prefix: &str, metrics: &[MetricNode]) -> Result<Vec<(i64, i64)>, SmError> {
+/// `usage[metric]=N` (add N) and `usage[metric]=#N` (set the counter to N) pairs, under
+/// `prefix` (e.g. `transactions[0][usage]`), as (metric id, amount). Unknown metrics and values
+/// that are not whole numbers are apisonator's errors; adding 0 is dropped.
+pub fn usage(p: &Params, prefix: &str, metrics: &[MetricNode]) -> Result<Vec<(i64, Amount)>, SmError> {
     let open = format!("{prefix}[");
     let mut out = Vec::new();
     for (name, value) in &p.0 {
@@ -342,20 +343,25 @@ pub fn usage(p: &Params, prefix: &str, metrics: &[MetricNode]) -> Result<Vec<(i6
                 format!("usage value for metric \"{metric}\" can not be empty"),
             ));
         }
-        // `#N` (set the counter to N) is apisonator's too, but not implemented here yet.
-        let delta = trimmed
+        let (set, digits) = match trimmed.strip_prefix('#') {
+            Some(rest) => (true, rest),
+            None => (false, trimmed),
+        };
+        let n = digits
             .parse::<i64>()
             .ok()
-            .filter(|d| *d >= 0 && trimmed.bytes().all(|b| b.is_ascii_digit()));
-        let delta = delta.ok_or_else(|| {
+            .filter(|_| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()));
+        let n = n.ok_or_else(|| {
             SmError::new(
                 403,
                 "usage_value_invalid",
                 format!("usage value \"{value}\" for metric \"{metric}\" is invalid"),
             )
         })?;
-        if delta > 0 {
-            out.push((node.id, delta));
+        match (set, n) {
+            (true, n) => out.push((node.id, Amount::Set(n))),
+            (false, 0) => {}
+            (false, n) => out.push((node.id, Amount::Add(n))),
         }
     }
     Ok(out)
@@ -369,7 +375,8 @@ pub async fn authorize(
     view: &ServiceView,
     app: &Application,
     app_key: Option<&str>,
-    usage: &[(i64, i64)],
+    usage: &[(i64, Amount)],
+    code: Option<u16>,
     options: Options,
     mode: Mode,
     now: DateTime<Utc>,
@@ -404,7 +411,7 @@ pub async fn authorize(
         return Ok(deny("application is not active".into(), "application_not_active"));
     }
     let expanded = limits::expand(usage, metrics, options.flat_usage);
-    let ops = limits::ops(&plan.limits, &expanded, now);
+    let ops = limits::ops(&plan.limits, &expanded, code, now);
     let outcome = counters.apply(app.id, &ops, mode).await.map_err(|e| {
         tracing::warn!(error = %e, "counters unavailable");
         SmError::new(503, "backend_unavailable", "usage counters are unavailable")
@@ -440,10 +447,12 @@ pub async fn authorize(
     })
 }
 
-/// One transaction of a report, validated: the application, its usage and when it happened.
+/// One transaction of a report, validated: the application, its usage, the response code it
+/// logs and when it happened.
 pub struct Transaction {
     pub app: Arc<Application>,
-    pub usage: Vec<(i64, i64)>,
+    pub usage: Vec<(i64, Amount)>,
+    pub code: Option<u16>,
     pub at: DateTime<Utc>,
 }
 
@@ -489,6 +498,18 @@ pub fn timestamp(raw: Option<&str>, now: DateTime<Utc>) -> Result<DateTime<Utc>,
     Ok(parsed)
 }
 
+/// A report's optional `batch_id` (at most 200 characters; blank is none).
+pub fn batch_id(p: &Params) -> Result<Option<&str>, SmError> {
+    match p.get("batch_id").map(str::trim).filter(|b| !b.is_empty()) {
+        Some(b) if b.chars().count() > 200 => Err(SmError::new(
+            422,
+            "batch_id_invalid",
+            "batch_id is invalid: at most 200 characters",
+        )),
+        b => Ok(b),
+    }
+}
+
 /// Validates a whole report batch (`transactions[N][…]`, at most 1000) before anything counts:
 /// one bad transaction rejects the batch, so nothing is half-reported.
 pub async fn report_batch(
@@ -505,8 +526,9 @@ pub async fn report_batch(
         let creds = Credentials::from(p, name);
         let app = application(l, &view.service, &creds).await?;
         let usage = usage(p, &format!("transactions[{i}][usage]"), metrics)?;
-        let at = timestamp(p.get(&format!("transactions[{i}][timestamp]")), now)?;
-        out.push(Transaction { app, usage, at });
+        let at = timestamp(p.get(&name("timestamp")), now)?;
+        let code = limits::parse_response_code(p.get(&format!("transactions[{i}][log][code]")));
+        out.push(Transaction { app, usage, code, at });
     }
     Ok(out)
 }
@@ -521,7 +543,12 @@ pub async fn count(
 ) -> Result<(), SmError> {
     for t in batch {
         let plan = l.plan(t.app.plan_id).await?;
-        let ops = limits::ops(&plan.limits, &limits::expand(&t.usage, &view.metrics, false), t.at);
+        let ops = limits::ops(
+            &plan.limits,
+            &limits::expand(&t.usage, &view.metrics, false),
+            t.code,
+            t.at,
+        );
         counters.apply(t.app.id, &ops, Mode::Add).await.map_err(|e| {
             tracing::warn!(error = %e, "counters unavailable");
             SmError::new(503, "backend_unavailable", "usage counters are unavailable")
@@ -587,7 +614,8 @@ mod tests {
             let p = Params(vec![("usage[hits]".into(), v.clone())]);
             let ok = usage(&p, "usage", &metrics).is_ok();
             let t = v.trim();
-            prop_assert_eq!(ok, !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) && t.parse::<i64>().is_ok());
+            let digits = t.strip_prefix('#').unwrap_or(t);
+            prop_assert_eq!(ok, !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) && digits.parse::<i64>().is_ok());
         }
     }
 

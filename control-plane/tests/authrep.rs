@@ -406,3 +406,150 @@ async fn embedded_counters_survive_a_restart() {
     assert_eq!(status, 200, "a call that counts nothing needs no write: {body}");
     app.stop().await;
 }
+
+/// POSTs a JSON report (as our filter sends them) to `/transactions.json`.
+async fn report_json(app: &TestApp, body: &Value) -> (u16, String) {
+    let r = app
+        .client
+        .post(app.url("/transactions.json"))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// Sets, response codes, batch ids and the usage tables, through the HTTP API.
+async fn usage_reaches_the_usage_tables(app: &TestApp) {
+    use tollgate::usage::{self, Scope};
+    let (base, _) = limited(app).await;
+    let sid: i64 = base
+        .split("service_id=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let token = base
+        .split("service_token=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap()
+        .to_string();
+    let application: i64 = sqlx::query_scalar("SELECT id FROM applications WHERE user_key = 'limited-key'")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    let hits: i64 = sqlx::query_scalar("SELECT id FROM metrics WHERE service_id = $1 AND system_name = 'hits'")
+        .bind(sid)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+
+    // authrep with a response code; a method's hit is a hit too.
+    let (status, body) = call(app, &format!("{base}&usage%5Bhits%5D=1&log%5Bcode%5D=200")).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = call(app, &format!("{base}&usage%5Bsearch%5D=1&log%5Bcode%5D=404")).await;
+    assert_eq!(status, 200);
+    // A denied authrep logs nothing; authorize never does.
+    let (status, _) = call(app, &format!("{base}&usage%5Bhits%5D=5&log%5Bcode%5D=500")).await;
+    assert_eq!(status, 409);
+    let authorize = base.replace("authrep.json", "authorize.json");
+    let (status, _) = call(app, &format!("{authorize}&usage%5Bhits%5D=1&log%5Bcode%5D=500")).await;
+    assert_eq!(status, 200);
+
+    // A JSON report with a batch id, sent twice, counts once.
+    let batch = serde_json::json!({
+        "service_id": sid.to_string(), "service_token": token, "batch_id": "b-1",
+        "transactions": [
+            {"user_key": "limited-key", "usage": {"hits": 3}, "log": {"code": 503}},
+            {"user_key": "limited-key", "usage": {"hits": 2}, "log": {"code": 201}},
+        ]
+    });
+    assert_eq!(report_json(app, &batch).await, (202, String::new()));
+    assert_eq!(
+        report_json(app, &batch).await,
+        (202, String::new()),
+        "acknowledged again"
+    );
+    let (_, body) = call(app, &authorize).await;
+    assert_eq!(
+        body["usage_reports"][0]["current_value"], 7,
+        "2 authreps + 5 reported, once: {body}"
+    );
+    let mut other = batch.clone();
+    other["batch_id"] = "b-2".into();
+    other["transactions"] = serde_json::json!([{"user_key": "limited-key", "usage": {"hits": 1}}]);
+    assert_eq!(report_json(app, &other).await.0, 202);
+    let mut long = other.clone();
+    long["batch_id"] = "x".repeat(201).into();
+    let (status, body) = report_json(app, &long).await;
+    assert_eq!(status, 422);
+    assert!(body.contains("batch_id_invalid"), "{body}");
+
+    // The flush copies it all; flushing again changes nothing.
+    let hour = chrono::Utc::now().timestamp() / 3600 * 3600;
+    let (from, to) = (hour - 7200, hour + 7200);
+    for _ in 0..2 {
+        usage::flush(&app.db, &app.counters).await.unwrap();
+        assert_eq!(
+            usage::total(&app.db, Scope::Application(application), hits, from, to)
+                .await
+                .unwrap(),
+            8
+        );
+        assert_eq!(
+            usage::total(&app.db, Scope::Service(sid), hits, from, to)
+                .await
+                .unwrap(),
+            8
+        );
+        let codes = usage::response_codes(&app.db, Scope::Service(sid), from, to)
+            .await
+            .unwrap();
+        let codes: Vec<(&str, i64)> = codes.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        assert_eq!(
+            codes,
+            vec![
+                ("200", 1),
+                ("201", 1),
+                ("2xx", 2),
+                ("404", 1),
+                ("4xx", 1),
+                ("503", 1),
+                ("5xx", 1)
+            ]
+        );
+    }
+
+    // `#N` sets the counter (here: every counter of hits, the hour one too).
+    let (status, body) = call(app, &format!("{base}&usage%5Bhits%5D=%232")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["usage_reports"][0]["current_value"], 2);
+    let (status, _) = call(app, &format!("{base}&usage%5Bhits%5D=%234")).await;
+    assert_eq!(status, 409, "a set past the max is denied");
+    usage::flush(&app.db, &app.counters).await.unwrap();
+    assert_eq!(
+        usage::total(&app.db, Scope::Application(application), hits, from, to)
+            .await
+            .unwrap(),
+        2
+    );
+}
+
+on_both_databases! {
+    async fn usage_tables_on_embedded_counters(app: &TestApp) {
+        usage_reaches_the_usage_tables(app).await;
+    }
+}
+
+#[tokio::test]
+async fn usage_tables_on_redis_counters() {
+    let app = TestApp::spawn_on_redis().await;
+    usage_reaches_the_usage_tables(&app).await;
+    app.stop().await;
+}

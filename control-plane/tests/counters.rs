@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tollgate::counters::embedded::EmbeddedStore;
 use tollgate::counters::redis::RedisStore;
-use tollgate::counters::{CounterStore, Counters, Mode, Op};
+use tollgate::counters::{Amount, CounterStore, Counters, HourKey, Mode, Op};
 use tollgate::periods::Period;
 
 async fn redis() -> Counters {
@@ -47,9 +47,29 @@ fn op(metric: i64, period: Period, delta: i64, max: Option<i64>) -> Op {
         period,
         start: if period == Period::Eternity { 0 } else { 1_700_000_000 },
         ttl,
-        delta,
+        amount: Amount::Add(delta),
         max,
     }
+}
+
+fn set(metric: i64, period: Period, value: i64, max: Option<i64>) -> Op {
+    Op {
+        amount: Amount::Set(value),
+        ..op(metric, period, 0, max)
+    }
+}
+
+/// The changed hour counters a store hands over, as (key, value), in key order.
+async fn taken(s: &impl CounterStore) -> Vec<(HourKey, i64)> {
+    let mut out: Vec<_> = s
+        .take_changed_hours()
+        .await
+        .unwrap()
+        .iter()
+        .map(|v| (v.key, v.value))
+        .collect();
+    out.sort();
+    out
 }
 
 macro_rules! on_both_stores {
@@ -134,6 +154,74 @@ on_both_stores! {
         let read = s.apply(9, &[op(1, Period::Minute, 0, None), op(1, Period::Eternity, 0, None)], Mode::Check).await.unwrap();
         assert_eq!(read.values, vec![25, 25], "denied calls moved nothing");
     }
+
+    async fn a_set_replaces_the_value_and_is_checked_for_it(s: Counters) {
+        s.apply(7, &[op(1, Period::Day, 8, None)], Mode::Add).await.unwrap();
+        let over = s.apply(7, &[set(1, Period::Day, 11, Some(10))], Mode::CheckAndAdd).await.unwrap();
+        assert_eq!((over.authorized, over.values), (false, vec![8]));
+        let down = s.apply(7, &[set(1, Period::Day, 2, Some(10))], Mode::CheckAndAdd).await.unwrap();
+        assert_eq!((down.authorized, down.values), (true, vec![2]), "a set may lower a counter");
+        let check = s.apply(7, &[set(1, Period::Day, 10, Some(10))], Mode::Check).await.unwrap();
+        assert!(check.authorized, "setting to the max is within it");
+        let zero = s.apply(7, &[set(1, Period::Day, 0, None)], Mode::Add).await.unwrap();
+        assert_eq!(zero.values, vec![0], "#0 resets");
+    }
+
+    async fn moved_hour_counters_are_handed_to_the_usage_flush(s: Counters) {
+        assert!(s.take_changed_hours().await.unwrap().is_empty());
+        let hour = op(1, Period::Hour, 2, None);
+        s.apply(7, &[hour.clone(), op(1, Period::Month, 2, None)], Mode::Add).await.unwrap();
+        s.apply(7, std::slice::from_ref(&hour), Mode::Add).await.unwrap();
+        s.apply(7, &[op(1, Period::Hour, 1, Some(0))], Mode::CheckAndAdd).await.unwrap();
+        s.apply(8, &[op(1, Period::Hour, 0, None)], Mode::Check).await.unwrap();
+        let key = HourKey { app: 7, metric_id: 1, start: hour.start };
+        assert_eq!(taken(&s).await, vec![(key, 4)], "denied and read-only calls move nothing");
+        assert!(s.take_changed_hours().await.unwrap().is_empty(), "taken once");
+        s.mark_changed_hours(vec![key]);
+        assert_eq!(taken(&s).await, vec![(key, 4)], "handed back after a failed flush");
+    }
+}
+
+#[tokio::test]
+async fn a_restarted_durable_store_hands_its_hour_counters_over_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("c.db").display());
+    let db = tollgate::db::Db::connect(&url).await.unwrap();
+    db.migrate().await.unwrap();
+    let store = EmbeddedStore::durable(db.clone()).await.unwrap();
+    store
+        .apply(
+            7,
+            &[op(1, Period::Hour, 3, None), op(1, Period::Eternity, 3, None)],
+            Mode::Add,
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.take_changed_hours().await.unwrap().len(), 1);
+    drop(store);
+    let again = EmbeddedStore::durable(db).await.unwrap();
+    let hours = again.take_changed_hours().await.unwrap();
+    assert_eq!(hours.len(), 1);
+    assert_eq!(hours[0].value, 3);
+}
+
+#[tokio::test]
+async fn a_restarted_redis_store_finds_its_hour_counters() {
+    let Counters::Redis(store) = redis().await else {
+        unreachable!()
+    };
+    store
+        .apply(
+            5,
+            &[op(1, Period::Hour, 3, None), op(-200, Period::Hour, 1, None)],
+            Mode::Add,
+        )
+        .await
+        .unwrap();
+    let fresh = store.with_fresh_state();
+    assert_eq!(fresh.recover_changed_hours().await.unwrap(), 2);
+    let hours: Vec<(i64, i64)> = taken(&fresh).await.iter().map(|(k, v)| (k.metric_id, *v)).collect();
+    assert_eq!(hours, vec![(-200, 1), (1, 3)]);
 }
 
 #[tokio::test]

@@ -4,10 +4,11 @@
 //! [`crate::transactor`]; this module reads requests and writes apisonator's bytes.
 //!
 //! Honoured `3scale-options`: `no_body`, `rejection_reason_header`, `flat_usage`,
-//! `limit_headers`, `hierarchy`, `list_app_keys`. Still to come: `#N` (set) usage and
-//! `log[code]` counts.
+//! `limit_headers`, `hierarchy`, `list_app_keys`. Usage is `N` (add) or `#N` (set);
+//! `log[code]` counts the response code and its class.
 
 use super::AppState;
+use crate::batches::{self, Claim};
 use crate::counters::Mode;
 use crate::limits::UsageReport;
 use crate::params::Params;
@@ -203,6 +204,10 @@ async fn authorize_or_authrep(
             &application,
             creds.app_key,
             &usage,
+            // Only authrep reports; authorize moves nothing.
+            (mode == Mode::CheckAndAdd)
+                .then(|| crate::limits::parse_response_code(p.get("log[code]")))
+                .flatten(),
             options,
             mode,
             now,
@@ -228,9 +233,31 @@ async fn report(app: AppState, headers: HeaderMap, p: Params, format: Format) ->
         transactor::check_utf8(&p)?;
         let lookup = app.lookup();
         let view = transactor::service(&lookup, &p).await?;
-        let batch = transactor::report_batch(&lookup, &view, &p, chrono::Utc::now()).await?;
-        transactor::count(&lookup, &app.counters, &view, &batch).await?;
-        Ok::<usize, SmError>(batch.len())
+        let now = chrono::Utc::now();
+        let batch = transactor::report_batch(&lookup, &view, &p, now).await?;
+        let Some(batch_id) = transactor::batch_id(&p)? else {
+            transactor::count(&lookup, &app.counters, &view, &batch).await?;
+            return Ok::<usize, SmError>(batch.len());
+        };
+        let service_id = view.service.id;
+        match batches::claim(&app.db, service_id, batch_id, now.timestamp()).await? {
+            Claim::Done => Ok(0),
+            Claim::InProgress => Err(SmError::new(
+                409,
+                "batch_in_progress",
+                format!("batch \"{batch_id}\" is being counted; send it again later"),
+            )),
+            Claim::New => match transactor::count(&lookup, &app.counters, &view, &batch).await {
+                Ok(()) => {
+                    batches::finish(&app.db, service_id, batch_id).await?;
+                    Ok(batch.len())
+                }
+                Err(e) => {
+                    batches::release(&app.db, service_id, batch_id).await?;
+                    Err(e)
+                }
+            },
+        }
     }
     .await;
     match result {

@@ -9,9 +9,10 @@
 //! fails, the call's deltas are taken back and the call fails: nothing counts that was not
 //! stored. At start, unexpired counters are read back.
 
-use super::{exceeds, CounterError, CounterStore, Mode, Op, Outcome};
+use super::{exceeds, Amount, CounterError, CounterStore, Mode, Op, Outcome};
+use super::{HourKey, HourValue};
 use crate::periods::Period;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 const SHARDS: usize = 64;
@@ -39,6 +40,8 @@ type Writer = tokio::sync::mpsc::UnboundedSender<(Vec<Stored>, Done)>;
 struct Shard {
     /// (app, metric, period, start) → (value, expires at: unix seconds, or None).
     counters: HashMap<Key, (i64, Option<i64>)>,
+    /// Hour counters moved since the usage flush last took them.
+    changed: HashSet<HourKey>,
     calls: u32,
 }
 
@@ -77,7 +80,8 @@ impl EmbeddedStore {
     }
 
     /// Applies the ops; the moved counters are queued to `writer` before the lock is released.
-    /// Returns whether anything was queued (and so must be waited for).
+    /// Returns whether anything was queued (and so must be waited for), and the moved
+    /// counters' values before the call (to undo it).
     fn apply_locked(
         &self,
         app: i64,
@@ -85,7 +89,7 @@ impl EmbeddedStore {
         mode: Mode,
         now: i64,
         writer: Option<(&Writer, Done)>,
-    ) -> (Outcome, bool) {
+    ) -> (Outcome, bool, Vec<i64>) {
         // A poisoned lock only means another call panicked mid-way; the map itself is intact.
         let mut shard = self.shard(app).lock().unwrap_or_else(|e| e.into_inner());
         shard.calls = shard.calls.wrapping_add(1);
@@ -98,14 +102,27 @@ impl EmbeddedStore {
             _ => 0,
         };
         let mut values: Vec<i64> = ops.iter().map(|op| current(&shard, op)).collect();
-        let authorized = mode == Mode::Add || !ops.iter().zip(&values).any(|(op, cur)| exceeds(*cur, op.delta, op.max));
+        let authorized = mode == Mode::Add
+            || !ops
+                .iter()
+                .zip(&values)
+                .any(|(op, cur)| exceeds(*cur, op.amount, op.max));
         let mut stored = Vec::new();
+        let mut previous = Vec::new();
         if mode == Mode::Add || (mode == Mode::CheckAndAdd && authorized) {
             for (op, value) in ops.iter().zip(values.iter_mut()) {
-                if op.delta != 0 {
-                    *value = value.saturating_add(op.delta);
+                if !op.amount.is_noop() {
+                    previous.push(*value);
+                    *value = op.amount.applied_to(*value);
                     let expires = op.ttl.map(|t| now + t as i64);
                     shard.counters.insert(key(op), (*value, expires));
+                    if op.period == Period::Hour {
+                        shard.changed.insert(HourKey {
+                            app,
+                            metric_id: op.metric_id,
+                            start: op.start,
+                        });
+                    }
                     stored.push(Stored {
                         app,
                         metric_id: op.metric_id,
@@ -121,17 +138,44 @@ impl EmbeddedStore {
             Some((w, done)) if !stored.is_empty() => w.send((stored, done)).is_ok(),
             _ => false,
         };
-        (Outcome { authorized, values }, queued)
+        (Outcome { authorized, values }, queued, previous)
     }
 
-    /// Takes back a call's deltas (its write failed).
-    fn undo(&self, app: i64, ops: &[Op]) {
+    /// Takes back a call's moves (its write failed): additions are subtracted (other calls'
+    /// additions since stay); a set is reverted if nothing has moved the counter since.
+    fn undo(&self, app: i64, ops: &[Op], previous: &[i64]) {
         let mut shard = self.shard(app).lock().unwrap_or_else(|e| e.into_inner());
-        for op in ops.iter().filter(|op| op.delta != 0) {
+        for (op, before) in ops.iter().filter(|op| !op.amount.is_noop()).zip(previous) {
             if let Some((v, _)) = shard.counters.get_mut(&(app, op.metric_id, op.period, op.start)) {
-                *v = v.saturating_sub(op.delta);
+                match op.amount {
+                    Amount::Add(d) => *v = v.saturating_sub(d),
+                    Amount::Set(n) if *v == n => *v = *before,
+                    Amount::Set(_) => {}
+                }
             }
         }
+    }
+
+    /// Takes the hour counters moved since the last take, with their values.
+    pub fn take_hours_now(&self) -> Vec<HourValue> {
+        let mut out = Vec::new();
+        let observed_us = chrono::Utc::now().timestamp_micros();
+        for shard in &self.shards {
+            let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            let changed = std::mem::take(&mut shard.changed);
+            for k in changed {
+                let value = shard
+                    .counters
+                    .get(&(k.app, k.metric_id, Period::Hour, k.start))
+                    .map_or(0, |(v, _)| *v);
+                out.push(HourValue {
+                    key: k,
+                    value,
+                    observed_us,
+                });
+            }
+        }
+        out
     }
 
     /// A store whose counters survive restarts: loads the unexpired ones from `db` and starts
@@ -153,6 +197,14 @@ impl EmbeddedStore {
             let app: i64 = r.try_get("app_id")?;
             let key = (app, r.try_get("metric_id")?, period, r.try_get("period_start")?);
             let mut shard = store.shard(app).lock().unwrap_or_else(|e| e.into_inner());
+            // The usage tables may not have the last moves before a stop: flush them again.
+            if period == Period::Hour {
+                shard.changed.insert(HourKey {
+                    app,
+                    metric_id: key.1,
+                    start: key.3,
+                });
+            }
             shard
                 .counters
                 .insert(key, (r.try_get("value")?, r.try_get("expires_at")?));
@@ -170,20 +222,31 @@ impl CounterStore for EmbeddedStore {
             return Ok(self.apply_now(app, ops, mode, now()));
         };
         let (done, stored) = tokio::sync::oneshot::channel();
-        let (outcome, queued) = self.apply_locked(app, ops, mode, now(), Some((writer, done)));
+        let (outcome, queued, previous) = self.apply_locked(app, ops, mode, now(), Some((writer, done)));
         if !queued {
             return Ok(outcome);
         }
         match stored.await {
             Ok(Ok(())) => Ok(outcome),
             Ok(Err(e)) => {
-                self.undo(app, ops);
+                self.undo(app, ops, &previous);
                 Err(CounterError::Unavailable(format!("storing counters: {e}")))
             }
             Err(_) => {
-                self.undo(app, ops);
+                self.undo(app, ops, &previous);
                 Err(CounterError::Unavailable("the counter writer stopped".into()))
             }
+        }
+    }
+
+    async fn take_changed_hours(&self) -> Result<Vec<HourValue>, CounterError> {
+        Ok(self.take_hours_now())
+    }
+
+    fn mark_changed_hours(&self, keys: Vec<HourKey>) {
+        for k in keys {
+            let mut shard = self.shard(k.app).lock().unwrap_or_else(|e| e.into_inner());
+            shard.changed.insert(k);
         }
     }
 }
@@ -246,7 +309,7 @@ mod tests {
             period: Period::Minute,
             start: 60,
             ttl,
-            delta,
+            amount: Amount::Add(delta),
             max,
         }
     }
