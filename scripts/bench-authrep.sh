@@ -4,8 +4,12 @@
 #   - the control plane with Redis counters,
 #   - redis-benchmark running the same Lua script with the same keys: the Redis path's limit.
 # Each authrep checks a daily limit on hits and moves 3 counters (day, month, hour).
+# For each store: the saturation rate and latency (wrk), then p99 at half that rate (oha,
+# constant rate). Last, the embedded control plane's memory (RSS) with 100k applications
+# cached: after authreps from every one of them.
 #
-#   BENCH_DURATION (10s)  BENCH_CONNECTIONS (32)  TOLLGATE_BENCH_REDIS_URL (redis://127.0.0.1:6379)
+#   BENCH_DURATION (10s)  BENCH_CONNECTIONS (32)  BENCH_APPS (100000)
+#   TOLLGATE_BENCH_REDIS_URL (redis://127.0.0.1:6379)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -13,11 +17,15 @@ cd "$root"
 . "$root/scripts/lib.sh"
 duration="${BENCH_DURATION:-10s}"
 conns="${BENCH_CONNECTIONS:-32}"
+apps="${BENCH_APPS:-100000}"
 redis_url="${TOLLGATE_BENCH_REDIS_URL:-redis://127.0.0.1:6379}"
 redis_port="${redis_url##*:}"
 redis_port="${redis_port%%/*}"
 
-command -v wrk >/dev/null || { sudo_() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }; sudo_ apt-get install -y -q wrk >/dev/null; }
+sudo_() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+command -v wrk >/dev/null || sudo_ apt-get install -y -q wrk >/dev/null
+command -v sqlite3 >/dev/null || sudo_ apt-get install -y -q sqlite3 >/dev/null
+command -v oha >/dev/null || cargo install -q --locked oha
 cargo build --release -q -p tollgate
 bin="$root/target/release/tollgate"
 tmp="$(mktemp -d)"
@@ -34,10 +42,11 @@ start() {
     TOLLGATE_LOG_FORMAT=text RUST_LOG=warn ${2:+TOLLGATE_REDIS_URL="$2"} TOLLGATE_REDIS_PREFIX="bench:$$:" \
     "$bin" serve >"$tmp/$label.log" 2>&1 &
   pids+=($!)
-  local cp="http://127.0.0.1:$port"
+  pid=$!
+  cp="http://127.0.0.1:$port"
   for _ in $(seq 100); do curl -fs "$cp/health" >/dev/null 2>&1 && break; sleep 0.1; done
   api() { curl -fsS -X "$1" "$cp$2" -H "Authorization: Bearer $token" "${@:3}"; }
-  local sid plan hits aid key stoken
+  local hits key stoken
   sid="$(api POST /admin/api/services.json -d name=Bench | json service id)"
   plan="$(api POST "/admin/api/services/$sid/application_plans.json" -d name=Bench | json application_plan id)"
   hits="$(api GET "/admin/api/services/$sid/metrics.json" | json metrics 0 metric id)"
@@ -45,24 +54,30 @@ start() {
   aid="$(api POST /admin/api/signup.json -d org_name=Bench -d username=bench | json account id)"
   key="$(api POST "/admin/api/accounts/$aid/applications.json" -d plan_id="$plan" -d name=Bench | json application user_key)"
   stoken="$(api POST "/admin/api/services/$sid/proxy/deploy.json" | json proxy_config content backend_authentication_value)"
-  url="$cp/transactions/authrep.xml?service_id=$sid&service_token=$stoken&user_key=$key&usage%5Bhits%5D=1"
+  base="$cp/transactions/authrep.xml?service_id=$sid&service_token=$stoken&usage%5Bhits%5D=1"
+  url="$base&user_key=$key"
   [ "$(curl -s -o /dev/null -w '%{http_code}' "$url")" = 200 ] || { echo "bench: authrep does not answer 200" >&2; exit 1; }
 }
 
-# measure LABEL: wrk against $url; prints a table row.
+row() { printf '| %-44s | %12s | %8s | %8s | %14s |\n' "$@"; }
+
+# measure LABEL: wrk against $url at full speed, then oha at half that rate; prints a row.
 measure() {
-  local out rps p50 p99
+  local out rps p50 p99 half
   out="$(wrk -t2 -c"$conns" -d"$duration" --latency "$url")"
   rps="$(awk '/Requests\/sec/ {print $2}' <<<"$out")"
   p50="$(awk '$1=="50%" {print $2}' <<<"$out")"
   p99="$(awk '$1=="99%" {print $2}' <<<"$out")"
-  printf '| %-44s | %12s | %8s | %8s |\n' "$1" "$rps" "$p50" "$p99"
+  half="$(oha -z "$duration" -q "$(awk -v r="$rps" 'BEGIN {printf "%d", r / 2}')" -c "$conns" --no-tui \
+    --output-format json "$url" | python3 -c 'import json,sys; print("%.2fms" % (json.load(sys.stdin)["latencyPercentiles"]["p99"] * 1000))')"
+  row "$1" "$rps" "$p50" "$p99" "$half"
 }
 
-printf '| %-44s | %12s | %8s | %8s |\n' "authrep.xml, $conns connections, $duration" "requests/s" "p50" "p99"
-printf '|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..46})" "$(printf -- '-%.0s' {1..14})" "$(printf -- '-%.0s' {1..10})" "$(printf -- '-%.0s' {1..10})"
+row "authrep.xml, $conns connections, $duration" "requests/s" "p50" "p99" "p99 at half"
+printf '|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..46})" "$(printf -- '-%.0s' {1..14})" "$(printf -- '-%.0s' {1..10})" "$(printf -- '-%.0s' {1..10})" "$(printf -- '-%.0s' {1..16})"
 start embedded
 measure "control plane, embedded counters"
+embedded=("$pid" "$cp" "$sid" "$plan" "$aid" "$base")
 start redis "$redis_url"
 measure "control plane, Redis counters"
 
@@ -74,5 +89,34 @@ rb="$(redis-benchmark -p "$redis_port" -q -c "$conns" -n 300000 EVALSHA "$sha" 3
   check_and_add 1 1000000000000 90000 1 -1 90000 1 -1 90000 | tr '\r' '\n' | grep -E 'requests per second' | tail -1)"
 rps="$(sed -E 's/.*: ([0-9.]+) requests per second.*/\1/' <<<"$rb")"
 p50="$(sed -nE 's/.*p50=([0-9.]+) msec.*/\1ms/p' <<<"$rb")"
-printf '| %-44s | %12s | %8s | %8s |\n' "redis-benchmark: EVALSHA of the same script" "$rps" "${p50:--}" "-"
+row "redis-benchmark: EVALSHA of the same script" "$rps" "${p50:--}" "-" "-"
 redis-cli -p "$redis_port" --scan --pattern "bench:$$:*" | xargs -r redis-cli -p "$redis_port" DEL >/dev/null
+
+# Memory: $apps applications on the embedded control plane, each calling authrep once.
+read -r pid cp sid plan aid base <<<"${embedded[*]}"
+rss() { awk '/VmRSS/ {printf "%.0f MB", $2 / 1024}' "/proc/$pid/status"; }
+before="$(rss)"
+sqlite3 "$tmp/embedded.db" <<SQL
+.timeout 10000
+WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $apps)
+INSERT INTO applications (account_id, service_id, plan_id, name, user_key, application_id, created_at, updated_at)
+SELECT $aid, $sid, $plan, 'bench ' || i, 'bench-key-' || i, 'bench-app-' || i, '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z' FROM n;
+SQL
+cat >"$tmp/apps.lua" <<LUA
+local i, done = 0, 0
+request = function()
+  i = i + 1
+  return wrk.format(nil, "/${base#http://*/}&user_key=bench-key-" .. ((i - 1) % $apps + 1))
+end
+response = function(status)
+  if status ~= 200 then error("authrep answered " .. status) end
+  done = done + 1
+  if done >= $apps then wrk.thread:stop() end
+end
+LUA
+wrk -t1 -c"$conns" -d120s -s "$tmp/apps.lua" "$cp" >/dev/null
+echo
+echo "| embedded control plane, $apps applications | RSS |"
+echo "|---|---|"
+echo "| before they call | $before |"
+echo "| after one authrep from each (cached, counted) | $(rss) |"
