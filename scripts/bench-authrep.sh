@@ -59,7 +59,13 @@ start() {
   [ "$(curl -s -o /dev/null -w '%{http_code}' "$url")" = 200 ] || { echo "bench: authrep does not answer 200" >&2; exit 1; }
 }
 
-row() { printf '| %-44s | %12s | %8s | %8s | %14s |\n' "$@"; }
+row() { printf '| %-44s | %12s | %8s | %8s | %11s | %10s |\n' "$@"; }
+
+# half_p99 RPS CONNECTIONS: p99 from oha sending RPS requests/s (constant rate) over CONNECTIONS.
+half_p99() {
+  oha -z "$duration" -q "$1" -c "$2" --no-tui --output-format json "$url" |
+    python3 -c 'import json,sys; print("%.2fms" % (json.load(sys.stdin)["latencyPercentiles"]["p99"] * 1000))'
+}
 
 # measure LABEL: wrk against $url at full speed, then oha at half that rate; prints a row.
 measure() {
@@ -68,13 +74,13 @@ measure() {
   rps="$(awk '/Requests\/sec/ {print $2}' <<<"$out")"
   p50="$(awk '$1=="50%" {print $2}' <<<"$out")"
   p99="$(awk '$1=="99%" {print $2}' <<<"$out")"
-  half="$(oha -z "$duration" -q "$(awk -v r="$rps" 'BEGIN {printf "%d", r / 2}')" -c "$conns" --no-tui \
-    --output-format json "$url" | python3 -c 'import json,sys; print("%.2fms" % (json.load(sys.stdin)["latencyPercentiles"]["p99"] * 1000))')"
-  row "$1" "$rps" "$p50" "$p99" "$half"
+  half="$(awk -v r="$rps" 'BEGIN {printf "%d", r / 2}')"
+  row "$1" "$rps" "$p50" "$p99" "$(half_p99 "$half" "$conns")" "$(half_p99 "$half" 8)"
 }
 
-row "authrep.xml, $conns connections, $duration" "requests/s" "p50" "p99" "p99 at half"
-printf '|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..46})" "$(printf -- '-%.0s' {1..14})" "$(printf -- '-%.0s' {1..10})" "$(printf -- '-%.0s' {1..10})" "$(printf -- '-%.0s' {1..16})"
+row "authrep.xml, $duration" "requests/s" "p50" "p99" "p99 at half" "p99 at half"
+row "" "$conns conns" "$conns conns" "$conns conns" "$conns conns" "8 conns"
+printf '|%s|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..46})" "$(printf -- '-%.0s' {1..14})" "$(printf -- '-%.0s' {1..10})" "$(printf -- '-%.0s' {1..10})" "$(printf -- '-%.0s' {1..13})" "$(printf -- '-%.0s' {1..12})"
 start embedded
 measure "control plane, embedded counters"
 embedded=("$pid" "$cp" "$sid" "$plan" "$aid" "$base")
@@ -89,7 +95,7 @@ rb="$(redis-benchmark -p "$redis_port" -q -c "$conns" -n 300000 EVALSHA "$sha" 3
   check_and_add 1 1000000000000 90000 1 -1 90000 1 -1 90000 | tr '\r' '\n' | grep -E 'requests per second' | tail -1)"
 rps="$(sed -E 's/.*: ([0-9.]+) requests per second.*/\1/' <<<"$rb")"
 p50="$(sed -nE 's/.*p50=([0-9.]+) msec.*/\1ms/p' <<<"$rb")"
-row "redis-benchmark: EVALSHA of the same script" "$rps" "${p50:--}" "-" "-"
+row "redis-benchmark: EVALSHA of the same script" "$rps" "${p50:--}" "-" "-" "-"
 redis-cli -p "$redis_port" --scan --pattern "bench:$$:*" | xargs -r redis-cli -p "$redis_port" DEL >/dev/null
 
 # Memory: $apps applications on the embedded control plane, each calling authrep once.

@@ -16,6 +16,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 const SHARDS: usize = 64;
+/// Rows per upsert statement (6 parameters each; SQLite allows 32766 parameters).
+const UPSERT_ROWS: usize = 500;
 /// Expired counters are swept from a shard every this many calls on it.
 const SWEEP_EVERY: u32 = 4096;
 
@@ -279,24 +281,52 @@ async fn write(db: &crate::db::Db, jobs: &[(Vec<Stored>, Done)]) -> Result<(), s
     for row in jobs.iter().flat_map(|(rows, _)| rows) {
         latest.insert((row.app, row.metric_id, row.period, row.start), row);
     }
+    let rows: Vec<&Stored> = latest.into_values().collect();
+    // One multi-row statement per chunk, so that a typical commit is one statement (atomic on
+    // its own: one round trip to the database); more chunks share a transaction.
+    if rows.len() <= UPSERT_ROWS {
+        let mut conn = db.pool.acquire().await?;
+        return upsert(&mut conn, &rows).await;
+    }
     let mut tx = db.pool.begin().await?;
-    for row in latest.into_values() {
-        sqlx::query(
-            "INSERT INTO counter_values (app_id, metric_id, period, period_start, value, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6)
-             ON CONFLICT (app_id, metric_id, period, period_start)
-             DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
-        )
-        .bind(row.app)
-        .bind(row.metric_id)
-        .bind(row.period.as_str())
-        .bind(row.start)
-        .bind(row.value)
-        .bind(row.expires_at)
-        .execute(&mut *tx)
-        .await?;
+    for chunk in rows.chunks(UPSERT_ROWS) {
+        upsert(&mut tx, chunk).await?;
     }
     tx.commit().await
+}
+
+async fn upsert(conn: &mut sqlx::AnyConnection, rows: &[&Stored]) -> Result<(), sqlx::Error> {
+    let values = (0..rows.len())
+        .map(|i| {
+            let p = i * 6;
+            format!(
+                "(${}, ${}, ${}, ${}, ${}, ${})",
+                p + 1,
+                p + 2,
+                p + 3,
+                p + 4,
+                p + 5,
+                p + 6
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "INSERT INTO counter_values (app_id, metric_id, period, period_start, value, expires_at) VALUES {values}
+         ON CONFLICT (app_id, metric_id, period, period_start)
+         DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at"
+    );
+    let mut query = sqlx::query(&sql);
+    for row in rows {
+        query = query
+            .bind(row.app)
+            .bind(row.metric_id)
+            .bind(row.period.as_str())
+            .bind(row.start)
+            .bind(row.value)
+            .bind(row.expires_at);
+    }
+    query.execute(&mut *conn).await.map(drop)
 }
 
 #[cfg(test)]
