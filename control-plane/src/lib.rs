@@ -12,6 +12,7 @@ pub mod batches;
 pub mod catalog;
 pub mod config;
 pub mod counters;
+pub mod credits;
 pub mod db;
 pub mod error;
 pub mod hot_cache;

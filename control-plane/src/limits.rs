@@ -40,7 +40,8 @@ pub fn expand(usage: &[(i64, Amount)], metrics: &[MetricNode], flat: bool) -> BT
 }
 
 /// Response codes (`log[code]`) are counted like metrics, under reserved negative ids: the
-/// exact code (200 → -200) and its class (2xx → -2). Real metric ids are positive.
+/// exact code (200 → -200) and its class (2xx → -2). Real metric ids are positive; credits
+/// have their own reserved id ([`crate::credits::SPENT_COUNTER`]).
 pub fn response_code_counters(code: u16) -> [i64; 2] {
     [-i64::from(code), -i64::from(code / 100)]
 }

@@ -411,13 +411,21 @@ pub async fn authorize(
         return Ok(deny("application is not active".into(), "application_not_active"));
     }
     let expanded = limits::expand(usage, metrics, options.flat_usage);
-    let ops = limits::ops(&plan.limits, &expanded, code, now);
+    let mut ops = limits::ops(&plan.limits, &expanded, code, now);
+    // Prepaid accounts: the call's cost, deducted atomically with the limits.
+    ops.extend(crate::credits::ops(app, &expanded));
     let outcome = counters.apply(app.id, &ops, mode).await.map_err(|e| {
         tracing::warn!(error = %e, "counters unavailable");
         SmError::new(503, "backend_unavailable", "usage counters are unavailable")
     })?;
     let reports = limits::reports(&ops, &outcome.values, metrics, now);
-    let denied = (!outcome.authorized).then(|| ("usage limits are exceeded".to_string(), "limits_exceeded"));
+    let denied = (!outcome.authorized).then(|| {
+        if crate::credits::exhausted(&ops, &outcome.values) {
+            ("credit balance is insufficient".to_string(), "credits_exhausted")
+        } else {
+            ("usage limits are exceeded".to_string(), "limits_exceeded")
+        }
+    });
     let hierarchy = options.hierarchy.then(|| {
         reports
             .iter()
