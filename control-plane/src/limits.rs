@@ -68,7 +68,7 @@ pub fn parse_response_code(raw: Option<&str>) -> Option<u16> {
 /// metric, so that its value is read for the report), a month and an hour counter for every
 /// touched metric, which the usage tables and billing read, and an hour counter for the
 /// response code and its class, if the call logs one.
-pub fn ops(limits: &[PlanLimit], usage: &BTreeMap<i64, Amount>, code: Option<u16>, now: DateTime<Utc>) -> Vec<Op> {
+pub fn ops(limits: &[PlanLimit], usage: &BTreeMap<i64, Amount>, codes: &[(u16, i64)], now: DateTime<Utc>) -> Vec<Op> {
     let op = |metric_id: i64, period: Period, max: Option<i64>, amount: Amount| Op {
         metric_id,
         period,
@@ -89,8 +89,13 @@ pub fn ops(limits: &[PlanLimit], usage: &BTreeMap<i64, Amount>, code: Option<u16
             }
         }
     }
-    for counter in code.map(response_code_counters).into_iter().flatten() {
-        ops.push(op(counter, Period::Hour, None, Amount::Add(1)));
+    for &(code, n) in codes {
+        for counter in response_code_counters(code) {
+            match ops.iter_mut().find(|o| o.metric_id == counter) {
+                Some(o) => o.amount = o.amount.plus(Amount::Add(n)),
+                None => ops.push(op(counter, Period::Hour, None, Amount::Add(n))),
+            }
+        }
     }
     ops
 }
@@ -110,8 +115,9 @@ pub struct UsageReport {
     pub current_value: i64,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub exceeded: bool,
-    /// Unix seconds when the period ends; `None` for eternity.
-    #[serde(skip)]
+    /// Unix seconds when the period ends; `None` for eternity. (JSON only: the filter's
+    /// cache keeps quotas until then.)
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ends_at: Option<i64>,
     #[serde(skip)]
     pub period_rank: Period,
@@ -199,12 +205,14 @@ mod tests {
             .with_timezone(&Utc);
         let usage = expand(&[(2, Amount::Set(5)), (1, Amount::Add(1))], &metrics(), false);
         assert_eq!(usage, BTreeMap::from([(1, Amount::Set(6)), (2, Amount::Set(5))]));
-        let ops = ops(&[], &BTreeMap::new(), Some(404), now);
-        assert_eq!(ops.len(), 2);
-        assert_eq!((ops[0].metric_id, ops[1].metric_id), (-404, -4));
-        assert!(ops
-            .iter()
-            .all(|o| o.period == Period::Hour && o.amount == Amount::Add(1)));
+        let ops = ops(&[], &BTreeMap::new(), &[(404, 1), (401, 2)], now);
+        assert_eq!(ops.len(), 3);
+        assert_eq!((ops[0].metric_id, ops[1].metric_id, ops[2].metric_id), (-404, -4, -401));
+        assert!(ops.iter().all(|o| o.period == Period::Hour));
+        assert_eq!(
+            (ops[0].amount, ops[1].amount, ops[2].amount),
+            (Amount::Add(1), Amount::Add(3), Amount::Add(2))
+        );
         assert_eq!(response_code_name(-404).as_deref(), Some("404"));
         assert_eq!(response_code_name(-4).as_deref(), Some("4xx"));
         assert_eq!(response_code_name(7), None);
@@ -277,7 +285,7 @@ mod tests {
             },
         ];
         let usage = expand(&add(&[(1, 11)]), &metrics(), false);
-        let ops = ops(&limits, &usage, None, now);
+        let ops = ops(&limits, &usage, &[], now);
         let r = reports(&ops, &[0, 0, 0], &metrics(), now);
         assert_eq!(limit_headers(&r, &usage, now.timestamp()), (0, 1, Some(10)));
         // Room for 9 more calls of 10 a day, 1 left an hour: the hour decides.
@@ -313,7 +321,7 @@ mod tests {
             },
         ];
         let usage = expand(&add(&[(2, 1)]), &metrics(), false);
-        let ops = ops(&limits, &usage, None, now);
+        let ops = ops(&limits, &usage, &[], now);
         // 3 limits + month/hour for get_item + hour for hits (its month is a limit already).
         assert_eq!(ops.len(), 6);
         assert_eq!(ops[2].amount, Amount::Add(0), "bytes is limited but untouched");

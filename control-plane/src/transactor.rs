@@ -376,7 +376,7 @@ pub async fn authorize(
     app: &Application,
     app_key: Option<&str>,
     usage: &[(i64, Amount)],
-    code: Option<u16>,
+    codes: &[(u16, i64)],
     options: Options,
     mode: Mode,
     now: DateTime<Utc>,
@@ -411,7 +411,7 @@ pub async fn authorize(
         return Ok(deny("application is not active".into(), "application_not_active"));
     }
     let expanded = limits::expand(usage, metrics, options.flat_usage);
-    let mut ops = limits::ops(&plan.limits, &expanded, code, now);
+    let mut ops = limits::ops(&plan.limits, &expanded, codes, now);
     // Prepaid accounts: the call's cost, deducted atomically with the limits.
     ops.extend(crate::credits::ops(app, &expanded));
     let outcome = counters.apply(app.id, &ops, mode).await.map_err(|e| {
@@ -455,13 +455,33 @@ pub async fn authorize(
     })
 }
 
-/// One transaction of a report, validated: the application, its usage, the response code it
+/// One transaction of a report, validated: the application, its usage, the response codes it
 /// logs and when it happened.
 pub struct Transaction {
     pub app: Arc<Application>,
     pub usage: Vec<(i64, Amount)>,
-    pub code: Option<u16>,
+    pub codes: Vec<(u16, i64)>,
     pub at: DateTime<Utc>,
+}
+
+/// The response codes a transaction logs: apisonator's `log[code]` (one request), and our
+/// filter's `log[codes][NNN]=N` (N requests of one transaction). Malformed ones count nothing.
+pub fn response_codes(p: &Params, prefix: &str) -> Vec<(u16, i64)> {
+    let mut out: Vec<(u16, i64)> = limits::parse_response_code(p.get(&format!("{prefix}[code]")))
+        .map(|c| (c, 1))
+        .into_iter()
+        .collect();
+    let open = format!("{prefix}[codes][");
+    for (name, value) in &p.0 {
+        let Some(code) = name.strip_prefix(&open).and_then(|c| c.strip_suffix(']')) else {
+            continue;
+        };
+        let n = value.trim().parse::<i64>().ok().filter(|n| *n > 0);
+        if let (Some(code), Some(n)) = (limits::parse_response_code(Some(code)), n) {
+            out.push((code, n));
+        }
+    }
+    out
 }
 
 /// Reports take timestamps from 24 h back to 1 h ahead.
@@ -535,8 +555,8 @@ pub async fn report_batch(
         let app = application(l, &view.service, &creds).await?;
         let usage = usage(p, &format!("transactions[{i}][usage]"), metrics)?;
         let at = timestamp(p.get(&name("timestamp")), now)?;
-        let code = limits::parse_response_code(p.get(&format!("transactions[{i}][log][code]")));
-        out.push(Transaction { app, usage, code, at });
+        let codes = response_codes(p, &format!("transactions[{i}][log]"));
+        out.push(Transaction { app, usage, codes, at });
     }
     Ok(out)
 }
@@ -554,7 +574,7 @@ pub async fn count(
         let ops = limits::ops(
             &plan.limits,
             &limits::expand(&t.usage, &view.metrics, false),
-            t.code,
+            &t.codes,
             t.at,
         );
         counters.apply(t.app.id, &ops, Mode::Add).await.map_err(|e| {

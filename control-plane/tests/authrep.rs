@@ -483,7 +483,8 @@ async fn usage_reaches_the_usage_tables(app: &TestApp) {
     );
     let mut other = batch.clone();
     other["batch_id"] = "b-2".into();
-    other["transactions"] = serde_json::json!([{"user_key": "limited-key", "usage": {"hits": 1}}]);
+    other["transactions"] =
+        serde_json::json!([{"user_key": "limited-key", "usage": {"hits": 1}, "log": {"codes": {"500": 3, "abc": 1}}}]);
     assert_eq!(report_json(app, &other).await.0, 202);
     let mut long = other.clone();
     long["batch_id"] = "x".repeat(201).into();
@@ -520,11 +521,25 @@ async fn usage_reaches_the_usage_tables(app: &TestApp) {
                 ("2xx", 2),
                 ("404", 1),
                 ("4xx", 1),
+                ("500", 3),
                 ("503", 1),
-                ("5xx", 1)
+                ("5xx", 4)
             ]
         );
     }
+
+    // For the filter's cache: when each period ends, and which methods count against a metric.
+    let r = app
+        .client
+        .get(app.url(&authorize))
+        .header("3scale-options", "hierarchy=1")
+        .send()
+        .await
+        .unwrap();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["hierarchy"]["hits"], serde_json::json!(["search"]), "{body}");
+    let ends_at = body["usage_reports"][0]["ends_at"].as_i64().unwrap();
+    assert_eq!(ends_at % 86_400, 0, "a day ends at midnight UTC");
 
     // `#N` sets the counter (here: every counter of hits, the hour one too).
     let (status, body) = call(app, &format!("{base}&usage%5Bhits%5D=%232")).await;

@@ -3,8 +3,9 @@
 use crate::request::RequestHead;
 use crate::service::{AuthMode, CredentialsLocation, Service};
 use base64::Engine;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Credentials {
     UserKey(String),
     AppId { app_id: String, app_key: Option<String> },

@@ -149,6 +149,13 @@ fn status_response(s: &Status, format: Format, options: Options) -> Response {
                 v["reason"] = json!(reason);
                 v["rejection_reason"] = json!(code);
             }
+            if let Some(hierarchy) = &s.hierarchy {
+                let map: serde_json::Map<String, serde_json::Value> = hierarchy
+                    .iter()
+                    .map(|(m, children)| (m.clone(), json!(children)))
+                    .collect();
+                v["hierarchy"] = serde_json::Value::Object(map);
+            }
             v.to_string()
         }
     };
@@ -205,9 +212,11 @@ async fn authorize_or_authrep(
             creds.app_key,
             &usage,
             // Only authrep reports; authorize moves nothing.
-            (mode == Mode::CheckAndAdd)
-                .then(|| crate::limits::parse_response_code(p.get("log[code]")))
-                .flatten(),
+            &if mode == Mode::CheckAndAdd {
+                transactor::response_codes(&p, "log")
+            } else {
+                vec![]
+            },
             options,
             mode,
             now,

@@ -1,0 +1,422 @@
+//! Cached authorizations: what the control plane last said about one application's
+//! credentials, kept in shared data so that every worker serves from it. A hit consumes quota
+//! locally and costs no call. A request is sent to the control plane (authrep) when the entry
+//! is missing or expired, when a period it holds has ended, or when its local quota is used up.
+//!
+//! An entry holds the application's standing (authorized, or denied and why) and one quota per
+//! limited metric and period: the remaining calls, and the metrics whose usage counts against
+//! it (the limited metric and its children, from the `hierarchy` the control plane sends).
+//! Remaining quota is computed net of usage this gateway served but has not reported yet, so
+//! the local view never runs ahead of the control plane's. Several gateways share one limit.
+//! Each can spend what it saw remaining, so a fleet can overshoot a limit by at most one
+//! cache TTL's worth of the others' traffic. That is the price of not calling per request.
+
+use crate::mapping::Usage;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Why the application is refused, while the entry lives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Denial {
+    /// Unknown application or wrong key (cached briefly: key spraying stays here).
+    KeyInvalid,
+    /// The application is suspended (or not yet live).
+    Suspended,
+    /// A prepaid account out of credits; where to buy more, if the control plane says.
+    CreditsExhausted { purchase_url: Option<String> },
+    /// A limit is reached (only ever the answer's verdict, see [`Quota::confirmed`]).
+    LimitsExceeded,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quota {
+    /// The metrics whose usage counts against this quota.
+    #[serde(rename = "m")]
+    pub metrics: Vec<String>,
+    /// When the period ends (ms since the epoch); `None`: eternity.
+    #[serde(rename = "e", default)]
+    pub ends_at_ms: Option<u64>,
+    #[serde(rename = "x")]
+    pub max: i64,
+    /// What this gateway may still let through in the period.
+    #[serde(rename = "r")]
+    pub remaining: i64,
+    /// The control plane refused a call for this quota: no need to ask again before the
+    /// period ends or the entry expires.
+    #[serde(rename = "c", default)]
+    pub confirmed: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// `None`: the application is authorized (within its quotas).
+    #[serde(rename = "d", default)]
+    pub denial: Option<Denial>,
+    #[serde(rename = "t")]
+    pub expires_at_ms: u64,
+    #[serde(rename = "q", default)]
+    pub quotas: Vec<Quota>,
+}
+
+/// Why the control plane must be asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Miss {
+    Missing,
+    Expired,
+    PeriodEnded,
+    QuotaUsedUp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Allowed from the cache: store this entry (its quotas consumed) and serve.
+    Allow(Entry),
+    /// Refused from the cache. `retry_after_secs` for limits: until the period ends.
+    Deny {
+        denial: Denial,
+        retry_after_secs: Option<u64>,
+    },
+    /// Ask the control plane (one authrep), then [`from_authrep`].
+    Ask(Miss),
+}
+
+/// Units of `usage` that count against `quota`.
+fn need(quota: &Quota, usage: &Usage) -> i64 {
+    usage
+        .iter()
+        .filter(|(metric, _)| quota.metrics.iter().any(|m| m == metric))
+        .map(|(_, n)| i64::try_from(*n).unwrap_or(i64::MAX))
+        .fold(0i64, i64::saturating_add)
+}
+
+fn secs_until(ends_at_ms: Option<u64>, now_ms: u64) -> Option<u64> {
+    ends_at_ms.map(|end| end.saturating_sub(now_ms).div_ceil(1000))
+}
+
+/// What the cached entry (if any) says about a request using `usage`, at `now_ms`.
+pub fn consult(entry: Option<&Entry>, usage: &Usage, now_ms: u64) -> Verdict {
+    let Some(entry) = entry else {
+        return Verdict::Ask(Miss::Missing);
+    };
+    if now_ms >= entry.expires_at_ms {
+        return Verdict::Ask(Miss::Expired);
+    }
+    if let Some(denial) = &entry.denial {
+        if *denial != Denial::LimitsExceeded {
+            return Verdict::Deny {
+                denial: denial.clone(),
+                retry_after_secs: None,
+            };
+        }
+    }
+    if entry
+        .quotas
+        .iter()
+        .any(|q| q.ends_at_ms.is_some_and(|end| now_ms >= end))
+    {
+        return Verdict::Ask(Miss::PeriodEnded);
+    }
+    let mut next = entry.clone();
+    next.denial = None;
+    for quota in &mut next.quotas {
+        let n = need(quota, usage);
+        if n == 0 {
+            continue;
+        }
+        if n > quota.remaining {
+            return if quota.confirmed {
+                Verdict::Deny {
+                    denial: Denial::LimitsExceeded,
+                    retry_after_secs: secs_until(quota.ends_at_ms, now_ms),
+                }
+            } else {
+                Verdict::Ask(Miss::QuotaUsedUp)
+            };
+        }
+        quota.remaining -= n;
+    }
+    Verdict::Allow(next)
+}
+
+/// The JSON authrep answer (`/transactions/authrep.json`, with `3scale-options: hierarchy=1`).
+#[derive(Debug, Default, Deserialize)]
+struct Answer {
+    #[serde(default)]
+    authorized: bool,
+    #[serde(default)]
+    rejection_reason: String,
+    #[serde(default)]
+    usage_reports: Vec<Report>,
+    #[serde(default)]
+    hierarchy: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    purchase_url: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Report {
+    metric: String,
+    /// Unix seconds when the period ends; absent for eternity.
+    #[serde(default)]
+    ends_at: Option<u64>,
+    max_value: i64,
+    current_value: i64,
+}
+
+/// How long entries live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ttl {
+    pub authorized_ms: u64,
+    /// For invalid keys (short: a key created a moment later must work soon).
+    pub negative_ms: u64,
+}
+
+/// The entry to cache from an authrep answer for a request using `usage`. `pending` is usage
+/// of this application served here and not yet reported (the answer does not include it).
+/// `None`: nothing to cache (the control plane failed or answered something unexpected).
+pub fn from_authrep(
+    status: u32,
+    body: &[u8],
+    usage: &Usage,
+    pending: &BTreeMap<String, u64>,
+    ttl: Ttl,
+    now_ms: u64,
+) -> Option<Entry> {
+    let expires = |ms: u64| now_ms.saturating_add(ms);
+    match status {
+        200 | 409 => {}
+        403 | 404 => {
+            return Some(Entry {
+                denial: Some(Denial::KeyInvalid),
+                expires_at_ms: expires(ttl.negative_ms),
+                quotas: vec![],
+            })
+        }
+        _ => return None,
+    }
+    let answer: Answer = serde_json::from_slice(body).ok()?;
+    let denial = match (answer.authorized, answer.rejection_reason.as_str()) {
+        (true, _) => None,
+        (false, "limits_exceeded") => Some(Denial::LimitsExceeded),
+        (false, "application_not_active") => Some(Denial::Suspended),
+        (false, "credits_exhausted") => Some(Denial::CreditsExhausted {
+            purchase_url: answer.purchase_url.clone(),
+        }),
+        (false, _) => Some(Denial::KeyInvalid),
+    };
+    let quotas = answer
+        .usage_reports
+        .iter()
+        .map(|r| {
+            let mut metrics = vec![r.metric.clone()];
+            metrics.extend(answer.hierarchy.get(&r.metric).into_iter().flatten().cloned());
+            let mut quota = Quota {
+                metrics,
+                ends_at_ms: r.ends_at.map(|s| s.saturating_mul(1000)),
+                max: r.max_value,
+                remaining: 0,
+                confirmed: false,
+            };
+            let unreported: Vec<(String, u64)> = pending.iter().map(|(m, n)| (m.clone(), *n)).collect();
+            quota.remaining = r
+                .max_value
+                .saturating_sub(r.current_value)
+                .saturating_sub(need(&quota, &unreported))
+                .max(0);
+            // Refused for this quota: the request did not fit what was left.
+            quota.confirmed = denial == Some(Denial::LimitsExceeded) && need(&quota, usage) > quota.remaining;
+            quota
+        })
+        .collect();
+    let ttl_ms = match denial {
+        Some(Denial::KeyInvalid) => ttl.negative_ms,
+        _ => ttl.authorized_ms,
+    };
+    Some(Entry {
+        denial,
+        expires_at_ms: expires(ttl_ms),
+        quotas,
+    })
+}
+
+impl Entry {
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// `None` for bytes that are not an entry (never trusted blindly: shared data outlives
+    /// filter versions).
+    pub fn decode(bytes: &[u8]) -> Option<Entry> {
+        serde_json::from_slice(bytes).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const TTL: Ttl = Ttl {
+        authorized_ms: 5_000,
+        negative_ms: 1_000,
+    };
+
+    fn usage(pairs: &[(&str, u64)]) -> Usage {
+        pairs.iter().map(|(m, n)| (m.to_string(), *n)).collect()
+    }
+
+    fn answer(authorized: bool, reason: &str, current: i64) -> Vec<u8> {
+        serde_json::json!({
+            "authorized": authorized, "rejection_reason": reason, "plan": "Basic",
+            "usage_reports": [{"metric": "hits", "period": "minute", "ends_at": 1_060, "max_value": 10, "current_value": current}],
+            "hierarchy": {"hits": ["search"]},
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    #[test]
+    fn hits_consume_quota_then_ask_then_deny_until_the_period_ends() {
+        let now = 1_057_000;
+        let e = from_authrep(
+            200,
+            &answer(true, "", 7),
+            &usage(&[("hits", 1)]),
+            &BTreeMap::new(),
+            TTL,
+            now,
+        )
+        .unwrap();
+        assert_eq!(e.quotas[0].remaining, 3);
+        assert_eq!(e.quotas[0].metrics, vec!["hits", "search"]);
+        // A method's use counts against its parent's quota.
+        let Verdict::Allow(e) = consult(Some(&e), &usage(&[("search", 2)]), now + 10) else {
+            panic!()
+        };
+        let Verdict::Allow(e) = consult(Some(&e), &usage(&[("hits", 1)]), now + 20) else {
+            panic!()
+        };
+        assert_eq!(e.quotas[0].remaining, 0);
+        assert_eq!(
+            consult(Some(&e), &usage(&[("hits", 1)]), now + 30),
+            Verdict::Ask(Miss::QuotaUsedUp)
+        );
+        assert!(
+            matches!(consult(Some(&e), &usage(&[("other", 1)]), now + 30), Verdict::Allow(_)),
+            "unlimited metrics pass"
+        );
+        // The control plane refuses: refused locally until the minute ends.
+        let e = from_authrep(
+            409,
+            &answer(false, "limits_exceeded", 10),
+            &usage(&[("hits", 1)]),
+            &BTreeMap::new(),
+            TTL,
+            now + 40,
+        )
+        .unwrap();
+        assert_eq!(
+            consult(Some(&e), &usage(&[("hits", 1)]), now + 50),
+            Verdict::Deny {
+                denial: Denial::LimitsExceeded,
+                retry_after_secs: Some(3)
+            }
+        );
+        assert!(matches!(
+            consult(Some(&e), &usage(&[("other", 1)]), now + 50),
+            Verdict::Allow(_)
+        ));
+        assert_eq!(
+            consult(Some(&e), &usage(&[("hits", 1)]), 1_060_000),
+            Verdict::Ask(Miss::PeriodEnded)
+        );
+        assert_eq!(
+            consult(Some(&e), &usage(&[("hits", 1)]), now + 5_040),
+            Verdict::Ask(Miss::Expired)
+        );
+        assert_eq!(consult(None, &usage(&[]), now), Verdict::Ask(Miss::Missing));
+    }
+
+    #[test]
+    fn unreported_usage_is_not_spent_twice() {
+        let pending = BTreeMap::from([("search".to_string(), 2)]);
+        let e = from_authrep(200, &answer(true, "", 5), &usage(&[("hits", 1)]), &pending, TTL, 0).unwrap();
+        assert_eq!(e.quotas[0].remaining, 3);
+    }
+
+    #[test]
+    fn refusals_are_cached_with_their_reason() {
+        let e = from_authrep(403, b"", &usage(&[]), &BTreeMap::new(), TTL, 0).unwrap();
+        assert_eq!((e.denial.clone(), e.expires_at_ms), (Some(Denial::KeyInvalid), 1_000));
+        let suspended = from_authrep(
+            409,
+            &answer(false, "application_not_active", 0),
+            &usage(&[]),
+            &BTreeMap::new(),
+            TTL,
+            0,
+        )
+        .unwrap();
+        assert_eq!(
+            consult(Some(&suspended), &usage(&[("other", 1)]), 1),
+            Verdict::Deny {
+                denial: Denial::Suspended,
+                retry_after_secs: None
+            }
+        );
+        let body = br#"{"authorized":false,"rejection_reason":"credits_exhausted","purchase_url":"https://buy"}"#;
+        let broke = from_authrep(409, body, &usage(&[]), &BTreeMap::new(), TTL, 0).unwrap();
+        assert_eq!(
+            broke.denial,
+            Some(Denial::CreditsExhausted {
+                purchase_url: Some("https://buy".into())
+            })
+        );
+        assert_eq!(from_authrep(503, b"", &usage(&[]), &BTreeMap::new(), TTL, 0), None);
+        assert_eq!(
+            from_authrep(200, b"<xml/>", &usage(&[]), &BTreeMap::new(), TTL, 0),
+            None
+        );
+    }
+
+    #[test]
+    fn entries_are_small() {
+        let e = from_authrep(
+            200,
+            &answer(true, "", 7),
+            &usage(&[]),
+            &BTreeMap::new(),
+            TTL,
+            1_700_000_000_000,
+        )
+        .unwrap();
+        let bytes = e.encode();
+        assert!(bytes.len() <= 512, "{} bytes", bytes.len());
+        assert_eq!(Entry::decode(&bytes), Some(e));
+        assert_eq!(Entry::decode(b"garbage"), None);
+    }
+
+    proptest! {
+        /// However requests arrive, the cache never lets more through than the control plane
+        /// said remained.
+        #[test]
+        fn never_more_than_remaining(current in 0i64..20, calls in proptest::collection::vec(0u64..4, 0..40)) {
+            let body = answer(true, "", current);
+            let mut entry = from_authrep(200, &body, &usage(&[]), &BTreeMap::new(), TTL, 0).unwrap();
+            let mut passed = 0i64;
+            for n in calls {
+                if let Verdict::Allow(next) = consult(Some(&entry), &usage(&[("search", n)]), 1) {
+                    passed += n as i64;
+                    entry = next;
+                }
+            }
+            prop_assert!(passed <= (10 - current).max(0));
+        }
+
+        #[test]
+        fn no_answer_panics(status in 100u32..600, body in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = from_authrep(status, &body, &usage(&[("hits", 1)]), &BTreeMap::new(), TTL, 0);
+            let _ = Entry::decode(&body);
+        }
+    }
+}
