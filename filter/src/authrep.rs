@@ -1,12 +1,14 @@
-//! The call to the control plane's service-management API (`/transactions/authrep.json`) and
-//! what its answer means for the request.
+//! A request's way through the cache and the control plane, as steps for the glue: a cache
+//! verdict becomes serve / reply / fetch ([`on_verdict`]); an authrep answer (or its absence)
+//! becomes serve / reply plus the entry to cache ([`after_authrep`]).
 
+use crate::cache::{self, Denial, Entry, Ttl, Verdict};
 use crate::config::FailureMode;
 use crate::credentials::Credentials;
 use crate::mapping::Usage;
 use crate::service::{ErrorResponse, Service};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
-use serde::Deserialize;
+use std::collections::BTreeMap;
 
 /// Everything but RFC 3986's unreserved characters is encoded.
 const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
@@ -15,10 +17,12 @@ fn enc(s: &str) -> String {
     utf8_percent_encode(s, QUERY_VALUE).to_string()
 }
 
-/// Path and query of the authrep call for one request.
-pub fn authrep_path(service: &Service, credentials: &Credentials, usage: &Usage) -> String {
+/// Path and query of the call for one request: authrep (`counted`: the control plane counts the
+/// request if it authorizes it), or authorize (nothing counted; see [`cache::from_authrep`]).
+pub fn authrep_path(service: &Service, credentials: &Credentials, usage: &Usage, counted: bool) -> String {
     let mut q = format!(
-        "/transactions/authrep.json?service_token={}&service_id={}",
+        "/transactions/{}.json?service_token={}&service_id={}",
+        if counted { "authrep" } else { "authorize" },
         enc(service.service_token()),
         service.id
     );
@@ -44,31 +48,6 @@ pub enum Outcome {
     Deny(ErrorResponse),
 }
 
-#[derive(Deserialize)]
-struct Denied {
-    #[serde(default)]
-    rejection_reason: String,
-}
-
-/// Interprets the authrep answer. `status` is `None` when the call failed or timed out.
-pub fn outcome(service: &Service, failure_mode: FailureMode, status: Option<u32>, body: &[u8]) -> Outcome {
-    match status {
-        Some(200) => Outcome::Allow,
-        Some(409) => {
-            let reason = serde_json::from_slice::<Denied>(body)
-                .map(|d| d.rejection_reason)
-                .unwrap_or_default();
-            match reason.as_str() {
-                "limits_exceeded" => Outcome::Deny(service.proxy.limits_exceeded()),
-                _ => Outcome::Deny(service.proxy.auth_failed()),
-            }
-        }
-        // apisonator answers unknown or invalid keys with 403/404 and an error code.
-        Some(403) | Some(404) => Outcome::Deny(service.proxy.auth_failed()),
-        _ => unavailable(failure_mode),
-    }
-}
-
 /// The answer when the control plane cannot be asked or does not answer.
 pub fn unavailable(failure_mode: FailureMode) -> Outcome {
     match failure_mode {
@@ -77,7 +56,156 @@ pub fn unavailable(failure_mode: FailureMode) -> Outcome {
             status: 503,
             content_type: "text/plain; charset=us-ascii".into(),
             body: "Service Unavailable: the authorization service did not answer".into(),
+            headers: Vec::new(),
         }),
+    }
+}
+
+/// The response for a cached or fresh denial, with the service's own texts: 403 for keys
+/// and suspended applications, 429 with `Retry-After` for limits, 402 with the purchase link
+/// for exhausted credits.
+pub fn denial_response(service: &Service, denial: &Denial, retry_after_secs: Option<u64>) -> ErrorResponse {
+    match denial {
+        Denial::KeyInvalid | Denial::Suspended => service.proxy.auth_failed(),
+        Denial::LimitsExceeded => {
+            let mut r = service.proxy.limits_exceeded();
+            if let Some(secs) = retry_after_secs {
+                r.headers.push(("retry-after".into(), secs.to_string()));
+            }
+            r
+        }
+        Denial::CreditsExhausted { purchase_url } => {
+            let mut r = ErrorResponse {
+                status: 402,
+                content_type: "text/plain; charset=us-ascii".into(),
+                body: "Payment Required: the credit balance is exhausted".into(),
+                headers: Vec::new(),
+            };
+            if let Some(url) = purchase_url {
+                r.body.push_str(&format!("; buy more at {url}"));
+                r.headers.push(("link".into(), format!("<{url}>; rel=\"payment\"")));
+            }
+            r
+        }
+    }
+}
+
+/// What the glue does with a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Let it through. `count`: its usage still has to be reported (it was not counted by an
+    /// authrep call).
+    Serve { count: bool },
+    /// Answer it here.
+    Reply(ErrorResponse),
+    /// Ask the control plane (one authrep call), then [`after_authrep`].
+    Fetch,
+}
+
+/// The step for a cache verdict; `Some(entry)` is to be stored (CAS) before serving.
+pub fn on_verdict(service: &Service, verdict: Verdict) -> (Step, Option<Entry>) {
+    match verdict {
+        Verdict::Allow(next) => (Step::Serve { count: true }, Some(next)),
+        Verdict::Deny {
+            denial,
+            retry_after_secs,
+        } => (Step::Reply(denial_response(service, &denial, retry_after_secs)), None),
+        Verdict::Ask(_) => (Step::Fetch, None),
+    }
+}
+
+/// A request's call to the control plane: what to send, and what is needed to read the answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetch {
+    pub usage: Usage,
+    /// Usage of the application served here and not yet reported, when the call was made.
+    pub pending: BTreeMap<String, u64>,
+    /// authrep (counts the request) rather than authorize: only when nothing is pending, so
+    /// that the control plane's check sees all the usage there is.
+    pub counted: bool,
+    /// The expired entry, if any: it serves while the control plane is away.
+    pub stale: Option<Entry>,
+}
+
+/// What one request's call decided. `status` is `None` when the call failed or timed out;
+/// with nothing cached at all the failure mode decides. Returns the step and the entry to
+/// store.
+pub fn after_authrep(
+    service: &Service,
+    failure_mode: FailureMode,
+    fetch: &Fetch,
+    status: Option<u32>,
+    body: &[u8],
+    ttl: Ttl,
+    now_ms: u64,
+) -> (Step, Option<Entry>) {
+    let (usage, stale) = (&fetch.usage, fetch.stale.as_ref());
+    let answer = status.and_then(|s| cache::from_authrep(s, body, usage, &fetch.pending, fetch.counted, ttl, now_ms));
+    if let Some(entry) = answer {
+        let step = match &entry.denial {
+            // authrep counted this request already; authorize did not.
+            None => Step::Serve { count: !fetch.counted },
+            Some(denial) => {
+                let retry = entry
+                    .quotas
+                    .iter()
+                    .filter(|q| q.confirmed)
+                    .filter_map(|q| q.ends_at_ms)
+                    .min()
+                    .map(|end| end.saturating_sub(now_ms).div_ceil(1000));
+                Step::Reply(denial_response(service, denial, retry))
+            }
+        };
+        return (step, Some(entry));
+    }
+    // No usable answer: the last known entry, kept alive until the control plane is back.
+    if let Some(stale) = stale {
+        let mut alive = stale.clone();
+        alive.expires_at_ms = alive.expires_at_ms.max(now_ms.saturating_add(1));
+        match cache::consult(Some(&alive), usage, now_ms) {
+            Verdict::Ask(_) => {}
+            verdict => {
+                let (step, next) = on_verdict(service, verdict);
+                // Stored with its old expiry: the next request asks the control plane again.
+                return (
+                    step,
+                    next.map(|mut e| {
+                        e.expires_at_ms = stale.expires_at_ms;
+                        e
+                    }),
+                );
+            }
+        }
+    }
+    match unavailable(failure_mode) {
+        Outcome::Allow => (Step::Serve { count: true }, None),
+        Outcome::Deny(r) => (Step::Reply(r), None),
+    }
+}
+
+/// The step for a request that waited for another request's call on the same application:
+/// the fresh entry decides. Its quota used up means the control plane, a moment ago, had no
+/// room left for it either: 429. Anything else the entry cannot say goes as the fetcher went.
+pub fn after_waiting(service: &Service, verdict: Verdict, fetcher: &Step) -> (Step, Option<Entry>) {
+    match verdict {
+        Verdict::Ask(crate::cache::Miss::QuotaUsedUp) => (Step::Reply(service.proxy.limits_exceeded()), None),
+        Verdict::Ask(_) => match fetcher {
+            Step::Serve { .. } => (Step::Serve { count: true }, None),
+            other => (other.clone(), None),
+        },
+        verdict => on_verdict(service, verdict),
+    }
+}
+
+/// The shared-data key of an application's cached authorization.
+pub fn cache_key(service_id: u64, credentials: &Credentials) -> String {
+    match credentials {
+        Credentials::UserKey(k) => format!("tollgate:auth:{service_id}:u:{k}"),
+        Credentials::AppId { app_id, app_key } => format!(
+            "tollgate:auth:{service_id}:a:{}:{}",
+            app_id.len(),
+            format_args!("{app_id}{}", app_key.as_deref().unwrap_or(""))
+        ),
     }
 }
 
@@ -101,6 +229,7 @@ mod tests {
             &service(),
             &Credentials::UserKey("a&b".into()),
             &vec![("hits".into(), 1), ("m".into(), 3)],
+            true,
         );
         assert_eq!(
             p,
@@ -108,26 +237,88 @@ mod tests {
         );
     }
 
-    #[test]
-    fn maps_answers_to_outcomes() {
-        let s = service();
-        assert_eq!(outcome(&s, FailureMode::Closed, Some(200), b""), Outcome::Allow);
-        let denied = |st, body: &[u8]| match outcome(&s, FailureMode::Closed, Some(st), body) {
-            Outcome::Deny(r) => r.status,
-            Outcome::Allow => 0,
+    const TTL: Ttl = Ttl {
+        authorized_ms: 5_000,
+        negative_ms: 1_000,
+    };
+
+    fn flow(status: Option<u32>, body: &[u8], stale: Option<&Entry>, mode: FailureMode) -> (Step, Option<Entry>) {
+        let fetch = Fetch {
+            usage: vec![("hits".to_string(), 1)],
+            pending: BTreeMap::new(),
+            counted: true,
+            stale: stale.cloned(),
         };
-        assert_eq!(denied(403, b"{}"), 403);
-        assert_eq!(denied(404, b"{}"), 403);
+        after_authrep(&service(), mode, &fetch, status, body, TTL, 1_000)
+    }
+
+    fn reply_status(step: &Step) -> u32 {
+        match step {
+            Step::Reply(r) => r.status,
+            Step::Serve { .. } => 200,
+            Step::Fetch => 0,
+        }
+    }
+
+    #[test]
+    fn answers_become_steps() {
+        let ok = br#"{"authorized":true,"usage_reports":[{"metric":"hits","period":"day","ends_at":86400,"max_value":5,"current_value":1}]}"#;
+        let (step, entry) = flow(Some(200), ok, None, FailureMode::Closed);
+        assert_eq!(step, Step::Serve { count: false }, "authrep counted it");
+        let entry = entry.unwrap();
+        assert_eq!(entry.quotas[0].remaining, 4);
+        assert_eq!(reply_status(&flow(Some(403), b"{}", None, FailureMode::Closed).0), 403);
+        assert_eq!(reply_status(&flow(Some(404), b"{}", None, FailureMode::Closed).0), 403);
+        let limited = br#"{"authorized":false,"rejection_reason":"limits_exceeded","usage_reports":[{"metric":"hits","period":"day","ends_at":86400,"max_value":5,"current_value":5}]}"#;
+        let (step, _) = flow(Some(409), limited, None, FailureMode::Closed);
+        let Step::Reply(r) = step else { panic!() };
         assert_eq!(
-            denied(409, br#"{"authorized":false,"rejection_reason":"limits_exceeded"}"#),
-            429
+            (r.status, r.headers.clone()),
+            (429, vec![("retry-after".into(), "86399".into())])
         );
-        assert_eq!(denied(409, b"garbage"), 403);
-        assert_eq!(denied(500, b""), 503);
+        let broke = br#"{"authorized":false,"rejection_reason":"credits_exhausted","purchase_url":"https://b"}"#;
+        let Step::Reply(r) = flow(Some(409), broke, None, FailureMode::Closed).0 else {
+            panic!()
+        };
+        assert_eq!(r.status, 402);
+        assert!(r.body.contains("https://b") && r.headers[0].0 == "link");
+        // The control plane away: the failure mode decides when nothing is cached...
+        assert_eq!(reply_status(&flow(None, b"", None, FailureMode::Closed).0), 503);
         assert_eq!(
-            outcome(&s, FailureMode::Closed, None, b""),
-            unavailable(FailureMode::Closed)
+            flow(Some(500), b"", None, FailureMode::Open).0,
+            Step::Serve { count: true }
         );
-        assert_eq!(outcome(&s, FailureMode::Open, None, b""), Outcome::Allow);
+        // ...and the last entry serves when there is one, spending its quota.
+        let stale = Entry {
+            expires_at_ms: 500,
+            ..entry
+        };
+        let (step, next) = flow(None, b"", Some(&stale), FailureMode::Closed);
+        assert_eq!(step, Step::Serve { count: true });
+        let next = next.unwrap();
+        assert_eq!((next.quotas[0].remaining, next.expires_at_ms), (3, 500));
+    }
+
+    #[test]
+    fn cache_keys_keep_credentials_apart() {
+        let a = cache_key(
+            1,
+            &Credentials::AppId {
+                app_id: "ab".into(),
+                app_key: Some("c".into()),
+            },
+        );
+        let b = cache_key(
+            1,
+            &Credentials::AppId {
+                app_id: "a".into(),
+                app_key: Some("bc".into()),
+            },
+        );
+        assert_ne!(a, b);
+        assert_ne!(
+            cache_key(1, &Credentials::UserKey("k".into())),
+            cache_key(2, &Credentials::UserKey("k".into()))
+        );
     }
 }

@@ -171,14 +171,18 @@ pub struct Ttl {
     pub negative_ms: u64,
 }
 
-/// The entry to cache from an authrep answer for a request using `usage`. `pending` is usage
-/// of this application served here and not yet reported (the answer does not include it).
+/// The entry to cache from the control plane's answer for a request using `usage`. `pending`
+/// is usage of this application served here and not yet reported (the answer does not include
+/// it). `counted`: the answer is authrep's, which counted the request if it authorized it;
+/// otherwise it is authorize's (asked while usage is pending: authrep would check the limit
+/// without the pending usage), and the request must still fit what remains net of `pending`.
 /// `None`: nothing to cache (the control plane failed or answered something unexpected).
 pub fn from_authrep(
     status: u32,
     body: &[u8],
     usage: &Usage,
     pending: &BTreeMap<String, u64>,
+    counted: bool,
     ttl: Ttl,
     now_ms: u64,
 ) -> Option<Entry> {
@@ -195,7 +199,7 @@ pub fn from_authrep(
         _ => return None,
     }
     let answer: Answer = serde_json::from_slice(body).ok()?;
-    let denial = match (answer.authorized, answer.rejection_reason.as_str()) {
+    let mut denial = match (answer.authorized, answer.rejection_reason.as_str()) {
         (true, _) => None,
         (false, "limits_exceeded") => Some(Denial::LimitsExceeded),
         (false, "application_not_active") => Some(Denial::Suspended),
@@ -204,7 +208,8 @@ pub fn from_authrep(
         }),
         (false, _) => Some(Denial::KeyInvalid),
     };
-    let quotas = answer
+    let unreported: Vec<(String, u64)> = pending.iter().map(|(m, n)| (m.clone(), *n)).collect();
+    let mut quotas: Vec<Quota> = answer
         .usage_reports
         .iter()
         .map(|r| {
@@ -217,17 +222,27 @@ pub fn from_authrep(
                 remaining: 0,
                 confirmed: false,
             };
-            let unreported: Vec<(String, u64)> = pending.iter().map(|(m, n)| (m.clone(), *n)).collect();
             quota.remaining = r
                 .max_value
                 .saturating_sub(r.current_value)
                 .saturating_sub(need(&quota, &unreported))
                 .max(0);
-            // Refused for this quota: the request did not fit what was left.
-            quota.confirmed = denial == Some(Denial::LimitsExceeded) && need(&quota, usage) > quota.remaining;
             quota
         })
         .collect();
+    if !counted && denial.is_none() {
+        if quotas.iter().any(|q| need(q, usage) > q.remaining) {
+            denial = Some(Denial::LimitsExceeded);
+        } else {
+            for q in &mut quotas {
+                q.remaining -= need(q, usage);
+            }
+        }
+    }
+    for q in &mut quotas {
+        // Refused for this quota: the request did not fit what was left.
+        q.confirmed = denial == Some(Denial::LimitsExceeded) && need(q, usage) > q.remaining;
+    }
     let ttl_ms = match denial {
         Some(Denial::KeyInvalid) => ttl.negative_ms,
         _ => ttl.authorized_ms,
@@ -283,6 +298,7 @@ mod tests {
             &answer(true, "", 7),
             &usage(&[("hits", 1)]),
             &BTreeMap::new(),
+            true,
             TTL,
             now,
         )
@@ -311,6 +327,7 @@ mod tests {
             &answer(false, "limits_exceeded", 10),
             &usage(&[("hits", 1)]),
             &BTreeMap::new(),
+            true,
             TTL,
             now + 40,
         )
@@ -340,19 +357,57 @@ mod tests {
     #[test]
     fn unreported_usage_is_not_spent_twice() {
         let pending = BTreeMap::from([("search".to_string(), 2)]);
-        let e = from_authrep(200, &answer(true, "", 5), &usage(&[("hits", 1)]), &pending, TTL, 0).unwrap();
+        let e = from_authrep(
+            200,
+            &answer(true, "", 5),
+            &usage(&[("hits", 1)]),
+            &pending,
+            true,
+            TTL,
+            0,
+        )
+        .unwrap();
         assert_eq!(e.quotas[0].remaining, 3);
+        // authorize's answer (nothing counted): the request takes its unit here, if it fits.
+        let e = from_authrep(
+            200,
+            &answer(true, "", 5),
+            &usage(&[("hits", 1)]),
+            &pending,
+            false,
+            TTL,
+            0,
+        )
+        .unwrap();
+        assert_eq!((e.denial, e.quotas[0].remaining), (None, 2));
+        let e = from_authrep(
+            200,
+            &answer(true, "", 8),
+            &usage(&[("hits", 1)]),
+            &pending,
+            false,
+            TTL,
+            0,
+        )
+        .unwrap();
+        assert_eq!(
+            e.denial,
+            Some(Denial::LimitsExceeded),
+            "8 counted + 2 pending: no room, whatever authorize said"
+        );
+        assert!(e.quotas[0].confirmed);
     }
 
     #[test]
     fn refusals_are_cached_with_their_reason() {
-        let e = from_authrep(403, b"", &usage(&[]), &BTreeMap::new(), TTL, 0).unwrap();
+        let e = from_authrep(403, b"", &usage(&[]), &BTreeMap::new(), true, TTL, 0).unwrap();
         assert_eq!((e.denial.clone(), e.expires_at_ms), (Some(Denial::KeyInvalid), 1_000));
         let suspended = from_authrep(
             409,
             &answer(false, "application_not_active", 0),
             &usage(&[]),
             &BTreeMap::new(),
+            true,
             TTL,
             0,
         )
@@ -365,16 +420,19 @@ mod tests {
             }
         );
         let body = br#"{"authorized":false,"rejection_reason":"credits_exhausted","purchase_url":"https://buy"}"#;
-        let broke = from_authrep(409, body, &usage(&[]), &BTreeMap::new(), TTL, 0).unwrap();
+        let broke = from_authrep(409, body, &usage(&[]), &BTreeMap::new(), true, TTL, 0).unwrap();
         assert_eq!(
             broke.denial,
             Some(Denial::CreditsExhausted {
                 purchase_url: Some("https://buy".into())
             })
         );
-        assert_eq!(from_authrep(503, b"", &usage(&[]), &BTreeMap::new(), TTL, 0), None);
         assert_eq!(
-            from_authrep(200, b"<xml/>", &usage(&[]), &BTreeMap::new(), TTL, 0),
+            from_authrep(503, b"", &usage(&[]), &BTreeMap::new(), true, TTL, 0),
+            None
+        );
+        assert_eq!(
+            from_authrep(200, b"<xml/>", &usage(&[]), &BTreeMap::new(), true, TTL, 0),
             None
         );
     }
@@ -386,6 +444,7 @@ mod tests {
             &answer(true, "", 7),
             &usage(&[]),
             &BTreeMap::new(),
+            true,
             TTL,
             1_700_000_000_000,
         )
@@ -402,7 +461,7 @@ mod tests {
         #[test]
         fn never_more_than_remaining(current in 0i64..20, calls in proptest::collection::vec(0u64..4, 0..40)) {
             let body = answer(true, "", current);
-            let mut entry = from_authrep(200, &body, &usage(&[]), &BTreeMap::new(), TTL, 0).unwrap();
+            let mut entry = from_authrep(200, &body, &usage(&[]), &BTreeMap::new(), true, TTL, 0).unwrap();
             let mut passed = 0i64;
             for n in calls {
                 if let Verdict::Allow(next) = consult(Some(&entry), &usage(&[("search", n)]), 1) {
@@ -415,7 +474,7 @@ mod tests {
 
         #[test]
         fn no_answer_panics(status in 100u32..600, body in proptest::collection::vec(any::<u8>(), 0..200)) {
-            let _ = from_authrep(status, &body, &usage(&[("hits", 1)]), &BTreeMap::new(), TTL, 0);
+            let _ = from_authrep(status, &body, &usage(&[("hits", 1)]), &BTreeMap::new(), true, TTL, 0);
             let _ = Entry::decode(&body);
         }
     }

@@ -40,6 +40,24 @@ fn default_timeout_ms() -> u64 {
 fn default_refresh_interval_ms() -> u64 {
     10_000
 }
+fn default_cache_ttl_ms() -> u64 {
+    5_000
+}
+fn default_negative_cache_ttl_ms() -> u64 {
+    1_000
+}
+fn default_report_interval_ms() -> u64 {
+    1_000
+}
+fn default_batch_size() -> usize {
+    500
+}
+fn default_max_batches() -> usize {
+    10_000
+}
+fn yes() -> bool {
+    true
+}
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -52,6 +70,26 @@ pub struct PluginConfig {
     pub refresh_interval_ms: u64,
     #[serde(default)]
     pub failure_mode: FailureMode,
+    /// How long an authorization is served from the cache before the control plane is asked
+    /// again (also: how long a suspension may take to reach this gateway).
+    #[serde(default = "default_cache_ttl_ms")]
+    pub cache_ttl_ms: u64,
+    /// How long an invalid key is remembered.
+    #[serde(default = "default_negative_cache_ttl_ms")]
+    pub negative_cache_ttl_ms: u64,
+    /// How often usage is sent to the control plane.
+    #[serde(default = "default_report_interval_ms")]
+    pub report_interval_ms: u64,
+    /// Transactions per report (the control plane takes at most 1000).
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// Reports kept while the control plane is away; past that the oldest are dropped (and
+    /// counted in `tollgate.usage_dropped`).
+    #[serde(default = "default_max_batches")]
+    pub max_batches: usize,
+    /// Report the upstream's response codes (`log[code]`).
+    #[serde(default = "yes")]
+    pub report_response_codes: bool,
 }
 
 /// A configuration error, naming the field at fault.
@@ -100,6 +138,21 @@ impl PluginConfig {
         if self.refresh_interval_ms < 100 {
             return bad("refresh_interval_ms", "must be at least 100");
         }
+        if self.cache_ttl_ms > 3_600_000 {
+            return bad("cache_ttl_ms", "must be at most 3600000 (an hour)");
+        }
+        if self.negative_cache_ttl_ms > 3_600_000 {
+            return bad("negative_cache_ttl_ms", "must be at most 3600000 (an hour)");
+        }
+        if !(100..=3_600_000).contains(&self.report_interval_ms) {
+            return bad("report_interval_ms", "must be between 100 and 3600000");
+        }
+        if !(1..=1000).contains(&self.batch_size) {
+            return bad("batch_size", "must be between 1 and 1000");
+        }
+        if self.max_batches == 0 {
+            return bad("max_batches", "must be at least 1");
+        }
         Ok(())
     }
 
@@ -109,6 +162,22 @@ impl PluginConfig {
 
     pub fn refresh_interval(&self) -> Duration {
         Duration::from_millis(self.refresh_interval_ms)
+    }
+
+    pub fn ttl(&self) -> crate::cache::Ttl {
+        crate::cache::Ttl {
+            authorized_ms: self.cache_ttl_ms,
+            negative_ms: self.negative_cache_ttl_ms,
+        }
+    }
+
+    pub fn report_limits(&self) -> crate::report::Limits {
+        crate::report::Limits {
+            batch_size: self.batch_size,
+            max_batches: self.max_batches,
+            backoff_base_ms: 500,
+            backoff_max_ms: 30_000,
+        }
     }
 }
 
@@ -123,6 +192,11 @@ mod tests {
         assert_eq!(c.control_plane.timeout_ms, 500);
         assert_eq!(c.refresh_interval_ms, 10_000);
         assert_eq!(c.failure_mode, FailureMode::Closed);
+        assert_eq!(
+            (c.cache_ttl_ms, c.report_interval_ms, c.batch_size),
+            (5_000, 1_000, 500)
+        );
+        assert!(c.report_response_codes);
     }
 
     #[test]
@@ -152,6 +226,14 @@ mod tests {
             (
                 br#"{"control_plane":{"cluster":"cp"},"access_token":"t","colour":1}"#,
                 "colour",
+            ),
+            (
+                br#"{"control_plane":{"cluster":"cp"},"access_token":"t","batch_size":5000}"#,
+                "batch_size",
+            ),
+            (
+                br#"{"control_plane":{"cluster":"cp"},"access_token":"t","report_interval_ms":10}"#,
+                "report_interval_ms",
             ),
         ];
         for (doc, field) in cases {

@@ -1,9 +1,9 @@
 //! The per-request decision, before any call: deny now, or ask the control plane.
 
-use crate::authrep::{self, unavailable, Outcome};
+use crate::authrep::{unavailable, Outcome};
 use crate::config::FailureMode;
-use crate::credentials;
-use crate::mapping;
+use crate::credentials::{self, Credentials};
+use crate::mapping::{self, Usage};
 use crate::request::RequestHead;
 use crate::service::{ErrorResponse, Services};
 
@@ -11,8 +11,15 @@ use crate::service::{ErrorResponse, Services};
 pub enum Decision {
     /// Answer now, without a call.
     Now(Outcome),
-    /// Pause the request and call authrep at this path; `service_id` says whose answer it is.
-    Authrep { service_id: u64, path: String },
+    /// Authorize this application's use: from the cache, or by calling authrep at `path`.
+    Authorize(Call),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call {
+    pub service_id: u64,
+    pub credentials: Credentials,
+    pub usage: Usage,
 }
 
 pub fn decide(services: Option<&Services>, failure_mode: FailureMode, req: &RequestHead) -> Decision {
@@ -25,6 +32,7 @@ pub fn decide(services: Option<&Services>, failure_mode: FailureMode, req: &Requ
             status: 404,
             content_type: "text/plain; charset=us-ascii".into(),
             body: "No service is configured for this host".into(),
+            headers: Vec::new(),
         }));
     };
     let Some(usage) = mapping::usage_for(&service.proxy.proxy_rules, &req.method, &req.path) else {
@@ -33,10 +41,11 @@ pub fn decide(services: Option<&Services>, failure_mode: FailureMode, req: &Requ
     let Some(creds) = credentials::extract(service, req) else {
         return Decision::Now(Outcome::Deny(service.proxy.auth_missing()));
     };
-    Decision::Authrep {
+    Decision::Authorize(Call {
         service_id: service.id,
-        path: authrep::authrep_path(service, &creds, &usage),
-    }
+        credentials: creds,
+        usage,
+    })
 }
 
 #[cfg(test)]
@@ -64,7 +73,7 @@ mod tests {
         match d {
             Decision::Now(Outcome::Deny(r)) => r.status,
             Decision::Now(Outcome::Allow) => 200,
-            Decision::Authrep { .. } => 0,
+            Decision::Authorize(_) => 0,
         }
     }
 
@@ -83,12 +92,9 @@ mod tests {
     #[test]
     fn asks_the_control_plane_with_usage() {
         let d = decide(Some(&services()), FailureMode::Closed, &req("GET", "/a?user_key=k"));
-        assert_eq!(
-            d,
-            Decision::Authrep {
-                service_id: 3,
-                path: "/transactions/authrep.json?service_token=st&service_id=3&user_key=k&usage%5Bhits%5D=1".into()
-            }
-        );
+        let Decision::Authorize(call) = d else { panic!("{d:?}") };
+        assert_eq!(call.service_id, 3);
+        assert_eq!(call.credentials, Credentials::UserKey("k".into()));
+        assert_eq!(call.usage, vec![("hits".to_string(), 1)]);
     }
 }

@@ -1,42 +1,159 @@
-//! proxy-wasm adapter: reads what the core needs from Envoy and carries out its decisions.
-//! No logic lives here.
+//! proxy-wasm adapter: reads what the core needs from Envoy and carries out its steps. The
+//! decisions live in the core ([`crate::decision`], [`crate::cache`], [`crate::authrep`],
+//! [`crate::report`]); this module only moves bytes between them and the host.
+//!
+//! Per worker VM: a root context fetches the services' configuration, flushes usage (when it
+//! holds the flusher lease) and sends report batches; request contexts serve from the shared
+//! cache and make one call per application on a miss. Requests of this VM that miss on an
+//! application while a call for it is in flight wait for that call's answer instead of
+//! making their own.
 
-use crate::authrep::{self, Outcome};
+use crate::authrep::{self, Fetch, Step};
+use crate::cache::{self, Entry};
 use crate::config::PluginConfig;
-use crate::decision::{decide, Decision};
+use crate::decision::{decide, Call, Decision};
+use crate::report::{self, App};
 use crate::request::RequestHead;
-use crate::service::Services;
+use crate::service::{ErrorResponse, Service, Services};
+use crate::shared::{SetError, SharedData};
+use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel};
+use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType, Status};
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
 
 const PROXY_CONFIGS_PATH: &str = "/admin/api/account/proxy_configs/production.json";
+/// The root context's tick: report and refresh deadlines are checked this often.
+const TICK_MS: u64 = 100;
+/// How long the flusher lease lasts without renewal.
+const LEASE_MS: u64 = 5_000;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
 }}
 
+/// Shared data through the host.
+struct Host;
+
+impl SharedData for Host {
+    fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        hostcalls::get_shared_data(key).unwrap_or((None, None))
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SetError> {
+        match hostcalls::set_shared_data(key, Some(value), cas) {
+            Ok(()) => Ok(()),
+            Err(Status::CasMismatch) => Err(SetError::CasMismatch),
+            Err(e) => Err(SetError::Host(format!("{e:?}"))),
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The filter's Envoy stats (`tollgate.*`), defined once per VM.
+#[derive(Default, Clone, Copy)]
+struct Stats {
+    requests: u32,
+    allowed: u32,
+    denied_auth: u32,
+    denied_limits: u32,
+    denied_credits: u32,
+    denied_other: u32,
+    cache_hits: u32,
+    cache_misses: u32,
+    authrep_calls: u32,
+    authrep_failures: u32,
+    batches_sent: u32,
+    batches_failed: u32,
+    usage_dropped: u32,
+    buffered_batches: u32,
+}
+
+impl Stats {
+    fn define() -> Stats {
+        let counter = |name: &str| hostcalls::define_metric(MetricType::Counter, name).unwrap_or(0);
+        Stats {
+            requests: counter("tollgate.requests"),
+            allowed: counter("tollgate.allowed"),
+            denied_auth: counter("tollgate.denied.auth"),
+            denied_limits: counter("tollgate.denied.limits"),
+            denied_credits: counter("tollgate.denied.credits"),
+            denied_other: counter("tollgate.denied.other"),
+            cache_hits: counter("tollgate.cache_hits"),
+            cache_misses: counter("tollgate.cache_misses"),
+            authrep_calls: counter("tollgate.authrep_calls"),
+            authrep_failures: counter("tollgate.authrep_failures"),
+            batches_sent: counter("tollgate.batches_sent"),
+            batches_failed: counter("tollgate.batches_failed"),
+            usage_dropped: counter("tollgate.usage_dropped"),
+            buffered_batches: hostcalls::define_metric(MetricType::Gauge, "tollgate.buffered_batches").unwrap_or(0),
+        }
+    }
+
+    fn bump(id: u32) {
+        let _ = hostcalls::increment_metric(id, 1);
+    }
+
+    fn denied(&self, r: &ErrorResponse) {
+        Self::bump(match r.status {
+            401 | 403 => self.denied_auth,
+            429 => self.denied_limits,
+            402 => self.denied_credits,
+            _ => self.denied_other,
+        });
+    }
+}
+
+/// A request waiting for another request's call on the same application.
+struct Waiter {
+    context_id: u32,
+    service_id: u64,
+    usage: crate::mapping::Usage,
+    /// Set when it is let through: whether its usage is to be reported.
+    count: Rc<RefCell<Option<bool>>>,
+}
+
 /// What the root context shares with the request contexts of its VM.
 #[derive(Default)]
 struct Shared {
-    /// Shared, not cloned, by every request of this VM.
     config: Option<Rc<PluginConfig>>,
     services: Option<Rc<Services>>,
+    stats: Stats,
+    /// Per cache key with a call in flight in this VM: the requests waiting for its answer.
+    waiting: HashMap<String, Vec<Waiter>>,
 }
 
 #[derive(Default)]
 struct Root {
     shared: Rc<RefCell<Shared>>,
+    /// This VM's name in leases and batch ids.
+    me: String,
+    batch_seq: u64,
     fetch_in_flight: Option<u32>,
+    next_refresh_ms: u64,
+    next_report_ms: u64,
+    /// Report calls in flight: token → batch id.
+    sending: HashMap<u32, String>,
+    /// `on_done` was called: flush everything, then tell the host.
+    finishing: bool,
 }
 
 impl Root {
+    fn config(&self) -> Option<Rc<PluginConfig>> {
+        self.shared.borrow().config.clone()
+    }
+
     fn fetch_services(&mut self) {
-        let Some(config) = self.shared.borrow().config.clone() else {
-            return;
-        };
+        let Some(config) = self.config() else { return };
         if self.fetch_in_flight.is_some() {
             return;
         }
@@ -52,15 +169,85 @@ impl Root {
             Err(status) => log::warn(&format!("tollgate: cannot fetch proxy configs: {status:?}")),
         }
     }
+
+    /// Freezes counted usage into batches (as the lease holder) and sends what is due.
+    fn flush(&mut self, now: u64) {
+        let Some(config) = self.config() else { return };
+        if !self.finishing && !report::try_lead(&Host, &self.me, now, LEASE_MS) {
+            return;
+        }
+        let stats = self.shared.borrow().stats;
+        match report::freeze(&Host, &self.me, &mut self.batch_seq, config.report_limits()) {
+            Ok(0) => {}
+            Ok(dropped) => {
+                let _ = hostcalls::increment_metric(stats.usage_dropped, dropped as i64);
+                log::warn(&format!("tollgate: report buffer full; dropped {dropped} batch(es)"));
+            }
+            Err(e) => log::warn(&format!("tollgate: freezing usage failed: {e:?}")),
+        }
+        let services = self.shared.borrow().services.clone();
+        for batch in report::due(&Host, now) {
+            if self.sending.values().any(|id| *id == batch.id) {
+                continue;
+            }
+            let token = services
+                .as_ref()
+                .and_then(|s| s.services.iter().find(|s| s.id == batch.service_id))
+                .map(|s| s.service_token().to_string());
+            let Some(token) = token else { continue };
+            let body = batch.body(&token);
+            let headers = vec![
+                (":method", "POST"),
+                (":path", "/transactions.json"),
+                (":authority", config.control_plane.authority.as_str()),
+                ("content-type", "application/json"),
+            ];
+            match self.dispatch_http_call(
+                &config.control_plane.cluster,
+                headers,
+                Some(&body),
+                vec![],
+                config.timeout(),
+            ) {
+                Ok(call) => {
+                    self.sending.insert(call, batch.id);
+                }
+                Err(_) => {
+                    let _ = report::failed(&Host, &batch.id, now, config.report_limits());
+                }
+            }
+        }
+        let (batches, _) = report::buffered(&Host);
+        let _ = hostcalls::record_metric(stats.buffered_batches, batches as u64);
+    }
 }
 
 impl Context for Root {
     fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _trailers: usize) {
+        let status = self.get_http_call_response_header(":status");
+        if let Some(batch) = self.sending.remove(&token) {
+            let stats = self.shared.borrow().stats;
+            match (status.as_deref(), self.config()) {
+                (Some("202"), _) => {
+                    let _ = report::acknowledged(&Host, &batch);
+                    Stats::bump(stats.batches_sent);
+                }
+                (_, Some(config)) => {
+                    let _ = report::failed(&Host, &batch, now_ms(), config.report_limits());
+                    Stats::bump(stats.batches_failed);
+                    log::warn(&format!("tollgate: report {batch} answered {status:?}; will retry"));
+                }
+                _ => {}
+            }
+            if self.finishing && self.sending.is_empty() {
+                self.done();
+            }
+            return;
+        }
         if self.fetch_in_flight != Some(token) {
             return;
         }
         self.fetch_in_flight = None;
-        let status = self.get_http_call_response_header(":status");
         let body = self.get_http_call_response_body(0, body_size).unwrap_or_default();
         if status.as_deref() != Some("200") {
             log::warn(&format!(
@@ -86,6 +273,13 @@ impl Context for Root {
             )),
         }
     }
+
+    fn on_done(&mut self) -> bool {
+        // Envoy is stopping this VM: what was counted goes out now.
+        self.finishing = true;
+        self.flush(u64::MAX);
+        self.sending.is_empty()
+    }
 }
 
 impl RootContext for Root {
@@ -93,10 +287,22 @@ impl RootContext for Root {
         let bytes = self.get_plugin_configuration().unwrap_or_default();
         match PluginConfig::parse(&bytes) {
             Ok(config) => {
-                self.set_tick_period(config.refresh_interval());
-                self.shared.borrow_mut().config = Some(Rc::new(config));
-                // First fetch right away rather than after a whole interval.
-                self.fetch_services();
+                if let Err(e) = report::ensure_slots(&Host) {
+                    log::error(&format!("tollgate: cannot prepare shared data: {e:?}"));
+                    return false;
+                }
+                let now = now_ms();
+                // Unique enough among the workers of one Envoy: they start at different times
+                // and live at different addresses.
+                self.me = format!("{now:x}-{:x}", self as *const Root as usize);
+                self.set_tick_period(std::time::Duration::from_millis(TICK_MS));
+                {
+                    let mut shared = self.shared.borrow_mut();
+                    shared.stats = Stats::define();
+                    shared.config = Some(Rc::new(config));
+                }
+                self.next_refresh_ms = 0;
+                self.next_report_ms = now;
                 true
             }
             Err(e) => {
@@ -107,13 +313,25 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
-        self.fetch_services();
+        let Some(config) = self.config() else { return };
+        let now = now_ms();
+        if now >= self.next_refresh_ms {
+            self.next_refresh_ms = now + config.refresh_interval_ms;
+            self.fetch_services();
+        }
+        if now >= self.next_report_ms {
+            self.next_report_ms = now + config.report_interval_ms;
+            self.flush(now);
+        }
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(Request {
+            context_id,
             shared: self.shared.clone(),
-            pending: None,
+            call: None,
+            fetching: None,
+            count: Rc::new(RefCell::new(None)),
         }))
     }
 
@@ -123,9 +341,48 @@ impl RootContext for Root {
 }
 
 struct Request {
+    context_id: u32,
     shared: Rc<RefCell<Shared>>,
-    /// The authrep call in flight: its token and the service it is for.
-    pending: Option<(u32, Rc<Services>, u64)>,
+    /// The application and usage this request is authorized for.
+    call: Option<Call>,
+    /// This request's call to the control plane: its token, cache key and what it asked.
+    fetching: Option<(u32, String, Fetch)>,
+    /// Set when it is let through: whether its usage is to be reported.
+    count: Rc<RefCell<Option<bool>>>,
+}
+
+/// The service with this id in the current configuration.
+fn service_of(shared: &Rc<RefCell<Shared>>, id: u64) -> Option<Service> {
+    let services = shared.borrow().services.clone()?;
+    services.services.iter().find(|s| s.id == id).cloned()
+}
+
+/// Consults the cache and stores what a hit consumed, retrying on CAS conflicts.
+fn from_cache(
+    service: &Service,
+    key: &str,
+    usage: &crate::mapping::Usage,
+    waited: Option<&Step>,
+) -> (Step, Option<Entry>) {
+    let now = now_ms();
+    for _ in 0..crate::shared::MAX_RETRIES {
+        let (bytes, cas) = Host.get(key);
+        let entry = bytes.as_deref().and_then(Entry::decode);
+        let verdict = cache::consult(entry.as_ref(), usage, now);
+        let (step, next) = match waited {
+            Some(fetcher) => authrep::after_waiting(service, verdict, fetcher),
+            None => authrep::on_verdict(service, verdict),
+        };
+        match next {
+            None => return (step, entry),
+            Some(next) => match Host.set(key, &next.encode(), cas) {
+                Ok(()) => return (step, None),
+                Err(SetError::CasMismatch) => continue,
+                Err(_) => return (Step::Fetch, entry),
+            },
+        }
+    }
+    (Step::Fetch, None)
 }
 
 impl Request {
@@ -138,16 +395,72 @@ impl Request {
         }
     }
 
-    fn finish(&mut self, outcome: Outcome) -> Action {
-        match outcome {
-            Outcome::Allow => Action::Continue,
-            Outcome::Deny(r) => {
-                self.send_http_response(
-                    r.status,
-                    vec![("content-type", r.content_type.as_str())],
-                    Some(r.body.as_bytes()),
-                );
+    fn reply(&self, r: &ErrorResponse) {
+        let mut headers: Vec<(&str, &str)> = vec![("content-type", r.content_type.as_str())];
+        headers.extend(r.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        self.send_http_response(r.status, headers, Some(r.body.as_bytes()));
+    }
+
+    /// Carries out a step for this request (the current context).
+    fn apply(&self, step: Step, stats: Stats) -> Action {
+        match step {
+            Step::Serve { count } => {
+                *self.count.borrow_mut() = Some(count);
+                Stats::bump(stats.allowed);
+                Action::Continue
+            }
+            Step::Reply(r) => {
+                stats.denied(&r);
+                self.reply(&r);
                 Action::Pause
+            }
+            Step::Fetch => Action::Pause,
+        }
+    }
+
+    /// Starts this request's call to the control plane for `call`'s application.
+    fn fetch(
+        &mut self,
+        config: &PluginConfig,
+        service: &Service,
+        key: String,
+        call: &Call,
+        stale: Option<Entry>,
+    ) -> Action {
+        let stats = self.shared.borrow().stats;
+        let app = App {
+            service_id: call.service_id,
+            credentials: call.credentials.clone(),
+        };
+        let pending = report::pending(&Host, &app).usage;
+        let fetch = Fetch {
+            usage: call.usage.clone(),
+            counted: pending.is_empty(),
+            pending,
+            stale,
+        };
+        let path = authrep::authrep_path(service, &call.credentials, &call.usage, fetch.counted);
+        let headers = vec![
+            (":method", "GET"),
+            (":path", path.as_str()),
+            (":authority", config.control_plane.authority.as_str()),
+            ("3scale-options", "hierarchy=1"),
+        ];
+        Stats::bump(stats.authrep_calls);
+        match self.dispatch_http_call(&config.control_plane.cluster, headers, None, vec![], config.timeout()) {
+            Ok(token) => {
+                self.shared.borrow_mut().waiting.insert(key.clone(), Vec::new());
+                self.fetching = Some((token, key, fetch));
+                Action::Pause
+            }
+            Err(_) => {
+                Stats::bump(stats.authrep_failures);
+                let (step, entry) =
+                    authrep::after_authrep(service, config.failure_mode, &fetch, None, b"", config.ttl(), now_ms());
+                if let Some(e) = entry {
+                    let _ = Host.set(&key, &e.encode(), None);
+                }
+                self.apply(step, stats)
             }
         }
     }
@@ -155,64 +468,138 @@ impl Request {
 
 impl HttpContext for Request {
     fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
-        let (config, services) = {
+        let (config, services, stats) = {
             let shared = self.shared.borrow();
-            (shared.config.clone(), shared.services.clone())
+            (shared.config.clone(), shared.services.clone(), shared.stats)
         };
         let Some(config) = config else { return Action::Continue };
-        match decide(services.as_deref(), config.failure_mode, &self.head()) {
-            Decision::Now(outcome) => self.finish(outcome),
-            Decision::Authrep { service_id, path } => {
-                let headers = vec![
-                    (":method", "GET"),
-                    (":path", path.as_str()),
-                    (":authority", config.control_plane.authority.as_str()),
-                ];
-                match self.dispatch_http_call(&config.control_plane.cluster, headers, None, vec![], config.timeout()) {
-                    Ok(token) => {
-                        if let Some(services) = services {
-                            self.pending = Some((token, services, service_id));
-                        }
-                        Action::Pause
-                    }
-                    Err(_) => self.finish(authrep::unavailable(config.failure_mode)),
-                }
-            }
+        Stats::bump(stats.requests);
+        let call = match decide(services.as_deref(), config.failure_mode, &self.head()) {
+            Decision::Now(authrep::Outcome::Allow) => return self.apply(Step::Serve { count: false }, stats),
+            Decision::Now(authrep::Outcome::Deny(r)) => return self.apply(Step::Reply(r), stats),
+            Decision::Authorize(call) => call,
+        };
+        let Some(service) = service_of(&self.shared, call.service_id) else {
+            return Action::Continue;
+        };
+        let key = authrep::cache_key(call.service_id, &call.credentials);
+        let (step, stale) = from_cache(&service, &key, &call.usage, None);
+        self.call = Some(call.clone());
+        if step != Step::Fetch {
+            Stats::bump(stats.cache_hits);
+            return self.apply(step, stats);
+        }
+        Stats::bump(stats.cache_misses);
+        let mut shared = self.shared.borrow_mut();
+        if let Some(waiters) = shared.waiting.get_mut(&key) {
+            // A call for this application is in flight here: wait for its answer.
+            waiters.push(Waiter {
+                context_id: self.context_id,
+                service_id: call.service_id,
+                usage: call.usage.clone(),
+                count: self.count.clone(),
+            });
+            return Action::Pause;
+        }
+        drop(shared);
+        self.fetch(&config, &service, key, &call, stale)
+    }
+
+    fn on_log(&mut self) {
+        // Counted once the exchange is over, with the upstream's status.
+        let (Some(true), Some(call)) = (*self.count.borrow(), self.call.as_ref()) else {
+            return;
+        };
+        let report_codes = self
+            .shared
+            .borrow()
+            .config
+            .as_ref()
+            .is_some_and(|c| c.report_response_codes);
+        let code = report_codes
+            .then(|| self.get_http_response_header(":status"))
+            .flatten()
+            .and_then(|s| s.parse::<u16>().ok());
+        let app = App {
+            service_id: call.service_id,
+            credentials: call.credentials.clone(),
+        };
+        if let Err(e) = report::record(&Host, &app, &call.usage, code) {
+            log::warn(&format!("tollgate: counting usage failed: {e:?}"));
         }
     }
 }
 
 impl Context for Request {
     fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _trailers: usize) {
-        let Some((expected, services, service_id)) = self.pending.take() else {
+        let Some((expected, key, fetch)) = self.fetching.take() else {
             return;
         };
         if expected != token {
             return;
         }
-        let failure_mode = self
-            .shared
-            .borrow()
-            .config
-            .as_ref()
-            .map(|c| c.failure_mode)
-            .unwrap_or_default();
+        let (config, stats) = {
+            let shared = self.shared.borrow();
+            (shared.config.clone(), shared.stats)
+        };
+        let (Some(config), Some(call)) = (config, self.call.clone()) else {
+            return;
+        };
         let status = self
             .get_http_call_response_header(":status")
-            .and_then(|s| s.parse().ok());
-        let body = self.get_http_call_response_body(0, body_size).unwrap_or_default();
-        let outcome = match services.services.iter().find(|s| s.id == service_id) {
-            Some(service) => authrep::outcome(service, failure_mode, status, &body),
-            None => authrep::unavailable(failure_mode),
-        };
-        match outcome {
-            Outcome::Allow => self.resume_http_request(),
-            Outcome::Deny(r) => self.send_http_response(
-                r.status,
-                vec![("content-type", r.content_type.as_str())],
-                Some(r.body.as_bytes()),
-            ),
+            .and_then(|s| s.parse::<u32>().ok());
+        if status.is_none_or(|s| s >= 500) {
+            Stats::bump(stats.authrep_failures);
         }
+        let body = self.get_http_call_response_body(0, body_size).unwrap_or_default();
+        let waiters = self.shared.borrow_mut().waiting.remove(&key).unwrap_or_default();
+        let Some(service) = service_of(&self.shared, call.service_id) else {
+            self.resume_http_request();
+            return;
+        };
+        let (step, entry) = authrep::after_authrep(
+            &service,
+            config.failure_mode,
+            &fetch,
+            status,
+            &body,
+            config.ttl(),
+            now_ms(),
+        );
+        if let Some(e) = &entry {
+            // A fresh answer replaces whatever is cached.
+            let _ = Host.set(&key, &e.encode(), None);
+        }
+        if self.apply(step.clone(), stats) == Action::Continue {
+            self.resume_http_request();
+        }
+        // The requests that waited for this answer, each in its own context.
+        for w in waiters {
+            let Some(service) = service_of(&self.shared, w.service_id) else {
+                continue;
+            };
+            let (their_step, _) = from_cache(&service, &key, &w.usage, Some(&step));
+            if hostcalls::set_effective_context(w.context_id).is_err() {
+                continue; // gone meanwhile (client closed)
+            }
+            match their_step {
+                Step::Serve { count } => {
+                    *w.count.borrow_mut() = Some(count);
+                    Stats::bump(stats.allowed);
+                    let _ = hostcalls::resume_http_request();
+                }
+                Step::Reply(r) => {
+                    stats.denied(&r);
+                    let mut headers: Vec<(&str, &str)> = vec![("content-type", r.content_type.as_str())];
+                    headers.extend(r.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+                    let _ = hostcalls::send_http_response(r.status, headers, Some(r.body.as_bytes()));
+                }
+                Step::Fetch => {
+                    let _ = hostcalls::resume_http_request();
+                }
+            }
+        }
+        let _ = hostcalls::set_effective_context(self.context_id);
     }
 }
 

@@ -21,6 +21,8 @@ pub struct ErrorResponse {
     pub status: u32,
     pub content_type: String,
     pub body: String,
+    /// More headers (`Retry-After`, `Link`).
+    pub headers: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -79,6 +81,7 @@ impl Proxy {
             status,
             content_type: content_type.into(),
             body: body.into(),
+            headers: Vec::new(),
         }
     }
     pub fn auth_failed(&self) -> ErrorResponse {

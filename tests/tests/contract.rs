@@ -73,7 +73,7 @@ async fn filter_batches_and_cache_entries_against_the_control_plane() {
     };
     let now = 1_000;
     let usage = vec![("hits".to_string(), 1)];
-    let entry = cache::from_authrep(status, &body, &usage, &pending, ttl, now).unwrap();
+    let entry = cache::from_authrep(status, &body, &usage, &pending, true, ttl, now).unwrap();
     assert_eq!(entry.denial, None);
     assert_eq!(
         entry.quotas[0].remaining,
@@ -97,7 +97,7 @@ async fn filter_batches_and_cache_entries_against_the_control_plane() {
         .unwrap();
     let status = u32::from(r.status().as_u16());
     let body = r.bytes().await.unwrap();
-    let entry = cache::from_authrep(status, &body, &usage, &BTreeMap::new(), ttl, now).unwrap();
+    let entry = cache::from_authrep(status, &body, &usage, &BTreeMap::new(), true, ttl, now).unwrap();
     assert_eq!(entry.denial, Some(Denial::KeyInvalid));
 
     // Counted once: 6 reported + 1 authrep; the codes too.

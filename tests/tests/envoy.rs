@@ -82,6 +82,8 @@ async fn over_the_plan_limit_is_429() {
     assert_eq!(client.get(&url).send().await.unwrap().status(), 200);
     let denied = client.get(&url).send().await.unwrap();
     assert_eq!(denied.status(), 429);
+    let retry: u64 = denied.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=86_400).contains(&retry), "until the day ends: {retry}");
     assert_eq!(denied.text().await.unwrap(), "Usage limit exceeded");
     drop(envoy);
     app.stop().await;
@@ -120,5 +122,142 @@ async fn a_bad_filter_configuration_stops_envoy_with_the_field_named() {
         "{}",
         envoy.output()
     );
+    app.stop().await;
+}
+
+/// The filter's stats as Envoy shows them (`wasmcustom.tollgate.*`), by short name.
+async fn filter_stats(envoy: &Envoy) -> std::collections::HashMap<String, u64> {
+    let text = reqwest::get(format!("http://127.0.0.1:{}/stats?filter=tollgate", envoy.admin_port))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter_map(|l| {
+            let (name, value) = l.split_once(": ")?;
+            let name = name.split("tollgate.").nth(1)?;
+            Some((name.to_string(), value.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// The application's hits today, as the control plane's counters hold them.
+async fn counted_hits(app: &TestApp, sid: i64, key: &str) -> i64 {
+    let token = app.service_token(sid).await;
+    let url = app.url(&format!(
+        "/transactions/authorize.json?service_id={sid}&service_token={token}&user_key={key}"
+    ));
+    let body: Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+    body["usage_reports"][0]["current_value"].as_i64().unwrap()
+}
+
+#[tokio::test]
+async fn the_cached_path_calls_rarely_and_counts_every_request_once() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let (service, application) = app.seed("cached").await;
+    let (sid, hits) = app.limit_hits(&service, &application, "day", 100_000).await;
+    let upstream = demo_upstream().await;
+    let mut env = envoy_env(&app, upstream);
+    env.push(("TOLLGATE_FILTER_CACHE_TTL_MS", "60000".to_string()));
+    env.push(("TOLLGATE_REPORT_INTERVAL_MS", "200".to_string()));
+    let mut envoy = Envoy::start(&env).unwrap();
+    envoy.wait_ready(Duration::from_secs(30)).await.unwrap();
+    let url = envoy.url("/x?user_key=cached");
+    assert_eq!(get_when_configured(&url).await.status(), 200, "{}", envoy.output());
+
+    // 400 more, 8 at a time, over both workers.
+    let client = reqwest::Client::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let (client, url) = (client.clone(), url.clone());
+        tasks.spawn(async move {
+            for _ in 0..50 {
+                assert_eq!(client.get(&url).send().await.unwrap().status(), 200);
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+    let stats = filter_stats(&envoy).await;
+    assert!(stats["authrep_calls"] <= 4, "at most 1 % of 401 requests: {stats:?}");
+    assert_eq!(stats["allowed"], 401, "{stats:?}");
+
+    // Reported within a few intervals, each request exactly once.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while counted_hits(&app, sid, "cached").await < 401 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(counted_hits(&app, sid, "cached").await, 401, "{}", envoy.output());
+    let stats = filter_stats(&envoy).await;
+    assert!(stats["batches_sent"] >= 1 && stats["batches_failed"] == 0, "{stats:?}");
+    assert_eq!(stats["buffered_batches"], 0, "{stats:?}");
+
+    // And the usage tables agree once flushed.
+    tollgate::usage::flush(&app.db, &app.counters).await.unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let application_id = application["application"]["id"].as_i64().unwrap();
+    let total = tollgate::usage::total(
+        &app.db,
+        tollgate::usage::Scope::Application(application_id),
+        hits,
+        now - 7200,
+        now + 3600,
+    )
+    .await
+    .unwrap();
+    assert_eq!(total, 401);
+    let codes = tollgate::usage::response_codes(&app.db, tollgate::usage::Scope::Service(sid), now - 7200, now + 3600)
+        .await
+        .unwrap();
+    assert_eq!(
+        codes.get("2xx"),
+        Some(&400),
+        "the first request was authrep's, without a code: {codes:?}"
+    );
+    drop(envoy);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_suspended_application_is_denied_within_the_cache_ttl() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let (_, application) = app.seed("soon-suspended").await;
+    let upstream = demo_upstream().await;
+    let mut env = envoy_env(&app, upstream);
+    env.push(("TOLLGATE_FILTER_CACHE_TTL_MS", "1000".to_string()));
+    let mut envoy = Envoy::start(&env).unwrap();
+    envoy.wait_ready(Duration::from_secs(30)).await.unwrap();
+    let url = envoy.url("/x?user_key=soon-suspended");
+    assert_eq!(get_when_configured(&url).await.status(), 200, "{}", envoy.output());
+
+    let a = &application["application"];
+    let path = format!(
+        "/admin/api/accounts/{}/applications/{}/suspend.json",
+        a["account_id"], a["id"]
+    );
+    let r = app.admin(reqwest::Method::PUT, &path).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let suspended_at = std::time::Instant::now();
+    let client = reqwest::Client::new();
+    loop {
+        let status = client.get(&url).send().await.unwrap().status();
+        if status == 403 {
+            break;
+        }
+        assert_eq!(status, 200);
+        assert!(
+            suspended_at.elapsed() < Duration::from_millis(2_500),
+            "still served {:?} after the suspension",
+            suspended_at.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(envoy);
     app.stop().await;
 }
