@@ -90,12 +90,22 @@ pub fn denial_response(service: &Service, denial: &Denial, retry_after_secs: Opt
     }
 }
 
+/// Whether a request let through still has to be reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Count {
+    /// No: authrep counted it (or it is not an application's request).
+    No,
+    Yes,
+    /// Yes, but nobody vouched for its credentials (let through by failure mode `open`): its
+    /// usage goes in a report of its own, so that a rejection cannot take others' with it.
+    Unverified,
+}
+
 /// What the glue does with a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
-    /// Let it through. `count`: its usage still has to be reported (it was not counted by an
-    /// authrep call).
-    Serve { count: bool },
+    /// Let it through.
+    Serve { count: Count },
     /// Answer it here.
     Reply(ErrorResponse),
     /// Ask the control plane (one authrep call), then [`after_authrep`].
@@ -105,7 +115,7 @@ pub enum Step {
 /// The step for a cache verdict; `Some(entry)` is to be stored (CAS) before serving.
 pub fn on_verdict(service: &Service, verdict: Verdict) -> (Step, Option<Entry>) {
     match verdict {
-        Verdict::Allow(next) => (Step::Serve { count: true }, Some(next)),
+        Verdict::Allow(next) => (Step::Serve { count: Count::Yes }, Some(next)),
         Verdict::Deny {
             denial,
             retry_after_secs,
@@ -144,7 +154,9 @@ pub fn after_authrep(
     if let Some(entry) = answer {
         let step = match &entry.denial {
             // authrep counted this request already; authorize did not.
-            None => Step::Serve { count: !fetch.counted },
+            None => Step::Serve {
+                count: if fetch.counted { Count::No } else { Count::Yes },
+            },
             Some(denial) => {
                 let retry = entry
                     .quotas
@@ -178,7 +190,12 @@ pub fn after_authrep(
         }
     }
     match unavailable(failure_mode) {
-        Outcome::Allow => (Step::Serve { count: true }, None),
+        Outcome::Allow => (
+            Step::Serve {
+                count: Count::Unverified,
+            },
+            None,
+        ),
         Outcome::Deny(r) => (Step::Reply(r), None),
     }
 }
@@ -190,7 +207,15 @@ pub fn after_waiting(service: &Service, verdict: Verdict, fetcher: &Step) -> (St
     match verdict {
         Verdict::Ask(crate::cache::Miss::QuotaUsedUp) => (Step::Reply(service.proxy.limits_exceeded()), None),
         Verdict::Ask(_) => match fetcher {
-            Step::Serve { .. } => (Step::Serve { count: true }, None),
+            Step::Serve {
+                count: Count::Unverified,
+            } => (
+                Step::Serve {
+                    count: Count::Unverified,
+                },
+                None,
+            ),
+            Step::Serve { .. } => (Step::Serve { count: Count::Yes }, None),
             other => (other.clone(), None),
         },
         verdict => on_verdict(service, verdict),
@@ -264,7 +289,7 @@ mod tests {
     fn answers_become_steps() {
         let ok = br#"{"authorized":true,"usage_reports":[{"metric":"hits","period":"day","ends_at":86400,"max_value":5,"current_value":1}]}"#;
         let (step, entry) = flow(Some(200), ok, None, FailureMode::Closed);
-        assert_eq!(step, Step::Serve { count: false }, "authrep counted it");
+        assert_eq!(step, Step::Serve { count: Count::No }, "authrep counted it");
         let entry = entry.unwrap();
         assert_eq!(entry.quotas[0].remaining, 4);
         assert_eq!(reply_status(&flow(Some(403), b"{}", None, FailureMode::Closed).0), 403);
@@ -286,7 +311,9 @@ mod tests {
         assert_eq!(reply_status(&flow(None, b"", None, FailureMode::Closed).0), 503);
         assert_eq!(
             flow(Some(500), b"", None, FailureMode::Open).0,
-            Step::Serve { count: true }
+            Step::Serve {
+                count: Count::Unverified
+            }
         );
         // ...and the last entry serves when there is one, spending its quota.
         let stale = Entry {
@@ -294,7 +321,7 @@ mod tests {
             ..entry
         };
         let (step, next) = flow(None, b"", Some(&stale), FailureMode::Closed);
-        assert_eq!(step, Step::Serve { count: true });
+        assert_eq!(step, Step::Serve { count: Count::Yes });
         let next = next.unwrap();
         assert_eq!((next.quotas[0].remaining, next.expires_at_ms), (3, 500));
     }

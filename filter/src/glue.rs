@@ -8,7 +8,7 @@
 //! application while a call for it is in flight wait for that call's answer instead of
 //! making their own.
 
-use crate::authrep::{self, Fetch, Step};
+use crate::authrep::{self, Count, Fetch, Step};
 use crate::cache::{self, Entry};
 use crate::config::PluginConfig;
 use crate::decision::{decide, Call, Decision};
@@ -119,7 +119,7 @@ struct Waiter {
     service_id: u64,
     usage: crate::mapping::Usage,
     /// Set when it is let through: whether its usage is to be reported.
-    count: Rc<RefCell<Option<bool>>>,
+    count: Rc<RefCell<Option<Count>>>,
 }
 
 /// What the root context shares with the request contexts of its VM.
@@ -212,7 +212,8 @@ impl Root {
                 Ok(call) => {
                     self.sending.insert(call, batch.id);
                 }
-                Err(_) => {
+                Err(e) => {
+                    log::warn(&format!("tollgate: cannot send report {}: {e:?}", batch.id));
                     let _ = report::failed(&Host, &batch.id, now, config.report_limits());
                 }
             }
@@ -231,6 +232,17 @@ impl Context for Root {
                 (Some("202"), _) => {
                     let _ = report::acknowledged(&Host, &batch);
                     Stats::bump(stats.batches_sent);
+                }
+                // Refused for good (an unknown key let through while the control plane was
+                // away, a service token that changed): sending it again would not help.
+                (Some(code), _) if code.starts_with('4') && code != "409" && code != "429" => {
+                    let body = self.get_http_call_response_body(0, body_size).unwrap_or_default();
+                    let _ = report::acknowledged(&Host, &batch);
+                    Stats::bump(stats.usage_dropped);
+                    log::warn(&format!(
+                        "tollgate: report {batch} refused ({code}): {}; dropped",
+                        String::from_utf8_lossy(&body)
+                    ));
                 }
                 (_, Some(config)) => {
                     let _ = report::failed(&Host, &batch, now_ms(), config.report_limits());
@@ -278,6 +290,10 @@ impl Context for Root {
         // Envoy is stopping this VM: what was counted goes out now.
         self.finishing = true;
         self.flush(u64::MAX);
+        log::info(&format!(
+            "tollgate: stopping; {} report(s) in flight",
+            self.sending.len()
+        ));
         self.sending.is_empty()
     }
 }
@@ -348,7 +364,7 @@ struct Request {
     /// This request's call to the control plane: its token, cache key and what it asked.
     fetching: Option<(u32, String, Fetch)>,
     /// Set when it is let through: whether its usage is to be reported.
-    count: Rc<RefCell<Option<bool>>>,
+    count: Rc<RefCell<Option<Count>>>,
 }
 
 /// The service with this id in the current configuration.
@@ -431,6 +447,7 @@ impl Request {
         let app = App {
             service_id: call.service_id,
             credentials: call.credentials.clone(),
+            unverified: false,
         };
         let pending = report::pending(&Host, &app).usage;
         let fetch = Fetch {
@@ -475,7 +492,7 @@ impl HttpContext for Request {
         let Some(config) = config else { return Action::Continue };
         Stats::bump(stats.requests);
         let call = match decide(services.as_deref(), config.failure_mode, &self.head()) {
-            Decision::Now(authrep::Outcome::Allow) => return self.apply(Step::Serve { count: false }, stats),
+            Decision::Now(authrep::Outcome::Allow) => return self.apply(Step::Serve { count: Count::No }, stats),
             Decision::Now(authrep::Outcome::Deny(r)) => return self.apply(Step::Reply(r), stats),
             Decision::Authorize(call) => call,
         };
@@ -507,7 +524,8 @@ impl HttpContext for Request {
 
     fn on_log(&mut self) {
         // Counted once the exchange is over, with the upstream's status.
-        let (Some(true), Some(call)) = (*self.count.borrow(), self.call.as_ref()) else {
+        let (Some(count @ (Count::Yes | Count::Unverified)), Some(call)) = (*self.count.borrow(), self.call.as_ref())
+        else {
             return;
         };
         let report_codes = self
@@ -523,6 +541,7 @@ impl HttpContext for Request {
         let app = App {
             service_id: call.service_id,
             credentials: call.credentials.clone(),
+            unverified: count == Count::Unverified,
         };
         if let Err(e) = report::record(&Host, &app, &call.usage, code) {
             log::warn(&format!("tollgate: counting usage failed: {e:?}"));

@@ -32,6 +32,10 @@ const LEASE: &str = "tollgate:flusher";
 pub struct App {
     pub service_id: u64,
     pub credentials: crate::credentials::Credentials,
+    /// Let through without anyone vouching for the credentials (failure mode `open`): reported
+    /// in a batch of its own.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unverified: bool,
 }
 
 impl App {
@@ -150,6 +154,9 @@ pub struct Batch {
     pub id: String,
     pub service_id: u64,
     pub transactions: Vec<(crate::credentials::Credentials, Pending)>,
+    /// Holds one unverified application's usage, and nothing else.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unverified: bool,
     #[serde(default)]
     pub attempts: u32,
     /// Not to be sent before this time (backoff after a failure).
@@ -224,7 +231,12 @@ pub fn freeze(shared: &impl SharedData, id_prefix: &str, seq: &mut u64, limits: 
     let mut batches: Vec<Batch> = Vec::new();
     for (app, p) in taken {
         match batches.last_mut() {
-            Some(b) if b.service_id == app.service_id && b.transactions.len() < limits.batch_size.max(1) => {
+            Some(b)
+                if b.service_id == app.service_id
+                    && !b.unverified
+                    && !app.unverified
+                    && b.transactions.len() < limits.batch_size.max(1) =>
+            {
                 b.transactions.push((app.credentials, p));
             }
             _ => {
@@ -232,6 +244,7 @@ pub fn freeze(shared: &impl SharedData, id_prefix: &str, seq: &mut u64, limits: 
                 batches.push(Batch {
                     id: format!("{id_prefix}-{seq}"),
                     service_id: app.service_id,
+                    unverified: app.unverified,
                     transactions: vec![(app.credentials, p)],
                     attempts: 0,
                     not_before_ms: 0,
@@ -312,6 +325,7 @@ mod tests {
         App {
             service_id,
             credentials: Credentials::UserKey(key.into()),
+            unverified: false,
         }
     }
 
@@ -372,6 +386,34 @@ mod tests {
         assert_eq!(buffered(&m), (0, 0));
         assert_eq!(freeze(&m, "vm1", &mut seq, LIMITS).unwrap(), 0, "nothing new: no batch");
         assert_eq!(buffered(&m), (0, 0));
+    }
+
+    #[test]
+    fn unverified_usage_travels_alone() {
+        let m = Memory::default();
+        ensure_slots(&m).unwrap();
+        let stranger = App {
+            unverified: true,
+            ..app(1, "b")
+        };
+        record(&m, &app(1, "a"), &hits(1), None).unwrap();
+        record(&m, &stranger, &hits(1), None).unwrap();
+        record(&m, &app(1, "c"), &hits(1), None).unwrap();
+        let mut seq = 0;
+        freeze(
+            &m,
+            "vm",
+            &mut seq,
+            Limits {
+                batch_size: 10,
+                ..LIMITS
+            },
+        )
+        .unwrap();
+        let batches = due(&m, 0);
+        let shape: Vec<(bool, usize)> = batches.iter().map(|b| (b.unverified, b.transactions.len())).collect();
+        assert_eq!(shape.len(), 3, "{shape:?}");
+        assert!(shape.contains(&(true, 1)) && shape.iter().filter(|(u, _)| !u).map(|(_, n)| n).sum::<usize>() == 2);
     }
 
     #[test]

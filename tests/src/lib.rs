@@ -122,6 +122,16 @@ impl Envoy {
         }
     }
 
+    /// Asks Envoy to shut down the way an operator does (`POST /quitquitquit` on its admin) and
+    /// waits for it to exit.
+    pub async fn quit(&mut self, timeout: std::time::Duration) -> Option<std::process::ExitStatus> {
+        let _ = reqwest::Client::new()
+            .post(format!("http://127.0.0.1:{}/quitquitquit", self.admin_port))
+            .send()
+            .await;
+        self.wait_exit(timeout).await
+    }
+
     /// Waits for the process to exit by itself; its exit status, or None on timeout.
     pub async fn wait_exit(&mut self, timeout: std::time::Duration) -> Option<std::process::ExitStatus> {
         let deadline = std::time::Instant::now() + timeout;

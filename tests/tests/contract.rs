@@ -33,6 +33,7 @@ async fn filter_batches_and_cache_entries_against_the_control_plane() {
     let who = App {
         service_id: sid as u64,
         credentials: credentials.clone(),
+        unverified: false,
     };
     for code in [200, 200, 503] {
         report::record(&shared, &who, &[("hits".to_string(), 2)], Some(code)).unwrap();

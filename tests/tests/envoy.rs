@@ -261,3 +261,117 @@ async fn a_suspended_application_is_denied_within_the_cache_ttl() {
     drop(envoy);
     app.stop().await;
 }
+
+/// The way to stop a gateway without losing usage: drain its listeners (no new requests), let
+/// the filter report (one report interval), then quit. Envoy 1.40 does call the filter's
+/// `on_done` when it quits, but exits before the report calls made there complete, so quitting
+/// without the drain loses up to one interval of usage.
+#[tokio::test]
+async fn a_drained_gateway_has_reported_everything_when_it_stops() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let (service, application) = app.seed("shutdown").await;
+    let (sid, _) = app.limit_hits(&service, &application, "day", 100_000).await;
+    let upstream = demo_upstream().await;
+    let mut env = envoy_env(&app, upstream);
+    env.push(("TOLLGATE_FILTER_CACHE_TTL_MS", "60000".to_string()));
+    env.push(("TOLLGATE_REPORT_INTERVAL_MS", "500".to_string()));
+    let mut envoy = Envoy::start(&env).unwrap();
+    envoy.wait_ready(Duration::from_secs(30)).await.unwrap();
+    let url = envoy.url("/x?user_key=shutdown");
+    assert_eq!(get_when_configured(&url).await.status(), 200, "{}", envoy.output());
+    let client = reqwest::Client::new();
+    for _ in 0..20 {
+        assert_eq!(client.get(&url).send().await.unwrap().status(), 200);
+    }
+    let drain = client
+        .post(format!(
+            "http://127.0.0.1:{}/drain_listeners?graceful",
+            envoy.admin_port
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(drain.status(), 200);
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert!(
+        envoy.quit(Duration::from_secs(20)).await.is_some(),
+        "{}",
+        envoy.output()
+    );
+    assert_eq!(counted_hits(&app, sid, "shutdown").await, 21, "{}", envoy.output());
+    app.stop().await;
+}
+
+/// The control plane goes away mid-traffic and comes back: cached applications keep being
+/// served (the failure mode only matters for what is not cached), their usage waits in the
+/// filter's buffer and arrives, exactly once, when the control plane is back.
+#[tokio::test]
+async fn a_control_plane_outage_loses_no_usage_failing_closed() {
+    outage("closed").await;
+}
+
+/// The same with failure mode `open`: an unknown key is let through while nobody can check it.
+/// Its usage travels in a report of its own, which the control plane refuses, without taking
+/// the others' usage with it.
+#[tokio::test]
+async fn a_control_plane_outage_loses_no_usage_failing_open() {
+    outage("open").await;
+}
+
+async fn outage(mode: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let port = tollgate_e2e::free_port();
+    let database = format!("sqlite://{}", dir.path().join("cp.db").display());
+    let start = || {
+        let database = database.clone();
+        TestApp::spawn_with(Backend::Sqlite, move |c| {
+            c.listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+            c.database_url = database;
+        })
+    };
+    let app = start().await;
+    let (service, application) = app.seed("outage").await;
+    let (sid, _) = app.limit_hits(&service, &application, "day", 100_000).await;
+    let upstream = demo_upstream().await;
+    let mut env = envoy_env(&app, upstream);
+    env.push(("TOLLGATE_FILTER_CACHE_TTL_MS", "60000".to_string()));
+    env.push(("TOLLGATE_REPORT_INTERVAL_MS", "200".to_string()));
+    env.push(("TOLLGATE_CP_TIMEOUT_MS", "200".to_string()));
+    env.push(("TOLLGATE_FAILURE_MODE", mode.to_string()));
+    let mut envoy = Envoy::start(&env).unwrap();
+    envoy.wait_ready(Duration::from_secs(30)).await.unwrap();
+    // Every VM (the main thread's and two workers') has the configuration: with failure mode
+    // open a request before that would pass unchecked.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while envoy.output().matches("loaded 1 service").count() < 3 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let url = envoy.url("/x?user_key=outage");
+    assert_eq!(get_when_configured(&url).await.status(), 200, "{}", envoy.output());
+    app.stop().await;
+
+    let client = reqwest::Client::new();
+    for _ in 0..30 {
+        assert_eq!(
+            client.get(&url).send().await.unwrap().status(),
+            200,
+            "served from the cache"
+        );
+    }
+    let unknown = client.get(envoy.url("/x?user_key=not-cached")).send().await.unwrap();
+    let expected = if mode == "closed" { 503 } else { 200 };
+    assert_eq!(unknown.status(), expected, "{mode}: nothing cached, nobody to ask");
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let stats = filter_stats(&envoy).await;
+    assert!(stats["batches_failed"] >= 1, "{stats:?}");
+
+    let app = start().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while counted_hits(&app, sid, "outage").await < 31 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(counted_hits(&app, sid, "outage").await, 31, "{}", envoy.output());
+    drop(envoy);
+    app.stop().await;
+}
