@@ -138,6 +138,35 @@ pub fn consult(entry: Option<&Entry>, usage: &Usage, now_ms: u64) -> Verdict {
     Verdict::Allow(next)
 }
 
+/// Below this much remaining quota, shares are exactly what each request needs.
+pub const SHARE_ABOVE: i64 = 64;
+
+/// A worker's share of the shared entry, spent without touching shared data: the hot path
+/// of one worker is a lookup in its own memory. Taking a share moves quota from the shared
+/// entry to the worker's local copy (CAS on the shared entry), so that the workers together
+/// never spend more than the shared entry held. A share is a quarter of what remains (only
+/// what the request needs below [`SHARE_ABOVE`]), and at least what the request needs. The
+/// other workers keep the rest. `None`: the shared entry
+/// cannot serve the request (it is missing, expired, out of quota: ask the control plane).
+pub fn reserve(shared: &Entry, usage: &Usage, now_ms: u64) -> Option<(Entry, Entry)> {
+    match consult(Some(shared), usage, now_ms) {
+        Verdict::Ask(_) => return None,
+        Verdict::Deny { .. } => return Some((shared.clone(), shared.clone())),
+        Verdict::Allow(_) => {}
+    }
+    let mut rest = shared.clone();
+    let mut share = shared.clone();
+    for (r, s) in rest.quotas.iter_mut().zip(share.quotas.iter_mut()) {
+        // Little left: no more than the request needs, so that no worker sits on quota
+        // another could use (and every unit goes through the shared entry).
+        let quarter = if r.remaining >= SHARE_ABOVE { r.remaining / 4 } else { 0 };
+        let take = quarter.max(need(r, usage)).min(r.remaining);
+        r.remaining -= take;
+        s.remaining = take;
+    }
+    Some((rest, share))
+}
+
 /// The JSON authrep answer (`/transactions/authrep.json`, with `3scale-options: hierarchy=1`).
 #[derive(Debug, Default, Deserialize)]
 struct Answer {
@@ -455,7 +484,62 @@ mod tests {
         assert_eq!(Entry::decode(b"garbage"), None);
     }
 
+    #[test]
+    fn a_share_is_a_quarter_and_at_least_the_need() {
+        let big = |current: i64| {
+            let body = serde_json::json!({"authorized": true, "usage_reports": [{"metric": "hits", "period": "day", "ends_at": 86_400, "max_value": 1000, "current_value": current}]});
+            from_authrep(
+                200,
+                body.to_string().as_bytes(),
+                &usage(&[]),
+                &BTreeMap::new(),
+                true,
+                TTL,
+                0,
+            )
+            .unwrap()
+        };
+        let (rest, share) = reserve(&big(0), &usage(&[("hits", 1)]), 1).unwrap();
+        assert_eq!((rest.quotas[0].remaining, share.quotas[0].remaining), (750, 250));
+        let (rest, share) = reserve(&big(950), &usage(&[("hits", 1)]), 1).unwrap();
+        assert_eq!(
+            (rest.quotas[0].remaining, share.quotas[0].remaining),
+            (49, 1),
+            "little left: just the need"
+        );
+        let e = from_authrep(200, &answer(true, "", 2), &usage(&[]), &BTreeMap::new(), true, TTL, 0).unwrap();
+        let (_, share) = reserve(&e, &usage(&[("hits", 5)]), 1).unwrap();
+        assert_eq!(share.quotas[0].remaining, 5);
+        assert_eq!(reserve(&e, &usage(&[("hits", 9)]), 1), None, "more than remains: ask");
+    }
+
     proptest! {
+        /// Workers taking shares and spending them never spend more than the shared entry held.
+        #[test]
+        fn shares_never_spend_more_than_there_was(current in 0i64..20, calls in proptest::collection::vec((0usize..3, 0u64..4), 0..60)) {
+            let body = answer(true, "", current);
+            let mut shared = from_authrep(200, &body, &usage(&[]), &BTreeMap::new(), true, TTL, 0).unwrap();
+            let mut locals: Vec<Option<Entry>> = vec![None, None, None];
+            let mut passed = 0i64;
+            for (worker, n) in calls {
+                let u = usage(&[("hits", n)]);
+                let local = &mut locals[worker];
+                if let Some(Verdict::Allow(next)) = local.as_ref().map(|l| consult(Some(l), &u, 1)) {
+                    passed += n as i64;
+                    *local = Some(next);
+                    continue;
+                }
+                if let Some((rest, share)) = reserve(&shared, &u, 1) {
+                    shared = rest;
+                    if let Verdict::Allow(next) = consult(Some(&share), &u, 1) {
+                        passed += n as i64;
+                        *local = Some(next);
+                    }
+                }
+            }
+            prop_assert!(passed <= (10 - current).max(0));
+        }
+
         /// However requests arrive, the cache never lets more through than the control plane
         /// said remained.
         #[test]

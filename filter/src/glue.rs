@@ -2,11 +2,13 @@
 //! decisions live in the core ([`crate::decision`], [`crate::cache`], [`crate::authrep`],
 //! [`crate::report`]); this module only moves bytes between them and the host.
 //!
-//! Per worker VM: a root context fetches the services' configuration, flushes usage (when it
-//! holds the flusher lease) and sends report batches; request contexts serve from the shared
-//! cache and make one call per application on a miss. Requests of this VM that miss on an
-//! application while a call for it is in flight wait for that call's answer instead of
-//! making their own.
+//! Per worker VM: a root context fetches the services' configuration, moves the usage its
+//! requests counted into shared data every tick, flushes usage (when it holds the flusher
+//! lease) and sends report batches. Request contexts serve from the VM's own share of an
+//! application's quota ([`cache::reserve`]): no host call on the hot path. A request the share
+//! cannot serve takes a new share from the shared cache, and when that cannot serve either it
+//! makes one call to the control plane. Requests of this VM that miss on an application while
+//! a call for it is in flight wait for that call's answer instead of making their own.
 
 use crate::authrep::{self, Count, Fetch, Step};
 use crate::cache::{self, Entry};
@@ -28,6 +30,9 @@ const PROXY_CONFIGS_PATH: &str = "/admin/api/account/proxy_configs/production.js
 const TICK_MS: u64 = 100;
 /// How long the flusher lease lasts without renewal.
 const LEASE_MS: u64 = 5_000;
+/// Bound on the applications a VM keeps a share for; past it, the shares are dropped (the
+/// shared cache still has the entries).
+const MAX_LOCAL_ENTRIES: usize = 10_000;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -116,11 +121,13 @@ impl Stats {
 /// A request waiting for another request's call on the same application.
 struct Waiter {
     context_id: u32,
-    service_id: u64,
-    usage: crate::mapping::Usage,
-    /// Set when it is let through: whether its usage is to be reported.
-    count: Rc<RefCell<Option<Count>>>,
+    call: Call,
+    served: Served,
 }
+
+/// Set when a request is let through: `Some(unverified)`; its response code is counted when
+/// it completes.
+type Served = Rc<RefCell<Option<bool>>>;
 
 /// What the root context shares with the request contexts of its VM.
 #[derive(Default)]
@@ -130,6 +137,48 @@ struct Shared {
     stats: Stats,
     /// Per cache key with a call in flight in this VM: the requests waiting for its answer.
     waiting: HashMap<String, Vec<Waiter>>,
+    /// This VM's shares of the shared entries, per cache key.
+    local: HashMap<String, Entry>,
+    /// Usage served by this VM and not yet moved to shared data.
+    usage: HashMap<App, report::Pending>,
+}
+
+impl Shared {
+    /// Moves this VM's counted usage into the shared slots (what fails stays for the next tick).
+    fn move_usage(&mut self) {
+        self.usage
+            .retain(|app, pending| match report::record_pending(&Host, app, pending) {
+                Ok(()) => false,
+                Err(e) => {
+                    log::warn(&format!("tollgate: counting usage failed: {e:?}; retrying"));
+                    true
+                }
+            });
+    }
+
+    /// Counts a request let through, when it is let through (a request still upstream is
+    /// counted already). Far from the limits, in this VM's memory, moved to shared data every
+    /// tick. Close to them (`exact`), straight into shared data, with whatever this VM counted
+    /// for the application before: the next call to the control plane must see every unit.
+    fn count(&mut self, call: &Call, count: Count, exact: bool) {
+        if count == Count::No {
+            return;
+        }
+        let app = App {
+            service_id: call.service_id,
+            credentials: call.credentials.clone(),
+            unverified: count == Count::Unverified,
+        };
+        let mut pending = self.usage.remove(&app).unwrap_or_default();
+        pending.add(&call.usage, None);
+        if exact {
+            if report::record_pending(&Host, &app, &pending).is_ok() {
+                return;
+            }
+            log::warn("tollgate: counting usage in shared data failed; counting it locally");
+        }
+        self.usage.insert(app, pending);
+    }
 }
 
 #[derive(Default)]
@@ -288,6 +337,7 @@ impl Context for Root {
 
     fn on_done(&mut self) -> bool {
         // Envoy is stopping this VM: what was counted goes out now.
+        self.shared.borrow_mut().move_usage();
         self.finishing = true;
         self.flush(u64::MAX);
         log::info(&format!(
@@ -331,6 +381,7 @@ impl RootContext for Root {
     fn on_tick(&mut self) {
         let Some(config) = self.config() else { return };
         let now = now_ms();
+        self.shared.borrow_mut().move_usage();
         if now >= self.next_refresh_ms {
             self.next_refresh_ms = now + config.refresh_interval_ms;
             self.fetch_services();
@@ -347,7 +398,7 @@ impl RootContext for Root {
             shared: self.shared.clone(),
             call: None,
             fetching: None,
-            count: Rc::new(RefCell::new(None)),
+            served: Rc::new(RefCell::new(None)),
         }))
     }
 
@@ -363,8 +414,7 @@ struct Request {
     call: Option<Call>,
     /// This request's call to the control plane: its token, cache key and what it asked.
     fetching: Option<(u32, String, Fetch)>,
-    /// Set when it is let through: whether its usage is to be reported.
-    count: Rc<RefCell<Option<Count>>>,
+    served: Served,
 }
 
 /// The service with this id in the current configuration.
@@ -373,32 +423,59 @@ fn service_of(shared: &Rc<RefCell<Shared>>, id: u64) -> Option<Service> {
     services.services.iter().find(|s| s.id == id).cloned()
 }
 
-/// Consults the cache and stores what a hit consumed, retrying on CAS conflicts.
+/// Serves from this VM's share if it can, else takes a new share from the shared entry (CAS,
+/// retried on conflicts). `waited`: the step of the request whose call this one waited for.
+/// Returns the step, the shared entry as it was (when the control plane must be asked) and
+/// whether the shared entry is close to its limits (see [`cache::SHARE_ABOVE`]).
 fn from_cache(
+    shared: &Rc<RefCell<Shared>>,
     service: &Service,
     key: &str,
     usage: &crate::mapping::Usage,
     waited: Option<&Step>,
-) -> (Step, Option<Entry>) {
+) -> (Step, Option<Entry>, bool) {
     let now = now_ms();
+    let decide = |verdict| match waited {
+        Some(fetcher) => authrep::after_waiting(service, verdict, fetcher),
+        None => authrep::on_verdict(service, verdict),
+    };
+    let local = shared.borrow().local.get(key).cloned();
+    if let Some(local) = local {
+        let verdict = cache::consult(Some(&local), usage, now);
+        if !matches!(verdict, cache::Verdict::Ask(_)) {
+            let (step, next) = decide(verdict);
+            if let Some(next) = next {
+                shared.borrow_mut().local.insert(key.to_string(), next);
+            }
+            return (step, None, false);
+        }
+    }
     for _ in 0..crate::shared::MAX_RETRIES {
         let (bytes, cas) = Host.get(key);
         let entry = bytes.as_deref().and_then(Entry::decode);
-        let verdict = cache::consult(entry.as_ref(), usage, now);
-        let (step, next) = match waited {
-            Some(fetcher) => authrep::after_waiting(service, verdict, fetcher),
-            None => authrep::on_verdict(service, verdict),
+        let exact = entry
+            .as_ref()
+            .is_some_and(|e| e.quotas.iter().any(|q| q.remaining < cache::SHARE_ABOVE));
+        let Some((rest, share)) = entry.as_ref().and_then(|e| cache::reserve(e, usage, now)) else {
+            let verdict = cache::consult(entry.as_ref(), usage, now);
+            return (decide(verdict).0, entry, true);
         };
-        match next {
-            None => return (step, entry),
-            Some(next) => match Host.set(key, &next.encode(), cas) {
-                Ok(()) => return (step, None),
+        if Some(&rest) != entry.as_ref() {
+            match Host.set(key, &rest.encode(), cas) {
+                Ok(()) => {}
                 Err(SetError::CasMismatch) => continue,
-                Err(_) => return (Step::Fetch, entry),
-            },
+                Err(_) => return (Step::Fetch, entry, true),
+            }
         }
+        let (step, next) = decide(cache::consult(Some(&share), usage, now));
+        let mut shared = shared.borrow_mut();
+        if shared.local.len() >= MAX_LOCAL_ENTRIES {
+            shared.local.clear();
+        }
+        shared.local.insert(key.to_string(), next.unwrap_or(share));
+        return (step, None, exact);
     }
-    (Step::Fetch, None)
+    (Step::Fetch, None, true)
 }
 
 impl Request {
@@ -417,11 +494,14 @@ impl Request {
         self.send_http_response(r.status, headers, Some(r.body.as_bytes()));
     }
 
-    /// Carries out a step for this request (the current context).
-    fn apply(&self, step: Step, stats: Stats) -> Action {
+    /// Carries out a step for this request (the current context); `exact`: see [`Shared::count`].
+    fn apply(&self, step: Step, stats: Stats, exact: bool) -> Action {
         match step {
             Step::Serve { count } => {
-                *self.count.borrow_mut() = Some(count);
+                if let Some(call) = &self.call {
+                    self.shared.borrow_mut().count(call, count, exact);
+                    *self.served.borrow_mut() = Some(count == Count::Unverified);
+                }
                 Stats::bump(stats.allowed);
                 Action::Continue
             }
@@ -449,7 +529,11 @@ impl Request {
             credentials: call.credentials.clone(),
             unverified: false,
         };
-        let pending = report::pending(&Host, &app).usage;
+        let mut pending = report::pending(&Host, &app);
+        if let Some(mine) = self.shared.borrow().usage.get(&app) {
+            pending.merge(mine.clone());
+        }
+        let pending = pending.usage;
         let fetch = Fetch {
             usage: call.usage.clone(),
             counted: pending.is_empty(),
@@ -477,7 +561,7 @@ impl Request {
                 if let Some(e) = entry {
                     let _ = Host.set(&key, &e.encode(), None);
                 }
-                self.apply(step, stats)
+                self.apply(step, stats, true)
             }
         }
     }
@@ -492,19 +576,21 @@ impl HttpContext for Request {
         let Some(config) = config else { return Action::Continue };
         Stats::bump(stats.requests);
         let call = match decide(services.as_deref(), config.failure_mode, &self.head()) {
-            Decision::Now(authrep::Outcome::Allow) => return self.apply(Step::Serve { count: Count::No }, stats),
-            Decision::Now(authrep::Outcome::Deny(r)) => return self.apply(Step::Reply(r), stats),
+            Decision::Now(authrep::Outcome::Allow) => {
+                return self.apply(Step::Serve { count: Count::No }, stats, false)
+            }
+            Decision::Now(authrep::Outcome::Deny(r)) => return self.apply(Step::Reply(r), stats, false),
             Decision::Authorize(call) => call,
         };
         let Some(service) = service_of(&self.shared, call.service_id) else {
             return Action::Continue;
         };
         let key = authrep::cache_key(call.service_id, &call.credentials);
-        let (step, stale) = from_cache(&service, &key, &call.usage, None);
+        let (step, stale, exact) = from_cache(&self.shared, &service, &key, &call.usage, None);
         self.call = Some(call.clone());
         if step != Step::Fetch {
             Stats::bump(stats.cache_hits);
-            return self.apply(step, stats);
+            return self.apply(step, stats, exact);
         }
         Stats::bump(stats.cache_misses);
         let mut shared = self.shared.borrow_mut();
@@ -512,9 +598,8 @@ impl HttpContext for Request {
             // A call for this application is in flight here: wait for its answer.
             waiters.push(Waiter {
                 context_id: self.context_id,
-                service_id: call.service_id,
-                usage: call.usage.clone(),
-                count: self.count.clone(),
+                call: call.clone(),
+                served: self.served.clone(),
             });
             return Action::Pause;
         }
@@ -523,9 +608,8 @@ impl HttpContext for Request {
     }
 
     fn on_log(&mut self) {
-        // Counted once the exchange is over, with the upstream's status.
-        let (Some(count @ (Count::Yes | Count::Unverified)), Some(call)) = (*self.count.borrow(), self.call.as_ref())
-        else {
+        // The response code of a request let through, once the exchange is over.
+        let (Some(unverified), Some(call)) = (*self.served.borrow(), self.call.as_ref()) else {
             return;
         };
         let report_codes = self
@@ -534,18 +618,24 @@ impl HttpContext for Request {
             .config
             .as_ref()
             .is_some_and(|c| c.report_response_codes);
-        let code = report_codes
+        let Some(code) = report_codes
             .then(|| self.get_http_response_header(":status"))
             .flatten()
-            .and_then(|s| s.parse::<u16>().ok());
+            .and_then(|s| s.parse::<u16>().ok())
+        else {
+            return;
+        };
         let app = App {
             service_id: call.service_id,
             credentials: call.credentials.clone(),
-            unverified: count == Count::Unverified,
+            unverified,
         };
-        if let Err(e) = report::record(&Host, &app, &call.usage, code) {
-            log::warn(&format!("tollgate: counting usage failed: {e:?}"));
-        }
+        self.shared
+            .borrow_mut()
+            .usage
+            .entry(app)
+            .or_default()
+            .add(&[], Some(code));
     }
 }
 
@@ -586,24 +676,26 @@ impl Context for Request {
             now_ms(),
         );
         if let Some(e) = &entry {
-            // A fresh answer replaces whatever is cached.
+            // A fresh answer replaces whatever is cached, this VM's share included.
             let _ = Host.set(&key, &e.encode(), None);
+            self.shared.borrow_mut().local.remove(&key);
         }
-        if self.apply(step.clone(), stats) == Action::Continue {
+        if self.apply(step.clone(), stats, true) == Action::Continue {
             self.resume_http_request();
         }
         // The requests that waited for this answer, each in its own context.
         for w in waiters {
-            let Some(service) = service_of(&self.shared, w.service_id) else {
+            let Some(service) = service_of(&self.shared, w.call.service_id) else {
                 continue;
             };
-            let (their_step, _) = from_cache(&service, &key, &w.usage, Some(&step));
+            let (their_step, _, exact) = from_cache(&self.shared, &service, &key, &w.call.usage, Some(&step));
             if hostcalls::set_effective_context(w.context_id).is_err() {
                 continue; // gone meanwhile (client closed)
             }
             match their_step {
                 Step::Serve { count } => {
-                    *w.count.borrow_mut() = Some(count);
+                    self.shared.borrow_mut().count(&w.call, count, exact);
+                    *w.served.borrow_mut() = Some(count == Count::Unverified);
                     Stats::bump(stats.allowed);
                     let _ = hostcalls::resume_http_request();
                 }

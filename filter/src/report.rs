@@ -60,7 +60,8 @@ pub struct Pending {
 }
 
 impl Pending {
-    fn add(&mut self, usage: &[(String, u64)], code: Option<u16>) {
+    /// Adds one request: its usage and, if known, its response code.
+    pub fn add(&mut self, usage: &[(String, u64)], code: Option<u16>) {
         for (metric, n) in usage {
             let v = self.usage.entry(metric.clone()).or_default();
             *v = v.saturating_add(*n);
@@ -71,7 +72,7 @@ impl Pending {
         }
     }
 
-    fn merge(&mut self, other: Pending) {
+    pub fn merge(&mut self, other: Pending) {
         let usage: Vec<(String, u64)> = other.usage.into_iter().collect();
         self.add(&usage, None);
         for (code, n) in other.codes {
@@ -102,15 +103,19 @@ pub fn ensure_slots(shared: &impl SharedData) -> Result<(), SetError> {
 
 /// Counts one served request: its usage and, if known, the upstream's response code.
 pub fn record(shared: &impl SharedData, app: &App, usage: &[(String, u64)], code: Option<u16>) -> Result<(), SetError> {
+    let mut p = Pending::default();
+    p.add(usage, code);
+    record_pending(shared, app, &p)
+}
+
+/// Counts usage a worker gathered in its own memory (see the glue: workers count locally and
+/// move their counts here every tick).
+pub fn record_pending(shared: &impl SharedData, app: &App, pending: &Pending) -> Result<(), SetError> {
     update(shared, &app.slot(), |bytes| {
         let mut slot = decode_slot(bytes);
         match slot.iter_mut().find(|(a, _)| a == app) {
-            Some((_, p)) => p.add(usage, code),
-            None => {
-                let mut p = Pending::default();
-                p.add(usage, code);
-                slot.push((app.clone(), p));
-            }
+            Some((_, p)) => p.merge(pending.clone()),
+            None => slot.push((app.clone(), pending.clone())),
         }
         (Some(encode(&slot)), ())
     })
