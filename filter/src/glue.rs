@@ -479,12 +479,21 @@ fn from_cache(
 }
 
 impl Request {
+    /// The request head, from one host call.
     fn head(&self) -> RequestHead {
+        let headers = self.get_http_request_headers();
+        let pseudo = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        };
         RequestHead {
-            method: self.get_http_request_header(":method").unwrap_or_default(),
-            path: self.get_http_request_header(":path").unwrap_or_default(),
-            authority: self.get_http_request_header(":authority").unwrap_or_default(),
-            headers: self.get_http_request_headers(),
+            method: pseudo(":method"),
+            path: pseudo(":path"),
+            authority: pseudo(":authority"),
+            headers,
         }
     }
 
