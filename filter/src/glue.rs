@@ -104,8 +104,18 @@ impl Stats {
         }
     }
 
+    /// Counts one; the counts reach Envoy at the next tick ([`Stats::publish`]), so the
+    /// request path makes no host call for its stats.
     fn bump(id: u32) {
-        let _ = hostcalls::increment_metric(id, 1);
+        UNPUBLISHED.with(|u| *u.borrow_mut().entry(id).or_default() += 1);
+    }
+
+    fn publish() {
+        UNPUBLISHED.with(|u| {
+            for (id, n) in u.borrow_mut().drain() {
+                let _ = hostcalls::increment_metric(id, n);
+            }
+        });
     }
 
     fn denied(&self, r: &ErrorResponse) {
@@ -116,6 +126,11 @@ impl Stats {
             _ => self.denied_other,
         });
     }
+}
+
+thread_local! {
+    /// Counter increments not yet handed to Envoy.
+    static UNPUBLISHED: RefCell<HashMap<u32, i64>> = RefCell::new(HashMap::new());
 }
 
 /// A request waiting for another request's call on the same application.
@@ -338,6 +353,7 @@ impl Context for Root {
     fn on_done(&mut self) -> bool {
         // Envoy is stopping this VM: what was counted goes out now.
         self.shared.borrow_mut().move_usage();
+        Stats::publish();
         self.finishing = true;
         self.flush(u64::MAX);
         log::info(&format!(
@@ -382,6 +398,7 @@ impl RootContext for Root {
         let Some(config) = self.config() else { return };
         let now = now_ms();
         self.shared.borrow_mut().move_usage();
+        Stats::publish();
         if now >= self.next_refresh_ms {
             self.next_refresh_ms = now + config.refresh_interval_ms;
             self.fetch_services();
@@ -417,10 +434,13 @@ struct Request {
     served: Served,
 }
 
-/// The service with this id in the current configuration.
-fn service_of(shared: &Rc<RefCell<Shared>>, id: u64) -> Option<Service> {
-    let services = shared.borrow().services.clone()?;
-    services.services.iter().find(|s| s.id == id).cloned()
+/// The current configuration, for finding a service in it without copying it.
+fn services(shared: &Rc<RefCell<Shared>>) -> Option<Rc<Services>> {
+    shared.borrow().services.clone()
+}
+
+fn find(services: &Option<Rc<Services>>, id: u64) -> Option<&Service> {
+    services.as_ref()?.services.iter().find(|s| s.id == id)
 }
 
 /// Serves from this VM's share if it can, else takes a new share from the shared entry (CAS,
@@ -439,13 +459,12 @@ fn from_cache(
         Some(fetcher) => authrep::after_waiting(service, verdict, fetcher),
         None => authrep::on_verdict(service, verdict),
     };
-    let local = shared.borrow().local.get(key).cloned();
-    if let Some(local) = local {
-        let verdict = cache::consult(Some(&local), usage, now);
+    if let Some(local) = shared.borrow_mut().local.get_mut(key) {
+        let verdict = cache::consult(Some(local), usage, now);
         if !matches!(verdict, cache::Verdict::Ask(_)) {
             let (step, next) = decide(verdict);
             if let Some(next) = next {
-                shared.borrow_mut().local.insert(key.to_string(), next);
+                *local = next;
             }
             return (step, None, false);
         }
@@ -591,11 +610,11 @@ impl HttpContext for Request {
             Decision::Now(authrep::Outcome::Deny(r)) => return self.apply(Step::Reply(r), stats, false),
             Decision::Authorize(call) => call,
         };
-        let Some(service) = service_of(&self.shared, call.service_id) else {
+        let Some(service) = find(&services, call.service_id) else {
             return Action::Continue;
         };
         let key = authrep::cache_key(call.service_id, &call.credentials);
-        let (step, stale, exact) = from_cache(&self.shared, &service, &key, &call.usage, None);
+        let (step, stale, exact) = from_cache(&self.shared, service, &key, &call.usage, None);
         self.call = Some(call.clone());
         if step != Step::Fetch {
             Stats::bump(stats.cache_hits);
@@ -671,12 +690,13 @@ impl Context for Request {
         }
         let body = self.get_http_call_response_body(0, body_size).unwrap_or_default();
         let waiters = self.shared.borrow_mut().waiting.remove(&key).unwrap_or_default();
-        let Some(service) = service_of(&self.shared, call.service_id) else {
+        let services = services(&self.shared);
+        let Some(service) = find(&services, call.service_id) else {
             self.resume_http_request();
             return;
         };
         let (step, entry) = authrep::after_authrep(
-            &service,
+            service,
             config.failure_mode,
             &fetch,
             status,
@@ -694,10 +714,10 @@ impl Context for Request {
         }
         // The requests that waited for this answer, each in its own context.
         for w in waiters {
-            let Some(service) = service_of(&self.shared, w.call.service_id) else {
+            let Some(service) = find(&services, w.call.service_id) else {
                 continue;
             };
-            let (their_step, _, exact) = from_cache(&self.shared, &service, &key, &w.call.usage, Some(&step));
+            let (their_step, _, exact) = from_cache(&self.shared, service, &key, &w.call.usage, Some(&step));
             if hostcalls::set_effective_context(w.context_id).is_err() {
                 continue; // gone meanwhile (client closed)
             }

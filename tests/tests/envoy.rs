@@ -180,6 +180,8 @@ async fn the_cached_path_calls_rarely_and_counts_every_request_once() {
     while let Some(r) = tasks.join_next().await {
         r.unwrap();
     }
+    // The filter hands its stats to Envoy every tick (100 ms).
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let stats = filter_stats(&envoy).await;
     assert!(stats["authrep_calls"] <= 4, "at most 1 % of 401 requests: {stats:?}");
     assert_eq!(stats["allowed"], 401, "{stats:?}");
