@@ -283,6 +283,61 @@ pub fn from_authrep(
     })
 }
 
+/// The shared cache's bounded layout. Shared data cannot delete keys, and a key per
+/// credential would let sprayed keys grow it without bound. Entries therefore live in a fixed
+/// number of bucket keys, created empty before traffic, each holding at most
+/// [`BUCKET_ENTRIES`] entries. A full bucket evicts what expired, then what expires first.
+pub const BUCKET_ENTRIES: usize = 8;
+
+/// One bucket: (cache key, entry) pairs.
+pub type Bucket = Vec<(String, Entry)>;
+
+/// The bucket key for a cache key, among `buckets`.
+pub fn bucket_key(key: &str, buckets: u32) -> String {
+    // FNV-1a: the same in every worker and every build.
+    let mut h: u32 = 0x811c_9dc5;
+    for b in key.bytes() {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    bucket_name(h % buckets.max(1))
+}
+
+/// The name of bucket `i`.
+pub fn bucket_name(i: u32) -> String {
+    format!("tollgate:cache:{i}")
+}
+
+pub fn decode_bucket(bytes: Option<&[u8]>) -> Bucket {
+    bytes.and_then(|b| serde_json::from_slice(b).ok()).unwrap_or_default()
+}
+
+pub fn encode_bucket(bucket: &Bucket) -> Vec<u8> {
+    serde_json::to_vec(bucket).unwrap_or_default()
+}
+
+/// The entry for `key` in a bucket.
+pub fn lookup(bucket: &Bucket, key: &str) -> Option<Entry> {
+    bucket.iter().find(|(k, _)| k == key).map(|(_, e)| e.clone())
+}
+
+/// Stores `entry` for `key`, evicting (expired first, then soonest to expire) to stay within
+/// [`BUCKET_ENTRIES`].
+pub fn store(bucket: &mut Bucket, key: &str, entry: Entry, now_ms: u64) {
+    bucket.retain(|(k, e)| k != key && e.expires_at_ms > now_ms);
+    while bucket.len() >= BUCKET_ENTRIES {
+        let Some(soonest) = bucket
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, (_, e))| e.expires_at_ms)
+            .map(|(i, _)| i)
+        else {
+            break;
+        };
+        bucket.remove(soonest);
+    }
+    bucket.push((key.to_string(), entry));
+}
+
 impl Entry {
     pub fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()
@@ -511,6 +566,31 @@ mod tests {
         let (_, share) = reserve(&e, &usage(&[("hits", 5)]), 1).unwrap();
         assert_eq!(share.quotas[0].remaining, 5);
         assert_eq!(reserve(&e, &usage(&[("hits", 9)]), 1), None, "more than remains: ask");
+    }
+
+    #[test]
+    fn buckets_stay_bounded_and_keep_what_lives_longest() {
+        let entry = |expires_at_ms| Entry {
+            denial: Some(Denial::KeyInvalid),
+            expires_at_ms,
+            quotas: vec![],
+        };
+        let mut bucket = Bucket::new();
+        for i in 0..20u64 {
+            store(&mut bucket, &format!("k{i}"), entry(1_000 + i), 10);
+        }
+        assert_eq!(bucket.len(), BUCKET_ENTRIES);
+        assert_eq!(lookup(&bucket, "k19").map(|e| e.expires_at_ms), Some(1_019));
+        assert_eq!(lookup(&bucket, "k0"), None, "the soonest to expire went first");
+        store(&mut bucket, "k19", entry(5_000), 10);
+        assert_eq!(bucket.len(), BUCKET_ENTRIES, "replaced, not added");
+        store(&mut bucket, "new", entry(9_000), 1_015);
+        assert!(
+            bucket.iter().all(|(_, e)| e.expires_at_ms > 1_015),
+            "expired ones go first"
+        );
+        assert_eq!(decode_bucket(Some(&encode_bucket(&bucket))), bucket);
+        assert_eq!(bucket_key("a", 16), bucket_key("a", 16));
     }
 
     proptest! {

@@ -55,6 +55,9 @@ fn default_batch_size() -> usize {
 fn default_max_batches() -> usize {
     10_000
 }
+fn default_cache_max_entries() -> u32 {
+    32_768
+}
 fn yes() -> bool {
     true
 }
@@ -74,6 +77,9 @@ pub struct PluginConfig {
     /// again (also: how long a suspension may take to reach this gateway).
     #[serde(default = "default_cache_ttl_ms")]
     pub cache_ttl_ms: u64,
+    /// How many applications the shared cache holds at most (about 300 bytes each).
+    #[serde(default = "default_cache_max_entries")]
+    pub cache_max_entries: u32,
     /// How long an invalid key is remembered.
     #[serde(default = "default_negative_cache_ttl_ms")]
     pub negative_cache_ttl_ms: u64,
@@ -147,6 +153,9 @@ impl PluginConfig {
         if !(100..=3_600_000).contains(&self.report_interval_ms) {
             return bad("report_interval_ms", "must be between 100 and 3600000");
         }
+        if !(8..=1_048_576).contains(&self.cache_max_entries) {
+            return bad("cache_max_entries", "must be between 8 and 1048576");
+        }
         if !(1..=1000).contains(&self.batch_size) {
             return bad("batch_size", "must be between 1 and 1000");
         }
@@ -169,6 +178,11 @@ impl PluginConfig {
             authorized_ms: self.cache_ttl_ms,
             negative_ms: self.negative_cache_ttl_ms,
         }
+    }
+
+    /// Bucket keys of the shared cache.
+    pub fn cache_buckets(&self) -> u32 {
+        (self.cache_max_entries / crate::cache::BUCKET_ENTRIES as u32).max(1)
     }
 
     pub fn report_limits(&self) -> crate::report::Limits {

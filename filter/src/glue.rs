@@ -369,7 +369,11 @@ impl RootContext for Root {
         let bytes = self.get_plugin_configuration().unwrap_or_default();
         match PluginConfig::parse(&bytes) {
             Ok(config) => {
-                if let Err(e) = report::ensure_slots(&Host) {
+                // Every key that is updated under CAS exists before traffic (see `shared`).
+                let buckets = (0..config.cache_buckets())
+                    .map(cache::bucket_name)
+                    .try_for_each(|k| crate::shared::ensure(&Host, &k, b"[]"));
+                if let Err(e) = report::ensure_slots(&Host).and(buckets) {
                     log::error(&format!("tollgate: cannot prepare shared data: {e:?}"));
                     return false;
                 }
@@ -434,6 +438,21 @@ struct Request {
     served: Served,
 }
 
+/// Stores a fresh entry in the shared cache (CAS: the bucket holds other applications too).
+fn put_entry(shared: &Rc<RefCell<Shared>>, key: &str, entry: &Entry) {
+    let buckets = shared.borrow().config.as_ref().map_or(1, |c| c.cache_buckets());
+    let now = now_ms();
+    let stored = crate::shared::update(&Host, &cache::bucket_key(key, buckets), |bytes| {
+        let mut bucket = cache::decode_bucket(bytes);
+        cache::store(&mut bucket, key, entry.clone(), now);
+        (Some(cache::encode_bucket(&bucket)), ())
+    });
+    if let Err(e) = stored {
+        log::warn(&format!("tollgate: caching an authorization failed: {e:?}"));
+    }
+    shared.borrow_mut().local.remove(key);
+}
+
 /// The current configuration, for finding a service in it without copying it.
 fn services(shared: &Rc<RefCell<Shared>>) -> Option<Rc<Services>> {
     shared.borrow().services.clone()
@@ -469,9 +488,12 @@ fn from_cache(
             return (step, None, false);
         }
     }
+    let buckets = shared.borrow().config.as_ref().map_or(1, |c| c.cache_buckets());
+    let bucket_key = cache::bucket_key(key, buckets);
     for _ in 0..crate::shared::MAX_RETRIES {
-        let (bytes, cas) = Host.get(key);
-        let entry = bytes.as_deref().and_then(Entry::decode);
+        let (bytes, cas) = Host.get(&bucket_key);
+        let mut bucket = cache::decode_bucket(bytes.as_deref());
+        let entry = cache::lookup(&bucket, key);
         let exact = entry
             .as_ref()
             .is_some_and(|e| e.quotas.iter().any(|q| q.remaining < cache::SHARE_ABOVE));
@@ -480,7 +502,8 @@ fn from_cache(
             return (decide(verdict).0, entry, true);
         };
         if Some(&rest) != entry.as_ref() {
-            match Host.set(key, &rest.encode(), cas) {
+            cache::store(&mut bucket, key, rest, now);
+            match Host.set(&bucket_key, &cache::encode_bucket(&bucket), cas) {
                 Ok(()) => {}
                 Err(SetError::CasMismatch) => continue,
                 Err(_) => return (Step::Fetch, entry, true),
@@ -587,7 +610,7 @@ impl Request {
                 let (step, entry) =
                     authrep::after_authrep(service, config.failure_mode, &fetch, None, b"", config.ttl(), now_ms());
                 if let Some(e) = entry {
-                    let _ = Host.set(&key, &e.encode(), None);
+                    put_entry(&self.shared, &key, &e);
                 }
                 self.apply(step, stats, true)
             }
@@ -706,8 +729,7 @@ impl Context for Request {
         );
         if let Some(e) = &entry {
             // A fresh answer replaces whatever is cached, this VM's share included.
-            let _ = Host.set(&key, &e.encode(), None);
-            self.shared.borrow_mut().local.remove(&key);
+            put_entry(&self.shared, &key, e);
         }
         if self.apply(step.clone(), stats, true) == Action::Continue {
             self.resume_http_request();

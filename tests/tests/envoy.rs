@@ -57,6 +57,14 @@ async fn a_request_with_the_key_passes_and_a_wrong_key_is_403() {
     let wrong = client.get(envoy.url("/hello?user_key=wrong")).send().await.unwrap();
     assert_eq!(wrong.status(), 403);
     assert_eq!(wrong.text().await.unwrap(), "Authentication failed");
+    // A wrong key is remembered: repeating it does not reach the control plane each time.
+    for _ in 0..30 {
+        let again = client.get(envoy.url("/hello?user_key=wrong")).send().await.unwrap();
+        assert_eq!(again.status(), 403);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stats = filter_stats(&envoy).await;
+    assert!(stats["authrep_calls"] <= 4, "{stats:?}");
     let missing = client.get(envoy.url("/hello")).send().await.unwrap();
     assert_eq!(missing.status(), 401);
     assert_eq!(missing.text().await.unwrap(), "Authentication parameters missing");
