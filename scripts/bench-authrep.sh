@@ -22,10 +22,7 @@ redis_url="${TOLLGATE_BENCH_REDIS_URL:-redis://127.0.0.1:6379}"
 redis_port="${redis_url##*:}"
 redis_port="${redis_port%%/*}"
 
-sudo_() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
-command -v wrk >/dev/null || sudo_ apt-get install -y -q wrk >/dev/null
-command -v sqlite3 >/dev/null || sudo_ apt-get install -y -q sqlite3 >/dev/null
-command -v oha >/dev/null || cargo install -q --locked oha
+bench_tools
 cargo build --release -q -p tollgate
 bin="$root/target/release/tollgate"
 tmp="$(mktemp -d)"
@@ -34,26 +31,12 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -r
 trap cleanup EXIT
 
 
-# start LABEL [REDIS_URL]: a control plane with a seeded application; sets $url.
+# start LABEL [REDIS_URL]: a control plane with a seeded application; sets $url (and what
+# bench_control_plane sets).
 start() {
-  local label="$1" port token="bench-token"
-  port="$(free_port)"
-  env TOLLGATE_LISTEN="127.0.0.1:$port" TOLLGATE_DATABASE_URL="sqlite://$tmp/$label.db" TOLLGATE_ADMIN_TOKEN="$token" \
-    TOLLGATE_LOG_FORMAT=text RUST_LOG=warn ${2:+TOLLGATE_REDIS_URL="$2"} TOLLGATE_REDIS_PREFIX="bench:$$:" \
-    "$bin" serve >"$tmp/$label.log" 2>&1 &
-  pids+=($!)
-  pid=$!
-  cp="http://127.0.0.1:$port"
-  for _ in $(seq 100); do curl -fs "$cp/health" >/dev/null 2>&1 && break; sleep 0.1; done
-  api() { curl -fsS -X "$1" "$cp$2" -H "Authorization: Bearer $token" "${@:3}"; }
-  local hits key stoken
-  sid="$(api POST /admin/api/services.json -d name=Bench | json service id)"
-  plan="$(api POST "/admin/api/services/$sid/application_plans.json" -d name=Bench | json application_plan id)"
-  hits="$(api GET "/admin/api/services/$sid/metrics.json" | json metrics 0 metric id)"
-  api POST "/admin/api/application_plans/$plan/metrics/$hits/limits.json" -d period=day -d value=1000000000000 >/dev/null
-  aid="$(api POST /admin/api/signup.json -d org_name=Bench -d username=bench | json account id)"
-  key="$(api POST "/admin/api/accounts/$aid/applications.json" -d plan_id="$plan" -d name=Bench | json application user_key)"
-  stoken="$(api POST "/admin/api/services/$sid/proxy/deploy.json" | json proxy_config content backend_authentication_value)"
+  bench_control_plane "$1" "$tmp" "${2:-}"
+  pids+=("$cp_pid")
+  pid=$cp_pid
   base="$cp/transactions/authrep.xml?service_id=$sid&service_token=$stoken&usage%5Bhits%5D=1"
   url="$base&user_key=$key"
   [ "$(curl -s -o /dev/null -w '%{http_code}' "$url")" = 200 ] || { echo "bench: authrep does not answer 200" >&2; exit 1; }

@@ -16,9 +16,7 @@ duration="${BENCH_DURATION:-8s}"
 conns="${BENCH_CONNECTIONS:-32}"
 rounds="${BENCH_ROUNDS:-2}"
 
-sudo_() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
-command -v wrk >/dev/null || sudo_ apt-get install -y -q wrk >/dev/null
-command -v oha >/dev/null || cargo install -q --locked oha
+bench_tools
 [ -f target/tollgate_filter.wasm ] || scripts/build-filter.sh
 cargo build --release -q -p tollgate -p tollgate-e2e --bins
 tmp="$(mktemp -d)"
@@ -27,21 +25,9 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 
 # The control plane (embedded counters) with one application allowed plenty.
-token="bench-token"
-cp_port="$(free_port)"
-TOLLGATE_LISTEN="127.0.0.1:$cp_port" TOLLGATE_DATABASE_URL="sqlite://$tmp/cp.db" TOLLGATE_ADMIN_TOKEN="$token" \
-  RUST_LOG=warn target/release/tollgate serve >"$tmp/cp.log" 2>&1 & pids+=($!)
-cp="http://127.0.0.1:$cp_port"
-for _ in $(seq 100); do curl -fs "$cp/health" >/dev/null 2>&1 && break; sleep 0.1; done
-api() { curl -fsS -X "$1" "$cp$2" -H "Authorization: Bearer $token" "${@:3}"; }
-sid="$(api POST /admin/api/services.json -d name=Bench | json service id)"
-plan="$(api POST "/admin/api/services/$sid/application_plans.json" -d name=Bench | json application_plan id)"
-hits="$(api GET "/admin/api/services/$sid/metrics.json" | json metrics 0 metric id)"
-api POST "/admin/api/application_plans/$plan/metrics/$hits/limits.json" -d period=day -d value=1000000000000 >/dev/null
-aid="$(api POST /admin/api/signup.json -d org_name=Bench -d username=bench | json account id)"
-key="$(api POST "/admin/api/accounts/$aid/applications.json" -d plan_id="$plan" -d name=Bench | json application user_key)"
-ver="$(api POST "/admin/api/services/$sid/proxy/deploy.json" | json proxy_config version)"
-api POST "/admin/api/services/$sid/proxy/configs/sandbox/$ver/promote.json" -d to=production >/dev/null
+bench_control_plane cp "$tmp"
+pids+=("$cp_pid")
+cp_port="${cp##*:}"
 
 upstream="127.0.0.1:$(free_port)"
 target/release/demo-upstream "$upstream" >/dev/null 2>&1 & pids+=($!)

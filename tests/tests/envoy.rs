@@ -160,19 +160,35 @@ async fn counted_hits(app: &TestApp, sid: i64, key: &str) -> i64 {
     body["usage_reports"][0]["current_value"].as_i64().unwrap()
 }
 
+/// One application (`key`, `limit` hits a day) behind Envoy with the filter, set up with the
+/// `extra` settings and serving: its first request has passed. Returns Envoy, the service id,
+/// the application as the API answered it, and the URL to call.
+async fn gateway(app: &TestApp, key: &str, limit: i64, extra: &[(&'static str, &str)]) -> (Envoy, i64, Value, String) {
+    let (service, application) = app.seed(key).await;
+    let (sid, _) = app.limit_hits(&service, &application, "day", limit).await;
+    let upstream = demo_upstream().await;
+    let mut env = envoy_env(app, upstream);
+    env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+    let mut envoy = Envoy::start(&env).unwrap();
+    envoy.wait_ready(Duration::from_secs(30)).await.unwrap();
+    let url = envoy.url(&format!("/x?user_key={key}"));
+    assert_eq!(get_when_configured(&url).await.status(), 200, "{}", envoy.output());
+    (envoy, sid, application, url)
+}
+
 #[tokio::test]
 async fn the_cached_path_calls_rarely_and_counts_every_request_once() {
     let app = TestApp::spawn(Backend::Sqlite).await;
-    let (service, application) = app.seed("cached").await;
-    let (sid, hits) = app.limit_hits(&service, &application, "day", 100_000).await;
-    let upstream = demo_upstream().await;
-    let mut env = envoy_env(&app, upstream);
-    env.push(("TOLLGATE_FILTER_CACHE_TTL_MS", "60000".to_string()));
-    env.push(("TOLLGATE_REPORT_INTERVAL_MS", "200".to_string()));
-    let mut envoy = Envoy::start(&env).unwrap();
-    envoy.wait_ready(Duration::from_secs(30)).await.unwrap();
-    let url = envoy.url("/x?user_key=cached");
-    assert_eq!(get_when_configured(&url).await.status(), 200, "{}", envoy.output());
+    let extra = [
+        ("TOLLGATE_FILTER_CACHE_TTL_MS", "60000"),
+        ("TOLLGATE_REPORT_INTERVAL_MS", "200"),
+    ];
+    let (envoy, sid, application, url) = gateway(&app, "cached", 100_000, &extra).await;
+    let hits: i64 = sqlx::query_scalar("SELECT id FROM metrics WHERE service_id = $1 AND system_name = 'hits'")
+        .bind(sid)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
 
     // 400 more, 8 at a time, over both workers.
     let client = reqwest::Client::new();
@@ -233,14 +249,8 @@ async fn the_cached_path_calls_rarely_and_counts_every_request_once() {
 #[tokio::test]
 async fn a_suspended_application_is_denied_within_the_cache_ttl() {
     let app = TestApp::spawn(Backend::Sqlite).await;
-    let (_, application) = app.seed("soon-suspended").await;
-    let upstream = demo_upstream().await;
-    let mut env = envoy_env(&app, upstream);
-    env.push(("TOLLGATE_FILTER_CACHE_TTL_MS", "1000".to_string()));
-    let mut envoy = Envoy::start(&env).unwrap();
-    envoy.wait_ready(Duration::from_secs(30)).await.unwrap();
-    let url = envoy.url("/x?user_key=soon-suspended");
-    assert_eq!(get_when_configured(&url).await.status(), 200, "{}", envoy.output());
+    let extra = [("TOLLGATE_FILTER_CACHE_TTL_MS", "1000")];
+    let (envoy, _, application, url) = gateway(&app, "soon-suspended", 1_000_000, &extra).await;
 
     let a = &application["application"];
     let path = format!(
@@ -275,16 +285,11 @@ async fn a_suspended_application_is_denied_within_the_cache_ttl() {
 #[tokio::test]
 async fn a_drained_gateway_has_reported_everything_when_it_stops() {
     let app = TestApp::spawn(Backend::Sqlite).await;
-    let (service, application) = app.seed("shutdown").await;
-    let (sid, _) = app.limit_hits(&service, &application, "day", 100_000).await;
-    let upstream = demo_upstream().await;
-    let mut env = envoy_env(&app, upstream);
-    env.push(("TOLLGATE_FILTER_CACHE_TTL_MS", "60000".to_string()));
-    env.push(("TOLLGATE_REPORT_INTERVAL_MS", "500".to_string()));
-    let mut envoy = Envoy::start(&env).unwrap();
-    envoy.wait_ready(Duration::from_secs(30)).await.unwrap();
-    let url = envoy.url("/x?user_key=shutdown");
-    assert_eq!(get_when_configured(&url).await.status(), 200, "{}", envoy.output());
+    let extra = [
+        ("TOLLGATE_FILTER_CACHE_TTL_MS", "60000"),
+        ("TOLLGATE_REPORT_INTERVAL_MS", "500"),
+    ];
+    let (mut envoy, sid, _, url) = gateway(&app, "shutdown", 100_000, &extra).await;
     let client = reqwest::Client::new();
     for _ in 0..20 {
         assert_eq!(client.get(&url).send().await.unwrap().status(), 200);
@@ -387,16 +392,11 @@ async fn outage(mode: &str) {
 #[tokio::test]
 async fn concurrent_requests_through_two_workers_respect_the_limit() {
     let app = TestApp::spawn(Backend::Sqlite).await;
-    let (service, application) = app.seed("busy").await;
-    let (sid, _) = app.limit_hits(&service, &application, "day", 40).await;
-    let upstream = demo_upstream().await;
-    let mut env = envoy_env(&app, upstream);
-    env.push(("TOLLGATE_FILTER_CACHE_TTL_MS", "60000".to_string()));
-    env.push(("TOLLGATE_REPORT_INTERVAL_MS", "200".to_string()));
-    let mut envoy = Envoy::start(&env).unwrap();
-    envoy.wait_ready(Duration::from_secs(30)).await.unwrap();
-    let url = envoy.url("/x?user_key=busy");
-    assert_eq!(get_when_configured(&url).await.status(), 200, "{}", envoy.output());
+    let extra = [
+        ("TOLLGATE_FILTER_CACHE_TTL_MS", "60000"),
+        ("TOLLGATE_REPORT_INTERVAL_MS", "200"),
+    ];
+    let (envoy, sid, _, url) = gateway(&app, "busy", 40, &extra).await;
     let client = reqwest::Client::new();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..8 {
