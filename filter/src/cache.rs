@@ -167,6 +167,27 @@ pub fn reserve(shared: &Entry, usage: &Usage, now_ms: u64) -> Option<(Entry, Ent
     Some((rest, share))
 }
 
+/// The `RateLimit-Limit`, `-Remaining` and `-Reset` (seconds) values for a request using
+/// `usage`: of the quotas it touches, the one with the fewest units left. `more` holds, per
+/// quota of `entry`, units known to remain beyond it (the shared entry's rest when `entry` is a
+/// worker's share). `None`: the request touches no limited metric.
+pub fn rate_limit(entry: &Entry, more: &[i64], usage: &Usage, now_ms: u64) -> Option<(i64, i64, u64)> {
+    entry
+        .quotas
+        .iter()
+        .enumerate()
+        .filter(|(_, q)| need(q, usage) > 0)
+        .map(|(i, q)| {
+            let left = q.remaining.saturating_add(more.get(i).copied().unwrap_or(0));
+            (
+                q.max,
+                left.clamp(0, q.max.max(0)),
+                secs_until(q.ends_at_ms, now_ms).unwrap_or(0),
+            )
+        })
+        .min_by_key(|(_, left, _)| *left)
+}
+
 /// The JSON authrep answer (`/transactions/authrep.json`, with `3scale-options: hierarchy=1`).
 #[derive(Debug, Default, Deserialize)]
 struct Answer {
@@ -566,6 +587,29 @@ mod tests {
         let (_, share) = reserve(&e, &usage(&[("hits", 5)]), 1).unwrap();
         assert_eq!(share.quotas[0].remaining, 5);
         assert_eq!(reserve(&e, &usage(&[("hits", 9)]), 1), None, "more than remains: ask");
+    }
+
+    #[test]
+    fn rate_limit_headers_follow_the_tightest_quota() {
+        let e = from_authrep(
+            200,
+            &answer(true, "", 7),
+            &usage(&[]),
+            &BTreeMap::new(),
+            true,
+            TTL,
+            1_000_000,
+        )
+        .unwrap();
+        assert_eq!(
+            rate_limit(&e, &[], &usage(&[("search", 1)]), 1_000_000),
+            Some((10, 3, 60))
+        );
+        assert_eq!(
+            rate_limit(&e, &[2], &usage(&[("hits", 1)]), 1_030_000),
+            Some((10, 5, 30))
+        );
+        assert_eq!(rate_limit(&e, &[], &usage(&[("other", 1)]), 0), None);
     }
 
     #[test]

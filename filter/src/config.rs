@@ -96,6 +96,10 @@ pub struct PluginConfig {
     /// Report the upstream's response codes (`log[code]`).
     #[serde(default = "yes")]
     pub report_response_codes: bool,
+    /// Add `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset` to responses whose
+    /// request touched a limit.
+    #[serde(default)]
+    pub limit_headers: bool,
 }
 
 /// A configuration error, naming the field at fault.

@@ -152,8 +152,9 @@ struct Shared {
     stats: Stats,
     /// Per cache key with a call in flight in this VM: the requests waiting for its answer.
     waiting: HashMap<String, Vec<Waiter>>,
-    /// This VM's shares of the shared entries, per cache key.
-    local: HashMap<String, Entry>,
+    /// This VM's shares of the shared entries, per cache key, with what the shared entry held
+    /// beyond each share when it was taken (for the `RateLimit-*` headers).
+    local: HashMap<String, (Entry, Vec<i64>)>,
     /// Usage served by this VM and not yet moved to shared data.
     usage: HashMap<App, report::Pending>,
 }
@@ -420,6 +421,7 @@ impl RootContext for Root {
             call: None,
             fetching: None,
             served: Rc::new(RefCell::new(None)),
+            rate: None,
         }))
     }
 
@@ -436,6 +438,8 @@ struct Request {
     /// This request's call to the control plane: its token, cache key and what it asked.
     fetching: Option<(u32, String, Fetch)>,
     served: Served,
+    /// `RateLimit-Limit`, `-Remaining`, `-Reset` for the response, if configured.
+    rate: Option<(i64, i64, u64)>,
 }
 
 /// Stores a fresh entry in the shared cache (CAS: the bucket holds other applications too).
@@ -462,30 +466,46 @@ fn find(services: &Option<Rc<Services>>, id: u64) -> Option<&Service> {
     services.as_ref()?.services.iter().find(|s| s.id == id)
 }
 
+/// What the cache said about one request.
+struct Looked {
+    step: Step,
+    /// The shared entry as it was, when the control plane must be asked.
+    stale: Option<Entry>,
+    /// The shared entry is close to its limits (see [`cache::SHARE_ABOVE`]).
+    exact: bool,
+    /// `RateLimit-*` values, when the request touches a limit.
+    rate: Option<(i64, i64, u64)>,
+}
+
 /// Serves from this VM's share if it can, else takes a new share from the shared entry (CAS,
 /// retried on conflicts). `waited`: the step of the request whose call this one waited for.
-/// Returns the step, the shared entry as it was (when the control plane must be asked) and
-/// whether the shared entry is close to its limits (see [`cache::SHARE_ABOVE`]).
 fn from_cache(
     shared: &Rc<RefCell<Shared>>,
     service: &Service,
     key: &str,
     usage: &crate::mapping::Usage,
     waited: Option<&Step>,
-) -> (Step, Option<Entry>, bool) {
+) -> Looked {
     let now = now_ms();
     let decide = |verdict| match waited {
         Some(fetcher) => authrep::after_waiting(service, verdict, fetcher),
         None => authrep::on_verdict(service, verdict),
     };
-    if let Some(local) = shared.borrow_mut().local.get_mut(key) {
+    let looked = |step, stale, exact, rate| Looked {
+        step,
+        stale,
+        exact,
+        rate,
+    };
+    if let Some((local, more)) = shared.borrow_mut().local.get_mut(key) {
         let verdict = cache::consult(Some(local), usage, now);
         if !matches!(verdict, cache::Verdict::Ask(_)) {
             let (step, next) = decide(verdict);
             if let Some(next) = next {
                 *local = next;
             }
-            return (step, None, false);
+            let rate = cache::rate_limit(local, more, usage, now);
+            return looked(step, None, false, rate);
         }
     }
     let buckets = shared.borrow().config.as_ref().map_or(1, |c| c.cache_buckets());
@@ -499,25 +519,29 @@ fn from_cache(
             .is_some_and(|e| e.quotas.iter().any(|q| q.remaining < cache::SHARE_ABOVE));
         let Some((rest, share)) = entry.as_ref().and_then(|e| cache::reserve(e, usage, now)) else {
             let verdict = cache::consult(entry.as_ref(), usage, now);
-            return (decide(verdict).0, entry, true);
+            let rate = entry.as_ref().and_then(|e| cache::rate_limit(e, &[], usage, now));
+            return looked(decide(verdict).0, entry, true, rate);
         };
+        let more: Vec<i64> = rest.quotas.iter().map(|q| q.remaining).collect();
         if Some(&rest) != entry.as_ref() {
             cache::store(&mut bucket, key, rest, now);
             match Host.set(&bucket_key, &cache::encode_bucket(&bucket), cas) {
                 Ok(()) => {}
                 Err(SetError::CasMismatch) => continue,
-                Err(_) => return (Step::Fetch, entry, true),
+                Err(_) => return looked(Step::Fetch, entry, true, None),
             }
         }
         let (step, next) = decide(cache::consult(Some(&share), usage, now));
+        let local = next.unwrap_or(share);
+        let rate = cache::rate_limit(&local, &more, usage, now);
         let mut shared = shared.borrow_mut();
         if shared.local.len() >= MAX_LOCAL_ENTRIES {
             shared.local.clear();
         }
-        shared.local.insert(key.to_string(), next.unwrap_or(share));
-        return (step, None, exact);
+        shared.local.insert(key.to_string(), (local, more));
+        return looked(step, None, exact, rate);
     }
-    (Step::Fetch, None, true)
+    looked(Step::Fetch, None, true, None)
 }
 
 impl Request {
@@ -539,6 +563,8 @@ impl Request {
         }
     }
 
+    /// A local reply. (Envoy runs it through `on_http_response_headers` too, which adds the
+    /// `RateLimit-*` headers.)
     fn reply(&self, r: &ErrorResponse) {
         let mut headers: Vec<(&str, &str)> = vec![("content-type", r.content_type.as_str())];
         headers.extend(r.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
@@ -618,7 +644,26 @@ impl Request {
     }
 }
 
+/// The `RateLimit-*` headers for these values.
+fn rate_headers(rate: Option<(i64, i64, u64)>) -> Vec<(&'static str, String)> {
+    match rate {
+        Some((limit, remaining, reset)) => vec![
+            ("ratelimit-limit", limit.to_string()),
+            ("ratelimit-remaining", remaining.to_string()),
+            ("ratelimit-reset", reset.to_string()),
+        ],
+        None => Vec::new(),
+    }
+}
+
 impl HttpContext for Request {
+    fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+        for (name, value) in rate_headers(self.rate) {
+            self.add_http_response_header(name, &value);
+        }
+        Action::Continue
+    }
+
     fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
         let (config, services, stats) = {
             let shared = self.shared.borrow();
@@ -637,8 +682,16 @@ impl HttpContext for Request {
             return Action::Continue;
         };
         let key = authrep::cache_key(call.service_id, &call.credentials);
-        let (step, stale, exact) = from_cache(&self.shared, service, &key, &call.usage, None);
+        let Looked {
+            step,
+            stale,
+            exact,
+            rate,
+        } = from_cache(&self.shared, service, &key, &call.usage, None);
         self.call = Some(call.clone());
+        if config.limit_headers {
+            self.rate = rate;
+        }
         if step != Step::Fetch {
             Stats::bump(stats.cache_hits);
             return self.apply(step, stats, exact);
@@ -739,7 +792,11 @@ impl Context for Request {
             let Some(service) = find(&services, w.call.service_id) else {
                 continue;
             };
-            let (their_step, _, exact) = from_cache(&self.shared, service, &key, &w.call.usage, Some(&step));
+            let Looked {
+                step: their_step,
+                exact,
+                ..
+            } = from_cache(&self.shared, service, &key, &w.call.usage, Some(&step));
             if hostcalls::set_effective_context(w.context_id).is_err() {
                 continue; // gone meanwhile (client closed)
             }

@@ -46,6 +46,7 @@ async fn a_request_with_the_key_passes_and_a_wrong_key_is_403() {
     let upstream = demo_upstream().await;
     let mut envoy = Envoy::start(&envoy_env(&app, upstream)).unwrap();
     envoy.wait_ready(Duration::from_secs(30)).await.unwrap();
+    wait_configured(&envoy).await;
 
     let ok = get_when_configured(&envoy.url("/hello?user_key=e2e-key")).await;
     assert_eq!(ok.status(), 200, "{}", envoy.output());
@@ -78,18 +79,19 @@ async fn a_request_with_the_key_passes_and_a_wrong_key_is_403() {
 #[tokio::test]
 async fn over_the_plan_limit_is_429() {
     let app = TestApp::spawn(Backend::Sqlite).await;
-    let (service, application) = app.seed("limited").await;
-    app.limit_hits(&service, &application, "day", 2).await;
-    let upstream = demo_upstream().await;
-    let mut envoy = Envoy::start(&envoy_env(&app, upstream)).unwrap();
-    envoy.wait_ready(Duration::from_secs(30)).await.unwrap();
-
-    let url = envoy.url("/x?user_key=limited");
-    assert_eq!(get_when_configured(&url).await.status(), 200, "{}", envoy.output());
+    let extra = [("TOLLGATE_FILTER_LIMIT_HEADERS", "true")];
+    let (envoy, _, _, url) = gateway(&app, "limited", 2, &extra).await;
     let client = reqwest::Client::new();
-    assert_eq!(client.get(&url).send().await.unwrap().status(), 200);
+    let last = client.get(&url).send().await.unwrap();
+    assert_eq!(last.status(), 200);
+    assert_eq!(last.headers()["ratelimit-limit"], "2");
+    assert_eq!(last.headers()["ratelimit-remaining"], "0");
+    let reset: u64 = last.headers()["ratelimit-reset"].to_str().unwrap().parse().unwrap();
+    assert!((1..=86_400).contains(&reset), "until the day ends: {reset}");
     let denied = client.get(&url).send().await.unwrap();
     assert_eq!(denied.status(), 429);
+    let remaining: Vec<_> = denied.headers().get_all("ratelimit-remaining").iter().collect();
+    assert_eq!(remaining, vec!["0"], "once, and nothing left");
     let retry: u64 = denied.headers()["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=86_400).contains(&retry), "until the day ends: {retry}");
     assert_eq!(denied.text().await.unwrap(), "Usage limit exceeded");
@@ -160,6 +162,14 @@ async fn counted_hits(app: &TestApp, sid: i64, key: &str) -> i64 {
     body["usage_reports"][0]["current_value"].as_i64().unwrap()
 }
 
+/// Waits until every VM (the main thread's and two workers') has loaded the configuration.
+async fn wait_configured(envoy: &Envoy) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while envoy.output().matches("loaded 1 service").count() < 3 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// One application (`key`, `limit` hits a day) behind Envoy with the filter, set up with the
 /// `extra` settings and serving: its first request has passed. Returns Envoy, the service id,
 /// the application as the API answered it, and the URL to call.
@@ -171,6 +181,7 @@ async fn gateway(app: &TestApp, key: &str, limit: i64, extra: &[(&'static str, &
     env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
     let mut envoy = Envoy::start(&env).unwrap();
     envoy.wait_ready(Duration::from_secs(30)).await.unwrap();
+    wait_configured(&envoy).await;
     let url = envoy.url(&format!("/x?user_key={key}"));
     assert_eq!(get_when_configured(&url).await.status(), 200, "{}", envoy.output());
     (envoy, sid, application, url)
@@ -351,12 +362,8 @@ async fn outage(mode: &str) {
     env.push(("TOLLGATE_FAILURE_MODE", mode.to_string()));
     let mut envoy = Envoy::start(&env).unwrap();
     envoy.wait_ready(Duration::from_secs(30)).await.unwrap();
-    // Every VM (the main thread's and two workers') has the configuration: with failure mode
-    // open a request before that would pass unchecked.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while envoy.output().matches("loaded 1 service").count() < 3 && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // With failure mode open, a request before that would pass unchecked.
+    wait_configured(&envoy).await;
     let url = envoy.url("/x?user_key=outage");
     assert_eq!(get_when_configured(&url).await.status(), 200, "{}", envoy.output());
     app.stop().await;
