@@ -141,6 +141,38 @@ mod tests {
         assert!(usage_for(&r("/search?q={q}"), "GET", "/search").is_none());
     }
 
+    /// APIcast's way: the pattern's path becomes a regular expression, `{var}` one or more
+    /// characters other than `/`, anchored at the start, and at the end with `$`.
+    fn reference(pattern: &str, path: &str) -> bool {
+        let (pat, anchored) = match pattern.strip_suffix('$') {
+            Some(p) => (p, true),
+            None => (pattern, false),
+        };
+        let mut re = String::from("^");
+        let mut rest = pat;
+        while let Some(open) = rest.find('{') {
+            let Some(close) = rest[open..].find('}') else { break };
+            re.push_str(&regex::escape(&rest[..open]));
+            re.push_str("[^/]+");
+            rest = &rest[open + close + 1..];
+        }
+        re.push_str(&regex::escape(rest));
+        if anchored {
+            re.push('$');
+        }
+        regex::Regex::new(&re).unwrap().is_match(path)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_matcher_agrees_with_the_reference(
+            pattern in "(/(a|b|ab|\\{x\\}|\\{y\\}\\.json|c\\{z\\})){1,4}\\$?",
+            path in "(/(a|b|ab|c|cab|a\\.json|x)){0,5}",
+        ) {
+            proptest::prop_assert_eq!(rule_matches(&pattern, &path, ""), reference(&pattern, &path), "{} vs {}", pattern, path);
+        }
+    }
+
     #[test]
     fn deltas_add_up_and_last_stops() {
         let mut rules = vec![
