@@ -226,10 +226,11 @@ pub fn after_waiting(service: &Service, verdict: Verdict, fetcher: &Step) -> (St
 pub fn cache_key(service_id: u64, credentials: &Credentials) -> String {
     match credentials {
         Credentials::UserKey(k) => format!("tollgate:auth:{service_id}:u:{k}"),
+        // The id's length keeps ("ab", "c") apart from ("a", "bc").
         Credentials::AppId { app_id, app_key } => format!(
-            "tollgate:auth:{service_id}:a:{}:{}",
+            "tollgate:auth:{service_id}:a:{}:{app_id}{}",
             app_id.len(),
-            format_args!("{app_id}{}", app_key.as_deref().unwrap_or(""))
+            app_key.as_deref().unwrap_or("")
         ),
     }
 }

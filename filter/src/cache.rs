@@ -315,12 +315,7 @@ pub type Bucket = Vec<(String, Entry)>;
 
 /// The bucket key for a cache key, among `buckets`.
 pub fn bucket_key(key: &str, buckets: u32) -> String {
-    // FNV-1a: the same in every worker and every build.
-    let mut h: u32 = 0x811c_9dc5;
-    for b in key.bytes() {
-        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
-    }
-    bucket_name(h % buckets.max(1))
+    bucket_name(crate::shared::spread(key.as_bytes(), buckets))
 }
 
 /// The name of bucket `i`.
@@ -373,6 +368,20 @@ mod tests {
 
     fn usage(pairs: &[(&str, u64)]) -> Usage {
         pairs.iter().map(|(m, n)| (m.to_string(), *n)).collect()
+    }
+
+    /// The entry for an authorized answer with `current` of 10 hits used, at `now`.
+    fn granted(current: i64, now: u64) -> Entry {
+        from_authrep(
+            200,
+            &answer(true, "", current),
+            &usage(&[]),
+            &BTreeMap::new(),
+            true,
+            TTL,
+            now,
+        )
+        .unwrap()
     }
 
     fn answer(authorized: bool, reason: &str, current: i64) -> Vec<u8> {
@@ -534,16 +543,7 @@ mod tests {
 
     #[test]
     fn entries_are_small() {
-        let e = from_authrep(
-            200,
-            &answer(true, "", 7),
-            &usage(&[]),
-            &BTreeMap::new(),
-            true,
-            TTL,
-            1_700_000_000_000,
-        )
-        .unwrap();
+        let e = granted(7, 1_700_000_000_000);
         let mut bucket = Bucket::new();
         store(
             &mut bucket,
@@ -580,7 +580,7 @@ mod tests {
             (49, 1),
             "little left: just the need"
         );
-        let e = from_authrep(200, &answer(true, "", 2), &usage(&[]), &BTreeMap::new(), true, TTL, 0).unwrap();
+        let e = granted(2, 0);
         let (_, share) = reserve(&e, &usage(&[("hits", 5)]), 1).unwrap();
         assert_eq!(share.quotas[0].remaining, 5);
         assert_eq!(reserve(&e, &usage(&[("hits", 9)]), 1), None, "more than remains: ask");
@@ -588,16 +588,7 @@ mod tests {
 
     #[test]
     fn rate_limit_headers_follow_the_tightest_quota() {
-        let e = from_authrep(
-            200,
-            &answer(true, "", 7),
-            &usage(&[]),
-            &BTreeMap::new(),
-            true,
-            TTL,
-            1_000_000,
-        )
-        .unwrap();
+        let e = granted(7, 1_000_000);
         assert_eq!(
             rate_limit(&e, &[], &usage(&[("search", 1)]), 1_000_000),
             Some((10, 3, 60))

@@ -688,14 +688,16 @@ impl HttpContext for Request {
             exact,
             rate,
         } = from_cache(&self.shared, service, &key, &call.usage, None);
-        self.call = Some(call.clone());
         if config.limit_headers {
             self.rate = rate;
         }
         if step != Step::Fetch {
+            // The hit path: the call is kept, not copied.
+            self.call = Some(call);
             Stats::bump(stats.cache_hits);
             return self.apply(step, stats, exact);
         }
+        self.call = Some(call.clone());
         Stats::bump(stats.cache_misses);
         let mut shared = self.shared.borrow_mut();
         if let Some(waiters) = shared.waiting.get_mut(&key) {

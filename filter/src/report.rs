@@ -40,14 +40,15 @@ pub struct App {
 
 impl App {
     fn slot(&self) -> String {
-        // FNV-1a: stable across VMs and filter builds (std's hasher is randomly seeded).
-        let mut h: u32 = 0x811c_9dc5;
-        let key = serde_json::to_vec(self).unwrap_or_default();
-        for b in key {
-            h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
-        }
-        format!("tollgate:usage:{}", h % SLOTS)
+        slot_name(crate::shared::spread(
+            &serde_json::to_vec(self).unwrap_or_default(),
+            SLOTS,
+        ))
     }
+}
+
+fn slot_name(i: u32) -> String {
+    format!("tollgate:usage:{i}")
 }
 
 /// Usage of one application not yet reported: per metric, and per response code.
@@ -96,7 +97,7 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 /// Creates the slots and the outbox, empty, unless they exist. Call before serving traffic.
 pub fn ensure_slots(shared: &impl SharedData) -> Result<(), SetError> {
     for i in 0..SLOTS {
-        ensure(shared, &format!("tollgate:usage:{i}"), b"[]")?;
+        ensure(shared, &slot_name(i), b"[]")?;
     }
     ensure(shared, OUTBOX, b"[]")
 }
@@ -221,7 +222,7 @@ pub struct Limits {
 pub fn freeze(shared: &impl SharedData, id_prefix: &str, seq: &mut u64, limits: Limits) -> Result<usize, SetError> {
     let mut taken: BTreeMap<App, Pending> = BTreeMap::new();
     for i in 0..SLOTS {
-        let slot = update(shared, &format!("tollgate:usage:{i}"), |bytes| {
+        let slot = update(shared, &slot_name(i), |bytes| {
             let slot = decode_slot(bytes);
             if slot.is_empty() {
                 (None, slot)

@@ -27,6 +27,16 @@ pub trait SharedData {
     fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SetError>;
 }
 
+/// Which of `n` keys `bytes` belongs to: FNV-1a, so the same in every worker and every build
+/// (std's hasher is randomly seeded).
+pub fn spread(bytes: &[u8], n: u32) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in bytes {
+        h = (h ^ u32::from(*b)).wrapping_mul(0x0100_0193);
+    }
+    h % n.max(1)
+}
+
 /// How many times [`update`] retries after CAS conflicts before giving up.
 pub const MAX_RETRIES: usize = 32;
 
