@@ -91,7 +91,7 @@ pub fn denial_response(service: &Service, denial: &Denial, retry_after_secs: Opt
 }
 
 /// Whether a request let through still has to be reported.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Count {
     /// No: authrep counted it (or it is not an application's request).
     No,
@@ -101,8 +101,9 @@ pub enum Count {
     Unverified,
 }
 
-/// What the glue does with a request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What the glue does with a request. (Serializable: a worker that asked the control plane tells
+/// the workers that waited for it what it did, see [`crate::inflight`].)
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Step {
     /// Let it through.
     Serve { count: Count },

@@ -4,16 +4,19 @@
 //!
 //! Per worker VM: a root context fetches the services' configuration, moves the usage its
 //! requests counted into shared data every tick, flushes usage (when it holds the flusher
-//! lease) and sends report batches. Request contexts serve from the VM's own share of an
-//! application's quota ([`cache::reserve`]): no host call on the hot path. A request the share
-//! cannot serve takes a new share from the shared cache, and when that cannot serve either it
-//! makes one call to the control plane. Requests of this VM that miss on an application while
-//! a call for it is in flight wait for that call's answer instead of making their own.
+//! lease), sends report batches, and makes the authorization calls. Request contexts serve from
+//! the VM's own share of an application's quota ([`cache::reserve`]): no host call on the hot
+//! path. A request the share cannot serve takes a new share from the shared cache. When that
+//! cannot serve either, the request waits, and wakes the root context through the VM's shared
+//! queue: the root makes one call per application for all the requests of its VM that wait on
+//! it, or, when another worker is asking already ([`inflight`]), waits for that worker's word.
+//! The root context outlives any request, so a client that leaves does not strand the others.
 
 use crate::authrep::{self, Count, Fetch, Step};
 use crate::cache::{self, Entry};
 use crate::config::PluginConfig;
 use crate::decision::{decide, Call, Decision};
+use crate::inflight;
 use crate::report::{self, App};
 use crate::request::RequestHead;
 use crate::service::{ErrorResponse, Service, Services};
@@ -33,10 +36,17 @@ const LEASE_MS: u64 = 5_000;
 /// Bound on the applications a VM keeps a share for; past it, the shares are dropped (the
 /// shared cache still has the entries).
 const MAX_LOCAL_ENTRIES: usize = 10_000;
+/// Numbers the VMs of an Envoy process, for their names (`Root::me`).
+const VM_SEQUENCE: &str = "tollgate:vms";
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
+    proxy_wasm::set_root_context(|context_id| -> Box<dyn RootContext> {
+        Box::new(Root {
+            context_id,
+            ..Root::default()
+        })
+    });
 }}
 
 /// Shared data through the host.
@@ -56,12 +66,15 @@ impl SharedData for Host {
     }
 }
 
-fn now_ms() -> u64 {
+fn now_nanos() -> u128 {
     hostcalls::get_current_time()
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+        .map_or(0, |d| d.as_nanos())
+}
+
+fn now_ms() -> u64 {
+    (now_nanos() / 1_000_000) as u64
 }
 
 /// The filter's Envoy stats (`tollgate.*`), defined once per VM.
@@ -77,6 +90,7 @@ struct Stats {
     cache_misses: u32,
     authrep_calls: u32,
     authrep_failures: u32,
+    cross_worker_waits: u32,
     batches_sent: u32,
     batches_failed: u32,
     usage_dropped: u32,
@@ -97,6 +111,7 @@ impl Stats {
             cache_misses: counter("tollgate.cache_misses"),
             authrep_calls: counter("tollgate.authrep_calls"),
             authrep_failures: counter("tollgate.authrep_failures"),
+            cross_worker_waits: counter("tollgate.cross_worker_waits"),
             batches_sent: counter("tollgate.batches_sent"),
             batches_failed: counter("tollgate.batches_failed"),
             usage_dropped: counter("tollgate.usage_dropped"),
@@ -157,6 +172,13 @@ struct Shared {
     local: HashMap<String, (Entry, Vec<i64>)>,
     /// Usage served by this VM and not yet moved to shared data.
     usage: HashMap<App, report::Pending>,
+    /// Cache keys whose waiting requests need a call (the root context makes it).
+    asks: Vec<String>,
+    /// Cache keys another worker is asking the control plane about, with until when its
+    /// answer is awaited (see [`inflight`]).
+    remote: HashMap<String, u64>,
+    /// This VM's wake-up queue (the root context's), if the host gave one.
+    queue: Option<u32>,
 }
 
 impl Shared {
@@ -197,8 +219,19 @@ impl Shared {
     }
 }
 
+/// An authorization call in flight.
+struct Asked {
+    /// The application's cache key.
+    key: String,
+    service_id: u64,
+    /// The request the call was made for (its context): authrep counted its usage.
+    first: u32,
+    fetch: Fetch,
+}
+
 #[derive(Default)]
 struct Root {
+    context_id: u32,
     shared: Rc<RefCell<Shared>>,
     /// This VM's name in leases and batch ids.
     me: String,
@@ -208,6 +241,8 @@ struct Root {
     next_report_ms: u64,
     /// Report calls in flight: token → batch id.
     sending: HashMap<u32, String>,
+    /// Authorization calls in flight, by token.
+    asking: HashMap<u32, Asked>,
     /// `on_done` was called: flush everything, then tell the host.
     finishing: bool,
 }
@@ -215,6 +250,178 @@ struct Root {
 impl Root {
     fn config(&self) -> Option<Rc<PluginConfig>> {
         self.shared.borrow().config.clone()
+    }
+
+    /// Asks the control plane about every application whose requests wait for a call, unless
+    /// another worker is asking already: then this VM waits for its word (see [`inflight`]).
+    fn ask_all(&mut self) {
+        let asks = std::mem::take(&mut self.shared.borrow_mut().asks);
+        let Some(config) = self.config().filter(|_| !asks.is_empty()) else {
+            return;
+        };
+        let now = now_ms();
+        let until = now + config.control_plane.timeout_ms + 2 * TICK_MS;
+        for key in asks {
+            let (queue, stats) = {
+                let shared = self.shared.borrow();
+                if !shared.waiting.contains_key(&key) || shared.remote.contains_key(&key) {
+                    continue;
+                }
+                (shared.queue, shared.stats)
+            };
+            if let Some(queue) = queue {
+                if let Ok(inflight::Claim::Wait { until_ms }) = inflight::claim(&Host, &key, queue, now, until) {
+                    Stats::bump(stats.cross_worker_waits);
+                    self.shared.borrow_mut().remote.insert(key, until_ms);
+                    continue;
+                }
+            }
+            self.ask(&config, key);
+        }
+    }
+
+    /// One call about the application `key`, made for the first request waiting for it.
+    fn ask(&mut self, config: &PluginConfig, key: String) {
+        let (stats, first) = {
+            let shared = self.shared.borrow();
+            let first = shared
+                .waiting
+                .get(&key)
+                .and_then(|w| w.first())
+                .map(|w| (w.context_id, w.call.clone()));
+            (shared.stats, first)
+        };
+        let Some((first, call)) = first else { return };
+        let services = services(&self.shared);
+        let Some(service) = find(&services, call.service_id) else {
+            // The service went away with a configuration change: let them through, as before.
+            return self.settle(&key, None, &Step::Fetch);
+        };
+        let app = App {
+            service_id: call.service_id,
+            credentials: call.credentials.clone(),
+            unverified: false,
+        };
+        let mut pending = report::pending(&Host, &app);
+        if let Some(mine) = self.shared.borrow().usage.get(&app) {
+            pending.merge(mine.clone());
+        }
+        let pending = pending.usage;
+        let (bucket, _) = Host.get(&cache::bucket_key(&key, config.cache_buckets()));
+        let fetch = Fetch {
+            usage: call.usage.clone(),
+            counted: pending.is_empty(),
+            pending,
+            stale: cache::lookup(&cache::decode_bucket(bucket.as_deref()), &key),
+        };
+        let path = authrep::authrep_path(service, &call.credentials, &call.usage, fetch.counted);
+        let headers = vec![
+            (":method", "GET"),
+            (":path", path.as_str()),
+            (":authority", config.control_plane.authority.as_str()),
+            ("3scale-options", "hierarchy=1"),
+        ];
+        Stats::bump(stats.authrep_calls);
+        let asked = Asked {
+            key,
+            service_id: call.service_id,
+            first,
+            fetch,
+        };
+        match self.dispatch_http_call(&config.control_plane.cluster, headers, None, vec![], config.timeout()) {
+            Ok(token) => {
+                self.asking.insert(token, asked);
+            }
+            Err(_) => self.answered(&asked, None, b""),
+        }
+    }
+
+    /// The control plane answered a call (`status` `None`: it did not). Stores the answer, tells
+    /// the workers that waited for it, and settles this VM's waiting requests.
+    fn answered(&mut self, asked: &Asked, status: Option<u32>, body: &[u8]) {
+        let Some(config) = self.config() else { return };
+        let (stats, queue) = {
+            let shared = self.shared.borrow();
+            (shared.stats, shared.queue)
+        };
+        if status.is_none_or(|s| s >= 500) {
+            Stats::bump(stats.authrep_failures);
+        }
+        let services = services(&self.shared);
+        let Some(service) = find(&services, asked.service_id) else {
+            return self.settle(&asked.key, None, &Step::Fetch);
+        };
+        let (step, entry) = authrep::after_authrep(
+            service,
+            config.failure_mode,
+            &asked.fetch,
+            status,
+            body,
+            config.ttl(),
+            now_ms(),
+        );
+        if let Some(e) = &entry {
+            // A fresh answer replaces whatever is cached, this VM's share included.
+            put_entry(&self.shared, &asked.key, e);
+        }
+        if let Some(queue) = queue {
+            match inflight::release(&Host, &asked.key, queue) {
+                Ok(others) if !others.is_empty() => {
+                    let word = inflight::word(&asked.key, &step);
+                    for other in others {
+                        let _ = hostcalls::enqueue_shared_queue(other, Some(&word));
+                    }
+                }
+                Ok(_) => {}
+                // The waiting workers ask on their own once their wait runs out.
+                Err(e) => log::warn(&format!("tollgate: releasing a claim failed: {e:?}")),
+            }
+        }
+        self.settle(&asked.key, Some((asked.first, &step)), &step);
+    }
+
+    /// Settles this VM's requests waiting on `key`, each in its own context: `first` (the request
+    /// the call was made for) with its step; the others from the cache, following `fetcher` (the
+    /// step of the request whose call they waited for) where the cache cannot serve them.
+    fn settle(&self, key: &str, first: Option<(u32, &Step)>, fetcher: &Step) {
+        let Some(waiters) = self.shared.borrow_mut().waiting.remove(key) else {
+            return;
+        };
+        let stats = self.shared.borrow().stats;
+        let services = services(&self.shared);
+        for w in waiters {
+            let (step, exact) = match (first, find(&services, w.call.service_id)) {
+                (Some((id, step)), _) if id == w.context_id => (step.clone(), true),
+                (_, Some(service)) => {
+                    let looked = from_cache(&self.shared, service, key, &w.call.usage, Some(fetcher));
+                    (looked.step, looked.exact)
+                }
+                (_, None) => (Step::Fetch, false),
+            };
+            if hostcalls::set_effective_context(w.context_id).is_err() {
+                continue; // gone meanwhile (client closed)
+            }
+            // (`Fetch` here: nothing to decide with; let it through as if the filter were not there.)
+            if carry_out(&self.shared, Some(&w.call), &w.served, &step, exact, stats) || step == Step::Fetch {
+                let _ = hostcalls::resume_http_request();
+            }
+        }
+        let _ = hostcalls::set_effective_context(self.context_id);
+    }
+
+    /// Waits for other workers' answers that ran out: this VM asks on its own.
+    fn expire_waits(&mut self, now: u64) {
+        let mut shared = self.shared.borrow_mut();
+        let expired: Vec<String> = shared
+            .remote
+            .iter()
+            .filter(|(_, until)| **until <= now)
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in expired {
+            shared.remote.remove(&key);
+            shared.asks.push(key);
+        }
     }
 
     fn fetch_services(&mut self) {
@@ -290,6 +497,14 @@ impl Root {
 
 impl Context for Root {
     fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _trailers: usize) {
+        if let Some(asked) = self.asking.remove(&token) {
+            let status = self
+                .get_http_call_response_header(":status")
+                .and_then(|s| s.parse::<u32>().ok());
+            let body = self.get_http_call_response_body(0, body_size).unwrap_or_default();
+            self.answered(&asked, status, &body);
+            return;
+        }
         let status = self.get_http_call_response_header(":status");
         if let Some(batch) = self.sending.remove(&token) {
             let stats = self.shared.borrow().stats;
@@ -374,17 +589,26 @@ impl RootContext for Root {
                 let buckets = (0..config.cache_buckets())
                     .map(cache::bucket_name)
                     .try_for_each(|k| crate::shared::ensure(&Host, &k, b"[]"));
-                if let Err(e) = report::ensure_slots(&Host).and(buckets) {
+                let slots = report::ensure_slots(&Host).and(inflight::ensure_slots(&Host));
+                if let Err(e) = slots.and(buckets) {
                     log::error(&format!("tollgate: cannot prepare shared data: {e:?}"));
                     return false;
                 }
                 let now = now_ms();
-                // Unique enough among the workers of one Envoy: they start at different times
-                // and live at different addresses.
-                self.me = format!("{now:x}-{:x}", self as *const Root as usize);
+                // Unique among the workers of one Envoy (a shared sequence; the time tells
+                // apart the unlikely racers that both create it), and across restarts.
+                let seq = crate::shared::next_in_sequence(&Host, VM_SEQUENCE).unwrap_or(0);
+                self.me = format!("{seq}-{:x}", now_nanos());
                 self.set_tick_period(std::time::Duration::from_millis(TICK_MS));
+                let queue = hostcalls::register_shared_queue(&format!("tollgate:wake:{}", self.me));
+                if let Err(e) = &queue {
+                    log::warn(&format!(
+                        "tollgate: no wake-up queue ({e:?}); misses wait for the next tick and are not collapsed across workers"
+                    ));
+                }
                 {
                     let mut shared = self.shared.borrow_mut();
+                    shared.queue = queue.ok();
                     shared.stats = Stats::define();
                     shared.config = Some(Rc::new(config));
                 }
@@ -404,6 +628,8 @@ impl RootContext for Root {
         let now = now_ms();
         self.shared.borrow_mut().move_usage();
         Stats::publish();
+        self.expire_waits(now);
+        self.ask_all();
         if now >= self.next_refresh_ms {
             self.next_refresh_ms = now + config.refresh_interval_ms;
             self.fetch_services();
@@ -414,12 +640,25 @@ impl RootContext for Root {
         }
     }
 
+    fn on_queue_ready(&mut self, queue_id: u32) {
+        // Words from workers this VM waited for; the wake-ups of this VM's requests carry none.
+        while let Ok(Some(bytes)) = hostcalls::dequeue_shared_queue(queue_id) {
+            let Some((key, step)) = inflight::read_word(&bytes) else {
+                continue;
+            };
+            // A word after the wait ran out finds the application asked about here already.
+            if self.shared.borrow_mut().remote.remove(&key).is_some() {
+                self.settle(&key, None, &step);
+            }
+        }
+        self.ask_all();
+    }
+
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(Request {
             context_id,
             shared: self.shared.clone(),
             call: None,
-            fetching: None,
             served: Rc::new(RefCell::new(None)),
             rate: None,
         }))
@@ -435,8 +674,6 @@ struct Request {
     shared: Rc<RefCell<Shared>>,
     /// The application and usage this request is authorized for.
     call: Option<Call>,
-    /// This request's call to the control plane: its token, cache key and what it asked.
-    fetching: Option<(u32, String, Fetch)>,
     served: Served,
     /// `RateLimit-Limit`, `-Remaining`, `-Reset` for the response, if configured.
     rate: Option<(i64, i64, u64)>,
@@ -469,8 +706,6 @@ fn find(services: &Option<Rc<Services>>, id: u64) -> Option<&Service> {
 /// What the cache said about one request.
 struct Looked {
     step: Step,
-    /// The shared entry as it was, when the control plane must be asked.
-    stale: Option<Entry>,
     /// The shared entry is close to its limits (see [`cache::SHARE_ABOVE`]).
     exact: bool,
     /// `RateLimit-*` values, when the request touches a limit.
@@ -491,12 +726,7 @@ fn from_cache(
         Some(fetcher) => authrep::after_waiting(service, verdict, fetcher),
         None => authrep::on_verdict(service, verdict),
     };
-    let looked = |step, stale, exact, rate| Looked {
-        step,
-        stale,
-        exact,
-        rate,
-    };
+    let looked = |step, exact, rate| Looked { step, exact, rate };
     if let Some((local, more)) = shared.borrow_mut().local.get_mut(key) {
         let verdict = cache::consult(Some(local), usage, now);
         if !matches!(verdict, cache::Verdict::Ask(_)) {
@@ -505,7 +735,7 @@ fn from_cache(
                 *local = next;
             }
             let rate = cache::rate_limit(local, more, usage, now);
-            return looked(step, None, false, rate);
+            return looked(step, false, rate);
         }
     }
     let buckets = shared.borrow().config.as_ref().map_or(1, |c| c.cache_buckets());
@@ -520,7 +750,7 @@ fn from_cache(
         let Some((rest, share)) = entry.as_ref().and_then(|e| cache::reserve(e, usage, now)) else {
             let verdict = cache::consult(entry.as_ref(), usage, now);
             let rate = entry.as_ref().and_then(|e| cache::rate_limit(e, &[], usage, now));
-            return looked(decide(verdict).0, entry, true, rate);
+            return looked(decide(verdict).0, true, rate);
         };
         let more: Vec<i64> = rest.quotas.iter().map(|q| q.remaining).collect();
         if Some(&rest) != entry.as_ref() {
@@ -528,7 +758,7 @@ fn from_cache(
             match Host.set(&bucket_key, &cache::encode_bucket(&bucket), cas) {
                 Ok(()) => {}
                 Err(SetError::CasMismatch) => continue,
-                Err(_) => return looked(Step::Fetch, entry, true, None),
+                Err(_) => return looked(Step::Fetch, true, None),
             }
         }
         let (step, next) = decide(cache::consult(Some(&share), usage, now));
@@ -539,9 +769,9 @@ fn from_cache(
             shared.local.clear();
         }
         shared.local.insert(key.to_string(), (local, more));
-        return looked(step, None, exact, rate);
+        return looked(step, exact, rate);
     }
-    looked(Step::Fetch, None, true, None)
+    looked(Step::Fetch, true, None)
 }
 
 impl Request {
@@ -563,84 +793,43 @@ impl Request {
         }
     }
 
-    /// A local reply. (Envoy runs it through `on_http_response_headers` too, which adds the
-    /// `RateLimit-*` headers.)
-    fn reply(&self, r: &ErrorResponse) {
-        let mut headers: Vec<(&str, &str)> = vec![("content-type", r.content_type.as_str())];
-        headers.extend(r.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        self.send_http_response(r.status, headers, Some(r.body.as_bytes()));
-    }
-
     /// Carries out a step for this request (the current context); `exact`: see [`Shared::count`].
     fn apply(&self, step: Step, stats: Stats, exact: bool) -> Action {
-        match step {
-            Step::Serve { count } => {
-                if let Some(call) = &self.call {
-                    self.shared.borrow_mut().count(call, count, exact);
-                    *self.served.borrow_mut() = Some(count == Count::Unverified);
-                }
-                Stats::bump(stats.allowed);
-                Action::Continue
-            }
-            Step::Reply(r) => {
-                stats.denied(&r);
-                self.reply(&r);
-                Action::Pause
-            }
-            Step::Fetch => Action::Pause,
+        match carry_out(&self.shared, self.call.as_ref(), &self.served, &step, exact, stats) {
+            true => Action::Continue,
+            false => Action::Pause,
         }
     }
+}
 
-    /// Starts this request's call to the control plane for `call`'s application.
-    fn fetch(
-        &mut self,
-        config: &PluginConfig,
-        service: &Service,
-        key: String,
-        call: &Call,
-        stale: Option<Entry>,
-    ) -> Action {
-        let stats = self.shared.borrow().stats;
-        let app = App {
-            service_id: call.service_id,
-            credentials: call.credentials.clone(),
-            unverified: false,
-        };
-        let mut pending = report::pending(&Host, &app);
-        if let Some(mine) = self.shared.borrow().usage.get(&app) {
-            pending.merge(mine.clone());
-        }
-        let pending = pending.usage;
-        let fetch = Fetch {
-            usage: call.usage.clone(),
-            counted: pending.is_empty(),
-            pending,
-            stale,
-        };
-        let path = authrep::authrep_path(service, &call.credentials, &call.usage, fetch.counted);
-        let headers = vec![
-            (":method", "GET"),
-            (":path", path.as_str()),
-            (":authority", config.control_plane.authority.as_str()),
-            ("3scale-options", "hierarchy=1"),
-        ];
-        Stats::bump(stats.authrep_calls);
-        match self.dispatch_http_call(&config.control_plane.cluster, headers, None, vec![], config.timeout()) {
-            Ok(token) => {
-                self.shared.borrow_mut().waiting.insert(key.clone(), Vec::new());
-                self.fetching = Some((token, key, fetch));
-                Action::Pause
+/// Carries out a step for the request in the host's current context: counts and marks it
+/// served, or answers it here (Envoy runs a local reply through `on_http_response_headers` too,
+/// which adds the `RateLimit-*` headers). True when the request goes on upstream.
+fn carry_out(
+    shared: &Rc<RefCell<Shared>>,
+    call: Option<&Call>,
+    served: &Served,
+    step: &Step,
+    exact: bool,
+    stats: Stats,
+) -> bool {
+    match step {
+        Step::Serve { count } => {
+            if let Some(call) = call {
+                shared.borrow_mut().count(call, *count, exact);
+                *served.borrow_mut() = Some(*count == Count::Unverified);
             }
-            Err(_) => {
-                Stats::bump(stats.authrep_failures);
-                let (step, entry) =
-                    authrep::after_authrep(service, config.failure_mode, &fetch, None, b"", config.ttl(), now_ms());
-                if let Some(e) = entry {
-                    put_entry(&self.shared, &key, &e);
-                }
-                self.apply(step, stats, true)
-            }
+            Stats::bump(stats.allowed);
+            true
         }
+        Step::Reply(r) => {
+            stats.denied(r);
+            let mut headers: Vec<(&str, &str)> = vec![("content-type", r.content_type.as_str())];
+            headers.extend(r.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            let _ = hostcalls::send_http_response(r.status, headers, Some(r.body.as_bytes()));
+            false
+        }
+        Step::Fetch => false,
     }
 }
 
@@ -682,12 +871,7 @@ impl HttpContext for Request {
             return Action::Continue;
         };
         let key = authrep::cache_key(call.service_id, &call.credentials);
-        let Looked {
-            step,
-            stale,
-            exact,
-            rate,
-        } = from_cache(&self.shared, service, &key, &call.usage, None);
+        let Looked { step, exact, rate } = from_cache(&self.shared, service, &key, &call.usage, None);
         if config.limit_headers {
             self.rate = rate;
         }
@@ -697,20 +881,26 @@ impl HttpContext for Request {
             Stats::bump(stats.cache_hits);
             return self.apply(step, stats, exact);
         }
-        self.call = Some(call.clone());
         Stats::bump(stats.cache_misses);
+        // The root context asks the control plane (it outlives any one request) and settles
+        // every request of this VM waiting for the application; this one is the first, or joins.
         let mut shared = self.shared.borrow_mut();
-        if let Some(waiters) = shared.waiting.get_mut(&key) {
-            // A call for this application is in flight here: wait for its answer.
-            waiters.push(Waiter {
-                context_id: self.context_id,
-                call: call.clone(),
-                served: self.served.clone(),
-            });
-            return Action::Pause;
+        let first = !shared.waiting.contains_key(&key);
+        shared.waiting.entry(key.clone()).or_default().push(Waiter {
+            context_id: self.context_id,
+            call: call.clone(),
+            served: self.served.clone(),
+        });
+        if first {
+            shared.asks.push(key);
+            // Wakes the root context at once (failing that, its next tick asks).
+            if let Some(queue) = shared.queue {
+                let _ = hostcalls::enqueue_shared_queue(queue, Some(b"ask"));
+            }
         }
         drop(shared);
-        self.fetch(&config, &service, key, &call, stale)
+        self.call = Some(call);
+        Action::Pause
     }
 
     fn on_log(&mut self) {
@@ -745,84 +935,7 @@ impl HttpContext for Request {
     }
 }
 
-impl Context for Request {
-    fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _trailers: usize) {
-        let Some((expected, key, fetch)) = self.fetching.take() else {
-            return;
-        };
-        if expected != token {
-            return;
-        }
-        let (config, stats) = {
-            let shared = self.shared.borrow();
-            (shared.config.clone(), shared.stats)
-        };
-        let (Some(config), Some(call)) = (config, self.call.clone()) else {
-            return;
-        };
-        let status = self
-            .get_http_call_response_header(":status")
-            .and_then(|s| s.parse::<u32>().ok());
-        if status.is_none_or(|s| s >= 500) {
-            Stats::bump(stats.authrep_failures);
-        }
-        let body = self.get_http_call_response_body(0, body_size).unwrap_or_default();
-        let waiters = self.shared.borrow_mut().waiting.remove(&key).unwrap_or_default();
-        let services = services(&self.shared);
-        let Some(service) = find(&services, call.service_id) else {
-            self.resume_http_request();
-            return;
-        };
-        let (step, entry) = authrep::after_authrep(
-            service,
-            config.failure_mode,
-            &fetch,
-            status,
-            &body,
-            config.ttl(),
-            now_ms(),
-        );
-        if let Some(e) = &entry {
-            // A fresh answer replaces whatever is cached, this VM's share included.
-            put_entry(&self.shared, &key, e);
-        }
-        if self.apply(step.clone(), stats, true) == Action::Continue {
-            self.resume_http_request();
-        }
-        // The requests that waited for this answer, each in its own context.
-        for w in waiters {
-            let Some(service) = find(&services, w.call.service_id) else {
-                continue;
-            };
-            let Looked {
-                step: their_step,
-                exact,
-                ..
-            } = from_cache(&self.shared, service, &key, &w.call.usage, Some(&step));
-            if hostcalls::set_effective_context(w.context_id).is_err() {
-                continue; // gone meanwhile (client closed)
-            }
-            match their_step {
-                Step::Serve { count } => {
-                    self.shared.borrow_mut().count(&w.call, count, exact);
-                    *w.served.borrow_mut() = Some(count == Count::Unverified);
-                    Stats::bump(stats.allowed);
-                    let _ = hostcalls::resume_http_request();
-                }
-                Step::Reply(r) => {
-                    stats.denied(&r);
-                    let mut headers: Vec<(&str, &str)> = vec![("content-type", r.content_type.as_str())];
-                    headers.extend(r.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-                    let _ = hostcalls::send_http_response(r.status, headers, Some(r.body.as_bytes()));
-                }
-                Step::Fetch => {
-                    let _ = hostcalls::resume_http_request();
-                }
-            }
-        }
-        let _ = hostcalls::set_effective_context(self.context_id);
-    }
-}
+impl Context for Request {}
 
 /// Logging through the host, ignoring the (impossible to act on) failure to log.
 mod log {

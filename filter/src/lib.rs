@@ -9,6 +9,7 @@ pub mod cache;
 pub mod config;
 pub mod credentials;
 pub mod decision;
+pub mod inflight;
 pub mod mapping;
 pub mod report;
 pub mod request;

@@ -16,7 +16,7 @@ pub enum CredentialsLocation {
 }
 
 /// A canned response for one kind of denial.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
 pub struct ErrorResponse {
     pub status: u32,
     pub content_type: String,

@@ -71,6 +71,20 @@ pub fn update<T>(
     Err(SetError::CasMismatch)
 }
 
+/// The next number of the sequence kept under `key` (1, 2, …), for names that must differ
+/// between the workers (leases, batch ids, queues): their memory layouts are identical, and
+/// they may start within the same millisecond.
+pub fn next_in_sequence(shared: &impl SharedData, key: &str) -> Result<u64, SetError> {
+    update(shared, key, |current| {
+        let n = current
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(0)
+            + 1;
+        (Some(n.to_string().into_bytes()), n)
+    })
+}
+
 /// Shared data in memory, with Envoy's semantics (CAS tokens from one counter; a missing key is
 /// created whatever the CAS). One VM's view: single-threaded, as proxy-wasm is.
 #[derive(Debug, Default)]
@@ -117,6 +131,13 @@ impl SharedData for Memory {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sequence_never_repeats() {
+        let m = Memory::default();
+        let drawn: Vec<u64> = (0..5).map(|_| next_in_sequence(&m, "seq").unwrap()).collect();
+        assert_eq!(drawn, vec![1, 2, 3, 4, 5]);
+    }
 
     #[test]
     fn cas_rejects_stale_writes_and_update_retries() {

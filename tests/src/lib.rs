@@ -32,6 +32,40 @@ pub async fn serve_demo(listener: TcpListener) -> std::io::Result<()> {
     axum::serve(listener, demo_router()).await
 }
 
+/// A TCP proxy to `target` that holds every chunk a client sends for `delay` before passing it
+/// on: a slow control plane, so that requests pile up behind one call. Runs until the runtime
+/// stops.
+pub async fn delaying_proxy(target: std::net::SocketAddr, delay: std::time::Duration) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
+    let addr = listener.local_addr().expect("the proxy's address");
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(target).await else {
+                    return;
+                };
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                let upstream = async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n @ 1..) = client_read.read(&mut buf).await {
+                        tokio::time::sleep(delay).await;
+                        if server_write.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                };
+                let downstream = async move {
+                    let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
+                };
+                tokio::join!(upstream, downstream);
+            });
+        }
+    });
+    addr
+}
+
 /// Real Envoy, started through `scripts/envoy.sh` (the same script users run), stopped on drop.
 pub struct Envoy {
     child: std::process::Child,

@@ -77,6 +77,47 @@ async fn a_request_with_the_key_passes_and_a_wrong_key_is_403() {
 }
 
 #[tokio::test]
+async fn misses_on_one_application_across_workers_make_one_call() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    // A control plane that takes 300 ms to answer, and entries that expire after 1 s.
+    let slow = tollgate_e2e::delaying_proxy(app.addr, Duration::from_millis(300))
+        .await
+        .to_string();
+    let extra = [
+        ("TOLLGATE_CONTROL_PLANE", slow.as_str()),
+        ("TOLLGATE_FILTER_CACHE_TTL_MS", "1000"),
+        ("TOLLGATE_REPORT_INTERVAL_MS", "200"),
+    ];
+    let (envoy, sid, _, url) = gateway(&app, "collapsed", 1_000, &extra).await;
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let before = filter_stats(&envoy).await;
+
+    // 16 requests at once, each on its own connection (Envoy spreads connections over its two
+    // workers), all missing: the entry has expired.
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let url = url.clone();
+        tasks.spawn(async move { reqwest::Client::new().get(&url).send().await.unwrap().status() });
+    }
+    while let Some(status) = tasks.join_next().await {
+        assert_eq!(status.unwrap(), 200);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = filter_stats(&envoy).await;
+    let delta = |name: &str| after[name] - before.get(name).copied().unwrap_or(0);
+    assert_eq!(delta("authrep_calls"), 1, "one call for both workers: {after:?}");
+    assert!(delta("cross_worker_waits") >= 1, "the other worker waited: {after:?}");
+    // Every request served is counted once: the first by authrep, the others by reports.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while counted_hits(&app, sid, "collapsed").await != 17 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(counted_hits(&app, sid, "collapsed").await, 17);
+    drop(envoy);
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn over_the_plan_limit_is_429() {
     let app = TestApp::spawn(Backend::Sqlite).await;
     let extra = [("TOLLGATE_FILTER_LIMIT_HEADERS", "true")];
