@@ -40,6 +40,7 @@ mod tests {
             ttl: None,
             amount: Amount::Add(5),
             max: Some(max),
+            account: None,
         };
         assert!(exhausted(&[op(1, 100), op(SPENT_COUNTER, 10)], &[0, 6]));
         assert!(

@@ -76,6 +76,7 @@ pub fn ops(limits: &[PlanLimit], usage: &BTreeMap<i64, Amount>, codes: &[(u16, i
         ttl: period.ttl_secs(now),
         amount,
         max,
+        account: None,
     };
     let amount = |metric_id| usage.get(&metric_id).copied().unwrap_or(Amount::Add(0));
     let mut ops: Vec<Op> = limits

@@ -49,6 +49,7 @@ fn op(metric: i64, period: Period, delta: i64, max: Option<i64>) -> Op {
         ttl,
         amount: Amount::Add(delta),
         max,
+        account: None,
     }
 }
 
@@ -153,6 +154,36 @@ on_both_stores! {
         assert_eq!(passed, 25);
         let read = s.apply(9, &[op(1, Period::Minute, 0, None), op(1, Period::Eternity, 0, None)], Mode::Check).await.unwrap();
         assert_eq!(read.values, vec![25, 25], "denied calls moved nothing");
+    }
+
+    async fn concurrent_calls_of_one_account_never_overspend_its_credits(s: Counters) {
+        // Account 500's balance covers 1000 units; each call costs 30: exactly 33 pass, over
+        // four applications of the account at once.
+        let s = Arc::new(s);
+        let spend = |cost| Op {
+            account: Some(500),
+            ..op(tollgate::credits::SPENT_COUNTER, Period::Eternity, cost, Some(1000))
+        };
+        let mut tasks = Vec::new();
+        for i in 0..48 {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                let ops = [op(1, Period::Eternity, 1, None), spend(30)];
+                s.apply(21 + i % 4, &ops, Mode::CheckAndAdd).await.unwrap().authorized
+            }));
+        }
+        let mut passed = 0;
+        for t in tasks {
+            passed += usize::from(t.await.unwrap());
+        }
+        assert_eq!(passed, 33);
+        let spent = s.apply(99, &[spend(0)], Mode::Check).await.unwrap().values;
+        assert_eq!(spent, vec![990], "one balance for every application of the account");
+        let mut hits = 0;
+        for app in 21..25 {
+            hits += s.apply(app, &[op(1, Period::Eternity, 0, None)], Mode::Check).await.unwrap().values[0];
+        }
+        assert_eq!(hits, 33, "a call denied for credits moved nothing");
     }
 
     async fn a_set_replaces_the_value_and_is_checked_for_it(s: Counters) {

@@ -40,7 +40,7 @@ type Writer = tokio::sync::mpsc::UnboundedSender<(Vec<Stored>, Done)>;
 
 #[derive(Default)]
 struct Shard {
-    /// (app, metric, period, start) → (value, expires at: unix seconds, or None).
+    /// (owner: app, or -account; metric, period, start) → (value, expires at: unix seconds, or None).
     counters: HashMap<Key, (i64, Option<i64>)>,
     /// Hour counters moved since the usage flush last took them.
     changed: HashSet<HourKey>,
@@ -62,6 +62,21 @@ impl Default for EmbeddedStore {
     }
 }
 
+fn shard_index(owner: i64) -> usize {
+    (owner.unsigned_abs() % SHARDS as u64) as usize
+}
+
+/// The shards a call holds, by index.
+struct Locked<'a>(Vec<(usize, std::sync::MutexGuard<'a, Shard>)>);
+
+impl Locked<'_> {
+    /// The shard of `owner`'s counters (one of those locked by [`EmbeddedStore::lock_owners`]).
+    fn of(&mut self, owner: i64) -> Option<&mut Shard> {
+        let i = shard_index(owner);
+        self.0.iter_mut().find(|(j, _)| *j == i).map(|(_, g)| &mut **g)
+    }
+}
+
 fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
@@ -71,9 +86,25 @@ impl EmbeddedStore {
         Self::default()
     }
 
-    fn shard(&self, app: i64) -> &Mutex<Shard> {
-        let i = (app.unsigned_abs() % SHARDS as u64) as usize;
-        &self.shards[i]
+    fn shard(&self, owner: i64) -> &Mutex<Shard> {
+        &self.shards[shard_index(owner)]
+    }
+
+    /// Locks the shards of every counter the ops touch (the application's, and its account's
+    /// for credits), in index order so that two calls never wait for each other's locks.
+    fn lock_owners(&self, app: i64, ops: &[Op]) -> Locked<'_> {
+        let mut indexes: Vec<usize> = std::iter::once(app)
+            .chain(ops.iter().map(|op| op.owner(app)))
+            .map(shard_index)
+            .collect();
+        indexes.sort_unstable();
+        indexes.dedup();
+        Locked(
+            indexes
+                .into_iter()
+                .map(|i| (i, self.shards[i].lock().unwrap_or_else(|e| e.into_inner())))
+                .collect(),
+        )
     }
 
     /// Applies the ops under the application's shard lock (memory only).
@@ -93,17 +124,23 @@ impl EmbeddedStore {
         writer: Option<(&Writer, Done)>,
     ) -> (Outcome, bool, Vec<i64>) {
         // A poisoned lock only means another call panicked mid-way; the map itself is intact.
-        let mut shard = self.shard(app).lock().unwrap_or_else(|e| e.into_inner());
-        shard.calls = shard.calls.wrapping_add(1);
-        if shard.calls.is_multiple_of(SWEEP_EVERY) {
-            shard.counters.retain(|_, (_, expires)| expires.is_none_or(|e| e > now));
+        let mut locked = self.lock_owners(app, ops);
+        if let Some(shard) = locked.of(app) {
+            shard.calls = shard.calls.wrapping_add(1);
+            if shard.calls.is_multiple_of(SWEEP_EVERY) {
+                shard.counters.retain(|_, (_, expires)| expires.is_none_or(|e| e > now));
+            }
         }
-        let key = |op: &Op| (app, op.metric_id, op.period, op.start);
-        let current = |shard: &Shard, op: &Op| match shard.counters.get(&key(op)) {
-            Some((v, expires)) if expires.is_none_or(|e| e > now) => *v,
-            _ => 0,
-        };
-        let mut values: Vec<i64> = ops.iter().map(|op| current(&shard, op)).collect();
+        let key = |op: &Op| (op.owner(app), op.metric_id, op.period, op.start);
+        let mut values: Vec<i64> = ops
+            .iter()
+            .map(
+                |op| match locked.of(op.owner(app)).and_then(|s| s.counters.get(&key(op))) {
+                    Some((v, expires)) if expires.is_none_or(|e| e > now) => *v,
+                    _ => 0,
+                },
+            )
+            .collect();
         let authorized = mode == Mode::Add
             || !ops
                 .iter()
@@ -113,27 +150,28 @@ impl EmbeddedStore {
         let mut previous = Vec::new();
         if mode == Mode::Add || (mode == Mode::CheckAndAdd && authorized) {
             for (op, value) in ops.iter().zip(values.iter_mut()) {
-                if !op.amount.is_noop() {
-                    previous.push(*value);
-                    *value = op.amount.applied_to(*value);
-                    let expires = op.ttl.map(|t| now + t as i64);
-                    shard.counters.insert(key(op), (*value, expires));
-                    if op.period == Period::Hour {
-                        shard.changed.insert(HourKey {
-                            app,
-                            metric_id: op.metric_id,
-                            start: op.start,
-                        });
-                    }
-                    stored.push(Stored {
-                        app,
+                let Some(shard) = locked.of(op.owner(app)).filter(|_| !op.amount.is_noop()) else {
+                    continue;
+                };
+                previous.push(*value);
+                *value = op.amount.applied_to(*value);
+                let expires = op.ttl.map(|t| now + t as i64);
+                shard.counters.insert(key(op), (*value, expires));
+                if op.period == Period::Hour {
+                    shard.changed.insert(HourKey {
+                        app: op.owner(app),
                         metric_id: op.metric_id,
-                        period: op.period,
                         start: op.start,
-                        value: *value,
-                        expires_at: expires,
                     });
                 }
+                stored.push(Stored {
+                    app: op.owner(app),
+                    metric_id: op.metric_id,
+                    period: op.period,
+                    start: op.start,
+                    value: *value,
+                    expires_at: expires,
+                });
             }
         }
         let queued = match writer {
@@ -146,9 +184,10 @@ impl EmbeddedStore {
     /// Takes back a call's moves (its write failed): additions are subtracted (other calls'
     /// additions since stay); a set is reverted if nothing has moved the counter since.
     fn undo(&self, app: i64, ops: &[Op], previous: &[i64]) {
-        let mut shard = self.shard(app).lock().unwrap_or_else(|e| e.into_inner());
+        let mut locked = self.lock_owners(app, ops);
         for (op, before) in ops.iter().filter(|op| !op.amount.is_noop()).zip(previous) {
-            if let Some((v, _)) = shard.counters.get_mut(&(app, op.metric_id, op.period, op.start)) {
+            let key = (op.owner(app), op.metric_id, op.period, op.start);
+            if let Some((v, _)) = locked.of(op.owner(app)).and_then(|s| s.counters.get_mut(&key)) {
                 match op.amount {
                     Amount::Add(d) => *v = v.saturating_sub(d),
                     Amount::Set(n) if *v == n => *v = *before,
@@ -341,6 +380,7 @@ mod tests {
             ttl,
             amount: Amount::Add(delta),
             max,
+            account: None,
         }
     }
 

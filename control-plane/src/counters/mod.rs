@@ -24,6 +24,18 @@ pub struct Op {
     pub amount: Amount,
     /// The plan's limit on this counter, if any.
     pub max: Option<i64>,
+    /// `Some(account)`: the counter is the application's account's, not the application's
+    /// (prepaid credits: one balance for all of an account's applications). It moves in the
+    /// same atomic call as the application's counters.
+    pub account: Option<i64>,
+}
+
+impl Op {
+    /// Whose counter this is, as the stores key it: the application's id, or the negated
+    /// account id (application ids are positive, so the two never meet).
+    pub fn owner(&self, app: i64) -> i64 {
+        self.account.map_or(app, |a| -a)
+    }
 }
 
 /// What a call does to a counter: add N (`usage[hits]=N`), or set it to N (`usage[hits]=#N`,

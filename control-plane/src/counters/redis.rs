@@ -84,8 +84,10 @@ impl RedisStore {
         }
     }
 
+    /// An op's key. An account's counter (credits) sits outside the application's hash slot:
+    /// one Redis runs the script, so the call stays atomic (Redis Cluster would refuse it).
     pub fn key(&self, app: i64, op: &Op) -> String {
-        self.counter_key(app, op.metric_id, op.period, op.start)
+        self.counter_key(op.owner(app), op.metric_id, op.period, op.start)
     }
 
     fn counter_key(&self, app: i64, metric_id: i64, period: Period, start: i64) -> String {
