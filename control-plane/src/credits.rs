@@ -1,22 +1,105 @@
-//! Prepaid credits' place in authorize/authrep. A prepaid account's call costs credits; the
-//! cost is one more counter op of the call ("credits spent", limited by what the account was
-//! granted), so it is checked and deducted atomically with the limit counters, in the same Lua
-//! script or under the same shard lock, and a denied call deducts nothing.
+//! Prepaid credits (SPEC §7): a prepaid account's calls cost credits, and the balance is
+//! enforced in authrep itself, not minutes later.
 //!
-//! Which accounts are prepaid, their rates and grants are the prepaid-credits work still to come;
-//! until then no account is prepaid and [`ops`] adds nothing.
+//! - **The hot balance** is one counter per account ([`SPENT_COUNTER`], owned by the account:
+//!   [`Op::account`]): what the account has spent, in [`UNITS`] per credit, limited by what it
+//!   was granted. A call's cost is one more op of the call, so it is checked and deducted
+//!   atomically with the limit counters (the same Lua script, the same shard locks), and a
+//!   denied call deducts nothing.
+//! - **The ledger** (`credit_transactions`) is the truth: grants, adjustments and expiries are
+//!   written when they happen; deductions by [`flush`], which copies the spent counter's growth
+//!   into the ledger. `credit_wallets.spent_units` remembers how much of the counter the ledger
+//!   holds, and the copy is a conditional update, so a repeated or raced flush writes nothing
+//!   twice. A counter behind the ledger (Redis lost its data) is set back up to it: the ledger
+//!   wins.
+//! - **Staleness**: the spent counter is shared by every replica (Redis) or there is one replica
+//!   (embedded), so deductions are exact everywhere at once. What was *granted* is read through
+//!   the hot cache: the replica that took a grant sees it at once, the others within
+//!   `TOLLGATE_CACHE_TTL_MS`.
+//!
+//! The pure parts (costs, ops, balances) are functions over these types; the rest is thin SQL.
 
 use crate::catalog::applications::Application;
-use crate::counters::{exceeds, Amount, Op};
+use crate::catalog::behaviour::int;
+use crate::catalog::resource::{field, Kind, OnCreate, Resource, Values};
+use crate::counters::{exceeds, Amount, CounterStore, Counters, Mode, Op};
+use crate::db::Db;
+use crate::error::ApiError;
+use crate::params::Params;
+use crate::periods::Period;
+use rust_decimal::Decimal;
+use serde_json::{json, Value};
+use sqlx::Row;
 use std::collections::BTreeMap;
 
 /// The reserved counter id of an account's spent credits (metric ids are positive; response
 /// codes take -1..=-999, see [`crate::limits::response_code_counters`]).
 pub const SPENT_COUNTER: i64 = -1000;
+/// Counter units per credit: credits carry 4 decimals, counters count integers.
+pub const UNITS: i64 = 10_000;
 
-/// The call's credit op, if the application's account is prepaid: none yet (see the module docs).
-pub fn ops(_app: &Application, _usage: &BTreeMap<i64, Amount>) -> Vec<Op> {
-    Vec::new()
+/// Credits as counter units; `None` past 4 decimals or out of range.
+pub fn to_units(credits: Decimal) -> Option<i64> {
+    let units = credits.checked_mul(Decimal::from(UNITS))?;
+    (units.fract().is_zero()).then(|| i64::try_from(units).ok()).flatten()
+}
+
+/// Counter units as credits.
+pub fn from_units(units: i64) -> Decimal {
+    Decimal::new(units, 4).normalize()
+}
+
+/// What one unit of a metric costs, for every plan of the service or for one plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rate {
+    pub metric_id: i64,
+    pub application_plan_id: Option<i64>,
+    /// Counter units per unit of the metric.
+    pub units: i64,
+}
+
+/// A prepaid account as authrep needs it, for one service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wallet {
+    pub account_id: i64,
+    /// Everything granted, adjusted and expired, in units: the spent counter's limit.
+    pub granted_units: i64,
+    pub rates: Vec<Rate>,
+    /// Where the developer buys more (the credit settings'), for the 402 at the gateway.
+    pub purchase_url: Option<String>,
+}
+
+/// A call's cost in units: Σ usage × rate, a plan's own rate taking precedence over the
+/// service's general one. Sets (`#N`, corrections) cost nothing.
+pub fn cost(rates: &[Rate], plan_id: i64, usage: &BTreeMap<i64, Amount>) -> i64 {
+    usage
+        .iter()
+        .filter_map(|(metric, amount)| match amount {
+            Amount::Add(n) if *n > 0 => Some((*metric, *n)),
+            _ => None,
+        })
+        .filter_map(|(metric, n)| {
+            let of_metric = || rates.iter().filter(move |r| r.metric_id == metric);
+            let rate = of_metric()
+                .find(|r| r.application_plan_id == Some(plan_id))
+                .or_else(|| of_metric().find(|r| r.application_plan_id.is_none()))?;
+            Some(rate.units.saturating_mul(n))
+        })
+        .fold(0i64, i64::saturating_add)
+}
+
+/// The call's credit op, if the application's account is prepaid (`wallet`).
+pub fn ops(app: &Application, wallet: Option<&Wallet>, usage: &BTreeMap<i64, Amount>) -> Vec<Op> {
+    let Some(wallet) = wallet else { return Vec::new() };
+    vec![Op {
+        metric_id: SPENT_COUNTER,
+        period: Period::Eternity,
+        start: 0,
+        ttl: None,
+        amount: Amount::Add(cost(&wallet.rates, app.plan_id, usage)),
+        max: Some(wallet.granted_units),
+        account: Some(wallet.account_id),
+    }]
 }
 
 /// Whether a denied call was denied for its credits: its credit op would pass the balance.
@@ -26,10 +109,602 @@ pub fn exhausted(ops: &[Op], values: &[i64]) -> bool {
         .any(|(op, value)| op.metric_id == SPENT_COUNTER && exceeds(*value, op.amount, op.max))
 }
 
+/// The op that reads (or, with `amount`, moves) an account's spent counter.
+pub fn spent_op(account_id: i64, amount: Amount) -> Op {
+    Op {
+        metric_id: SPENT_COUNTER,
+        period: Period::Eternity,
+        start: 0,
+        ttl: None,
+        amount,
+        max: None,
+        account: Some(account_id),
+    }
+}
+
+/// An amount of credits from a parameter: a decimal with at most 4 places; `positive` or not
+/// zero. Errors name the field.
+pub fn parse_credits(p: &Params, field: &str, positive: bool) -> Result<Option<Decimal>, ApiError> {
+    let Some(value) = p.parse::<Decimal>(field)? else {
+        return Ok(None);
+    };
+    if to_units(value).is_none() {
+        return Err(ApiError::invalid(field, "must have at most 4 decimal places"));
+    }
+    match (positive, value.is_sign_positive() && !value.is_zero(), value.is_zero()) {
+        (true, false, _) => Err(ApiError::invalid(field, "must be greater than 0")),
+        (false, _, true) => Err(ApiError::invalid(field, "must not be 0")),
+        _ => Ok(Some(value)),
+    }
+}
+
+// ---- rates ----
+
+/// `/admin/api/services/{service_id}/credit_rates.json`: what a unit of a metric costs, for
+/// every plan of the service or (`application_plan_id`) one plan.
+pub const CREDIT_RATE: Resource = Resource {
+    name: "credit_rate",
+    collection: "credit_rates",
+    table: "credit_rates",
+    scope: &["service_id"],
+    fields: &[
+        field("metric_id", Kind::Id, OnCreate::Required),
+        field("credits_per_unit", Kind::Money, OnCreate::Required),
+        field("upstream_cost_per_unit", Kind::Money, OnCreate::Default("0")),
+        field("rate_type", Kind::Text, OnCreate::Optional),
+        field("description", Kind::Text, OnCreate::Optional),
+        field("application_plan_id", Kind::Id, OnCreate::Optional),
+    ],
+    unique_field: "metric_id",
+    transitions: &[],
+};
+
+/// A rate's metric must be the service's (its own or a backend's it uses), and its plan one of
+/// the service's application plans.
+pub async fn rate_before_write(conn: &mut sqlx::AnyConnection, scope: &[i64], values: &Values) -> Result<(), ApiError> {
+    let Some(&service_id) = scope.first() else {
+        return Err(ApiError::Internal("credit rates need a service".into()));
+    };
+    if let Some(metric) = int(values, "metric_id") {
+        let found: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM metrics WHERE id = $1 AND (service_id = $2
+               OR backend_id IN (SELECT backend_id FROM backend_usages WHERE service_id = $2))",
+        )
+        .bind(metric)
+        .bind(service_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+        found.ok_or_else(|| ApiError::invalid("metric_id", "is not a metric of this service"))?;
+    }
+    if let Some(plan) = int(values, "application_plan_id") {
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT id FROM application_plans WHERE id = $1 AND service_id = $2")
+                .bind(plan)
+                .bind(service_id)
+                .fetch_optional(&mut *conn)
+                .await?;
+        found.ok_or_else(|| ApiError::invalid("application_plan_id", "is not an application plan of this service"))?;
+    }
+    Ok(())
+}
+
+// ---- settings ----
+
+/// `/admin/api/settings/credits.json`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub starter_credits: Decimal,
+    pub low_balance_threshold: Decimal,
+    pub purchase_url: Option<String>,
+}
+
+impl Settings {
+    pub fn to_json(&self) -> Value {
+        json!({
+            "starter_credits": self.starter_credits.to_string(),
+            "low_balance_threshold": self.low_balance_threshold.to_string(),
+            "purchase_url": self.purchase_url,
+        })
+    }
+}
+
+fn decimal(r: &sqlx::any::AnyRow, column: &str) -> Result<Decimal, ApiError> {
+    let text: String = r.try_get(column)?;
+    text.parse()
+        .map_err(|_| ApiError::Internal(format!("{column} holds `{text}`, not a decimal")))
+}
+
+pub async fn settings(db: &Db) -> Result<Settings, ApiError> {
+    let row =
+        sqlx::query("SELECT starter_credits, low_balance_threshold, purchase_url FROM credit_settings WHERE id = 1")
+            .fetch_optional(&db.pool)
+            .await?;
+    Ok(match row {
+        Some(r) => Settings {
+            starter_credits: decimal(&r, "starter_credits")?,
+            low_balance_threshold: decimal(&r, "low_balance_threshold")?,
+            purchase_url: r.try_get("purchase_url")?,
+        },
+        None => Settings {
+            starter_credits: Decimal::ZERO,
+            low_balance_threshold: Decimal::ZERO,
+            purchase_url: None,
+        },
+    })
+}
+
+pub async fn update_settings(db: &Db, p: &Params) -> Result<Settings, ApiError> {
+    let mut s = settings(db).await?;
+    let non_negative = |field: &str| -> Result<Option<Decimal>, ApiError> {
+        match p.parse::<Decimal>(field)? {
+            Some(v) if v.is_sign_negative() && !v.is_zero() => Err(ApiError::invalid(field, "must not be negative")),
+            Some(v) if to_units(v).is_none() => Err(ApiError::invalid(field, "must have at most 4 decimal places")),
+            v => Ok(v),
+        }
+    };
+    if let Some(v) = non_negative("starter_credits")? {
+        s.starter_credits = v;
+    }
+    if let Some(v) = non_negative("low_balance_threshold")? {
+        s.low_balance_threshold = v;
+    }
+    if let Some(url) = p.get("purchase_url") {
+        let url = url.trim();
+        if !(url.is_empty() || url.starts_with("https://") || url.starts_with("http://")) {
+            return Err(ApiError::invalid("purchase_url", "must be an http(s) URL"));
+        }
+        s.purchase_url = (!url.is_empty()).then(|| url.to_string());
+    }
+    sqlx::query(
+        "INSERT INTO credit_settings (id, starter_credits, low_balance_threshold, purchase_url, updated_at)
+         VALUES (1, $1, $2, $3, $4)
+         ON CONFLICT (id) DO UPDATE SET starter_credits = excluded.starter_credits,
+           low_balance_threshold = excluded.low_balance_threshold, purchase_url = excluded.purchase_url,
+           updated_at = excluded.updated_at",
+    )
+    .bind(s.starter_credits.to_string())
+    .bind(s.low_balance_threshold.to_string())
+    .bind(s.purchase_url.clone())
+    .bind(crate::time::now())
+    .execute(&db.pool)
+    .await?;
+    Ok(s)
+}
+
+// ---- the wallet authrep reads ----
+
+/// The account's wallet for calls to `service_id`; `None` for a postpaid account.
+pub async fn wallet(db: &Db, account_id: i64, service_id: i64) -> Result<Option<Wallet>, ApiError> {
+    let billing: Option<String> = sqlx::query_scalar("SELECT billing_type FROM accounts WHERE id = $1")
+        .bind(account_id)
+        .fetch_optional(&db.pool)
+        .await?;
+    if billing.as_deref() != Some("prepaid") {
+        return Ok(None);
+    }
+    welcome(db, account_id).await?;
+    let rates =
+        sqlx::query("SELECT metric_id, application_plan_id, credits_per_unit FROM credit_rates WHERE service_id = $1")
+            .bind(service_id)
+            .fetch_all(&db.pool)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(Rate {
+                    metric_id: r.try_get("metric_id")?,
+                    application_plan_id: r.try_get("application_plan_id")?,
+                    units: to_units(decimal(r, "credits_per_unit")?).unwrap_or(i64::MAX),
+                })
+            })
+            .collect::<Result<Vec<_>, ApiError>>()?;
+    Ok(Some(Wallet {
+        account_id,
+        granted_units: granted_units(db, account_id).await?,
+        rates,
+        purchase_url: settings(db).await?.purchase_url,
+    }))
+}
+
+/// Everything granted, adjusted and expired (every ledger entry but deductions), in units.
+async fn granted_units(db: &Db, account_id: i64) -> Result<i64, ApiError> {
+    let amounts: Vec<String> =
+        sqlx::query_scalar("SELECT amount FROM credit_transactions WHERE account_id = $1 AND kind <> 'deduction'")
+            .bind(account_id)
+            .fetch_all(&db.pool)
+            .await?;
+    Ok(amounts
+        .iter()
+        .filter_map(|a| a.parse::<Decimal>().ok().and_then(to_units))
+        .fold(0, i64::saturating_add))
+}
+
+// ---- the ledger ----
+
+/// Appends one ledger entry for `account_id` inside `tx`, with the balance after it; the
+/// wallet row is locked first, so that entries of one account are written one at a time.
+async fn append(
+    tx: &mut sqlx::AnyConnection,
+    account_id: i64,
+    kind: &str,
+    amount: Decimal,
+    grant_id: Option<i64>,
+    note: Option<&str>,
+) -> Result<Value, ApiError> {
+    lock_wallet(tx, account_id).await?;
+    let last: Option<String> = sqlx::query_scalar(
+        "SELECT balance_after FROM credit_transactions WHERE account_id = $1 ORDER BY id DESC LIMIT 1",
+    )
+    .bind(account_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let before: Decimal = last.and_then(|l| l.parse().ok()).unwrap_or_default();
+    let (amount, after) = (amount.normalize(), (before + amount).normalize());
+    let now = crate::time::now();
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO credit_transactions (account_id, kind, amount, balance_after, grant_id, note, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+    )
+    .bind(account_id)
+    .bind(kind)
+    .bind(amount.to_string())
+    .bind(after.to_string())
+    .bind(grant_id)
+    .bind(note)
+    .bind(&now)
+    .fetch_one(&mut *tx)
+    .await?;
+    Ok(json!({
+        "id": id, "account_id": account_id, "kind": kind, "amount": amount.to_string(),
+        "balance_after": after.to_string(), "grant_id": grant_id, "note": note, "created_at": now,
+    }))
+}
+
+/// Creates the account's wallet row if missing and locks it for the transaction.
+async fn lock_wallet(tx: &mut sqlx::AnyConnection, account_id: i64) -> Result<(), ApiError> {
+    sqlx::query(
+        "INSERT INTO credit_wallets (account_id, spent_units, low_balance) VALUES ($1, 0, 0) ON CONFLICT (account_id) DO NOTHING",
+    )
+    .bind(account_id)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("UPDATE credit_wallets SET spent_units = spent_units WHERE account_id = $1")
+        .bind(account_id)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+const GRANT_KINDS: &[&str] = &["purchase", "manual", "starter", "promotional"];
+
+/// `POST /admin/api/accounts/{id}/credit_grants.json`: the grant and its ledger entry, in one
+/// transaction.
+pub async fn grant(db: &Db, account_id: i64, p: &Params) -> Result<Value, ApiError> {
+    let amount = parse_credits(p, "amount", true)?.ok_or_else(|| ApiError::invalid("amount", "can't be blank"))?;
+    let kind = p
+        .get("kind")
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .unwrap_or("manual");
+    if !GRANT_KINDS.contains(&kind) {
+        return Err(ApiError::invalid(
+            "kind",
+            format!("must be one of {}", GRANT_KINDS.join(", ")),
+        ));
+    }
+    let expires_at = match p.get("expires_at").map(str::trim).filter(|e| !e.is_empty()) {
+        Some(e) => Some(
+            chrono::DateTime::parse_from_rfc3339(e)
+                .map_err(|_| ApiError::invalid("expires_at", "must be an RFC 3339 time"))?
+                .with_timezone(&chrono::Utc)
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        ),
+        None => None,
+    };
+    let note = p.get("note").map(str::trim).filter(|n| !n.is_empty());
+    insert_grant(db, account_id, amount, kind, expires_at.as_deref(), note).await
+}
+
+async fn insert_grant(
+    db: &Db,
+    account_id: i64,
+    amount: Decimal,
+    kind: &str,
+    expires_at: Option<&str>,
+    note: Option<&str>,
+) -> Result<Value, ApiError> {
+    ensure_account(db, account_id).await?;
+    welcome(db, account_id).await?;
+    let mut tx = db.pool.begin().await?;
+    let grant = insert_grant_in(&mut tx, account_id, amount, kind, expires_at, note).await?;
+    tx.commit().await?;
+    Ok(grant)
+}
+
+/// The grant row and its ledger entry, inside the caller's transaction.
+async fn insert_grant_in(
+    tx: &mut sqlx::AnyConnection,
+    account_id: i64,
+    amount: Decimal,
+    kind: &str,
+    expires_at: Option<&str>,
+    note: Option<&str>,
+) -> Result<Value, ApiError> {
+    let now = crate::time::now();
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO credit_grants (account_id, amount, kind, expires_at, note, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+    )
+    .bind(account_id)
+    .bind(amount.to_string())
+    .bind(kind)
+    .bind(expires_at)
+    .bind(note)
+    .bind(&now)
+    .fetch_one(&mut *tx)
+    .await?;
+    append(tx, account_id, "grant", amount, Some(id), note).await?;
+    Ok(json!({
+        "id": id, "account_id": account_id, "amount": amount.to_string(), "kind": kind,
+        "expires_at": expires_at, "note": note, "created_at": now,
+    }))
+}
+
+async fn ensure_account(db: &Db, account_id: i64) -> Result<(), ApiError> {
+    let found: Option<i64> = sqlx::query_scalar("SELECT id FROM accounts WHERE id = $1")
+        .bind(account_id)
+        .fetch_optional(&db.pool)
+        .await?;
+    found.map(|_| ()).ok_or(ApiError::NotFound)
+}
+
+/// Opens a prepaid account's wallet, with the starter credits, the first time the account is
+/// seen prepaid (at signup, or at its first call or credit request after it was created or
+/// switched to prepaid some other way). The wallet row is created in the same transaction as
+/// the starter grant: racing callers grant once.
+pub async fn welcome(db: &Db, account_id: i64) -> Result<(), ApiError> {
+    let billing: Option<String> = sqlx::query_scalar("SELECT billing_type FROM accounts WHERE id = $1")
+        .bind(account_id)
+        .fetch_optional(&db.pool)
+        .await?;
+    if billing.as_deref() != Some("prepaid") {
+        return Ok(());
+    }
+    let has_wallet: Option<i64> = sqlx::query_scalar("SELECT account_id FROM credit_wallets WHERE account_id = $1")
+        .bind(account_id)
+        .fetch_optional(&db.pool)
+        .await?;
+    if has_wallet.is_some() {
+        return Ok(());
+    }
+    let starter = settings(db).await?.starter_credits;
+    let mut tx = db.pool.begin().await?;
+    let opened = sqlx::query(
+        "INSERT INTO credit_wallets (account_id, spent_units, low_balance) VALUES ($1, 0, 0) ON CONFLICT (account_id) DO NOTHING",
+    )
+    .bind(account_id)
+    .execute(&mut *tx)
+    .await?;
+    if opened.rows_affected() == 1 && !starter.is_zero() {
+        insert_grant_in(&mut tx, account_id, starter, "starter", None, Some("starter credits")).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+pub async fn grants(db: &Db, account_id: i64) -> Result<Vec<Value>, ApiError> {
+    ensure_account(db, account_id).await?;
+    welcome(db, account_id).await?;
+    let rows = sqlx::query(
+        "SELECT id, amount, kind, expires_at, note, created_at FROM credit_grants WHERE account_id = $1 ORDER BY id",
+    )
+    .bind(account_id)
+    .fetch_all(&db.pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(json!({
+                "id": r.try_get::<i64, _>("id")?, "account_id": account_id,
+                "amount": r.try_get::<String, _>("amount")?, "kind": r.try_get::<String, _>("kind")?,
+                "expires_at": r.try_get::<Option<String>, _>("expires_at")?,
+                "note": r.try_get::<Option<String>, _>("note")?,
+                "created_at": r.try_get::<String, _>("created_at")?,
+            }))
+        })
+        .collect()
+}
+
+/// `GET …/credit_transactions.json`: the ledger, oldest first; filters `since`, `until`
+/// (RFC 3339) and `kind`, paginated.
+pub async fn transactions(db: &Db, account_id: i64, p: &Params) -> Result<Vec<Value>, ApiError> {
+    ensure_account(db, account_id).await?;
+    welcome(db, account_id).await?;
+    let page = crate::catalog::Page::from_params(p)?;
+    let time = |field: &str| -> Result<String, ApiError> {
+        match p.get(field).map(str::trim).filter(|t| !t.is_empty()) {
+            Some(t) => chrono::DateTime::parse_from_rfc3339(t)
+                .map(|t| {
+                    t.with_timezone(&chrono::Utc)
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                })
+                .map_err(|_| ApiError::invalid(field, "must be an RFC 3339 time")),
+            None => Ok(String::new()),
+        }
+    };
+    let (since, until) = (time("since")?, time("until")?);
+    let kind = p.get("kind").map(str::trim).unwrap_or("");
+    if !["", "grant", "deduction", "adjustment", "expiry"].contains(&kind) {
+        return Err(ApiError::invalid(
+            "kind",
+            "must be grant, deduction, adjustment or expiry",
+        ));
+    }
+    let rows = sqlx::query(
+        "SELECT id, kind, amount, balance_after, grant_id, note, created_at FROM credit_transactions
+         WHERE account_id = $1 AND ($2 = '' OR created_at >= $2) AND ($3 = '' OR created_at <= $3)
+           AND ($4 = '' OR kind = $4)
+         ORDER BY id LIMIT $5 OFFSET $6",
+    )
+    .bind(account_id)
+    .bind(&since)
+    .bind(&until)
+    .bind(kind)
+    .bind(page.per_page)
+    .bind(page.offset())
+    .fetch_all(&db.pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(json!({
+                "id": r.try_get::<i64, _>("id")?, "account_id": account_id,
+                "kind": r.try_get::<String, _>("kind")?, "amount": r.try_get::<String, _>("amount")?,
+                "balance_after": r.try_get::<String, _>("balance_after")?,
+                "grant_id": r.try_get::<Option<i64>, _>("grant_id")?,
+                "note": r.try_get::<Option<String>, _>("note")?,
+                "created_at": r.try_get::<String, _>("created_at")?,
+            }))
+        })
+        .collect()
+}
+
+/// `GET …/credit_balance.json`: the balance the gateway enforces right now (the ledger less
+/// what was spent since the last flush), what is `pending` (spent, not yet in the ledger), the
+/// totals, and the next expiry.
+pub async fn balance(db: &Db, counters: &Counters, account_id: i64) -> Result<Value, ApiError> {
+    ensure_account(db, account_id).await?;
+    welcome(db, account_id).await?;
+    let granted = granted_units(db, account_id).await?;
+    let recorded: i64 = sqlx::query_scalar("SELECT spent_units FROM credit_wallets WHERE account_id = $1")
+        .bind(account_id)
+        .fetch_optional(&db.pool)
+        .await?
+        .unwrap_or(0);
+    let spent = spent(counters, account_id).await?.max(recorded);
+    let totals = sqlx::query("SELECT kind, amount, expires_at FROM credit_grants WHERE account_id = $1")
+        .bind(account_id)
+        .fetch_all(&db.pool)
+        .await?;
+    let (mut purchased, mut total) = (Decimal::ZERO, Decimal::ZERO);
+    let mut expiring: Option<String> = None;
+    let now = crate::time::now();
+    for r in &totals {
+        let amount = decimal(r, "amount")?;
+        total += amount;
+        if r.try_get::<String, _>("kind")? == "purchase" {
+            purchased += amount;
+        }
+        if let Some(e) = r.try_get::<Option<String>, _>("expires_at")? {
+            if e > now && expiring.as_ref().is_none_or(|x| e < *x) {
+                expiring = Some(e);
+            }
+        }
+    }
+    Ok(json!({
+        "balance": from_units(granted.saturating_sub(spent)).to_string(),
+        "pending": from_units(spent - recorded).to_string(),
+        "total_purchased": purchased.normalize().to_string(),
+        "total_granted": total.normalize().to_string(),
+        "expiring_next": expiring,
+    }))
+}
+
+async fn spent(counters: &Counters, account_id: i64) -> Result<i64, ApiError> {
+    let read = counters
+        .apply(0, &[spent_op(account_id, Amount::Add(0))], Mode::Check)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(read.values.first().copied().unwrap_or(0))
+}
+
+/// Copies what prepaid accounts spent into the ledger (one deduction entry per account per
+/// flush), and sets a spent counter that fell behind the ledger (a Redis that lost its data)
+/// back up to it. Idempotent: `spent_units` only grows, under a conditional update.
+pub async fn flush(db: &Db, counters: &Counters) -> Result<usize, ApiError> {
+    let wallets: Vec<(i64, i64)> = sqlx::query("SELECT account_id, spent_units FROM credit_wallets")
+        .fetch_all(&db.pool)
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get("account_id")?, r.try_get("spent_units")?)))
+        .collect::<Result<_, sqlx::Error>>()?;
+    let mut written = 0;
+    for (account_id, recorded) in wallets {
+        let now_spent = spent(counters, account_id).await?;
+        if now_spent < recorded {
+            tracing::warn!(
+                account_id,
+                now_spent,
+                recorded,
+                "spent counter behind the ledger; restoring it"
+            );
+            counters
+                .apply(0, &[spent_op(account_id, Amount::Set(recorded))], Mode::Add)
+                .await
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
+            continue;
+        }
+        if now_spent == recorded {
+            continue;
+        }
+        let mut tx = db.pool.begin().await?;
+        lock_wallet(&mut tx, account_id).await?;
+        // Read again under the lock: another replica may have copied some of it meanwhile.
+        let in_ledger: i64 = sqlx::query_scalar("SELECT spent_units FROM credit_wallets WHERE account_id = $1")
+            .bind(account_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        if now_spent <= in_ledger {
+            continue;
+        }
+        sqlx::query("UPDATE credit_wallets SET spent_units = $1 WHERE account_id = $2")
+            .bind(now_spent)
+            .bind(account_id)
+            .execute(&mut *tx)
+            .await?;
+        append(
+            &mut tx,
+            account_id,
+            "deduction",
+            -from_units(now_spent - in_ledger),
+            None,
+            None,
+        )
+        .await?;
+        tx.commit().await?;
+        written += 1;
+    }
+    Ok(written)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::periods::Period;
+    use std::str::FromStr;
+
+    fn rate(metric_id: i64, plan: Option<i64>, credits: &str) -> Rate {
+        Rate {
+            metric_id,
+            application_plan_id: plan,
+            units: to_units(Decimal::from_str(credits).unwrap()).unwrap(),
+        }
+    }
+
+    #[test]
+    fn units_keep_four_decimals_exactly() {
+        assert_eq!(to_units(Decimal::from_str("0.0001").unwrap()), Some(1));
+        assert_eq!(to_units(Decimal::from_str("12.5").unwrap()), Some(125_000));
+        assert_eq!(to_units(Decimal::from_str("0.00001").unwrap()), None);
+        assert_eq!(from_units(125_000).to_string(), "12.5");
+        assert_eq!(from_units(-3).to_string(), "-0.0003");
+    }
+
+    #[test]
+    fn a_plans_own_rate_wins_and_unrated_metrics_are_free() {
+        let rates = [rate(1, None, "0.5"), rate(1, Some(7), "0.25"), rate(2, None, "2")];
+        let usage: BTreeMap<i64, Amount> = [(1, Amount::Add(4)), (2, Amount::Add(1)), (3, Amount::Add(100))].into();
+        assert_eq!(cost(&rates, 7, &usage), to_units(Decimal::from(3)).unwrap());
+        assert_eq!(cost(&rates, 8, &usage), to_units(Decimal::from(4)).unwrap());
+        let corrections: BTreeMap<i64, Amount> = [(1, Amount::Set(4))].into();
+        assert_eq!(cost(&rates, 7, &corrections), 0, "a set corrects, it does not consume");
+    }
 
     #[test]
     fn a_credit_op_that_passes_the_balance_is_exhaustion() {

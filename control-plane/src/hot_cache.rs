@@ -9,6 +9,7 @@
 //! most `CAPACITY` entries; a full map is emptied (re-filled from the database on demand).
 
 use crate::catalog::{applications::Application, services::Service};
+use crate::credits::Wallet;
 use crate::limits::{MetricNode, PlanLimit};
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -81,6 +82,8 @@ pub struct HotCache {
     applications: Map<(i64, Credential), Option<Arc<Application>>>,
     plans: Map<i64, Arc<PlanView>>,
     keys: Map<i64, Arc<Vec<String>>>,
+    /// (account, service) → the account's wallet, `None` when it is postpaid.
+    wallets: Map<(i64, i64), Option<Arc<Wallet>>>,
 }
 
 impl HotCache {
@@ -92,6 +95,7 @@ impl HotCache {
             applications: Map::new(),
             plans: Map::new(),
             keys: Map::new(),
+            wallets: Map::new(),
         }
     }
 
@@ -132,6 +136,13 @@ impl HotCache {
     }
     pub fn put_keys(&self, app: i64, v: Arc<Vec<String>>, generation: u64) {
         self.keys.put(app, v, generation)
+    }
+
+    pub fn wallet(&self, account: i64, service: i64) -> Option<Option<Arc<Wallet>>> {
+        self.wallets.get(&(account, service), self.generation(), self.ttl)
+    }
+    pub fn put_wallet(&self, account: i64, service: i64, v: Option<Arc<Wallet>>, generation: u64) {
+        self.wallets.put((account, service), v, generation)
     }
 
     /// The generation to tag a value with: read it before reading the database, so that a

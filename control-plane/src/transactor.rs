@@ -60,6 +60,8 @@ pub struct Status {
     pub hierarchy: Option<Vec<(String, Vec<String>)>>,
     /// With `list_app_keys=1`: the application's id, the service's id and the keys.
     pub app_keys: Option<(String, i64, Vec<String>)>,
+    /// Denied for credits: where to buy more, if the provider says.
+    pub purchase_url: Option<String>,
 }
 
 /// The `3scale-options` extensions this implementation honours.
@@ -188,6 +190,20 @@ impl Lookup<'_> {
         });
         self.cache.put_plan(id, view.clone(), generation);
         Ok(view)
+    }
+
+    /// The application's account's wallet for this service; `None` when it is postpaid.
+    pub async fn wallet(&self, app: &Application) -> Result<Option<Arc<crate::credits::Wallet>>, SmError> {
+        if let Some(v) = self.cache.wallet(app.account_id, app.service_id) {
+            return Ok(v);
+        }
+        let generation = self.cache.snapshot();
+        let wallet = crate::credits::wallet(self.db, app.account_id, app.service_id)
+            .await?
+            .map(Arc::new);
+        self.cache
+            .put_wallet(app.account_id, app.service_id, wallet.clone(), generation);
+        Ok(wallet)
     }
 
     pub async fn keys(&self, app: i64) -> Result<Arc<Vec<String>>, SmError> {
@@ -390,6 +406,7 @@ pub async fn authorize(
         usage: Default::default(),
         hierarchy: None,
         app_keys: None,
+        purchase_url: None,
     };
     // Key, State, Limits: apisonator's validators, in its order.
     if service.backend_version != "1" {
@@ -413,7 +430,8 @@ pub async fn authorize(
     let expanded = limits::expand(usage, metrics, options.flat_usage);
     let mut ops = limits::ops(&plan.limits, &expanded, codes, now);
     // Prepaid accounts: the call's cost, deducted atomically with the limits.
-    ops.extend(crate::credits::ops(app, &expanded));
+    let wallet = l.wallet(app).await?;
+    ops.extend(crate::credits::ops(app, wallet.as_deref(), &expanded));
     let outcome = counters.apply(app.id, &ops, mode).await.map_err(|e| {
         tracing::warn!(error = %e, "counters unavailable");
         SmError::new(503, "backend_unavailable", "usage counters are unavailable")
@@ -446,12 +464,16 @@ pub async fn authorize(
         None
     };
     Ok(Status {
-        denied,
         plan: plan.name.clone(),
         reports,
         usage: expanded,
         hierarchy,
         app_keys,
+        purchase_url: denied
+            .as_ref()
+            .filter(|(_, code)| *code == "credits_exhausted")
+            .and_then(|_| wallet.as_ref()?.purchase_url.clone()),
+        denied,
     })
 }
 

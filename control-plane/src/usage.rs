@@ -93,6 +93,12 @@ pub async fn flush_loop(db: Db, counters: Counters, interval: Duration, mut stop
             Ok(n) => tracing::debug!(rows = n, "usage flushed"),
             Err(e) => tracing::warn!(error = %e, "usage flush failed; retrying at the next tick"),
         }
+        // Credits spent go to the ledger on the same beat (see `credits`).
+        match crate::credits::flush(&db, &counters).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(accounts = n, "credit deductions recorded"),
+            Err(e) => tracing::warn!(error = %e, "credit flush failed; retrying at the next tick"),
+        }
         if let Err(e) = crate::batches::forget_old(&db, chrono::Utc::now().timestamp()).await {
             tracing::warn!(error = %e, "forgetting old report batches failed");
         }

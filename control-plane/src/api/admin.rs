@@ -11,6 +11,7 @@ use crate::catalog::resource::{Resource, Val};
 use crate::catalog::{
     accounts, applications, backends, mapping_rules, metrics, plans, provider, services, subscriptions,
 };
+use crate::credits;
 use crate::error::ApiError;
 use crate::params::Params;
 use axum::extract::{Path, State};
@@ -130,6 +131,10 @@ pub fn catalog() -> Vec<(&'static str, Mount)> {
             mount(&plans::PRICING_RULE, "id", Parent::PlanMetric, B::PricingRule),
         ),
         (
+            "/admin/api/services/{service_id}/credit_rates",
+            mount(&crate::credits::CREDIT_RATE, "id", Parent::Service, B::CreditRate),
+        ),
+        (
             "/admin/api/backend_apis",
             mount(&backends::BACKEND, "backend_id", Parent::Root, B::Backend),
         ),
@@ -175,6 +180,22 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/admin/api/account/proxy_configs/{env}", get(all_configs))
         .route("/admin/api/signup.json", post(signup))
+        .route(
+            "/admin/api/settings/credits.json",
+            get(credit_settings).put(update_credit_settings),
+        )
+        .route(
+            "/admin/api/accounts/{account_id}/credit_grants.json",
+            get(credit_grants).post(grant_credits),
+        )
+        .route(
+            "/admin/api/accounts/{account_id}/credit_balance.json",
+            get(credit_balance),
+        )
+        .route(
+            "/admin/api/accounts/{account_id}/credit_transactions.json",
+            get(credit_transactions),
+        )
         .route(
             "/admin/api/accounts/{account_id}/billing_address.json",
             axum::routing::put(set_billing_address),
@@ -349,7 +370,74 @@ async fn all_configs(
 
 async fn signup(State(app): State<AppState>, headers: HeaderMap, p: Params) -> Result<Response, ApiError> {
     am(&app, &headers, &p, Access::Write, Section::Partners).await?;
-    Ok(created("account", &accounts::signup(&app.db, &p).await?))
+    let account = accounts::signup(&app.db, &p).await?;
+    if let Some(id) = account["id"].as_i64() {
+        credits::welcome(&app.db, id).await?;
+    }
+    Ok(created("account", &account))
+}
+
+async fn credit_settings(State(app): State<AppState>, headers: HeaderMap, p: Params) -> Result<Json<Value>, ApiError> {
+    am(&app, &headers, &p, Access::Read, Section::Settings).await?;
+    Ok(wrap("credit_settings", &credits::settings(&app.db).await?.to_json()))
+}
+
+async fn update_credit_settings(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    p: Params,
+) -> Result<Json<Value>, ApiError> {
+    am(&app, &headers, &p, Access::Write, Section::Settings).await?;
+    Ok(wrap(
+        "credit_settings",
+        &credits::update_settings(&app.db, &p).await?.to_json(),
+    ))
+}
+
+async fn credit_grants(
+    State(app): State<AppState>,
+    Path(account): Path<String>,
+    headers: HeaderMap,
+    p: Params,
+) -> Result<Json<Value>, ApiError> {
+    am(&app, &headers, &p, Access::Read, Section::Partners).await?;
+    let grants = credits::grants(&app.db, json_id(&account)?).await?;
+    Ok(wrap_list("credit_grants", "credit_grant", &grants))
+}
+
+async fn grant_credits(
+    State(app): State<AppState>,
+    Path(account): Path<String>,
+    headers: HeaderMap,
+    p: Params,
+) -> Result<Response, ApiError> {
+    am(&app, &headers, &p, Access::Write, Section::Partners).await?;
+    Ok(created(
+        "credit_grant",
+        &credits::grant(&app.db, json_id(&account)?, &p).await?,
+    ))
+}
+
+async fn credit_balance(
+    State(app): State<AppState>,
+    Path(account): Path<String>,
+    headers: HeaderMap,
+    p: Params,
+) -> Result<Json<Value>, ApiError> {
+    am(&app, &headers, &p, Access::Read, Section::Partners).await?;
+    let balance = credits::balance(&app.db, &app.counters, json_id(&account)?).await?;
+    Ok(wrap("credit_balance", &balance))
+}
+
+async fn credit_transactions(
+    State(app): State<AppState>,
+    Path(account): Path<String>,
+    headers: HeaderMap,
+    p: Params,
+) -> Result<Json<Value>, ApiError> {
+    am(&app, &headers, &p, Access::Read, Section::Partners).await?;
+    let list = credits::transactions(&app.db, json_id(&account)?, &p).await?;
+    Ok(wrap_list("credit_transactions", "credit_transaction", &list))
 }
 
 /// The application of an account named by the path, or 404.

@@ -123,6 +123,36 @@ const OTHER: &[(&str, &str, &str)] = &[
         "/admin/api/account/proxy_configs/{environment}.json",
         "Latest config of every service: what gateways load",
     ),
+    (
+        "get",
+        "/admin/api/settings/credits.json",
+        "Prepaid credit settings: starter_credits, low_balance_threshold, purchase_url",
+    ),
+    (
+        "put",
+        "/admin/api/settings/credits.json",
+        "Update the prepaid credit settings",
+    ),
+    (
+        "get",
+        "/admin/api/accounts/{account_id}/credit_grants.json",
+        "An account's credit grants",
+    ),
+    (
+        "post",
+        "/admin/api/accounts/{account_id}/credit_grants.json",
+        "Grant credits: amount (> 0), kind (purchase|manual|starter|promotional), expires_at, note",
+    ),
+    (
+        "get",
+        "/admin/api/accounts/{account_id}/credit_balance.json",
+        "Balance as enforced now, pending deductions, totals, next expiry",
+    ),
+    (
+        "get",
+        "/admin/api/accounts/{account_id}/credit_transactions.json",
+        "The credit ledger (since, until, kind; paginated), each entry with the balance after it",
+    ),
     ("get", "/admin/api/provider.json", "The provider account"),
     ("put", "/admin/api/provider.json", "Update the provider account"),
     (

@@ -149,6 +149,9 @@ fn status_response(s: &Status, format: Format, options: Options) -> Response {
                 v["reason"] = json!(reason);
                 v["rejection_reason"] = json!(code);
             }
+            if let Some(url) = &s.purchase_url {
+                v["purchase_url"] = json!(url);
+            }
             if let Some(hierarchy) = &s.hierarchy {
                 let map: serde_json::Map<String, serde_json::Value> = hierarchy
                     .iter()
@@ -313,6 +316,7 @@ mod tests {
             usage: Default::default(),
             hierarchy: None,
             app_keys: None,
+            purchase_url: None,
             reports: vec![
                 report(
                     "month",
@@ -344,6 +348,7 @@ mod tests {
             usage: Default::default(),
             hierarchy: None,
             app_keys: None,
+            purchase_url: None,
             reports: vec![report(
                 "minute",
                 Some("2010-05-15 13:41:00 +0000"),
@@ -367,6 +372,7 @@ mod tests {
             usage: Default::default(),
             hierarchy: Some(vec![("hits".into(), vec!["a".into(), "b".into()])]),
             app_keys: Some(("app1".into(), 7, vec!["k1".into()])),
+            purchase_url: None,
         };
         assert_eq!(
             status_xml(&no_limits),

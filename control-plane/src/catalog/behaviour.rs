@@ -27,6 +27,7 @@ pub enum Behaviour {
     User,
     ServiceSubscription,
     Account,
+    CreditRate,
 }
 
 /// Sets a derived value unless the client gave one.
@@ -100,6 +101,7 @@ pub async fn before_write(
         Behaviour::PricingRule => plans::pricing_rule_before_write(conn, scope, id, values).await,
         Behaviour::Application => applications::before_write(conn, id, p, values).await,
         Behaviour::User => accounts::check_email(values),
+        Behaviour::CreditRate => crate::credits::rate_before_write(conn, scope, values).await,
     }
 }
 

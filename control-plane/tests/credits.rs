@@ -1,0 +1,218 @@
+//! Prepaid credits end to end over HTTP: settings, rates, grants, enforcement in authrep, the
+//! ledger and its reconciliation; on SQLite and PostgreSQL, and on Redis counters.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a panic is a failure report
+
+use reqwest::Method;
+use rust_decimal::Decimal;
+use serde_json::Value;
+use tollgate::counters::{Amount, Counters};
+use tollgate::on_both_databases;
+use tollgate::testing::TestApp;
+
+async fn call(app: &TestApp, path: &str) -> (u16, Value) {
+    let r = app.client.get(app.url(path)).send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+async fn put(app: &TestApp, path: &str, form: &[(&str, &str)]) -> (u16, Value) {
+    let r = app.admin(Method::PUT, path).form(form).send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+/// A prepaid account whose application pays `per_hit` credits a hit (no limits); returns the
+/// account id and the authrep URL for one hit.
+async fn prepaid(app: &TestApp, per_hit: &str) -> (i64, String) {
+    let (service, application) = app.seed("prepaid-key").await;
+    let sid = service["service"]["id"].as_i64().unwrap();
+    let aid = application["application"]["account_id"].as_i64().unwrap();
+    let (_, metrics) = app.get_json(&format!("/admin/api/services/{sid}/metrics.json")).await;
+    let hits = metrics["metrics"][0]["metric"]["id"].to_string();
+    let (status, body) = put(
+        app,
+        &format!("/admin/api/accounts/{aid}.json"),
+        &[("billing_type", "prepaid")],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, rate) = app
+        .post_form(
+            &format!("/admin/api/services/{sid}/credit_rates.json"),
+            &[
+                ("metric_id", &hits),
+                ("credits_per_unit", per_hit),
+                ("upstream_cost_per_unit", "0.2"),
+                ("rate_type", "text"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 201, "{rate}");
+    let shown: Decimal = rate["credit_rate"]["credits_per_unit"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(shown, per_hit.parse::<Decimal>().unwrap(), "{rate}");
+    let token = app.service_token(sid).await;
+    let url = format!(
+        "/transactions/authrep.json?service_id={sid}&service_token={token}&user_key=prepaid-key&usage%5Bhits%5D=1"
+    );
+    (aid, url)
+}
+
+async fn balance(app: &TestApp, aid: i64) -> Value {
+    let (status, body) = app
+        .get_json(&format!("/admin/api/accounts/{aid}/credit_balance.json"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body["credit_balance"].clone()
+}
+
+async fn ledger(app: &TestApp, aid: i64) -> Vec<(String, String, String)> {
+    let (status, body) = app
+        .get_json(&format!("/admin/api/accounts/{aid}/credit_transactions.json"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body["credit_transactions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            let t = &t["credit_transaction"];
+            (
+                t["kind"].as_str().unwrap().to_string(),
+                t["amount"].as_str().unwrap().to_string(),
+                t["balance_after"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn entry(kind: &str, amount: &str, after: &str) -> (String, String, String) {
+    (kind.into(), amount.into(), after.into())
+}
+
+on_both_databases! {
+    async fn a_prepaid_balance_is_enforced_and_ledgered(app: &TestApp) {
+        let (status, settings) = put(app, "/admin/api/settings/credits.json",
+            &[("starter_credits", "5"), ("purchase_url", "https://buy.test/credits")]).await;
+        assert_eq!(status, 200, "{settings}");
+        assert_eq!(settings["credit_settings"]["starter_credits"], "5");
+        let (aid, url) = prepaid(app, "0.5").await;
+        let b = balance(app, aid).await;
+        assert_eq!((b["balance"].as_str(), b["total_granted"].as_str()), (Some("5"), Some("5")), "starter credits: {b}");
+        let (status, grant) = app.post_form(&format!("/admin/api/accounts/{aid}/credit_grants.json"),
+            &[("amount", "2.5"), ("kind", "purchase"), ("note", "order 17")]).await;
+        assert_eq!(status, 201, "{grant}");
+        assert_eq!(balance(app, aid).await["balance"], "7.5");
+
+        // 7.5 credits at 0.5 a hit: 15 calls pass, the 16th is refused and deducts nothing.
+        for n in 1..=15 {
+            let (status, body) = call(app, &url).await;
+            assert_eq!(status, 200, "call {n}: {body}");
+        }
+        let (status, body) = call(app, &url).await;
+        assert_eq!(status, 409, "{body}");
+        assert_eq!(body["rejection_reason"], "credits_exhausted");
+        assert_eq!(body["reason"], "credit balance is insufficient");
+        assert_eq!(body["purchase_url"], "https://buy.test/credits");
+        let b = balance(app, aid).await;
+        assert_eq!((b["balance"].as_str(), b["pending"].as_str()), (Some("0"), Some("7.5")), "{b}");
+        assert_eq!(b["total_purchased"], "2.5");
+
+        // The flush puts the deduction in the ledger, once.
+        assert_eq!(tollgate::credits::flush(&app.db, &app.counters).await.unwrap(), 1);
+        assert_eq!(tollgate::credits::flush(&app.db, &app.counters).await.unwrap(), 0);
+        assert_eq!(balance(app, aid).await["pending"], "0");
+        assert_eq!(ledger(app, aid).await, vec![
+            entry("grant", "5", "5"),
+            entry("grant", "2.5", "7.5"),
+            entry("deduction", "-7.5", "0"),
+        ]);
+        let (_, deductions) = app.get_json(&format!("/admin/api/accounts/{aid}/credit_transactions.json?kind=deduction")).await;
+        assert_eq!(deductions["credit_transactions"].as_array().unwrap().len(), 1);
+
+        // A new grant is enforced at once by this replica.
+        app.post_form(&format!("/admin/api/accounts/{aid}/credit_grants.json"), &[("amount", "1")]).await;
+        assert_eq!(call(app, &url).await.0, 200);
+        assert_eq!(call(app, &url).await.0, 200);
+        assert_eq!(call(app, &url).await.0, 409);
+    }
+
+    async fn bad_credit_input_names_the_field_and_writes_nothing(app: &TestApp) {
+        let (aid, _) = prepaid(app, "1").await;
+        let grants = format!("/admin/api/accounts/{aid}/credit_grants.json");
+        for (form, field) in [
+            (vec![("amount", "0")], "amount"),
+            (vec![("amount", "-3")], "amount"),
+            (vec![("amount", "1.00001")], "amount"),
+            (vec![("amount", "ten")], "amount"),
+            (vec![], "amount"),
+            (vec![("amount", "1"), ("kind", "gift")], "kind"),
+            (vec![("amount", "1"), ("expires_at", "tomorrow")], "expires_at"),
+        ] {
+            let (status, body) = app.post_form(&grants, &form).await;
+            assert_eq!(status, 422, "{form:?}: {body}");
+            assert!(body["errors"][field].is_array(), "{form:?} names {field}: {body}");
+        }
+        let (status, _) = app.post_form("/admin/api/accounts/999999/credit_grants.json", &[("amount", "1")]).await;
+        assert_eq!(status, 404);
+        assert_eq!(ledger(app, aid).await, vec![], "nothing half-written");
+        let (status, body) = put(app, "/admin/api/settings/credits.json", &[("purchase_url", "ftp://x")]).await;
+        assert_eq!((status, body["errors"]["purchase_url"].is_array()), (422, true), "{body}");
+        let (_, other) = app.post_form("/admin/api/services.json", &[("name", "Other")]).await;
+        let other = other["service"]["id"].as_i64().unwrap();
+        let (_, metrics) = app.get_json(&format!("/admin/api/services/{other}/metrics.json")).await;
+        let foreign = metrics["metrics"][0]["metric"]["id"].to_string();
+        let (status, body) = app.post_form("/admin/api/services/1/credit_rates.json",
+            &[("metric_id", &foreign), ("credits_per_unit", "1")]).await;
+        assert_eq!((status, body["errors"]["metric_id"].is_array()), (422, true), "{body}");
+        let (status, body) = app.get_json(&format!("/admin/api/accounts/{aid}/credit_transactions.json?since=yesterday")).await;
+        assert_eq!((status, body["errors"]["since"].is_array()), (422, true), "{body}");
+    }
+}
+
+#[tokio::test]
+async fn on_redis_concurrent_calls_spend_exactly_the_balance_and_the_ledger_restores_a_lost_counter() {
+    let app = TestApp::spawn_on_redis().await;
+    let (aid, url) = prepaid(&app, "1").await;
+    app.post_form(
+        &format!("/admin/api/accounts/{aid}/credit_grants.json"),
+        &[("amount", "10")],
+    )
+    .await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..30 {
+        let (client, url) = (app.client.clone(), app.url(&url));
+        tasks.spawn(async move { client.get(url).send().await.unwrap().status().as_u16() });
+    }
+    let mut passed = 0;
+    while let Some(status) = tasks.join_next().await {
+        passed += usize::from(status.unwrap() == 200);
+    }
+    assert_eq!(passed, 10);
+    assert_eq!(balance(&app, aid).await["balance"], "0");
+    tollgate::credits::flush(&app.db, &app.counters).await.unwrap();
+
+    // Redis loses the spent counter: the ledger puts it back, and the balance stays spent.
+    let Counters::Redis(store) = &app.counters else {
+        panic!("on Redis")
+    };
+    let key = store.key(0, &tollgate::credits::spent_op(aid, Amount::Add(0)));
+    let client = redis::Client::open(tollgate::testing::redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let deleted: i64 = redis::cmd("DEL").arg(&key).query_async(&mut conn).await.unwrap();
+    assert_eq!(deleted, 1, "{key}");
+    tollgate::credits::flush(&app.db, &app.counters).await.unwrap();
+    assert_eq!(call(&app, &url).await.0, 409);
+    let b = balance(&app, aid).await;
+    assert_eq!(
+        (b["balance"].as_str(), b["pending"].as_str()),
+        (Some("0"), Some("0")),
+        "{b}"
+    );
+    assert_eq!(
+        ledger(&app, aid).await,
+        vec![entry("grant", "10", "10"), entry("deduction", "-10", "0")]
+    );
+    app.stop().await;
+}
