@@ -102,6 +102,20 @@ pub fn ops(app: &Application, wallet: Option<&Wallet>, usage: &BTreeMap<i64, Amo
     }]
 }
 
+/// What one unit of each of the service's metrics costs the application, its ancestors'
+/// rates included (a method's call is also a call of its parent): what a gateway needs to
+/// spend a cached balance exactly as authrep would. Free metrics are left out.
+pub fn weights(wallet: &Wallet, plan_id: i64, metrics: &[crate::limits::MetricNode]) -> Vec<(String, i64)> {
+    metrics
+        .iter()
+        .map(|m| {
+            let one = crate::limits::expand(&[(m.id, Amount::Add(1))], metrics, false);
+            (m.system_name.clone(), cost(&wallet.rates, plan_id, &one))
+        })
+        .filter(|(_, w)| *w > 0)
+        .collect()
+}
+
 /// Whether a denied call was denied for its credits: its credit op would pass the balance.
 pub fn exhausted(ops: &[Op], values: &[i64]) -> bool {
     ops.iter()
@@ -685,6 +699,27 @@ mod tests {
             application_plan_id: plan,
             units: to_units(Decimal::from_str(credits).unwrap()).unwrap(),
         }
+    }
+
+    #[test]
+    fn a_methods_weight_includes_its_parents_rate() {
+        use crate::limits::MetricNode;
+        let node = |id, name: &str, parent| MetricNode {
+            id,
+            system_name: name.into(),
+            parent_id: parent,
+        };
+        let metrics = [node(1, "hits", None), node(2, "search", Some(1)), node(3, "free", None)];
+        let wallet = Wallet {
+            account_id: 1,
+            granted_units: 0,
+            rates: vec![rate(1, None, "0.5"), rate(2, None, "1")],
+            purchase_url: None,
+        };
+        assert_eq!(
+            weights(&wallet, 7, &metrics),
+            vec![("hits".to_string(), 5_000), ("search".to_string(), 15_000)]
+        );
     }
 
     #[test]

@@ -60,8 +60,12 @@ pub struct Status {
     pub hierarchy: Option<Vec<(String, Vec<String>)>>,
     /// With `list_app_keys=1`: the application's id, the service's id and the keys.
     pub app_keys: Option<(String, i64, Vec<String>)>,
-    /// Denied for credits: where to buy more, if the provider says.
+    /// A prepaid account: where to buy more credits, if the provider says (sent with every
+    /// answer, so that a gateway refusing from its cache can point there too).
     pub purchase_url: Option<String>,
+    /// A prepaid account: credit units left after the call, and per metric what a unit costs
+    /// (JSON answers carry them, for gateways that spend a cached balance).
+    pub credits: Option<(i64, Vec<(String, i64)>)>,
 }
 
 /// The `3scale-options` extensions this implementation honours.
@@ -407,6 +411,7 @@ pub async fn authorize(
         hierarchy: None,
         app_keys: None,
         purchase_url: None,
+        credits: None,
     };
     // Key, State, Limits: apisonator's validators, in its order.
     if service.backend_version != "1" {
@@ -469,10 +474,17 @@ pub async fn authorize(
         usage: expanded,
         hierarchy,
         app_keys,
-        purchase_url: denied
-            .as_ref()
-            .filter(|(_, code)| *code == "credits_exhausted")
-            .and_then(|_| wallet.as_ref()?.purchase_url.clone()),
+        credits: wallet.as_ref().and_then(|w| {
+            let i = ops
+                .iter()
+                .position(|op| op.metric_id == crate::credits::SPENT_COUNTER)?;
+            let spent = outcome.values.get(i).copied()?;
+            Some((
+                w.granted_units.saturating_sub(spent).max(0),
+                crate::credits::weights(w, app.plan_id, metrics),
+            ))
+        }),
+        purchase_url: wallet.as_ref().and_then(|w| w.purchase_url.clone()),
         denied,
     })
 }
@@ -593,12 +605,12 @@ pub async fn count(
 ) -> Result<(), SmError> {
     for t in batch {
         let plan = l.plan(t.app.plan_id).await?;
-        let ops = limits::ops(
-            &plan.limits,
-            &limits::expand(&t.usage, &view.metrics, false),
-            &t.codes,
-            t.at,
-        );
+        let expanded = limits::expand(&t.usage, &view.metrics, false);
+        let mut ops = limits::ops(&plan.limits, &expanded, &t.codes, t.at);
+        // Usage a gateway served from its cached share is paid for, like any other (see
+        // `credits` on how far that can take a balance).
+        let wallet = l.wallet(&t.app).await?;
+        ops.extend(crate::credits::ops(&t.app, wallet.as_deref(), &expanded));
         counters.apply(t.app.id, &ops, Mode::Add).await.map_err(|e| {
             tracing::warn!(error = %e, "counters unavailable");
             SmError::new(503, "backend_unavailable", "usage counters are unavailable")

@@ -109,6 +109,9 @@ on_both_databases! {
         for n in 1..=15 {
             let (status, body) = call(app, &url).await;
             assert_eq!(status, 200, "call {n}: {body}");
+            // What a gateway needs to spend the balance from its cache, in ten-thousandths.
+            assert_eq!(body["credits"]["remaining_units"], 75_000 - n * 5_000, "{body}");
+            assert_eq!(body["credits"]["weights"]["hits"], 5_000, "{body}");
         }
         let (status, body) = call(app, &url).await;
         assert_eq!(status, 409, "{body}");

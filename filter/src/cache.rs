@@ -45,6 +45,16 @@ pub struct Quota {
     /// period ends or the entry expires.
     #[serde(rename = "c", default)]
     pub confirmed: bool,
+    /// A prepaid account's credits rather than a limit: what one unit of each of `metrics`
+    /// costs, in the control plane's credit units (`max` and `remaining` are in them too).
+    #[serde(rename = "w", default, skip_serializing_if = "Vec::is_empty")]
+    pub weights: Vec<i64>,
+}
+
+impl Quota {
+    pub fn is_credits(&self) -> bool {
+        !self.weights.is_empty()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,12 +90,15 @@ pub enum Verdict {
     Ask(Miss),
 }
 
-/// Units of `usage` that count against `quota`.
+/// Units of `usage` that count against `quota` (weighted, for credits).
 fn need(quota: &Quota, usage: &Usage) -> i64 {
     usage
         .iter()
-        .filter(|(metric, _)| quota.metrics.iter().any(|m| m == metric))
-        .map(|(_, n)| i64::try_from(*n).unwrap_or(i64::MAX))
+        .filter_map(|(metric, n)| {
+            let i = quota.metrics.iter().position(|m| m == metric)?;
+            let weight = quota.weights.get(i).copied().unwrap_or(1);
+            Some(i64::try_from(*n).unwrap_or(i64::MAX).saturating_mul(weight))
+        })
         .fold(0i64, i64::saturating_add)
 }
 
@@ -102,7 +115,10 @@ pub fn consult(entry: Option<&Entry>, usage: &Usage, now_ms: u64) -> Verdict {
         return Verdict::Ask(Miss::Expired);
     }
     if let Some(denial) = &entry.denial {
-        if *denial != Denial::LimitsExceeded {
+        // Limits and credits are decided per quota (a call that uses neither still passes).
+        let per_quota = *denial == Denial::LimitsExceeded
+            || (matches!(denial, Denial::CreditsExhausted { .. }) && entry.quotas.iter().any(Quota::is_credits));
+        if !per_quota {
             return Verdict::Deny {
                 denial: denial.clone(),
                 retry_after_secs: None,
@@ -117,14 +133,24 @@ pub fn consult(entry: Option<&Entry>, usage: &Usage, now_ms: u64) -> Verdict {
         return Verdict::Ask(Miss::PeriodEnded);
     }
     let mut next = entry.clone();
-    next.denial = None;
+    if next.denial == Some(Denial::LimitsExceeded) {
+        next.denial = None;
+    }
     for quota in &mut next.quotas {
         let n = need(quota, usage);
         if n == 0 {
             continue;
         }
         if n > quota.remaining {
-            return if quota.confirmed {
+            return if quota.confirmed && quota.is_credits() {
+                Verdict::Deny {
+                    denial: match &entry.denial {
+                        Some(d @ Denial::CreditsExhausted { .. }) => d.clone(),
+                        _ => Denial::CreditsExhausted { purchase_url: None },
+                    },
+                    retry_after_secs: None,
+                }
+            } else if quota.confirmed {
                 Verdict::Deny {
                     denial: Denial::LimitsExceeded,
                     retry_after_secs: secs_until(quota.ends_at_ms, now_ms),
@@ -176,7 +202,7 @@ pub fn rate_limit(entry: &Entry, more: &[i64], usage: &Usage, now_ms: u64) -> Op
         .quotas
         .iter()
         .enumerate()
-        .filter(|(_, q)| need(q, usage) > 0)
+        .filter(|(_, q)| !q.is_credits() && need(q, usage) > 0)
         .map(|(i, q)| {
             let left = q.remaining.saturating_add(more.get(i).copied().unwrap_or(0));
             (
@@ -201,6 +227,16 @@ struct Answer {
     hierarchy: BTreeMap<String, Vec<String>>,
     #[serde(default)]
     purchase_url: Option<String>,
+    /// A prepaid account's credits: left after this call, and what a unit of each metric costs.
+    #[serde(default)]
+    credits: Option<Credits>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Credits {
+    remaining_units: i64,
+    #[serde(default)]
+    weights: BTreeMap<String, i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -271,6 +307,7 @@ pub fn from_authrep(
                 max: r.max_value,
                 remaining: 0,
                 confirmed: false,
+                weights: Vec::new(),
             };
             quota.remaining = r
                 .max_value
@@ -280,9 +317,26 @@ pub fn from_authrep(
             quota
         })
         .collect();
+    if let Some(c) = answer.credits.as_ref().filter(|c| !c.weights.is_empty()) {
+        let mut quota = Quota {
+            metrics: c.weights.keys().cloned().collect(),
+            weights: c.weights.values().copied().collect(),
+            ends_at_ms: None,
+            max: c.remaining_units,
+            remaining: 0,
+            confirmed: false,
+        };
+        quota.remaining = c.remaining_units.saturating_sub(need(&quota, &unreported)).max(0);
+        quotas.push(quota);
+    }
     if !counted && denial.is_none() {
-        if quotas.iter().any(|q| need(q, usage) > q.remaining) {
-            denial = Some(Denial::LimitsExceeded);
+        if let Some(q) = quotas.iter().find(|q| need(q, usage) > q.remaining) {
+            denial = Some(match q.is_credits() {
+                true => Denial::CreditsExhausted {
+                    purchase_url: answer.purchase_url.clone(),
+                },
+                false => Denial::LimitsExceeded,
+            });
         } else {
             for q in &mut quotas {
                 q.remaining -= need(q, usage);
@@ -291,7 +345,12 @@ pub fn from_authrep(
     }
     for q in &mut quotas {
         // Refused for this quota: the request did not fit what was left.
-        q.confirmed = denial == Some(Denial::LimitsExceeded) && need(q, usage) > q.remaining;
+        let refused_here = match &denial {
+            Some(Denial::LimitsExceeded) => !q.is_credits(),
+            Some(Denial::CreditsExhausted { .. }) => q.is_credits(),
+            _ => false,
+        };
+        q.confirmed = refused_here && need(q, usage) > q.remaining;
     }
     let ttl_ms = match denial {
         Some(Denial::KeyInvalid) => ttl.negative_ms,
@@ -539,6 +598,57 @@ mod tests {
             from_authrep(200, b"<xml/>", &usage(&[]), &BTreeMap::new(), true, TTL, 0),
             None
         );
+    }
+
+    #[test]
+    fn credits_are_a_weighted_quota_and_their_refusal_spares_free_calls() {
+        // 3 credits' worth of units left; a hit costs 1, a search 2 (hits' own rate included).
+        let body = |authorized: bool, remaining: i64| {
+            let mut v = serde_json::json!({
+                "authorized": authorized, "plan": "Prepaid", "usage_reports": [],
+                "credits": {"remaining_units": remaining, "weights": {"hits": 1, "search": 2}},
+            });
+            if !authorized {
+                v["rejection_reason"] = "credits_exhausted".into();
+                v["purchase_url"] = "https://buy".into();
+            }
+            v.to_string().into_bytes()
+        };
+        let none = BTreeMap::new();
+        let entry = from_authrep(200, &body(true, 3), &usage(&[("hits", 1)]), &none, true, TTL, 0).unwrap();
+        let Verdict::Allow(entry) = consult(Some(&entry), &usage(&[("search", 1)]), 1) else {
+            panic!()
+        };
+        let Verdict::Allow(entry) = consult(Some(&entry), &usage(&[("hits", 1)]), 1) else {
+            panic!()
+        };
+        assert_eq!(
+            consult(Some(&entry), &usage(&[("hits", 1)]), 1),
+            Verdict::Ask(Miss::QuotaUsedUp)
+        );
+        assert!(
+            rate_limit(&entry, &[], &usage(&[("hits", 1)]), 1).is_none(),
+            "credits are no RateLimit"
+        );
+
+        // Refused for credits: calls that cost something get 402 from the cache, free ones pass.
+        let broke = from_authrep(409, &body(false, 0), &usage(&[("hits", 1)]), &none, true, TTL, 0).unwrap();
+        let purchase_url = Some("https://buy".to_string());
+        assert_eq!(
+            consult(Some(&broke), &usage(&[("hits", 1)]), 1),
+            Verdict::Deny {
+                denial: Denial::CreditsExhausted { purchase_url },
+                retry_after_secs: None
+            }
+        );
+        assert!(matches!(
+            consult(Some(&broke), &usage(&[("free", 1)]), 1),
+            Verdict::Allow(_)
+        ));
+        // Unreported usage is paid from what remains, at its weight.
+        let pending = BTreeMap::from([("search".to_string(), 1)]);
+        let entry = from_authrep(200, &body(true, 3), &usage(&[("hits", 1)]), &pending, true, TTL, 0).unwrap();
+        assert_eq!(entry.quotas[0].remaining, 1);
     }
 
     #[test]

@@ -118,6 +118,72 @@ async fn misses_on_one_application_across_workers_make_one_call() {
 }
 
 #[tokio::test]
+async fn a_prepaid_account_out_of_credits_is_402_with_the_purchase_link() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let extra = [
+        ("TOLLGATE_FILTER_CACHE_TTL_MS", "300"),
+        ("TOLLGATE_REPORT_INTERVAL_MS", "200"),
+    ];
+    let (envoy, sid, application, url) = gateway(&app, "prepaid", 1_000_000, &extra).await;
+    let aid = application["application"]["account_id"].as_i64().unwrap();
+    let hits = sqlx::query_scalar::<_, i64>("SELECT id FROM metrics WHERE service_id = $1 AND system_name = 'hits'")
+        .bind(sid)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap()
+        .to_string();
+    let put = app
+        .admin(reqwest::Method::PUT, &format!("/admin/api/accounts/{aid}.json"))
+        .form(&[("billing_type", "prepaid")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+    let settings = app
+        .admin(reqwest::Method::PUT, "/admin/api/settings/credits.json")
+        .form(&[("purchase_url", "https://buy.test/credits")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(settings.status(), 200);
+    let rates = format!("/admin/api/services/{sid}/credit_rates.json");
+    let (status, _) = app
+        .post_form(&rates, &[("metric_id", &hits), ("credits_per_unit", "1")])
+        .await;
+    assert_eq!(status, 201);
+    let grants = format!("/admin/api/accounts/{aid}/credit_grants.json");
+    assert_eq!(app.post_form(&grants, &[("amount", "3")]).await.0, 201);
+    // The entry cached before the account turned prepaid expires.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+
+    let client = reqwest::Client::new();
+    for n in 1..=3 {
+        let r = client.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), 200, "request {n}");
+    }
+    let broke = client.get(&url).send().await.unwrap();
+    assert_eq!(broke.status(), 402);
+    assert_eq!(broke.headers()["link"], "<https://buy.test/credits>; rel=\"payment\"");
+    assert!(broke.text().await.unwrap().contains("https://buy.test/credits"));
+    // Every credit spent at the gateway reaches the balance, and no more than were granted.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, b) = app
+            .get_json(&format!("/admin/api/accounts/{aid}/credit_balance.json"))
+            .await;
+        if b["credit_balance"]["balance"] == "0" || std::time::Instant::now() > deadline {
+            assert_eq!(b["credit_balance"]["balance"], "0", "{b}");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stats = filter_stats(&envoy).await;
+    assert!(stats["denied.credits"] >= 1, "{stats:?}");
+    drop(envoy);
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn over_the_plan_limit_is_429() {
     let app = TestApp::spawn(Backend::Sqlite).await;
     let extra = [("TOLLGATE_FILTER_LIMIT_HEADERS", "true")];

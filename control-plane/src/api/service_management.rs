@@ -152,6 +152,11 @@ fn status_response(s: &Status, format: Format, options: Options) -> Response {
             if let Some(url) = &s.purchase_url {
                 v["purchase_url"] = json!(url);
             }
+            if let Some((remaining, weights)) = &s.credits {
+                let weights: serde_json::Map<String, serde_json::Value> =
+                    weights.iter().map(|(m, w)| (m.clone(), json!(w))).collect();
+                v["credits"] = json!({"remaining_units": remaining, "weights": weights});
+            }
             if let Some(hierarchy) = &s.hierarchy {
                 let map: serde_json::Map<String, serde_json::Value> = hierarchy
                     .iter()
@@ -317,6 +322,7 @@ mod tests {
             hierarchy: None,
             app_keys: None,
             purchase_url: None,
+            credits: None,
             reports: vec![
                 report(
                     "month",
@@ -349,6 +355,7 @@ mod tests {
             hierarchy: None,
             app_keys: None,
             purchase_url: None,
+            credits: None,
             reports: vec![report(
                 "minute",
                 Some("2010-05-15 13:41:00 +0000"),
@@ -373,6 +380,7 @@ mod tests {
             hierarchy: Some(vec![("hits".into(), vec!["a".into(), "b".into()])]),
             app_keys: Some(("app1".into(), 7, vec!["k1".into()])),
             purchase_url: None,
+            credits: None,
         };
         assert_eq!(
             status_xml(&no_limits),
