@@ -3,7 +3,8 @@
 #   - the control plane with embedded counters (SQLite),
 #   - the control plane with Redis counters,
 #   - redis-benchmark running the same Lua script with the same keys: the Redis path's limit.
-# Each authrep checks a daily limit on hits and moves 3 counters (day, month, hour).
+# Each authrep checks a daily limit on hits and moves 3 counters (day, month, hour); then the
+# same with the account prepaid (credit rating on: one more counter, the account's).
 # For each store: the saturation rate and latency (wrk), then p99 at half that rate (oha,
 # constant rate). Last, the embedded control plane's memory (RSS) with 100k applications
 # cached: after authreps from every one of them.
@@ -66,6 +67,13 @@ row "" "$conns conns" "$conns conns" "$conns conns" "$conns conns" "8 conns"
 printf '|%s|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..46})" "$(printf -- '-%.0s' {1..14})" "$(printf -- '-%.0s' {1..10})" "$(printf -- '-%.0s' {1..10})" "$(printf -- '-%.0s' {1..13})" "$(printf -- '-%.0s' {1..12})"
 start embedded
 measure "control plane, embedded counters"
+# Credit rating on: the same account prepaid, hits rated, a balance that never runs out. Each
+# authrep then also reads the account's wallet (cached) and moves its spent counter.
+hits_id="$(api GET "/admin/api/services/$sid/metrics.json" | json metrics 0 metric id)"
+api PUT "/admin/api/accounts/$aid.json" -d billing_type=prepaid >/dev/null
+api POST "/admin/api/services/$sid/credit_rates.json" -d metric_id="$hits_id" -d credits_per_unit=0.001 >/dev/null
+api POST "/admin/api/accounts/$aid/credit_grants.json" -d amount=100000000 >/dev/null
+measure "control plane, embedded, credit rating on"
 embedded=("$pid" "$cp" "$sid" "$plan" "$aid" "$base")
 start redis "$redis_url"
 measure "control plane, Redis counters"

@@ -12,6 +12,10 @@
 //!   holds, and the copy is a conditional update, so a repeated or raced flush writes nothing
 //!   twice. A counter behind the ledger (Redis lost its data) is set back up to it: the ledger
 //!   wins.
+//! - **Expiry**: grants that expire soonest are consumed first ([`unspent`]); when a grant's
+//!   time comes, [`expire`] writes what it had left as an `expiry` entry (once: the grant is
+//!   marked in the same transaction). It runs on the usage flush's beat, so a grant expires
+//!   within `TOLLGATE_USAGE_FLUSH_MS` of its time, and gateways see it within the cache TTL.
 //! - **Staleness**: the spent counter is shared by every replica (Redis) or there is one replica
 //!   (embedded), so deductions are exact everywhere at once. What was *granted* is read through
 //!   the hot cache: the replica that took a grant sees it at once, the others within
@@ -121,6 +125,43 @@ pub fn exhausted(ops: &[Op], values: &[i64]) -> bool {
     ops.iter()
         .zip(values)
         .any(|(op, value)| op.metric_id == SPENT_COUNTER && exceeds(*value, op.amount, op.max))
+}
+
+/// One grant, for working out what of it is still unspent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantState {
+    pub id: i64,
+    pub units: i64,
+    /// RFC 3339; `None`: never expires.
+    pub expires_at: Option<String>,
+    /// Units that left the balance when it expired; `None`: not expired.
+    pub expired_units: Option<i64>,
+}
+
+/// Each live grant's unspent units, when `spent` units have been spent in all: grants that
+/// expire soonest are consumed first (those that never expire last, oldest first). An expired
+/// grant consumed what it did not give up at expiry.
+pub fn unspent(grants: &[GrantState], spent: i64) -> Vec<(i64, i64)> {
+    let mut left = grants
+        .iter()
+        .filter_map(|g| Some(g.units - g.expired_units?))
+        .fold(spent, i64::saturating_sub)
+        .max(0);
+    let mut live: Vec<&GrantState> = grants.iter().filter(|g| g.expired_units.is_none()).collect();
+    // `None` sorts first for Option; never-expiring grants go last.
+    live.sort_by(|a, b| match (&a.expires_at, &b.expires_at) {
+        (Some(x), Some(y)) => x.cmp(y).then(a.id.cmp(&b.id)),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => a.id.cmp(&b.id),
+    });
+    live.into_iter()
+        .map(|g| {
+            let used = left.min(g.units);
+            left -= used;
+            (g.id, g.units - used)
+        })
+        .collect()
 }
 
 /// The op that reads (or, with `amount`, moves) an account's spent counter.
@@ -593,7 +634,7 @@ pub async fn balance(db: &Db, counters: &Counters, account_id: i64) -> Result<Va
         .await?
         .unwrap_or(0);
     let spent = spent(counters, account_id).await?.max(recorded);
-    let totals = sqlx::query("SELECT kind, amount, expires_at FROM credit_grants WHERE account_id = $1")
+    let totals = sqlx::query("SELECT kind, amount, expires_at, expired_units FROM credit_grants WHERE account_id = $1")
         .bind(account_id)
         .fetch_all(&db.pool)
         .await?;
@@ -606,7 +647,8 @@ pub async fn balance(db: &Db, counters: &Counters, account_id: i64) -> Result<Va
         if r.try_get::<String, _>("kind")? == "purchase" {
             purchased += amount;
         }
-        if let Some(e) = r.try_get::<Option<String>, _>("expires_at")? {
+        let live = r.try_get::<Option<i64>, _>("expired_units")?.is_none();
+        if let Some(e) = r.try_get::<Option<String>, _>("expires_at")?.filter(|_| live) {
             if e > now && expiring.as_ref().is_none_or(|x| e < *x) {
                 expiring = Some(e);
             }
@@ -688,10 +730,232 @@ pub async fn flush(db: &Db, counters: &Counters) -> Result<usize, ApiError> {
     Ok(written)
 }
 
+// ---- issued credits (Apigee's) ----
+
+/// `POST /admin/api/accounts/{id}/credits.json`: credits issued to a developer for a billing
+/// month. `amount` positive or negative, never 0; `currency` ISO 4217 (default USD);
+/// `billing_month` `YYYY-MM` (default this month); `note`; `service_id`,
+/// `application_plan_id`. A prepaid account's balance moves at once (an `adjustment` entry);
+/// a postpaid account's credit waits for that month's invoice, where it is a line of minus the
+/// amount.
+pub async fn issue(db: &Db, account_id: i64, p: &Params) -> Result<Value, ApiError> {
+    let amount = parse_credits(p, "amount", false)?.ok_or_else(|| ApiError::invalid("amount", "can't be blank"))?;
+    let currency = p
+        .get("currency")
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .unwrap_or("USD");
+    if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err(ApiError::invalid("currency", "must be an ISO 4217 code, e.g. USD"));
+    }
+    let month = match p.get("billing_month").map(str::trim).filter(|m| !m.is_empty()) {
+        Some(m) => chrono::NaiveDate::parse_from_str(&format!("{m}-01"), "%Y-%m-%d")
+            .ok()
+            .filter(|_| m.len() == 7)
+            .map(|_| m.to_string())
+            .ok_or_else(|| ApiError::invalid("billing_month", "must be YYYY-MM"))?,
+        None => chrono::Utc::now().format("%Y-%m").to_string(),
+    };
+    let note = p.get("note").map(str::trim).filter(|n| !n.is_empty());
+    let (service_id, plan_id) = (p.parse::<i64>("service_id")?, p.parse::<i64>("application_plan_id")?);
+    ensure_account(db, account_id).await?;
+    let billing: String = sqlx::query_scalar("SELECT billing_type FROM accounts WHERE id = $1")
+        .bind(account_id)
+        .fetch_one(&db.pool)
+        .await?;
+    if billing == "prepaid" {
+        welcome(db, account_id).await?;
+    }
+    let mut tx = db.pool.begin().await?;
+    for (field, table, id) in [
+        ("service_id", "services", service_id),
+        ("application_plan_id", "application_plans", plan_id),
+    ] {
+        if let Some(id) = id {
+            let found: Option<i64> = sqlx::query_scalar(&format!("SELECT id FROM {table} WHERE id = $1"))
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            found.ok_or_else(|| ApiError::invalid(field, "does not exist"))?;
+        }
+    }
+    let ledger = match billing.as_str() {
+        "prepaid" => Some(append(&mut tx, account_id, "adjustment", amount, None, note).await?),
+        _ => None,
+    };
+    let transaction_id = ledger.as_ref().and_then(|l| l["id"].as_i64());
+    let now = crate::time::now();
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO issued_credits (account_id, amount, currency, billing_month, note, service_id, application_plan_id, transaction_id, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+    )
+    .bind(account_id)
+    .bind(amount.normalize().to_string())
+    .bind(currency)
+    .bind(&month)
+    .bind(note)
+    .bind(service_id)
+    .bind(plan_id)
+    .bind(transaction_id)
+    .bind(&now)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(issued_json(
+        id,
+        account_id,
+        amount,
+        currency,
+        &month,
+        note,
+        service_id,
+        plan_id,
+        transaction_id,
+        None,
+        &now,
+    ))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn issued_json(
+    id: i64,
+    account_id: i64,
+    amount: Decimal,
+    currency: &str,
+    month: &str,
+    note: Option<&str>,
+    service_id: Option<i64>,
+    plan_id: Option<i64>,
+    transaction_id: Option<i64>,
+    invoiced_at: Option<&str>,
+    created_at: &str,
+) -> Value {
+    json!({
+        "id": id, "account_id": account_id, "amount": amount.normalize().to_string(), "currency": currency,
+        "billing_month": month, "note": note, "service_id": service_id, "application_plan_id": plan_id,
+        "applied_to": if transaction_id.is_some() { "balance" } else { "invoice" },
+        "credit_transaction_id": transaction_id, "invoiced_at": invoiced_at, "created_at": created_at,
+    })
+}
+
+/// `GET /admin/api/accounts/{id}/credits.json` (optional `billing_month`).
+pub async fn issued(db: &Db, account_id: i64, p: &Params) -> Result<Vec<Value>, ApiError> {
+    ensure_account(db, account_id).await?;
+    let month = p.get("billing_month").map(str::trim).unwrap_or("");
+    let rows = sqlx::query(
+        "SELECT id, amount, currency, billing_month, note, service_id, application_plan_id, transaction_id, invoiced_at, created_at
+         FROM issued_credits WHERE account_id = $1 AND ($2 = '' OR billing_month = $2) ORDER BY id",
+    )
+    .bind(account_id)
+    .bind(month)
+    .fetch_all(&db.pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(issued_json(
+                r.try_get("id")?,
+                account_id,
+                decimal(r, "amount")?,
+                &r.try_get::<String, _>("currency")?,
+                &r.try_get::<String, _>("billing_month")?,
+                r.try_get::<Option<String>, _>("note")?.as_deref(),
+                r.try_get("service_id")?,
+                r.try_get("application_plan_id")?,
+                r.try_get("transaction_id")?,
+                r.try_get::<Option<String>, _>("invoiced_at")?.as_deref(),
+                &r.try_get::<String, _>("created_at")?,
+            ))
+        })
+        .collect()
+}
+
+/// Expires the grants whose time has come: what each had left (see [`unspent`]) leaves the
+/// balance as an `expiry` ledger entry. Idempotent: a grant is marked expired in the same
+/// transaction, under the wallet lock, and only once. Returns the grants expired.
+pub async fn expire(db: &Db, counters: &Counters) -> Result<usize, ApiError> {
+    let now = crate::time::now();
+    let accounts: Vec<i64> = sqlx::query_scalar(
+        "SELECT DISTINCT account_id FROM credit_grants WHERE expired_units IS NULL AND expires_at IS NOT NULL AND expires_at <= $1",
+    )
+    .bind(&now)
+    .fetch_all(&db.pool)
+    .await?;
+    let mut expired = 0;
+    for account_id in accounts {
+        let counted = spent(counters, account_id).await?;
+        let mut tx = db.pool.begin().await?;
+        lock_wallet(&mut tx, account_id).await?;
+        let recorded: i64 = sqlx::query_scalar("SELECT spent_units FROM credit_wallets WHERE account_id = $1")
+            .bind(account_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let grants =
+            sqlx::query("SELECT id, amount, expires_at, expired_units FROM credit_grants WHERE account_id = $1")
+                .bind(account_id)
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|r| {
+                    Ok(GrantState {
+                        id: r.try_get("id")?,
+                        units: to_units(decimal(r, "amount")?).unwrap_or(0),
+                        expires_at: r.try_get("expires_at")?,
+                        expired_units: r.try_get("expired_units")?,
+                    })
+                })
+                .collect::<Result<Vec<_>, ApiError>>()?;
+        let due: Vec<i64> = grants
+            .iter()
+            .filter(|g| g.expired_units.is_none() && g.expires_at.as_ref().is_some_and(|e| *e <= now))
+            .map(|g| g.id)
+            .collect();
+        for (id, left) in unspent(&grants, counted.max(recorded)) {
+            if !due.contains(&id) {
+                continue;
+            }
+            sqlx::query("UPDATE credit_grants SET expired_units = $1 WHERE id = $2 AND expired_units IS NULL")
+                .bind(left)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            if left > 0 {
+                append(&mut tx, account_id, "expiry", -from_units(left), Some(id), None).await?;
+            }
+            expired += 1;
+        }
+        tx.commit().await?;
+    }
+    Ok(expired)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::str::FromStr;
+
+    #[test]
+    fn the_soonest_expiring_grant_is_spent_first() {
+        let g = |id, units, expires: Option<&str>, expired| GrantState {
+            id,
+            units,
+            expires_at: expires.map(String::from),
+            expired_units: expired,
+        };
+        let grants = [
+            g(1, 10, None, None),
+            g(2, 5, Some("2026-12-01T00:00:00Z"), None),
+            g(3, 5, Some("2026-11-25T00:00:00Z"), None),
+        ];
+        assert_eq!(unspent(&grants, 7), vec![(3, 0), (2, 3), (1, 10)]);
+        assert_eq!(unspent(&grants, 30), vec![(3, 0), (2, 0), (1, 0)]);
+        // Grant 3 expired with 4 unspent: it consumed 1 of the 7.
+        let after = [
+            grants[0].clone(),
+            grants[1].clone(),
+            g(3, 5, Some("2026-11-25T00:00:00Z"), Some(4)),
+        ];
+        assert_eq!(unspent(&after, 7), vec![(2, 0), (1, 9)]);
+    }
 
     fn rate(metric_id: i64, plan: Option<i64>, credits: &str) -> Rate {
         Rate {

@@ -99,6 +99,11 @@ pub async fn flush_loop(db: Db, counters: Counters, interval: Duration, mut stop
             Ok(n) => tracing::debug!(accounts = n, "credit deductions recorded"),
             Err(e) => tracing::warn!(error = %e, "credit flush failed; retrying at the next tick"),
         }
+        match crate::credits::expire(&db, &counters).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(grants = n, "credit grants expired"),
+            Err(e) => tracing::warn!(error = %e, "expiring credit grants failed; retrying at the next tick"),
+        }
         if let Err(e) = crate::batches::forget_old(&db, chrono::Utc::now().timestamp()).await {
             tracing::warn!(error = %e, "forgetting old report batches failed");
         }

@@ -141,6 +141,68 @@ on_both_databases! {
         assert_eq!(call(app, &url).await.0, 409);
     }
 
+    async fn a_grant_expires_with_what_it_had_left_and_is_spent_first(app: &TestApp) {
+        let (aid, url) = prepaid(app, "1").await;
+        let grants = format!("/admin/api/accounts/{aid}/credit_grants.json");
+        let soon = (chrono::Utc::now() + chrono::Duration::seconds(2))
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        assert_eq!(app.post_form(&grants, &[("amount", "10")]).await.0, 201);
+        assert_eq!(app.post_form(&grants, &[("amount", "5"), ("kind", "promotional"), ("expires_at", &soon)]).await.0, 201);
+        assert_eq!(balance(app, aid).await["expiring_next"], soon.as_str());
+        for _ in 0..2 {
+            assert_eq!(call(app, &url).await.0, 200);
+        }
+        assert_eq!(tollgate::credits::expire(&app.db, &app.counters).await.unwrap(), 0, "not yet");
+        tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
+        // The 2 spent came out of the expiring grant: 3 of it expire; twice is once.
+        assert_eq!(tollgate::credits::expire(&app.db, &app.counters).await.unwrap(), 1);
+        assert_eq!(tollgate::credits::expire(&app.db, &app.counters).await.unwrap(), 0);
+        tollgate::credits::flush(&app.db, &app.counters).await.unwrap();
+        assert_eq!(ledger(app, aid).await, vec![
+            entry("grant", "10", "10"),
+            entry("grant", "5", "15"),
+            entry("expiry", "-3", "12"),
+            entry("deduction", "-2", "10"),
+        ]);
+        let b = balance(app, aid).await;
+        assert_eq!((b["balance"].as_str(), b["expiring_next"].is_null()), (Some("10"), true), "{b}");
+    }
+
+    async fn issued_credits_adjust_a_prepaid_balance_and_wait_for_a_postpaid_invoice(app: &TestApp) {
+        let (aid, _) = prepaid(app, "1").await;
+        let issue = format!("/admin/api/accounts/{aid}/credits.json");
+        let (status, credit) = app.post_form(&issue, &[("amount", "7.50"), ("billing_month", "2026-10"), ("note", "outage")]).await;
+        assert_eq!(status, 201, "{credit}");
+        assert_eq!(credit["credit"]["applied_to"], "balance");
+        let (status, _) = app.post_form(&issue, &[("amount", "-2.5")]).await;
+        assert_eq!(status, 201);
+        assert_eq!(balance(app, aid).await["balance"], "5");
+        assert_eq!(ledger(app, aid).await, vec![
+            entry("adjustment", "7.5", "7.5"),
+            entry("adjustment", "-2.5", "5"),
+        ]);
+        for (form, field) in [
+            (vec![("amount", "0")], "amount"),
+            (vec![("amount", "1"), ("billing_month", "2026-13")], "billing_month"),
+            (vec![("amount", "1"), ("currency", "dollars")], "currency"),
+            (vec![("amount", "1"), ("service_id", "999999")], "service_id"),
+        ] {
+            let (status, body) = app.post_form(&issue, &form).await;
+            assert_eq!((status, body["errors"][field].is_array()), (422, true), "{form:?}: {body}");
+        }
+        let (_, list) = app.get_json(&format!("{issue}?billing_month=2026-10")).await;
+        assert_eq!(list["credits"].as_array().unwrap().len(), 1, "{list}");
+
+        let (_, postpaid) = app.post_form("/admin/api/signup.json",
+            &[("org_name", "Postpaid Co"), ("username", "bob"), ("email", "bob@post.test")]).await;
+        let pid = postpaid["account"]["id"].as_i64().unwrap();
+        let (status, credit) = app.post_form(&format!("/admin/api/accounts/{pid}/credits.json"),
+            &[("amount", "7.5"), ("currency", "EUR")]).await;
+        assert_eq!(status, 201, "{credit}");
+        assert_eq!(credit["credit"]["applied_to"], "invoice");
+        assert_eq!(ledger(app, pid).await, vec![], "a postpaid account has no wallet");
+    }
+
     async fn bad_credit_input_names_the_field_and_writes_nothing(app: &TestApp) {
         let (aid, _) = prepaid(app, "1").await;
         let grants = format!("/admin/api/accounts/{aid}/credit_grants.json");

@@ -193,6 +193,10 @@ pub fn routes() -> Router<AppState> {
             get(credit_balance),
         )
         .route(
+            "/admin/api/accounts/{account_id}/credits.json",
+            get(issued_credits).post(issue_credits),
+        )
+        .route(
             "/admin/api/accounts/{account_id}/credit_transactions.json",
             get(credit_transactions),
         )
@@ -415,6 +419,30 @@ async fn grant_credits(
     Ok(created(
         "credit_grant",
         &credits::grant(&app.db, json_id(&account)?, &p).await?,
+    ))
+}
+
+async fn issued_credits(
+    State(app): State<AppState>,
+    Path(account): Path<String>,
+    headers: HeaderMap,
+    p: Params,
+) -> Result<Json<Value>, ApiError> {
+    am(&app, &headers, &p, Access::Read, Section::Partners).await?;
+    let list = credits::issued(&app.db, json_id(&account)?, &p).await?;
+    Ok(wrap_list("credits", "credit", &list))
+}
+
+async fn issue_credits(
+    State(app): State<AppState>,
+    Path(account): Path<String>,
+    headers: HeaderMap,
+    p: Params,
+) -> Result<Response, ApiError> {
+    am(&app, &headers, &p, Access::Write, Section::Partners).await?;
+    Ok(created(
+        "credit",
+        &credits::issue(&app.db, json_id(&account)?, &p).await?,
     ))
 }
 

@@ -145,6 +145,16 @@ const OTHER: &[(&str, &str, &str)] = &[
     ),
     (
         "get",
+        "/admin/api/accounts/{account_id}/credits.json",
+        "Credits issued to the developer (billing_month filter)",
+    ),
+    (
+        "post",
+        "/admin/api/accounts/{account_id}/credits.json",
+        "Issue credits: amount (not 0), currency, billing_month (YYYY-MM), note, service_id, application_plan_id; prepaid: adjusts the balance, postpaid: a credit line on that month's invoice",
+    ),
+    (
+        "get",
         "/admin/api/accounts/{account_id}/credit_balance.json",
         "Balance as enforced now, pending deductions, totals, next expiry",
     ),
