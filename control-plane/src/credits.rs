@@ -16,6 +16,9 @@
 //!   time comes, [`expire`] writes what it had left as an `expiry` entry (once: the grant is
 //!   marked in the same transaction). It runs on the usage flush's beat, so a grant expires
 //!   within `TOLLGATE_USAGE_FLUSH_MS` of its time, and gateways see it within the cache TTL.
+//! - **Low balance**: a ledger entry that takes the balance below `low_balance_threshold`
+//!   records a `credits.low_balance` event in the event log, once per crossing (the wallet
+//!   remembers; a grant that lifts the balance re-arms it).
 //! - **Staleness**: the spent counter is shared by every replica (Redis) or there is one replica
 //!   (embedded), so deductions are exact everywhere at once. What was *granted* is read through
 //!   the hot cache: the replica that took a grant sees it at once, the others within
@@ -395,6 +398,7 @@ async fn append(
     let before: Decimal = last.and_then(|l| l.parse().ok()).unwrap_or_default();
     let (amount, after) = (amount.normalize(), (before + amount).normalize());
     let now = crate::time::now();
+    low_balance(tx, account_id, after, &now).await?;
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO credit_transactions (account_id, kind, amount, balance_after, grant_id, note, created_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
@@ -412,6 +416,44 @@ async fn append(
         "id": id, "account_id": account_id, "kind": kind, "amount": amount.to_string(),
         "balance_after": after.to_string(), "grant_id": grant_id, "note": note, "created_at": now,
     }))
+}
+
+/// Whether a balance is low: below the threshold (a threshold of 0 turns the event off).
+pub fn is_low(balance: Decimal, threshold: Decimal) -> bool {
+    !threshold.is_zero() && balance < threshold
+}
+
+/// Records a `credits.low_balance` event when the ledger's balance crosses below the
+/// threshold, once per crossing: the wallet remembers it is low until the balance is back up.
+async fn low_balance(
+    tx: &mut sqlx::AnyConnection,
+    account_id: i64,
+    balance: Decimal,
+    now: &str,
+) -> Result<(), ApiError> {
+    let threshold: Option<String> =
+        sqlx::query_scalar("SELECT low_balance_threshold FROM credit_settings WHERE id = 1")
+            .fetch_optional(&mut *tx)
+            .await?;
+    let threshold = threshold.and_then(|t| t.parse().ok()).unwrap_or(Decimal::ZERO);
+    let low = is_low(balance, threshold);
+    let flip = sqlx::query("UPDATE credit_wallets SET low_balance = $1 WHERE account_id = $2 AND low_balance <> $1")
+        .bind(i32::from(low))
+        .bind(account_id)
+        .execute(&mut *tx)
+        .await?;
+    if low && flip.rows_affected() == 1 {
+        let payload = json!({"balance": balance.to_string(), "threshold": threshold.to_string()});
+        sqlx::query(
+            "INSERT INTO events (kind, account_id, payload, created_at) VALUES ('credits.low_balance', $1, $2, $3)",
+        )
+        .bind(account_id)
+        .bind(payload.to_string())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
 }
 
 /// Creates the account's wallet row if missing and locks it for the transaction.

@@ -134,6 +134,9 @@ on_both_databases! {
         let (_, deductions) = app.get_json(&format!("/admin/api/accounts/{aid}/credit_transactions.json?kind=deduction")).await;
         assert_eq!(deductions["credit_transactions"].as_array().unwrap().len(), 1);
 
+        // Spending it all crossed the (default 0: off) threshold without an event.
+        let events: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events").fetch_one(&app.db.pool).await.unwrap();
+        assert_eq!(events, 0);
         // A new grant is enforced at once by this replica.
         app.post_form(&format!("/admin/api/accounts/{aid}/credit_grants.json"), &[("amount", "1")]).await;
         assert_eq!(call(app, &url).await.0, 200);
@@ -201,6 +204,60 @@ on_both_databases! {
         assert_eq!(status, 201, "{credit}");
         assert_eq!(credit["credit"]["applied_to"], "invoice");
         assert_eq!(ledger(app, pid).await, vec![], "a postpaid account has no wallet");
+    }
+
+    async fn crossing_the_low_balance_threshold_is_one_event(app: &TestApp) {
+        put(app, "/admin/api/settings/credits.json", &[("low_balance_threshold", "3")]).await;
+        let (aid, url) = prepaid(app, "1").await;
+        let grants = format!("/admin/api/accounts/{aid}/credit_grants.json");
+        app.post_form(&grants, &[("amount", "5")]).await;
+        let low_events = || async {
+            sqlx::query_scalar::<_, String>("SELECT payload FROM events WHERE kind = 'credits.low_balance' AND account_id = $1 ORDER BY id")
+                .bind(aid)
+                .fetch_all(&app.db.pool)
+                .await
+                .unwrap()
+        };
+        // 5 → 2 (below 3: one event) → 1 (still low: none).
+        for _ in 0..3 {
+            assert_eq!(call(app, &url).await.0, 200);
+        }
+        tollgate::credits::flush(&app.db, &app.counters).await.unwrap();
+        assert_eq!(call(app, &url).await.0, 200);
+        tollgate::credits::flush(&app.db, &app.counters).await.unwrap();
+        let events = low_events().await;
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert!(events[0].contains("\"balance\":\"2\""), "{events:?}");
+        // Topped up, then down again: a second crossing.
+        app.post_form(&grants, &[("amount", "10")]).await;
+        for _ in 0..9 {
+            assert_eq!(call(app, &url).await.0, 200);
+        }
+        tollgate::credits::flush(&app.db, &app.counters).await.unwrap();
+        assert_eq!(low_events().await.len(), 2);
+    }
+
+    async fn a_restarted_control_plane_neither_loses_nor_repeats_a_deduction(app: &TestApp) {
+        let (aid, url) = prepaid(app, "1").await;
+        app.post_form(&format!("/admin/api/accounts/{aid}/credit_grants.json"), &[("amount", "5")]).await;
+        for _ in 0..2 {
+            assert_eq!(call(app, &url).await.0, 200);
+        }
+        tollgate::credits::flush(&app.db, &app.counters).await.unwrap();
+        assert_eq!(call(app, &url).await.0, 200);
+        // What a restart finds: the embedded store as the database kept it.
+        let restarted = Counters::Embedded(std::sync::Arc::new(
+            tollgate::counters::embedded::EmbeddedStore::durable(app.db.clone()).await.unwrap(),
+        ));
+        let b = tollgate::credits::balance(&app.db, &restarted, aid).await.unwrap();
+        assert_eq!((b["balance"].as_str(), b["pending"].as_str()), (Some("2"), Some("1")), "{b}");
+        assert_eq!(tollgate::credits::flush(&app.db, &restarted).await.unwrap(), 1);
+        assert_eq!(tollgate::credits::flush(&app.db, &app.counters).await.unwrap(), 0, "not twice");
+        assert_eq!(ledger(app, aid).await, vec![
+            entry("grant", "5", "5"),
+            entry("deduction", "-2", "3"),
+            entry("deduction", "-1", "2"),
+        ]);
     }
 
     async fn bad_credit_input_names_the_field_and_writes_nothing(app: &TestApp) {
