@@ -98,14 +98,10 @@ pub fn cost(rates: &[Rate], plan_id: i64, usage: &BTreeMap<i64, Amount>) -> i64 
 /// The call's credit op, if the application's account is prepaid (`wallet`).
 pub fn ops(app: &Application, wallet: Option<&Wallet>, usage: &BTreeMap<i64, Amount>) -> Vec<Op> {
     let Some(wallet) = wallet else { return Vec::new() };
+    let amount = Amount::Add(cost(&wallet.rates, app.plan_id, usage));
     vec![Op {
-        metric_id: SPENT_COUNTER,
-        period: Period::Eternity,
-        start: 0,
-        ttl: None,
-        amount: Amount::Add(cost(&wallet.rates, app.plan_id, usage)),
         max: Some(wallet.granted_units),
-        account: Some(wallet.account_id),
+        ..spent_op(wallet.account_id, amount)
     }]
 }
 
@@ -331,12 +327,33 @@ pub async fn update_settings(db: &Db, p: &Params) -> Result<Settings, ApiError> 
 
 // ---- the wallet authrep reads ----
 
-/// The account's wallet for calls to `service_id`; `None` for a postpaid account.
-pub async fn wallet(db: &Db, account_id: i64, service_id: i64) -> Result<Option<Wallet>, ApiError> {
-    let billing: Option<String> = sqlx::query_scalar("SELECT billing_type FROM accounts WHERE id = $1")
+/// The account's `billing_type` (`None`: no such account).
+async fn billing_type(db: &Db, account_id: i64) -> Result<Option<String>, ApiError> {
+    Ok(sqlx::query_scalar("SELECT billing_type FROM accounts WHERE id = $1")
         .bind(account_id)
         .fetch_optional(&db.pool)
-        .await?;
+        .await?)
+}
+
+/// An optional RFC 3339 time parameter, normalized to how the database stores times (UTC,
+/// seconds); anything else is a 422 naming the field.
+fn time_param(p: &Params, field: &str) -> Result<Option<String>, ApiError> {
+    match p.get(field).map(str::trim).filter(|t| !t.is_empty()) {
+        Some(t) => chrono::DateTime::parse_from_rfc3339(t)
+            .map(|t| {
+                Some(
+                    t.with_timezone(&chrono::Utc)
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                )
+            })
+            .map_err(|_| ApiError::invalid(field, "must be an RFC 3339 time")),
+        None => Ok(None),
+    }
+}
+
+/// The account's wallet for calls to `service_id`; `None` for a postpaid account.
+pub async fn wallet(db: &Db, account_id: i64, service_id: i64) -> Result<Option<Wallet>, ApiError> {
+    let billing = billing_type(db, account_id).await?;
     if billing.as_deref() != Some("prepaid") {
         return Ok(None);
     }
@@ -488,15 +505,7 @@ pub async fn grant(db: &Db, account_id: i64, p: &Params) -> Result<Value, ApiErr
             format!("must be one of {}", GRANT_KINDS.join(", ")),
         ));
     }
-    let expires_at = match p.get("expires_at").map(str::trim).filter(|e| !e.is_empty()) {
-        Some(e) => Some(
-            chrono::DateTime::parse_from_rfc3339(e)
-                .map_err(|_| ApiError::invalid("expires_at", "must be an RFC 3339 time"))?
-                .with_timezone(&chrono::Utc)
-                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        ),
-        None => None,
-    };
+    let expires_at = time_param(p, "expires_at")?;
     let note = p.get("note").map(str::trim).filter(|n| !n.is_empty());
     insert_grant(db, account_id, amount, kind, expires_at.as_deref(), note).await
 }
@@ -559,10 +568,7 @@ async fn ensure_account(db: &Db, account_id: i64) -> Result<(), ApiError> {
 /// switched to prepaid some other way). The wallet row is created in the same transaction as
 /// the starter grant: racing callers grant once.
 pub async fn welcome(db: &Db, account_id: i64) -> Result<(), ApiError> {
-    let billing: Option<String> = sqlx::query_scalar("SELECT billing_type FROM accounts WHERE id = $1")
-        .bind(account_id)
-        .fetch_optional(&db.pool)
-        .await?;
+    let billing = billing_type(db, account_id).await?;
     if billing.as_deref() != Some("prepaid") {
         return Ok(());
     }
@@ -616,18 +622,8 @@ pub async fn transactions(db: &Db, account_id: i64, p: &Params) -> Result<Vec<Va
     ensure_account(db, account_id).await?;
     welcome(db, account_id).await?;
     let page = crate::catalog::Page::from_params(p)?;
-    let time = |field: &str| -> Result<String, ApiError> {
-        match p.get(field).map(str::trim).filter(|t| !t.is_empty()) {
-            Some(t) => chrono::DateTime::parse_from_rfc3339(t)
-                .map(|t| {
-                    t.with_timezone(&chrono::Utc)
-                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-                })
-                .map_err(|_| ApiError::invalid(field, "must be an RFC 3339 time")),
-            None => Ok(String::new()),
-        }
-    };
-    let (since, until) = (time("since")?, time("until")?);
+    let since = time_param(p, "since")?.unwrap_or_default();
+    let until = time_param(p, "until")?.unwrap_or_default();
     let kind = p.get("kind").map(str::trim).unwrap_or("");
     if !["", "grant", "deduction", "adjustment", "expiry"].contains(&kind) {
         return Err(ApiError::invalid(
@@ -801,10 +797,7 @@ pub async fn issue(db: &Db, account_id: i64, p: &Params) -> Result<Value, ApiErr
     let note = p.get("note").map(str::trim).filter(|n| !n.is_empty());
     let (service_id, plan_id) = (p.parse::<i64>("service_id")?, p.parse::<i64>("application_plan_id")?);
     ensure_account(db, account_id).await?;
-    let billing: String = sqlx::query_scalar("SELECT billing_type FROM accounts WHERE id = $1")
-        .bind(account_id)
-        .fetch_one(&db.pool)
-        .await?;
+    let billing = billing_type(db, account_id).await?.unwrap_or_default();
     if billing == "prepaid" {
         welcome(db, account_id).await?;
     }
