@@ -34,6 +34,7 @@ use crate::db::Db;
 use crate::error::ApiError;
 use crate::params::Params;
 use crate::periods::Period;
+use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 use sqlx::Row;
@@ -42,6 +43,19 @@ use std::collections::BTreeMap;
 /// The reserved counter id of an account's spent credits (metric ids are positive; response
 /// codes take -1..=-999, see [`crate::limits::response_code_counters`]).
 pub const SPENT_COUNTER: i64 = -1000;
+/// Where the per-metric charge counters start: for a rated metric M, hour counters of the
+/// application under `CHARGED_BASE - 2M` (credits charged) and `CHARGED_BASE - 2M - 1` (what
+/// the same usage cost the provider upstream), both in [`UNITS`]. The usage flush copies them
+/// into `usage_hourly` like any hour counter; the margin report reads them there. Far below
+/// the response codes' and [`SPENT_COUNTER`]'s ids.
+pub const CHARGED_BASE: i64 = -(1 << 40);
+
+/// The charge counters of a metric: (credits charged, upstream cost).
+pub fn charge_counters(metric_id: i64) -> (i64, i64) {
+    let charged = CHARGED_BASE - 2 * metric_id;
+    (charged, charged - 1)
+}
+
 /// Counter units per credit: credits carry 4 decimals, counters count integers.
 pub const UNITS: i64 = 10_000;
 
@@ -63,6 +77,8 @@ pub struct Rate {
     pub application_plan_id: Option<i64>,
     /// Counter units per unit of the metric.
     pub units: i64,
+    /// What a unit costs the provider upstream, in the same units (for the margin report).
+    pub upstream_units: i64,
 }
 
 /// A prepaid account as authrep needs it, for one service.
@@ -76,9 +92,10 @@ pub struct Wallet {
     pub purchase_url: Option<String>,
 }
 
-/// A call's cost in units: Σ usage × rate, a plan's own rate taking precedence over the
-/// service's general one. Sets (`#N`, corrections) cost nothing.
-pub fn cost(rates: &[Rate], plan_id: i64, usage: &BTreeMap<i64, Amount>) -> i64 {
+/// What a call's usage costs, per rated metric: (metric, credit units, upstream units). A
+/// plan's own rate takes precedence over the service's general one. Sets (`#N`, corrections)
+/// cost nothing.
+pub fn charges(rates: &[Rate], plan_id: i64, usage: &BTreeMap<i64, Amount>) -> Vec<(i64, i64, i64)> {
     usage
         .iter()
         .filter_map(|(metric, amount)| match amount {
@@ -90,19 +107,49 @@ pub fn cost(rates: &[Rate], plan_id: i64, usage: &BTreeMap<i64, Amount>) -> i64 
             let rate = of_metric()
                 .find(|r| r.application_plan_id == Some(plan_id))
                 .or_else(|| of_metric().find(|r| r.application_plan_id.is_none()))?;
-            Some(rate.units.saturating_mul(n))
+            Some((
+                metric,
+                rate.units.saturating_mul(n),
+                rate.upstream_units.saturating_mul(n),
+            ))
         })
-        .fold(0i64, i64::saturating_add)
+        .collect()
 }
 
-/// The call's credit op, if the application's account is prepaid (`wallet`).
-pub fn ops(app: &Application, wallet: Option<&Wallet>, usage: &BTreeMap<i64, Amount>) -> Vec<Op> {
+/// A call's cost in units: the sum of its [`charges`].
+pub fn cost(rates: &[Rate], plan_id: i64, usage: &BTreeMap<i64, Amount>) -> i64 {
+    charges(rates, plan_id, usage)
+        .iter()
+        .fold(0i64, |sum, (_, units, _)| sum.saturating_add(*units))
+}
+
+/// The call's credit ops, if the application's account is prepaid (`wallet`): the cost
+/// against the account's balance, and the hour charge counters of each rated metric.
+pub fn ops(app: &Application, wallet: Option<&Wallet>, usage: &BTreeMap<i64, Amount>, now: DateTime<Utc>) -> Vec<Op> {
     let Some(wallet) = wallet else { return Vec::new() };
-    let amount = Amount::Add(cost(&wallet.rates, app.plan_id, usage));
-    vec![Op {
+    let charges = charges(&wallet.rates, app.plan_id, usage);
+    let cost = charges
+        .iter()
+        .fold(0i64, |sum, (_, units, _)| sum.saturating_add(*units));
+    let hour = |metric_id, units| Op {
+        metric_id,
+        period: Period::Hour,
+        start: Period::Hour.start(now).map(|s| s.timestamp()).unwrap_or(0),
+        ttl: Period::Hour.ttl_secs(now),
+        amount: Amount::Add(units),
+        max: None,
+        account: None,
+    };
+    let mut ops = vec![Op {
         max: Some(wallet.granted_units),
-        ..spent_op(wallet.account_id, amount)
-    }]
+        ..spent_op(wallet.account_id, Amount::Add(cost))
+    }];
+    for (metric, units, upstream) in charges {
+        let (charged, upstream_counter) = charge_counters(metric);
+        ops.push(hour(charged, units));
+        ops.push(hour(upstream_counter, upstream));
+    }
+    ops
 }
 
 /// What one unit of each of the service's metrics costs the application, its ancestors'
@@ -359,7 +406,7 @@ pub async fn wallet(db: &Db, account_id: i64, service_id: i64) -> Result<Option<
     }
     welcome(db, account_id).await?;
     let rates =
-        sqlx::query("SELECT metric_id, application_plan_id, credits_per_unit FROM credit_rates WHERE service_id = $1")
+        sqlx::query("SELECT metric_id, application_plan_id, credits_per_unit, upstream_cost_per_unit FROM credit_rates WHERE service_id = $1")
             .bind(service_id)
             .fetch_all(&db.pool)
             .await?
@@ -369,6 +416,7 @@ pub async fn wallet(db: &Db, account_id: i64, service_id: i64) -> Result<Option<
                     metric_id: r.try_get("metric_id")?,
                     application_plan_id: r.try_get("application_plan_id")?,
                     units: to_units(decimal(r, "credits_per_unit")?).unwrap_or(i64::MAX),
+                    upstream_units: to_units(decimal(r, "upstream_cost_per_unit")?).unwrap_or(0),
                 })
             })
             .collect::<Result<Vec<_>, ApiError>>()?;
@@ -768,6 +816,66 @@ pub async fn flush(db: &Db, counters: &Counters) -> Result<usize, ApiError> {
     Ok(written)
 }
 
+// ---- margins ----
+
+/// A `YYYY-MM` parameter (default: this month) as the unix seconds of its first instant and of
+/// the next month's.
+fn month_param(p: &Params, field: &str) -> Result<(String, i64, i64), ApiError> {
+    let month = match p.get(field).map(str::trim).filter(|m| !m.is_empty()) {
+        Some(m) => m.to_string(),
+        None => Utc::now().format("%Y-%m").to_string(),
+    };
+    let first = chrono::NaiveDate::parse_from_str(&format!("{month}-01"), "%Y-%m-%d")
+        .ok()
+        .filter(|_| month.len() == 7)
+        .ok_or_else(|| ApiError::invalid(field, "must be YYYY-MM"))?;
+    let next = first
+        .checked_add_months(chrono::Months::new(1))
+        .ok_or_else(|| ApiError::invalid(field, "is out of range"))?;
+    let ts = |d: chrono::NaiveDate| d.and_hms_opt(0, 0, 0).map_or(0, |t| t.and_utc().timestamp());
+    Ok((month, ts(first), ts(next)))
+}
+
+/// `GET /admin/api/services/{id}/credit_margins.json?month=YYYY-MM`: per rated metric, the
+/// credits prepaid calls were charged that month and what the same usage cost upstream (at
+/// the rates in force when the calls were made), from the hour charge counters the usage
+/// flush copied. The margin takes a credit for one unit of the upstream cost's currency.
+pub async fn margins(db: &Db, service_id: i64, p: &Params) -> Result<Vec<Value>, ApiError> {
+    let (month, from, to) = month_param(p, "month")?;
+    let metrics = sqlx::query(
+        "SELECT DISTINCT m.id, m.system_name FROM credit_rates r JOIN metrics m ON m.id = r.metric_id
+         WHERE r.service_id = $1 ORDER BY m.id",
+    )
+    .bind(service_id)
+    .fetch_all(&db.pool)
+    .await?;
+    let mut out = Vec::new();
+    for m in &metrics {
+        let (id, name): (i64, String) = (m.try_get("id")?, m.try_get("system_name")?);
+        let (charged, upstream) = charge_counters(id);
+        let mut sums = [0i64; 2];
+        for (sum, counter) in sums.iter_mut().zip([charged, upstream]) {
+            let values: Vec<i64> = sqlx::query_scalar(
+                "SELECT value FROM usage_hourly WHERE service_id = $1 AND metric_id = $2 AND hour_start >= $3 AND hour_start < $4",
+            )
+            .bind(service_id)
+            .bind(counter)
+            .bind(from)
+            .bind(to)
+            .fetch_all(&db.pool)
+            .await?;
+            *sum = values.iter().fold(0, |a, v| a.saturating_add(*v));
+        }
+        out.push(json!({
+            "metric_id": id, "metric": name, "month": month,
+            "credits_charged": from_units(sums[0]).to_string(),
+            "upstream_cost": from_units(sums[1]).to_string(),
+            "margin": from_units(sums[0] - sums[1]).to_string(),
+        }));
+    }
+    Ok(out)
+}
+
 // ---- issued credits (Apigee's) ----
 
 /// `POST /admin/api/accounts/{id}/credits.json`: credits issued to a developer for a billing
@@ -786,14 +894,7 @@ pub async fn issue(db: &Db, account_id: i64, p: &Params) -> Result<Value, ApiErr
     if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
         return Err(ApiError::invalid("currency", "must be an ISO 4217 code, e.g. USD"));
     }
-    let month = match p.get("billing_month").map(str::trim).filter(|m| !m.is_empty()) {
-        Some(m) => chrono::NaiveDate::parse_from_str(&format!("{m}-01"), "%Y-%m-%d")
-            .ok()
-            .filter(|_| m.len() == 7)
-            .map(|_| m.to_string())
-            .ok_or_else(|| ApiError::invalid("billing_month", "must be YYYY-MM"))?,
-        None => chrono::Utc::now().format("%Y-%m").to_string(),
-    };
+    let (month, _, _) = month_param(p, "billing_month")?;
     let note = p.get("note").map(str::trim).filter(|n| !n.is_empty());
     let (service_id, plan_id) = (p.parse::<i64>("service_id")?, p.parse::<i64>("application_plan_id")?);
     ensure_account(db, account_id).await?;
@@ -997,6 +1098,7 @@ mod tests {
             metric_id,
             application_plan_id: plan,
             units: to_units(Decimal::from_str(credits).unwrap()).unwrap(),
+            upstream_units: 1,
         }
     }
 

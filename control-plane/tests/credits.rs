@@ -260,6 +260,28 @@ on_both_databases! {
         ]);
     }
 
+    async fn the_margin_report_sets_credits_charged_against_upstream_cost(app: &TestApp) {
+        let (aid, url) = prepaid(app, "1").await;
+        app.post_form(&format!("/admin/api/accounts/{aid}/credit_grants.json"), &[("amount", "10")]).await;
+        for _ in 0..4 {
+            assert_eq!(call(app, &url).await.0, 200);
+        }
+        tollgate::usage::flush(&app.db, &app.counters).await.unwrap();
+        let (_, services) = app.get_json("/admin/api/services.json").await;
+        let sid = services["services"][0]["service"]["id"].as_i64().unwrap();
+        let (status, body) = app.get_json(&format!("/admin/api/services/{sid}/credit_margins.json")).await;
+        assert_eq!(status, 200, "{body}");
+        let m = &body["credit_margins"][0]["credit_margin"];
+        assert_eq!(m["metric"], "hits", "{body}");
+        // 4 hits at 1 credit, upstream 0.2 each.
+        assert_eq!((m["credits_charged"].as_str(), m["upstream_cost"].as_str(), m["margin"].as_str()),
+            (Some("4"), Some("0.8"), Some("3.2")), "{body}");
+        let (status, body) = app.get_json(&format!("/admin/api/services/{sid}/credit_margins.json?month=2026-13")).await;
+        assert_eq!((status, body["errors"]["month"].is_array()), (422, true), "{body}");
+        let (_, other) = app.get_json(&format!("/admin/api/services/{sid}/credit_margins.json?month=2020-01")).await;
+        assert_eq!(other["credit_margins"][0]["credit_margin"]["credits_charged"], "0");
+    }
+
     async fn bad_credit_input_names_the_field_and_writes_nothing(app: &TestApp) {
         let (aid, _) = prepaid(app, "1").await;
         let grants = format!("/admin/api/accounts/{aid}/credit_grants.json");

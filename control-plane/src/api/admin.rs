@@ -193,6 +193,10 @@ pub fn routes() -> Router<AppState> {
             get(credit_balance),
         )
         .route(
+            "/admin/api/services/{service_id}/credit_margins.json",
+            get(credit_margins),
+        )
+        .route(
             "/admin/api/accounts/{account_id}/credits.json",
             get(issued_credits).post(issue_credits),
         )
@@ -420,6 +424,17 @@ async fn grant_credits(
         "credit_grant",
         &credits::grant(&app.db, json_id(&account)?, &p).await?,
     ))
+}
+
+async fn credit_margins(
+    State(app): State<AppState>,
+    Path(service): Path<String>,
+    headers: HeaderMap,
+    p: Params,
+) -> Result<Json<Value>, ApiError> {
+    am(&app, &headers, &p, Access::Read, Section::Plans).await?;
+    let list = credits::margins(&app.db, json_id(&service)?, &p).await?;
+    Ok(wrap_list("credit_margins", "credit_margin", &list))
 }
 
 async fn issued_credits(

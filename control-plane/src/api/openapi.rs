@@ -145,6 +145,11 @@ const OTHER: &[(&str, &str, &str)] = &[
     ),
     (
         "get",
+        "/admin/api/services/{service_id}/credit_margins.json",
+        "Per rated metric and month: credits charged, upstream cost, margin",
+    ),
+    (
+        "get",
         "/admin/api/accounts/{account_id}/credits.json",
         "Credits issued to the developer (billing_month filter)",
     ),
