@@ -436,7 +436,7 @@ pub async fn authorize(
     let mut ops = limits::ops(&plan.limits, &expanded, codes, now);
     // Prepaid accounts: the call's cost, deducted atomically with the limits.
     let wallet = l.wallet(app).await?;
-    ops.extend(crate::credits::ops(app, wallet.as_deref(), &expanded, now));
+    ops.extend(crate::credits::ops(app, wallet.as_deref(), &expanded));
     let outcome = counters.apply(app.id, &ops, mode).await.map_err(|e| {
         tracing::warn!(error = %e, "counters unavailable");
         SmError::new(503, "backend_unavailable", "usage counters are unavailable")
@@ -610,7 +610,7 @@ pub async fn count(
         // Usage a gateway served from its cached share is paid for, like any other (see
         // `credits` on how far that can take a balance).
         let wallet = l.wallet(&t.app).await?;
-        ops.extend(crate::credits::ops(&t.app, wallet.as_deref(), &expanded, t.at));
+        ops.extend(crate::credits::ops(&t.app, wallet.as_deref(), &expanded));
         counters.apply(t.app.id, &ops, Mode::Add).await.map_err(|e| {
             tracing::warn!(error = %e, "counters unavailable");
             SmError::new(503, "backend_unavailable", "usage counters are unavailable")
