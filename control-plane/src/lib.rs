@@ -9,6 +9,7 @@
 pub mod api;
 pub mod auth;
 pub mod batches;
+pub mod billing;
 pub mod catalog;
 pub mod config;
 pub mod counters;

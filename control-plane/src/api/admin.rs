@@ -185,6 +185,10 @@ pub fn routes() -> Router<AppState> {
             get(credit_settings).put(update_credit_settings),
         )
         .route(
+            "/admin/api/billing/settings.json",
+            get(billing_settings).put(update_billing_settings),
+        )
+        .route(
             "/admin/api/accounts/{account_id}/credit_grants.json",
             get(credit_grants).post(grant_credits),
         )
@@ -383,6 +387,24 @@ async fn signup(State(app): State<AppState>, headers: HeaderMap, p: Params) -> R
         credits::welcome(&app.db, id).await?;
     }
     Ok(created("account", &account))
+}
+
+async fn billing_settings(State(app): State<AppState>, headers: HeaderMap, p: Params) -> Result<Json<Value>, ApiError> {
+    am(&app, &headers, &p, Access::Read, Section::Finance).await?;
+    Ok(wrap(
+        "billing_settings",
+        &crate::billing::settings(&app.db).await?.to_json(),
+    ))
+}
+
+async fn update_billing_settings(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    p: Params,
+) -> Result<Json<Value>, ApiError> {
+    am(&app, &headers, &p, Access::Write, Section::Finance).await?;
+    let settings = crate::billing::update_settings(&app.db, &p).await?;
+    Ok(wrap("billing_settings", &settings.to_json()))
 }
 
 async fn credit_settings(State(app): State<AppState>, headers: HeaderMap, p: Params) -> Result<Json<Value>, ApiError> {

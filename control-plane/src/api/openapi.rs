@@ -125,6 +125,16 @@ const OTHER: &[(&str, &str, &str)] = &[
     ),
     (
         "get",
+        "/admin/api/billing/settings.json",
+        "Billing settings: mode, currency (and its minor units), charging, footnote, VAT-0 text, numbering, gateway",
+    ),
+    (
+        "put",
+        "/admin/api/billing/settings.json",
+        "Update the billing settings (bad fields all reported, named)",
+    ),
+    (
+        "get",
         "/admin/api/settings/credits.json",
         "Prepaid credit settings: starter_credits, low_balance_threshold, purchase_url",
     ),
