@@ -21,6 +21,8 @@ pub mod limits;
 pub mod metrics;
 pub mod params;
 pub mod periods;
+pub mod pricing;
+pub mod proration;
 pub mod startup;
 pub mod telemetry;
 #[cfg(feature = "testing")]
