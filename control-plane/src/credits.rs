@@ -193,18 +193,31 @@ pub fn spent_op(account_id: i64, amount: Amount) -> Op {
     }
 }
 
-/// An amount of credits from a parameter: a decimal with at most 4 places; `positive` or not
-/// zero. Errors name the field.
-pub fn parse_credits(p: &Params, field: &str, positive: bool) -> Result<Option<Decimal>, ApiError> {
+/// Which amounts of credits a field takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sign {
+    /// Grants: more than 0.
+    Positive,
+    /// Issued credits: either way, never 0.
+    NonZero,
+    /// Settings: 0 or more.
+    NonNegative,
+}
+
+/// An amount of credits from a parameter: a decimal with at most 4 places, of the `sign` the
+/// field takes. Errors name the field.
+pub fn parse_credits(p: &Params, field: &str, sign: Sign) -> Result<Option<Decimal>, ApiError> {
     let Some(value) = p.parse::<Decimal>(field)? else {
         return Ok(None);
     };
     if to_units(value).is_none() {
         return Err(ApiError::invalid(field, "must have at most 4 decimal places"));
     }
-    match (positive, value.is_sign_positive() && !value.is_zero(), value.is_zero()) {
-        (true, false, _) => Err(ApiError::invalid(field, "must be greater than 0")),
-        (false, _, true) => Err(ApiError::invalid(field, "must not be 0")),
+    let (negative, zero) = (value.is_sign_negative() && !value.is_zero(), value.is_zero());
+    match sign {
+        Sign::Positive if negative || zero => Err(ApiError::invalid(field, "must be greater than 0")),
+        Sign::NonZero if zero => Err(ApiError::invalid(field, "must not be 0")),
+        Sign::NonNegative if negative => Err(ApiError::invalid(field, "must not be negative")),
         _ => Ok(Some(value)),
     }
 }
@@ -306,17 +319,10 @@ pub async fn settings(db: &Db) -> Result<Settings, ApiError> {
 
 pub async fn update_settings(db: &Db, p: &Params) -> Result<Settings, ApiError> {
     let mut s = settings(db).await?;
-    let non_negative = |field: &str| -> Result<Option<Decimal>, ApiError> {
-        match p.parse::<Decimal>(field)? {
-            Some(v) if v.is_sign_negative() && !v.is_zero() => Err(ApiError::invalid(field, "must not be negative")),
-            Some(v) if to_units(v).is_none() => Err(ApiError::invalid(field, "must have at most 4 decimal places")),
-            v => Ok(v),
-        }
-    };
-    if let Some(v) = non_negative("starter_credits")? {
+    if let Some(v) = parse_credits(p, "starter_credits", Sign::NonNegative)? {
         s.starter_credits = v;
     }
-    if let Some(v) = non_negative("low_balance_threshold")? {
+    if let Some(v) = parse_credits(p, "low_balance_threshold", Sign::NonNegative)? {
         s.low_balance_threshold = v;
     }
     if let Some(url) = p.get("purchase_url") {
@@ -374,7 +380,7 @@ pub async fn wallet(db: &Db, account_id: i64, service_id: i64) -> Result<Option<
     if billing.as_deref() != Some("prepaid") {
         return Ok(None);
     }
-    welcome(db, account_id).await?;
+    open_wallet(db, account_id).await?;
     let rates =
         sqlx::query("SELECT metric_id, application_plan_id, credits_per_unit, upstream_cost_per_unit FROM credit_rates WHERE service_id = $1")
             .bind(service_id)
@@ -511,7 +517,8 @@ const GRANT_KINDS: &[&str] = &["purchase", "manual", "starter", "promotional"];
 /// `POST /admin/api/accounts/{id}/credit_grants.json`: the grant and its ledger entry, in one
 /// transaction.
 pub async fn grant(db: &Db, account_id: i64, p: &Params) -> Result<Value, ApiError> {
-    let amount = parse_credits(p, "amount", true)?.ok_or_else(|| ApiError::invalid("amount", "can't be blank"))?;
+    let amount =
+        parse_credits(p, "amount", Sign::Positive)?.ok_or_else(|| ApiError::invalid("amount", "can't be blank"))?;
     let kind = p
         .get("kind")
         .map(str::trim)
@@ -586,10 +593,14 @@ async fn ensure_account(db: &Db, account_id: i64) -> Result<(), ApiError> {
 /// switched to prepaid some other way). The wallet row is created in the same transaction as
 /// the starter grant: racing callers grant once.
 pub async fn welcome(db: &Db, account_id: i64) -> Result<(), ApiError> {
-    let billing = billing_type(db, account_id).await?;
-    if billing.as_deref() != Some("prepaid") {
-        return Ok(());
+    match billing_type(db, account_id).await?.as_deref() {
+        Some("prepaid") => open_wallet(db, account_id).await,
+        _ => Ok(()),
     }
+}
+
+/// [`welcome`] for an account known to be prepaid.
+async fn open_wallet(db: &Db, account_id: i64) -> Result<(), ApiError> {
     let has_wallet: Option<i64> = sqlx::query_scalar("SELECT account_id FROM credit_wallets WHERE account_id = $1")
         .bind(account_id)
         .fetch_optional(&db.pool)
@@ -813,6 +824,7 @@ fn month_param(p: &Params, field: &str) -> Result<(String, i64, i64), ApiError> 
 /// today's rates, for the accounts prepaid today.
 pub async fn margins(db: &Db, service_id: i64, p: &Params) -> Result<Vec<Value>, ApiError> {
     let (month, from, to) = month_param(p, "month")?;
+    crate::catalog::services::find(db, service_id).await?;
     let rates = sqlx::query(
         "SELECT r.metric_id, r.application_plan_id, r.credits_per_unit, r.upstream_cost_per_unit, m.system_name
          FROM credit_rates r JOIN metrics m ON m.id = r.metric_id WHERE r.service_id = $1 ORDER BY r.metric_id",
@@ -876,7 +888,8 @@ pub async fn margins(db: &Db, service_id: i64, p: &Params) -> Result<Vec<Value>,
 /// a postpaid account's credit waits for that month's invoice, where it is a line of minus the
 /// amount.
 pub async fn issue(db: &Db, account_id: i64, p: &Params) -> Result<Value, ApiError> {
-    let amount = parse_credits(p, "amount", false)?.ok_or_else(|| ApiError::invalid("amount", "can't be blank"))?;
+    let amount =
+        parse_credits(p, "amount", Sign::NonZero)?.ok_or_else(|| ApiError::invalid("amount", "can't be blank"))?;
     let currency = p
         .get("currency")
         .map(str::trim)
@@ -891,7 +904,7 @@ pub async fn issue(db: &Db, account_id: i64, p: &Params) -> Result<Value, ApiErr
     ensure_account(db, account_id).await?;
     let billing = billing_type(db, account_id).await?.unwrap_or_default();
     if billing == "prepaid" {
-        welcome(db, account_id).await?;
+        open_wallet(db, account_id).await?;
     }
     let mut tx = db.pool.begin().await?;
     for (field, table, id) in [

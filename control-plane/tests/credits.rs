@@ -301,6 +301,10 @@ on_both_databases! {
         let (status, _) = app.post_form("/admin/api/accounts/999999/credit_grants.json", &[("amount", "1")]).await;
         assert_eq!(status, 404);
         assert_eq!(ledger(app, aid).await, vec![], "nothing half-written");
+        let (status, body) = put(app, "/admin/api/settings/credits.json", &[("starter_credits", "-1")]).await;
+        assert_eq!((status, body["errors"]["starter_credits"].is_array()), (422, true), "{body}");
+        let (status, _) = app.get_json("/admin/api/services/999999/credit_margins.json").await;
+        assert_eq!(status, 404);
         let (status, body) = put(app, "/admin/api/settings/credits.json", &[("purchase_url", "ftp://x")]).await;
         assert_eq!((status, body["errors"]["purchase_url"].is_array()), (422, true), "{body}");
         let (_, other) = app.post_form("/admin/api/services.json", &[("name", "Other")]).await;
