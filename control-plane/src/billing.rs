@@ -22,6 +22,15 @@ pub fn round(amount: Decimal, currency: &str) -> Option<Decimal> {
     Some(amount.round_dp_with_strategy(minor_units(currency)?, RoundingStrategy::MidpointAwayFromZero))
 }
 
+/// A total as printed: rounded to the currency's minor unit and showing all its places
+/// (`74.50`, `1235` for JPY).
+pub fn display(amount: Decimal, currency: &str) -> String {
+    let places = minor_units(currency).unwrap_or(2);
+    let mut d = amount.round_dp_with_strategy(places, RoundingStrategy::MidpointAwayFromZero);
+    d.rescale(places);
+    d.to_string()
+}
+
 /// `/admin/api/billing/settings.json`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
@@ -166,5 +175,8 @@ mod tests {
         );
         assert_eq!(round(d("1234.5"), "JPY"), Some(d("1235")));
         assert_eq!(round(d("1.2345"), "KWD"), Some(d("1.235")));
+        assert_eq!(display(d("74.5"), "EUR"), "74.50");
+        assert_eq!(display(d("0"), "KWD"), "0.000");
+        assert_eq!(display(d("1234.5"), "JPY"), "1235");
     }
 }

@@ -27,6 +27,12 @@ pub struct Config {
     pub admin_token: Option<String>,
     /// `TOLLGATE_LOG_FORMAT`: `text` (default) or `json`.
     pub log_format: LogFormat,
+    /// `TOLLGATE_STRIPE_SECRET_KEY`: Stripe's secret key, for the `stripe` payment gateway.
+    pub stripe_secret_key: Option<String>,
+    /// `TOLLGATE_STRIPE_API_BASE`: Stripe's API (a local stand-in in tests).
+    pub stripe_api_base: String,
+    /// `TOLLGATE_BILLING_HOUR`: the UTC hour the daily billing run starts (3scale: 8), or `off`.
+    pub billing_hour: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -49,6 +55,9 @@ impl Default for Config {
             usage_flush_ms: 10_000,
             admin_token: None,
             log_format: LogFormat::Text,
+            stripe_secret_key: None,
+            stripe_api_base: "https://api.stripe.com".into(),
+            billing_hour: Some(8),
         }
     }
 }
@@ -127,6 +136,21 @@ impl Config {
                         message: format!("`{v}`: use text or json"),
                     })
                 }
+            };
+        }
+        if let Some(v) = set("TOLLGATE_STRIPE_SECRET_KEY") {
+            config.stripe_secret_key = Some(v);
+        }
+        if let Some(v) = set("TOLLGATE_STRIPE_API_BASE") {
+            config.stripe_api_base = v;
+        }
+        if let Some(v) = set("TOLLGATE_BILLING_HOUR") {
+            config.billing_hour = match v.as_str() {
+                "off" => None,
+                _ => Some(v.parse().ok().filter(|h| *h < 24).ok_or_else(|| ConfigError::Env {
+                    var: "TOLLGATE_BILLING_HOUR",
+                    message: format!("`{v}`: an hour 0-23, or off"),
+                })?),
             };
         }
         if !(config.database_url.starts_with("sqlite:") || config.database_url.starts_with("postgres")) {

@@ -292,11 +292,7 @@ impl Settings {
     }
 }
 
-fn decimal(r: &sqlx::any::AnyRow, column: &str) -> Result<Decimal, ApiError> {
-    let text: String = r.try_get(column)?;
-    text.parse()
-        .map_err(|_| ApiError::Internal(format!("{column} holds `{text}`, not a decimal")))
-}
+use crate::db::decimal;
 
 pub async fn settings(db: &Db) -> Result<Settings, ApiError> {
     let row =
@@ -439,7 +435,7 @@ async fn append(
     let before: Decimal = last.and_then(|l| l.parse().ok()).unwrap_or_default();
     let (amount, after) = (amount.normalize(), (before + amount).normalize());
     let now = crate::time::now();
-    low_balance(tx, account_id, after, &now).await?;
+    low_balance(tx, account_id, after).await?;
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO credit_transactions (account_id, kind, amount, balance_after, grant_id, note, created_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
@@ -466,12 +462,7 @@ pub fn is_low(balance: Decimal, threshold: Decimal) -> bool {
 
 /// Records a `credits.low_balance` event when the ledger's balance crosses below the
 /// threshold, once per crossing: the wallet remembers it is low until the balance is back up.
-async fn low_balance(
-    tx: &mut sqlx::AnyConnection,
-    account_id: i64,
-    balance: Decimal,
-    now: &str,
-) -> Result<(), ApiError> {
+async fn low_balance(tx: &mut sqlx::AnyConnection, account_id: i64, balance: Decimal) -> Result<(), ApiError> {
     let threshold: Option<String> =
         sqlx::query_scalar("SELECT low_balance_threshold FROM credit_settings WHERE id = 1")
             .fetch_optional(&mut *tx)
@@ -485,14 +476,7 @@ async fn low_balance(
         .await?;
     if low && flip.rows_affected() == 1 {
         let payload = json!({"balance": balance.to_string(), "threshold": threshold.to_string()});
-        sqlx::query(
-            "INSERT INTO events (kind, account_id, payload, created_at) VALUES ('credits.low_balance', $1, $2, $3)",
-        )
-        .bind(account_id)
-        .bind(payload.to_string())
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+        crate::events::record(tx, "credits.low_balance", account_id, &payload).await?;
     }
     Ok(())
 }

@@ -136,3 +136,23 @@ async fn checkpoint_loop(pool: AnyPool) {
 
 /// 4096 frames of 4 KiB: 16 MiB of WAL.
 const WAL_RESTART_FRAMES: i64 = 4096;
+
+/// A money column (decimal text) as a `Decimal`; anything else there is our fault.
+pub fn decimal(r: &AnyRow, column: &str) -> Result<rust_decimal::Decimal, crate::error::ApiError> {
+    use sqlx::Row;
+    let text: String = r.try_get(column)?;
+    text.parse()
+        .map_err(|_| crate::error::ApiError::Internal(format!("{column} holds `{text}`, not a decimal")))
+}
+
+impl Db {
+    /// A transaction that writes. On SQLite it takes the write lock at `BEGIN IMMEDIATE`, so a
+    /// transaction that reads before it writes waits its turn (busy timeout) instead of failing
+    /// to upgrade its lock when another wrote in between. PostgreSQL locks rows as it goes.
+    pub async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        match self.engine {
+            Engine::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Engine::Postgres => self.pool.begin().await,
+        }
+    }
+}

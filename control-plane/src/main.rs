@@ -21,6 +21,24 @@ enum Command {
     Migrate,
     /// Print the Lua script the Redis counter store runs (for redis-benchmark).
     CountersScript,
+    /// Billing: `billing run --date YYYY-MM-DD` runs the daily billing run for that date.
+    Billing {
+        #[command(subcommand)]
+        command: BillingCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BillingCommand {
+    /// Run billing for a date (default today, UTC); running a date twice changes nothing.
+    Run {
+        #[arg(long, value_parser = parse_date)]
+        date: Option<chrono::NaiveDate>,
+    },
+}
+
+fn parse_date(s: &str) -> Result<chrono::NaiveDate, String> {
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| format!("`{s}` is not a date like 2026-12-01"))
 }
 
 #[global_allocator]
@@ -45,6 +63,9 @@ async fn main() -> ExitCode {
         Command::Serve => serve(&config).await,
         Command::Migrate => migrate(&config).await,
         Command::CountersScript => Ok(()),
+        Command::Billing {
+            command: BillingCommand::Run { date },
+        } => billing_run(&config, date).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -59,6 +80,16 @@ async fn serve(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
     let shutdown = shutdown_signal();
     let app = Application::build(config).await?;
     app.run_until(shutdown).await?;
+    Ok(())
+}
+
+async fn billing_run(config: &Config, date: Option<chrono::NaiveDate>) -> Result<(), Box<dyn std::error::Error>> {
+    let db = Db::connect(&config.database_url).await?;
+    db.migrate().await?;
+    let date = date.unwrap_or_else(|| chrono::Utc::now().date_naive());
+    let gateways = tollgate::payments::Gateways::from_config(config);
+    let report = tollgate::billing_run::run(&db, &gateways, date).await?;
+    println!("{}", report.to_json());
     Ok(())
 }
 

@@ -33,6 +33,8 @@ pub struct Application {
     listener: TcpListener,
     state: AppState,
     usage_flush: Duration,
+    /// The daily billing run's UTC hour; `None`: no schedule in this process.
+    billing_hour: Option<u32>,
 }
 
 impl Application {
@@ -105,7 +107,9 @@ impl Application {
                 cache: std::sync::Arc::new(crate::hot_cache::HotCache::new(Duration::from_millis(
                     config.cache_ttl_ms,
                 ))),
+                gateways: crate::payments::Gateways::from_config(config),
             },
+            billing_hour: config.billing_hour,
         })
     }
 
@@ -130,9 +134,20 @@ impl Application {
             self.usage_flush,
             stopped,
         ));
+        let schedule = self.billing_hour.map(|hour| {
+            tokio::spawn(crate::billing_run::schedule(
+                self.state.db.clone(),
+                self.state.gateways.clone(),
+                hour,
+                stop.subscribe(),
+            ))
+        });
         let app = api::router(self.state.clone());
         let served = axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await;
         let _ = stop.send(true);
+        if let Some(schedule) = schedule {
+            let _ = schedule.await;
+        }
         if let Err(e) = flusher.await {
             tracing::error!(error = %e, "usage flusher failed");
         }

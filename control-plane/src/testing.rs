@@ -91,11 +91,18 @@ impl TestApp {
     }
 
     pub async fn spawn_with(backend: Backend, adjust: impl FnOnce(&mut Config)) -> TestApp {
+        // The app's logs in the test's output, filtered by RUST_LOG (none by default).
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .try_init();
         let (database_url, dir, pg_database) = fresh_database(backend).await;
         let mut config = Config {
             listen: "127.0.0.1:0".parse().unwrap(),
             database_url,
             admin_token: Some(ADMIN_TOKEN.into()),
+            // Billing runs only when a test asks for a date.
+            billing_hour: None,
             ..Config::default()
         };
         adjust(&mut config);

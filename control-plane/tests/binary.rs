@@ -75,3 +75,25 @@ fn sigterm_stops_the_server_cleanly() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn billing_run_for_a_date_prints_what_it_did_and_twice_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = || {
+        let out = tollgate(dir.path())
+            .args(["billing", "run", "--date", "2026-11-01"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let first = run();
+    assert_eq!(first["date"], "2026-11-01");
+    assert_eq!(run()["lines_billed"], 0);
+    let out = tollgate(dir.path())
+        .args(["billing", "run", "--date", "yesterday"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "a bad date is a usage error");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a date"));
+}

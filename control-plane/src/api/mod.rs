@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod crud;
+pub mod finance;
 pub mod openapi;
 pub mod service_management;
 pub mod system;
@@ -22,6 +23,7 @@ pub struct AppState {
     pub db: Db,
     pub counters: Counters,
     pub cache: std::sync::Arc<HotCache>,
+    pub gateways: crate::payments::Gateways,
 }
 
 impl AppState {
@@ -55,6 +57,7 @@ pub fn router(state: AppState) -> Router {
         .merge(system::routes())
         .route("/openapi.json", axum::routing::get(openapi::serve))
         .merge(admin::routes())
+        .merge(finance::routes())
         .merge(service_management::routes())
         .with_state(state)
         .layer(middleware::from_fn_with_state(cache, invalidate_on_admin_writes))

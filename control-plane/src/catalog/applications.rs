@@ -174,6 +174,7 @@ pub async fn customize_plan(conn: &mut AnyConnection, app: &serde_json::Value) -
     let name = format!("{} (custom)", plan.try_get::<String, _>("name")?);
     let system_name = format!("{}_custom_{id}", plan.try_get::<String, _>("system_name")?);
     let custom = super::plans::copy(conn, plan_id, &name, &system_name, true).await?;
+    record_plan_change(conn, id, custom).await?;
     sqlx::query("UPDATE applications SET plan_id = $1, updated_at = $2 WHERE id = $3")
         .bind(custom)
         .bind(now())
@@ -181,6 +182,12 @@ pub async fn customize_plan(conn: &mut AnyConnection, app: &serde_json::Value) -
         .execute(&mut *conn)
         .await?;
     Ok(())
+}
+
+/// The plan history, before the application moves to `plan`.
+async fn record_plan_change(conn: &mut AnyConnection, id: i64, plan: i64) -> Result<(), ApiError> {
+    let today = chrono::Utc::now().date_naive();
+    crate::contracts::change_plan(conn, crate::contracts::ContractType::Application, id, plan, today).await
 }
 
 /// Puts the application back on the plan its custom plan was copied from; the custom plan goes.
@@ -196,6 +203,7 @@ pub async fn decustomize_plan(conn: &mut AnyConnection, app: &serde_json::Value)
             .await?;
     let Some(original) = original else { return Ok(()) };
     let original = original.ok_or_else(|| ApiError::invalid("plan_id", "the original plan no longer exists"))?;
+    record_plan_change(conn, id, original).await?;
     sqlx::query("UPDATE applications SET plan_id = $1, updated_at = $2 WHERE id = $3")
         .bind(original)
         .bind(now())

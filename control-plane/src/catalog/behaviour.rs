@@ -6,6 +6,7 @@
 use super::metrics::Owner;
 use super::resource::{Val, Values};
 use super::{accounts, applications, mapping_rules, metrics, plans, services, subscriptions};
+use crate::contracts::{self, ContractType};
 use crate::error::ApiError;
 use crate::params::Params;
 use serde_json::Value;
@@ -138,6 +139,14 @@ pub async fn event(
             let plan_id = p
                 .parse::<i64>("plan_id")?
                 .ok_or_else(|| ApiError::invalid("plan_id", "can't be blank"))?;
+            let kind = match b {
+                Behaviour::Application => ContractType::Application,
+                Behaviour::ServiceSubscription => ContractType::Service,
+                _ => ContractType::Account,
+            };
+            // The history first, while the contract is still on its old plan; the change
+            // below validates the new one, and a failure rolls both back.
+            contracts::change_plan(conn, kind, id, plan_id, chrono::Utc::now().date_naive()).await?;
             match b {
                 Behaviour::Application => {
                     subscriptions::change_plan(conn, "applications", "application_plans", first(scope)?, id, plan_id)
