@@ -3,8 +3,9 @@
 //! A pure core, [`plan`], takes one account's facts on a date — its contracts' plan history,
 //! last month's usage, pricing rules, its background invoices and what they already bill — and
 //! returns the changes to make: lines to bill (each with a key naming what it bills), invoices
-//! to finalize, issue and charge, and events. [`run`] loads the facts, applies each account's
-//! changes in one transaction, then charges. Every line's key is unique in the database and the
+//! to finalize, issue and charge, and events. [`run`] loads the facts of every account at once,
+//! applies each account's changes atomically (a savepoint each; [`CHUNK`] accounts share a
+//! commit), then charges. Every line's key is unique in the database and the
 //! state moves depend on dates, so **running a date twice changes nothing**.
 //!
 //! What is billed when, for the month M of the date (prepaid and postpaid alike unless said):
@@ -37,8 +38,9 @@ use crate::proration;
 use chrono::{Datelike, Days, Months, NaiveDate};
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
-use sqlx::Row;
+use sqlx::{Acquire, AnyConnection, Row};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 /// Days between finalizing an invoice and issuing it.
 pub const ISSUE_AFTER_DAYS: u64 = 2;
@@ -100,8 +102,8 @@ pub struct Facts {
     pub plans: Vec<PlanPeriod>,
     /// Last month's usage.
     pub usage: Vec<Usage>,
-    /// Pricing rules by (plan, metric).
-    pub pricing: HashMap<(i64, i64), Vec<Tier>>,
+    /// Pricing rules by (plan, metric), shared by every account's facts.
+    pub pricing: Arc<HashMap<(i64, i64), Vec<Tier>>>,
     pub invoices: Vec<OpenInvoice>,
     /// Keys of the lines already billed.
     pub billed: HashSet<String>,
@@ -433,9 +435,19 @@ pub struct Report {
     pub charged: usize,
     pub charge_failures: usize,
     pub events: usize,
+    /// Accounts whose changes failed (rolled back; the next run tries again).
+    pub failed_accounts: usize,
 }
 
 impl Report {
+    fn add(&mut self, part: &Report) {
+        self.lines += part.lines;
+        self.invoices_created += part.invoices_created;
+        self.finalized += part.finalized;
+        self.issued += part.issued;
+        self.events += part.events;
+    }
+
     pub fn changes(&self) -> usize {
         self.lines + self.finalized + self.issued + self.charged + self.charge_failures + self.events
     }
@@ -446,6 +458,7 @@ impl Report {
             "invoices_created": self.invoices_created, "invoices_finalized": self.finalized,
             "invoices_issued": self.issued, "invoices_charged": self.charged,
             "charges_failed": self.charge_failures, "events": self.events,
+            "failed_accounts": self.failed_accounts,
         })
     }
 }
@@ -528,25 +541,47 @@ async fn run_locked(db: &Db, gateways: &Gateways, date: NaiveDate) -> Result<Rep
     crate::contracts::sync_all(db, date).await?;
     let month = month_of(date);
     let prev = month.checked_sub_months(Months::new(1)).unwrap_or(month);
-    let mut facts = load(db, &settings, mode, date, prev).await?;
+    let clock = std::time::Instant::now();
+    let facts = load(db, &settings, mode, date, prev).await?;
+    let loaded = clock.elapsed();
     let mut report = Report {
         date: date.to_string(),
         accounts: facts.len(),
         ..Report::default()
     };
-    let mut charges = Vec::new();
-    for f in facts.values_mut() {
+    let mut work = Vec::new();
+    for f in facts.values() {
         let changes = plan(f);
         if changes.is_empty() {
             continue;
         }
-        let account = f.account.as_ref().map_or(0, |a| a.id);
-        apply(db, &settings, account, date, &changes, &mut report).await?;
-        charges.extend(changes.iter().filter_map(|c| match c {
+        // The open background invoices lines go to (the oldest of a period, if several).
+        let mut open = HashMap::new();
+        for i in f.invoices.iter().filter(|i| i.state == State::Open) {
+            open.entry(i.period.clone()).or_insert(i.id);
+        }
+        work.push(Work {
+            account: f.account.as_ref().map_or(0, |a| a.id),
+            changes,
+            open,
+        });
+    }
+    drop(facts);
+    apply_all(db, &settings, date, &work, &mut report).await?;
+    let charges: Vec<i64> = work
+        .iter()
+        .flat_map(|w| w.changes.iter())
+        .filter_map(|c| match c {
             Change::Charge { invoice_id } => Some(*invoice_id),
             _ => None,
-        }));
-    }
+        })
+        .collect();
+    let applied = clock.elapsed() - loaded;
+    tracing::info!(
+        load_ms = loaded.as_millis() as u64,
+        apply_ms = applied.as_millis() as u64,
+        "billing run: facts loaded, changes applied"
+    );
     for id in charges {
         match payments::charge(db, gateways, id, date).await {
             Ok((_, outcome)) if outcome.success => report.charged += 1,
@@ -628,6 +663,7 @@ async fn load(
     // Last month's usage of applications whose plan prices something, from their first
     // billable day.
     let priced_plans: HashSet<i64> = pricing.keys().map(|(plan, _)| *plan).collect();
+    let pricing = Arc::new(pricing);
     let names: HashMap<i64, String> = sqlx::query("SELECT id, system_name FROM metrics")
         .fetch_all(&mut *conn)
         .await?
@@ -687,7 +723,7 @@ async fn load(
             }
         }
         f.usage = found;
-        f.pricing = pricing.clone();
+        f.pricing = Arc::clone(&pricing);
     }
     let open = sqlx::query(
         "SELECT id, account_id, period, state, finalized_at, due_on, last_charged_on FROM invoices
@@ -752,89 +788,105 @@ async fn load(
     Ok(facts)
 }
 
-/// One account's changes (all but charges) in one transaction.
-async fn apply(
+/// Accounts committed together: each account's changes are atomic on their own (a savepoint
+/// each), and a chunk shares one commit, which is most of what a transaction costs.
+pub const CHUNK: usize = 256;
+
+/// One account's work: its changes and its open background invoices by period.
+struct Work {
+    account: i64,
+    changes: Vec<Change>,
+    open: HashMap<String, i64>,
+}
+
+/// Applies every account's changes (all but charges), each account under its own savepoint so
+/// that an account that fails leaves nothing half-done and does not stop the others.
+async fn apply_all(
     db: &Db,
     settings: &Settings,
-    account: i64,
     date: NaiveDate,
-    changes: &[Change],
+    work: &[Work],
     report: &mut Report,
 ) -> Result<(), ApiError> {
-    let mut tx = db.begin_write().await?;
-    let mut targets: HashMap<String, i64> = HashMap::new();
-    for change in changes {
+    for chunk in work.chunks(CHUNK) {
+        let mut tx = db.begin_write().await?;
+        for w in chunk {
+            let mut account_tx = tx.begin().await?;
+            let mut part = Report::default();
+            match apply(&mut account_tx, settings, w, date, &mut part).await {
+                Ok(()) => {
+                    account_tx.commit().await?;
+                    report.add(&part);
+                }
+                Err(e) => {
+                    account_tx.rollback().await?;
+                    report.failed_accounts += 1;
+                    tracing::error!(account = w.account, error = %e, "billing run: account not billed; the next run retries it");
+                }
+            }
+        }
+        tx.commit().await?;
+    }
+    Ok(())
+}
+
+async fn apply(
+    conn: &mut AnyConnection,
+    settings: &Settings,
+    w: &Work,
+    date: NaiveDate,
+    report: &mut Report,
+) -> Result<(), ApiError> {
+    let mut open = w.open.clone();
+    let mut created: Vec<(String, i64)> = Vec::new();
+    for change in &w.changes {
         match change {
             Change::Bill {
                 period,
                 line,
                 credit_id,
             } => {
-                let invoice = match targets.get(period) {
+                let invoice = match open.get(period) {
                     Some(id) => *id,
                     None => {
-                        let open: Option<i64> = sqlx::query_scalar(
-                            "SELECT id FROM invoices WHERE account_id = $1 AND period = $2 AND creation_type = 'background'
-                             AND state = 'open' ORDER BY id LIMIT 1",
-                        )
-                        .bind(account)
-                        .bind(period)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                        let id = match open {
-                            Some(id) => id,
-                            None => {
-                                report.invoices_created += 1;
-                                invoices::create(&mut tx, settings, account, period, "background")
-                                    .await?
-                                    .id
-                            }
-                        };
-                        targets.insert(period.clone(), id);
+                        let id = invoices::create(conn, settings, w.account, period, "background")
+                            .await?
+                            .id;
+                        report.invoices_created += 1;
+                        open.insert(period.clone(), id);
+                        created.push((period.clone(), id));
                         id
                     }
                 };
-                if invoices::add_line(&mut tx, invoice, line).await? {
+                if invoices::add_line(conn, invoice, line).await?.is_some() {
                     report.lines += 1;
                 }
                 if let Some(credit) = credit_id {
                     sqlx::query("UPDATE issued_credits SET invoiced_at = $1 WHERE id = $2")
                         .bind(crate::time::now())
                         .bind(credit)
-                        .execute(&mut *tx)
+                        .execute(&mut *conn)
                         .await?;
                 }
             }
             Change::Finalize { period } => {
-                let ids: Vec<i64> = sqlx::query_scalar(
-                    "SELECT id FROM invoices WHERE account_id = $1 AND period = $2 AND creation_type = 'background'
-                     AND state = 'open' ORDER BY id",
-                )
-                .bind(account)
-                .bind(period)
-                .fetch_all(&mut *tx)
-                .await?;
-                for id in ids {
-                    let inv = invoices::load(&mut tx, id).await?;
-                    invoices::change_state(&mut tx, &inv, State::Finalized, date).await?;
+                let ids = w.open.iter().chain(created.iter().map(|(p, id)| (p, id)));
+                for (_, id) in ids.filter(|(p, _)| *p == period) {
+                    invoices::change_state(conn, *id, State::Finalized, date).await?;
                     report.finalized += 1;
                 }
             }
             Change::Issue { invoice_id } => {
-                let inv = invoices::load(&mut tx, *invoice_id).await?;
-                if inv.state == State::Finalized {
-                    invoices::change_state(&mut tx, &inv, State::Pending, date).await?;
-                    report.issued += 1;
-                }
+                invoices::change_state(conn, *invoice_id, State::Pending, date).await?;
+                report.issued += 1;
             }
             Change::Charge { .. } => {}
             Change::Event { kind, payload } => {
-                crate::events::record(&mut tx, kind, account, payload).await?;
+                crate::events::record(conn, kind, w.account, payload).await?;
                 report.events += 1;
             }
         }
     }
-    tx.commit().await?;
     Ok(())
 }
 
@@ -1065,7 +1117,7 @@ mod tests {
             metric_name: "hits".into(),
             units: 1500,
         }];
-        f.pricing.insert(
+        Arc::make_mut(&mut f.pricing).insert(
             (10, 3),
             vec![
                 Tier {

@@ -209,7 +209,8 @@ pub async fn create(
     creation_type: &str,
 ) -> Result<Invoice, ApiError> {
     let scope = invoice::numbering_scope(period, &settings.numbering);
-    let friendly_id = loop {
+    let now = crate::time::now();
+    loop {
         let n: i64 = sqlx::query_scalar(
             "INSERT INTO invoice_counters (scope, last) VALUES ($1, 1)
              ON CONFLICT (scope) DO UPDATE SET last = invoice_counters.last + 1 RETURNING last",
@@ -217,30 +218,23 @@ pub async fn create(
         .bind(&scope)
         .fetch_one(&mut *conn)
         .await?;
-        let candidate = invoice::friendly_id(&scope, n);
         // An admin may have renamed an invoice to a number not handed out yet: skip it.
-        let taken: Option<i64> = sqlx::query_scalar("SELECT id FROM invoices WHERE friendly_id = $1")
-            .bind(&candidate)
-            .fetch_optional(&mut *conn)
-            .await?;
-        if taken.is_none() {
-            break candidate;
+        let row = sqlx::query(&format!(
+            "INSERT INTO invoices (account_id, friendly_id, state, period, creation_type, currency, created_at, updated_at)
+             VALUES ($1, $2, 'open', $3, $4, $5, $6, $6) ON CONFLICT (friendly_id) DO NOTHING RETURNING {COLUMNS}"
+        ))
+        .bind(account_id)
+        .bind(invoice::friendly_id(&scope, n))
+        .bind(period)
+        .bind(creation_type)
+        .bind(&settings.currency)
+        .bind(&now)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if let Some(row) = row {
+            return from_row(&row);
         }
-    };
-    let now = crate::time::now();
-    let id: i64 = sqlx::query_scalar(
-        "INSERT INTO invoices (account_id, friendly_id, state, period, creation_type, currency, created_at, updated_at)
-         VALUES ($1, $2, 'open', $3, $4, $5, $6, $6) RETURNING id",
-    )
-    .bind(account_id)
-    .bind(&friendly_id)
-    .bind(period)
-    .bind(creation_type)
-    .bind(&settings.currency)
-    .bind(&now)
-    .fetch_one(&mut *conn)
-    .await?;
-    load(conn, id).await
+    }
 }
 
 fn this_month() -> String {
@@ -447,25 +441,37 @@ async fn parties(
     Ok((buyer, issuer, vat_code, rate))
 }
 
-/// Moves an invoice to `to` on `today`, or says why not (422 naming `state`). Issuing freezes
-/// VAT and both parties, sets issued on = today and due on = today + 2 days. Each move is an
-/// event (`invoice.finalized`, `invoice.issued`, …) in the same transaction.
-pub async fn change_state(
-    conn: &mut AnyConnection,
-    inv: &Invoice,
-    to: State,
-    today: NaiveDate,
-) -> Result<Invoice, ApiError> {
-    invoice::transition(inv.state, to).map_err(|m| ApiError::invalid("state", m))?;
+/// Moves invoice `id` to `to` on `today`, or says why not (422 naming `state`). The move is
+/// one conditional update (from a state `to` is reachable from), so two concurrent moves
+/// cannot both apply. Issuing freezes VAT and both parties, sets issued on = today and due on
+/// = today + 2 days. Each move is an event (`invoice.finalized`, `invoice.issued`, …) in the
+/// same transaction.
+pub async fn change_state(conn: &mut AnyConnection, id: i64, to: State, today: NaiveDate) -> Result<Invoice, ApiError> {
+    let from: Vec<String> = to
+        .reachable_from()
+        .iter()
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect();
+    let from = if from.is_empty() {
+        "''".to_string()
+    } else {
+        from.join(", ")
+    };
     let now = crate::time::now();
-    match to {
+    let guard = format!("WHERE id = $1 AND state IN ({from}) RETURNING {COLUMNS}");
+    let row = match to {
         State::Pending => {
-            let (buyer, issuer, vat_code, rate) = parties(conn, inv.account_id).await?;
+            let account: Option<i64> = sqlx::query_scalar("SELECT account_id FROM invoices WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut *conn)
+                .await?;
+            let (buyer, issuer, vat_code, rate) = parties(conn, account.ok_or(ApiError::NotFound)?).await?;
             let due = today + chrono::Days::new(2);
-            sqlx::query(
-                "UPDATE invoices SET state = 'pending', issued_on = $1, due_on = $2, vat_rate = $3, vat_code = $4,
-                   buyer = $5, issuer = $6, finalized_at = COALESCE(finalized_at, $1), updated_at = $7 WHERE id = $8",
-            )
+            sqlx::query(&format!(
+                "UPDATE invoices SET state = 'pending', issued_on = $2, due_on = $3, vat_rate = $4, vat_code = $5,
+                   buyer = $6, issuer = $7, finalized_at = COALESCE(finalized_at, $2), updated_at = $8 {guard}"
+            ))
+            .bind(id)
             .bind(today.to_string())
             .bind(due.to_string())
             .bind(rate.to_string())
@@ -473,45 +479,55 @@ pub async fn change_state(
             .bind(buyer.to_string())
             .bind(issuer.to_string())
             .bind(&now)
-            .bind(inv.id)
-            .execute(&mut *conn)
-            .await?;
+            .fetch_optional(&mut *conn)
+            .await?
         }
         State::Finalized => {
-            sqlx::query("UPDATE invoices SET state = 'finalized', finalized_at = $1, updated_at = $2 WHERE id = $3")
-                .bind(today.to_string())
-                .bind(&now)
-                .bind(inv.id)
-                .execute(&mut *conn)
-                .await?;
+            sqlx::query(&format!(
+                "UPDATE invoices SET state = 'finalized', finalized_at = $2, updated_at = $3 {guard}"
+            ))
+            .bind(id)
+            .bind(today.to_string())
+            .bind(&now)
+            .fetch_optional(&mut *conn)
+            .await?
         }
         State::Paid => {
-            sqlx::query("UPDATE invoices SET state = 'paid', paid_at = $1, updated_at = $1 WHERE id = $2")
-                .bind(&now)
-                .bind(inv.id)
-                .execute(&mut *conn)
-                .await?;
+            sqlx::query(&format!(
+                "UPDATE invoices SET state = 'paid', paid_at = $2, updated_at = $2 {guard}"
+            ))
+            .bind(id)
+            .bind(&now)
+            .fetch_optional(&mut *conn)
+            .await?
         }
         _ => {
-            sqlx::query("UPDATE invoices SET state = $1, updated_at = $2 WHERE id = $3")
+            sqlx::query(&format!("UPDATE invoices SET state = $2, updated_at = $3 {guard}"))
+                .bind(id)
                 .bind(to.as_str())
                 .bind(&now)
-                .bind(inv.id)
-                .execute(&mut *conn)
-                .await?;
+                .fetch_optional(&mut *conn)
+                .await?
         }
-    }
-    let after = load(conn, inv.id).await?;
+    };
+    let Some(row) = row else {
+        let current = load(conn, id).await?;
+        return Err(invoice::transition(current.state, to)
+            .err()
+            .map(|m| ApiError::invalid("state", m))
+            .unwrap_or_else(|| ApiError::invalid("state", "changed meanwhile; try again")));
+    };
+    let after = from_row(&row)?;
     let t = totals(conn, &after).await?;
     let kind = match to {
         State::Pending => "invoice.issued".to_string(),
         other => format!("invoice.{}", other.as_str()),
     };
     let payload = json!({
-        "invoice_id": inv.id, "friendly_id": inv.friendly_id, "from": inv.state.as_str(), "to": to.as_str(),
-        "cost": t.with_vat.to_string(), "currency": inv.currency, "due_on": after.due_on,
+        "invoice_id": id, "friendly_id": after.friendly_id, "to": to.as_str(),
+        "cost": t.with_vat.to_string(), "currency": after.currency, "due_on": after.due_on,
     });
-    crate::events::record(conn, &kind, inv.account_id, &payload).await?;
+    crate::events::record(conn, &kind, after.account_id, &payload).await?;
     Ok(after)
 }
 
@@ -525,19 +541,18 @@ pub async fn set_state(db: &Db, id: i64, p: &Params) -> Result<Value, ApiError> 
         )
     })?;
     let mut tx = db.begin_write().await?;
-    let inv = load(&mut tx, id).await?;
-    let after = change_state(&mut tx, &inv, to, chrono::Utc::now().date_naive()).await?;
+    let after = change_state(&mut tx, id, to, chrono::Utc::now().date_naive()).await?;
     let body = to_json(&mut tx, &after).await?;
     tx.commit().await?;
     Ok(body)
 }
 
-/// Adds a line to an invoice (the caller has checked it may). A line the billing run already
-/// added (same `billing_key`) is not added again: `Ok(false)`.
-pub async fn add_line(conn: &mut AnyConnection, invoice_id: i64, l: &NewLine) -> Result<bool, ApiError> {
-    let done = sqlx::query(
+/// Adds a line to an invoice (the caller has checked it may); its id. A line the billing run
+/// already added (same `billing_key`) is not added again: `None`.
+pub async fn add_line(conn: &mut AnyConnection, invoice_id: i64, l: &NewLine) -> Result<Option<i64>, ApiError> {
+    Ok(sqlx::query_scalar(
         "INSERT INTO line_items (invoice_id, name, description, quantity, cost, type, metric_id, contract_type, contract_id, plan_id, billing_key, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (billing_key) DO NOTHING",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (billing_key) DO NOTHING RETURNING id",
     )
     .bind(invoice_id)
     .bind(&l.name)
@@ -551,9 +566,8 @@ pub async fn add_line(conn: &mut AnyConnection, invoice_id: i64, l: &NewLine) ->
     .bind(l.plan_id)
     .bind(&l.billing_key)
     .bind(crate::time::now())
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
+    .fetch_optional(conn)
+    .await?)
 }
 
 /// `POST /api/invoices/{id}/line_items.json`: `name`, `description`, `quantity`, `cost`
@@ -618,11 +632,9 @@ pub async fn create_line(db: &Db, invoice_id: i64, p: &Params) -> Result<Value, 
     if !inv.state.editable() {
         return Err(not_editable(&inv));
     }
-    add_line(&mut tx, invoice_id, &line).await?;
-    let id: i64 = sqlx::query_scalar("SELECT MAX(id) FROM line_items WHERE invoice_id = $1")
-        .bind(invoice_id)
-        .fetch_one(&mut *tx)
-        .await?;
+    let id = add_line(&mut tx, invoice_id, &line)
+        .await?
+        .ok_or_else(|| ApiError::Internal("a line without a billing key conflicted".into()))?;
     sqlx::query("UPDATE invoices SET updated_at = $1 WHERE id = $2")
         .bind(crate::time::now())
         .bind(invoice_id)

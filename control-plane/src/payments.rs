@@ -409,9 +409,8 @@ async fn record(
     .bind(crate::time::now())
     .execute(&mut *tx)
     .await?;
-    let current = invoices::load(&mut tx, inv.id).await?;
     let after = if outcome.success {
-        let paid = invoices::change_state(&mut tx, &current, State::Paid, today).await?;
+        let paid = invoices::change_state(&mut tx, inv.id, State::Paid, today).await?;
         crate::events::record(
             &mut tx,
             "invoice.charged",
@@ -422,20 +421,21 @@ async fn record(
         .await?;
         paid
     } else {
-        let retries = current.charging_retries_count + 1;
-        sqlx::query("UPDATE invoices SET charging_retries_count = $1, last_charged_on = $2 WHERE id = $3")
-            .bind(retries)
-            .bind(today.to_string())
-            .bind(inv.id)
-            .execute(&mut *tx)
-            .await?;
-        let current = invoices::load(&mut tx, inv.id).await?;
+        let retries: i64 = sqlx::query_scalar(
+            "UPDATE invoices SET charging_retries_count = charging_retries_count + 1, last_charged_on = $1
+             WHERE id = $2 RETURNING charging_retries_count",
+        )
+        .bind(today.to_string())
+        .bind(inv.id)
+        .fetch_one(&mut *tx)
+        .await?;
         let give_up = retries > MAX_RETRIES;
         let next = if give_up { State::Failed } else { State::Unpaid };
+        let current = invoices::load(&mut tx, inv.id).await?;
         let after = if current.state == next {
             current
         } else {
-            invoices::change_state(&mut tx, &current, next, today).await?
+            invoices::change_state(&mut tx, inv.id, next, today).await?
         };
         let retry_on = (!give_up).then(|| (today + chrono::Days::new(RETRY_DAYS)).to_string());
         crate::events::record(

@@ -646,11 +646,22 @@ async fn the_daily_run_bills_from_facts_once_per_date(backend: Backend) {
         assert!(events.iter().any(|e| e == kind), "{kind}: {events:?}");
     }
 
-    // Manual invoices are never touched by the run.
+    // Manual invoices are never touched by the run; a deleted application is billed no more.
     let manual = invoice(&app, acme, "2026-12").await["id"].as_i64().unwrap();
+    let (s, _) = send(
+        &app,
+        Method::DELETE,
+        &format!("/admin/api/accounts/{acme}/applications/{app_id}.json"),
+        &[],
+    )
+    .await;
+    assert_eq!(s, 200);
     run(&app, "2027-01-01").await;
     let (_, m) = app.get_json(&format!("/api/invoices/{manual}.json")).await;
     assert_eq!(m["invoice"]["state"], "open");
+    let invoices = background(&app, acme).await;
+    assert_eq!(invoices.len(), 3, "no January invoice: {invoices:?}");
+    assert_eq!(invoices[2].1, "finalized");
 
     // One run at a time: a held lease is a 422, not a second run.
     sqlx::query(

@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# The month-end billing run at scale (issue #6): N accounts, each with one application on a paid
+# plan with graduated pricing rules and October usage, subscribed on 2026-10-01. The October
+# run opens their invoices (untimed); the timed run is 2026-11-01: October's variable costs,
+# October finalized, November opened with its fee — for every account, one transaction each.
+# Then the same for 2N, and the ratio. Prints wall time and peak memory (RSS) per size.
+#
+#   scripts/bench-billing.sh                  # SQLite (the embedded default), 100k and 200k
+#   BENCH_APPS=20000 scripts/bench-billing.sh
+#   BENCH_DATABASE=postgres scripts/bench-billing.sh
+#
+# Targets: 100k applications ≤ 60 s and ≤ 512 MB; twice the applications ≤ 2.2 × the time.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+apps="${BENCH_APPS:-100000}"
+database="${BENCH_DATABASE:-sqlite}"
+pg_admin="${TOLLGATE_TEST_POSTGRES_URL:-postgres://tollgate:tollgate@127.0.0.1:5432/postgres}"
+
+cargo build -q --release -p tollgate
+bin="$root/target/release/tollgate"
+work="$(mktemp -d)"
+pg_dbs=()
+cleanup() {
+  rm -rf "$work"
+  for db in "${pg_dbs[@]}"; do psql "$pg_admin" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true; done
+}
+trap cleanup EXIT
+
+seed_sql() {
+  local n="$1"
+  cat <<SQL
+INSERT INTO services (name, system_name, service_token, created_at, updated_at)
+  VALUES ('Bench API', 'bench_api', 'bench-token', '2026-10-01T00:00:00Z', '2026-10-01T00:00:00Z');
+INSERT INTO metrics (service_id, system_name, friendly_name, created_at, updated_at)
+  SELECT id, 'hits', 'Hits', '2026-10-01T00:00:00Z', '2026-10-01T00:00:00Z' FROM services;
+INSERT INTO application_plans (service_id, name, system_name, cost_per_month, setup_fee, created_at, updated_at)
+  SELECT id, 'Metered', 'metered', '31', '5', '2026-10-01T00:00:00Z', '2026-10-01T00:00:00Z' FROM services;
+INSERT INTO pricing_rules (plan_id, metric_id, min, max, cost_per_unit, created_at, updated_at)
+  SELECT p.id, m.id, 1, 1000, '0.01', '2026-10-01T00:00:00Z', '2026-10-01T00:00:00Z' FROM application_plans p, metrics m;
+INSERT INTO pricing_rules (plan_id, metric_id, min, max, cost_per_unit, created_at, updated_at)
+  SELECT p.id, m.id, 1001, NULL, '0.005', '2026-10-01T00:00:00Z', '2026-10-01T00:00:00Z' FROM application_plans p, metrics m;
+INSERT INTO accounts (org_name, created_at, updated_at)
+  WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $n)
+  SELECT 'Account ' || i, '2026-10-01T00:00:00Z', '2026-10-01T00:00:00Z' FROM n;
+INSERT INTO applications (account_id, service_id, plan_id, name, application_id, user_key, created_at, updated_at)
+  SELECT a.id, s.id, p.id, 'App', 'app' || a.id, 'key' || a.id, '2026-10-01T00:00:00Z', '2026-10-01T00:00:00Z'
+  FROM accounts a, services s, application_plans p;
+-- 3 hours of use on 2026-10-15 (1200 to 2400 hits in all per application).
+INSERT INTO usage_hourly (application_id, service_id, metric_id, hour_start, value, observed_us)
+  WITH RECURSIVE h(k) AS (SELECT 0 UNION ALL SELECT k + 1 FROM h WHERE k < 2)
+  SELECT a.id, a.service_id, m.id, 1792022400 + 3600 * h.k, 400 + (a.id % 400), 0 FROM applications a, metrics m, h;
+SQL
+}
+
+# Runs billing for $2 on database $1; prints "seconds max_rss_mb".
+timed_run() {
+  local url="$1" date="$2" out
+  out="$(TOLLGATE_DATABASE_URL="$url" /usr/bin/time -f "%e %M" "$bin" billing run --date "$date" 2>&1 >/dev/null | tail -1)"
+  awk '{printf "%s %.0f\n", $1, $2 / 1024}' <<<"$out"
+}
+
+bench() {
+  local n="$1" url
+  if [ "$database" = postgres ]; then
+    local db="tollgate_bench_billing_$$_$n"
+    pg_dbs+=("$db")
+    psql "$pg_admin" -qc "CREATE DATABASE $db" >/dev/null
+    url="${pg_admin%/*}/$db"
+    TOLLGATE_DATABASE_URL="$url" "$bin" migrate >/dev/null 2>&1
+    seed_sql "$n" | psql "$url" -q -v ON_ERROR_STOP=1 >/dev/null
+  else
+    url="sqlite://$work/bench-$n.db"
+    TOLLGATE_DATABASE_URL="$url" "$bin" migrate >/dev/null 2>&1
+    seed_sql "$n" | python3 -c 'import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.executescript(sys.stdin.read()); c.commit()' "$work/bench-$n.db"
+  fi
+  read -r open_s open_mb < <(timed_run "$url" 2026-10-01)
+  read -r end_s end_mb < <(timed_run "$url" 2026-11-01)
+  read -r again_s _ < <(timed_run "$url" 2026-11-01)
+  printf "%-9s %8s %14s %16s %10s %16s\n" "$n" "$open_s" "$end_s" "$end_mb" "$again_s" "$open_mb"
+  echo "$end_s" >"$work/time-$n"
+}
+
+echo "billing run on $database, $(nproc) cores; seconds (wall) and peak RSS (MB)"
+printf "%-9s %8s %14s %16s %10s %16s\n" "apps" "Oct 1" "Nov 1 (timed)" "Nov 1 peak MB" "Nov 1 again" "Oct 1 peak MB"
+bench "$apps"
+bench "$((apps * 2))"
+awk -v a="$(cat "$work/time-$apps")" -v b="$(cat "$work/time-$((apps * 2))")" \
+  'BEGIN { printf "twice the applications: %.2f x the time (target <= 2.2)\n", b / a }'
