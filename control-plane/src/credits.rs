@@ -377,27 +377,31 @@ pub async fn wallet(db: &Db, account_id: i64, service_id: i64) -> Result<Option<
         return Ok(None);
     }
     open_wallet(db, account_id).await?;
-    let rates =
-        sqlx::query("SELECT metric_id, application_plan_id, credits_per_unit, upstream_cost_per_unit FROM credit_rates WHERE service_id = $1")
-            .bind(service_id)
-            .fetch_all(&db.pool)
-            .await?
-            .iter()
-            .map(|r| {
-                Ok(Rate {
-                    metric_id: r.try_get("metric_id")?,
-                    application_plan_id: r.try_get("application_plan_id")?,
-                    units: to_units(decimal(r, "credits_per_unit")?).unwrap_or(i64::MAX),
-                    upstream_units: to_units(decimal(r, "upstream_cost_per_unit")?).unwrap_or(0),
-                })
-            })
-            .collect::<Result<Vec<_>, ApiError>>()?;
+    let rates = service_rates(&mut *db.pool.acquire().await?, service_id).await?;
     Ok(Some(Wallet {
         account_id,
         granted_units: granted_units(db, account_id).await?,
         rates,
         purchase_url: settings(db).await?.purchase_url,
     }))
+}
+
+/// The service's credit rates.
+async fn service_rates(conn: &mut sqlx::AnyConnection, service_id: i64) -> Result<Vec<Rate>, ApiError> {
+    sqlx::query("SELECT metric_id, application_plan_id, credits_per_unit, upstream_cost_per_unit FROM credit_rates WHERE service_id = $1")
+        .bind(service_id)
+        .fetch_all(conn)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(Rate {
+                metric_id: r.try_get("metric_id")?,
+                application_plan_id: r.try_get("application_plan_id")?,
+                units: to_units(decimal(r, "credits_per_unit")?).unwrap_or(i64::MAX),
+                upstream_units: to_units(decimal(r, "upstream_cost_per_unit")?).unwrap_or(0),
+            })
+        })
+        .collect()
 }
 
 /// Everything granted, adjusted and expired (every ledger entry but deductions), in units.
@@ -425,6 +429,19 @@ async fn append(
     grant_id: Option<i64>,
     note: Option<&str>,
 ) -> Result<Value, ApiError> {
+    append_detailed(tx, account_id, kind, amount, grant_id, note, None).await
+}
+
+/// [`append`] with a detail (a deduction's usage, see [`attribute`]).
+async fn append_detailed(
+    tx: &mut sqlx::AnyConnection,
+    account_id: i64,
+    kind: &str,
+    amount: Decimal,
+    grant_id: Option<i64>,
+    note: Option<&str>,
+    detail: Option<&Value>,
+) -> Result<Value, ApiError> {
     lock_wallet(tx, account_id).await?;
     let last: Option<String> = sqlx::query_scalar(
         "SELECT balance_after FROM credit_transactions WHERE account_id = $1 ORDER BY id DESC LIMIT 1",
@@ -437,8 +454,8 @@ async fn append(
     let now = crate::time::now();
     low_balance(tx, account_id, after).await?;
     let id: i64 = sqlx::query_scalar(
-        "INSERT INTO credit_transactions (account_id, kind, amount, balance_after, grant_id, note, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+        "INSERT INTO credit_transactions (account_id, kind, amount, balance_after, grant_id, note, detail, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
     )
     .bind(account_id)
     .bind(kind)
@@ -446,12 +463,14 @@ async fn append(
     .bind(after.to_string())
     .bind(grant_id)
     .bind(note)
+    .bind(detail.map(Value::to_string))
     .bind(&now)
     .fetch_one(&mut *tx)
     .await?;
     Ok(json!({
         "id": id, "account_id": account_id, "kind": kind, "amount": amount.to_string(),
-        "balance_after": after.to_string(), "grant_id": grant_id, "note": note, "created_at": now,
+        "balance_after": after.to_string(), "grant_id": grant_id, "note": note, "detail": detail,
+        "created_at": now,
     }))
 }
 
@@ -603,6 +622,19 @@ async fn open_wallet(db: &Db, account_id: i64) -> Result<(), ApiError> {
     if opened.rows_affected() == 1 && !starter.is_zero() {
         insert_grant_in(&mut tx, account_id, starter, "starter", None, Some("starter credits")).await?;
     }
+    if opened.rows_affected() == 1 {
+        // Usage from before the account paid by credit is no deduction's.
+        sqlx::query(
+            "INSERT INTO credit_attributed (application_id, metric_id, hour_start, value)
+             SELECT u.application_id, u.metric_id, u.hour_start, u.value FROM usage_hourly u
+             JOIN applications a ON a.id = u.application_id WHERE a.account_id = $1 AND u.hour_start >= $2
+             ON CONFLICT (application_id, metric_id, hour_start) DO UPDATE SET value = excluded.value",
+        )
+        .bind(account_id)
+        .bind(Utc::now().timestamp() - ATTRIBUTION_WINDOW_SECS)
+        .execute(&mut *tx)
+        .await?;
+    }
     tx.commit().await?;
     Ok(())
 }
@@ -623,6 +655,8 @@ pub async fn grants(db: &Db, account_id: i64) -> Result<Vec<Value>, ApiError> {
                 "amount": r.try_get::<String, _>("amount")?, "kind": r.try_get::<String, _>("kind")?,
                 "expires_at": r.try_get::<Option<String>, _>("expires_at")?,
                 "note": r.try_get::<Option<String>, _>("note")?,
+                "detail": r.try_get::<Option<String>, _>("detail")?
+                    .and_then(|d| serde_json::from_str::<Value>(&d).ok()),
                 "created_at": r.try_get::<String, _>("created_at")?,
             }))
         })
@@ -645,7 +679,7 @@ pub async fn transactions(db: &Db, account_id: i64, p: &Params) -> Result<Vec<Va
         ));
     }
     let rows = sqlx::query(
-        "SELECT id, kind, amount, balance_after, grant_id, note, created_at FROM credit_transactions
+        "SELECT id, kind, amount, balance_after, grant_id, note, detail, created_at FROM credit_transactions
          WHERE account_id = $1 AND ($2 = '' OR created_at >= $2) AND ($3 = '' OR created_at <= $3)
            AND ($4 = '' OR kind = $4)
          ORDER BY id LIMIT $5 OFFSET $6",
@@ -666,6 +700,8 @@ pub async fn transactions(db: &Db, account_id: i64, p: &Params) -> Result<Vec<Va
                 "balance_after": r.try_get::<String, _>("balance_after")?,
                 "grant_id": r.try_get::<Option<i64>, _>("grant_id")?,
                 "note": r.try_get::<Option<String>, _>("note")?,
+                "detail": r.try_get::<Option<String>, _>("detail")?
+                    .and_then(|d| serde_json::from_str::<Value>(&d).ok()),
                 "created_at": r.try_get::<String, _>("created_at")?,
             }))
         })
@@ -722,6 +758,96 @@ async fn spent(counters: &Counters, account_id: i64) -> Result<i64, ApiError> {
     Ok(read.values.first().copied().unwrap_or(0))
 }
 
+/// How far back a deduction's detail looks for usage not detailed yet (a day of flushes missed
+/// and an hour of slack).
+const ATTRIBUTION_WINDOW_SECS: i64 = 25 * 3600;
+
+/// The usage behind a deduction (in its transaction): per application of the account and rated
+/// metric, the units the usage tables gained since the last deduction's detail, priced at the
+/// rates now. The deduction's amount is the spent counter's (exact); the usage flush runs just
+/// before, so the detail trails it by at most the calls of that instant, which the next
+/// deduction details.
+async fn attribute(tx: &mut sqlx::AnyConnection, account_id: i64) -> Result<Value, ApiError> {
+    let from = Utc::now().timestamp() - ATTRIBUTION_WINDOW_SECS;
+    let rows = sqlx::query(
+        "SELECT u.application_id, u.metric_id, u.hour_start, u.value, COALESCE(c.value, 0) AS attributed,
+                a.plan_id, a.service_id, m.system_name
+         FROM applications a
+         JOIN usage_hourly u ON u.application_id = a.id
+         JOIN metrics m ON m.id = u.metric_id
+         LEFT JOIN credit_attributed c
+           ON c.application_id = u.application_id AND c.metric_id = u.metric_id AND c.hour_start = u.hour_start
+         WHERE a.account_id = $1 AND u.hour_start >= $2 AND u.value > COALESCE(c.value, 0)
+           AND u.metric_id IN (SELECT metric_id FROM credit_rates WHERE service_id = a.service_id)",
+    )
+    .bind(account_id)
+    .bind(from)
+    .fetch_all(&mut *tx)
+    .await?;
+    // (application, metric) → (plan, service, name, units gained)
+    let mut gained: BTreeMap<(i64, i64), (i64, i64, String, i64)> = BTreeMap::new();
+    for r in &rows {
+        let (app, metric, hour, value): (i64, i64, i64, i64) = (
+            r.try_get("application_id")?,
+            r.try_get("metric_id")?,
+            r.try_get("hour_start")?,
+            r.try_get("value")?,
+        );
+        let before: i64 = r.try_get("attributed")?;
+        let entry = gained.entry((app, metric)).or_insert((
+            r.try_get("plan_id")?,
+            r.try_get("service_id")?,
+            r.try_get("system_name")?,
+            0,
+        ));
+        entry.3 += value - before;
+        mark_attributed(tx, app, metric, hour, value).await?;
+    }
+    let mut rates: BTreeMap<i64, Vec<Rate>> = BTreeMap::new();
+    let mut detail = Vec::new();
+    for ((app, metric), (plan, service, name, units)) in gained {
+        if let std::collections::btree_map::Entry::Vacant(e) = rates.entry(service) {
+            e.insert(service_rates(tx, service).await?);
+        }
+        let usage = BTreeMap::from([(metric, Amount::Add(units))]);
+        let (credits, upstream) = charges(rates.get(&service).map_or(&[][..], Vec::as_slice), plan, &usage)
+            .first()
+            .map_or((0, 0), |(_, credit_units, upstream_units)| {
+                (*credit_units, *upstream_units)
+            });
+        detail.push(json!({
+            "application_id": app, "metric_id": metric, "metric": name, "quantity": units,
+            "credits": from_units(credits).normalize().to_string(),
+            "upstream_cost": from_units(upstream).normalize().to_string(),
+        }));
+    }
+    sqlx::query("DELETE FROM credit_attributed WHERE hour_start < $1")
+        .bind(from)
+        .execute(&mut *tx)
+        .await?;
+    Ok(Value::Array(detail))
+}
+
+async fn mark_attributed(
+    tx: &mut sqlx::AnyConnection,
+    app: i64,
+    metric: i64,
+    hour: i64,
+    value: i64,
+) -> Result<(), ApiError> {
+    sqlx::query(
+        "INSERT INTO credit_attributed (application_id, metric_id, hour_start, value) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (application_id, metric_id, hour_start) DO UPDATE SET value = excluded.value",
+    )
+    .bind(app)
+    .bind(metric)
+    .bind(hour)
+    .bind(value)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
 /// Copies what prepaid accounts spent into the ledger (one deduction entry per account per
 /// flush), and sets a spent counter that fell behind the ledger (a Redis that lost its data)
 /// back up to it. Idempotent: `spent_units` only grows, under a conditional update.
@@ -766,13 +892,15 @@ pub async fn flush(db: &Db, counters: &Counters) -> Result<usize, ApiError> {
             .bind(account_id)
             .execute(&mut *tx)
             .await?;
-        append(
+        let detail = attribute(&mut tx, account_id).await?;
+        append_detailed(
             &mut tx,
             account_id,
             "deduction",
             -from_units(now_spent - in_ledger),
             None,
             None,
+            Some(&detail),
         )
         .await?;
         tx.commit().await?;
@@ -809,44 +937,47 @@ fn month_param(p: &Params, field: &str) -> Result<(String, i64, i64), ApiError> 
 pub async fn margins(db: &Db, service_id: i64, p: &Params) -> Result<Vec<Value>, ApiError> {
     let (month, from, to) = month_param(p, "month")?;
     crate::catalog::services::find(db, service_id).await?;
-    let rates = sqlx::query(
-        "SELECT r.metric_id, r.application_plan_id, r.credits_per_unit, r.upstream_cost_per_unit, m.system_name
-         FROM credit_rates r JOIN metrics m ON m.id = r.metric_id WHERE r.service_id = $1 ORDER BY r.metric_id",
+    let names: Vec<(i64, String)> = sqlx::query(
+        "SELECT DISTINCT r.metric_id, m.system_name FROM credit_rates r JOIN metrics m ON m.id = r.metric_id
+         WHERE r.service_id = $1 ORDER BY r.metric_id",
     )
     .bind(service_id)
     .fetch_all(&db.pool)
-    .await?;
-    let mut names: Vec<(i64, String)> = Vec::new();
-    let mut parsed = Vec::new();
-    for r in &rates {
-        let metric_id: i64 = r.try_get("metric_id")?;
-        if !names.iter().any(|(id, _)| *id == metric_id) {
-            names.push((metric_id, r.try_get("system_name")?));
-        }
-        parsed.push(Rate {
-            metric_id,
-            application_plan_id: r.try_get("application_plan_id")?,
-            units: to_units(decimal(r, "credits_per_unit")?).unwrap_or(0),
-            upstream_units: to_units(decimal(r, "upstream_cost_per_unit")?).unwrap_or(0),
-        });
-    }
-    let used = sqlx::query(
-        "SELECT u.metric_id, a.plan_id, CAST(SUM(u.value) AS BIGINT) AS used
-         FROM usage_hourly u JOIN applications a ON a.id = u.application_id JOIN accounts c ON c.id = a.account_id
-         WHERE u.service_id = $1 AND c.billing_type = 'prepaid' AND u.hour_start >= $2 AND u.hour_start < $3
-         GROUP BY u.metric_id, a.plan_id",
+    .await?
+    .iter()
+    .map(|r| Ok((r.try_get("metric_id")?, r.try_get("system_name")?)))
+    .collect::<Result<_, sqlx::Error>>()?;
+    let time = |ts: i64| {
+        chrono::DateTime::from_timestamp(ts, 0)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .unwrap_or_default()
+    };
+    let details: Vec<Option<String>> = sqlx::query_scalar(
+        "SELECT detail FROM credit_transactions WHERE kind = 'deduction' AND created_at >= $1 AND created_at < $2",
     )
-    .bind(service_id)
-    .bind(from)
-    .bind(to)
+    .bind(time(from))
+    .bind(time(to))
     .fetch_all(&db.pool)
     .await?;
-    let mut totals: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
-    for u in &used {
-        let (metric, plan, n): (i64, i64, i64) = (u.try_get("metric_id")?, u.try_get("plan_id")?, u.try_get("used")?);
-        for (metric, credits, upstream) in charges(&parsed, plan, &BTreeMap::from([(metric, Amount::Add(n))])) {
+    let mut totals: BTreeMap<i64, (Decimal, Decimal)> = BTreeMap::new();
+    for detail in details.iter().flatten() {
+        let items: Vec<Value> = serde_json::from_str(detail).unwrap_or_default();
+        for item in items {
+            let Some(metric) = item["metric_id"]
+                .as_i64()
+                .filter(|m| names.iter().any(|(id, _)| id == m))
+            else {
+                continue;
+            };
+            let amount = |k: &str| {
+                item[k]
+                    .as_str()
+                    .and_then(|v| v.parse::<Decimal>().ok())
+                    .unwrap_or_default()
+            };
             let t = totals.entry(metric).or_default();
-            *t = (t.0.saturating_add(credits), t.1.saturating_add(upstream));
+            t.0 += amount("credits");
+            t.1 += amount("upstream_cost");
         }
     }
     Ok(names
@@ -855,9 +986,9 @@ pub async fn margins(db: &Db, service_id: i64, p: &Params) -> Result<Vec<Value>,
             let (charged, upstream) = totals.get(&id).copied().unwrap_or_default();
             json!({
                 "metric_id": id, "metric": name, "month": month,
-                "credits_charged": from_units(charged).to_string(),
-                "upstream_cost": from_units(upstream).to_string(),
-                "margin": from_units(charged - upstream).to_string(),
+                "credits_charged": charged.normalize().to_string(),
+                "upstream_cost": upstream.normalize().to_string(),
+                "margin": (charged - upstream).normalize().to_string(),
             })
         })
         .collect())

@@ -122,7 +122,8 @@ on_both_databases! {
         assert_eq!((b["balance"].as_str(), b["pending"].as_str()), (Some("0"), Some("7.5")), "{b}");
         assert_eq!(b["total_purchased"], "2.5");
 
-        // The flush puts the deduction in the ledger, once.
+        // The flush puts the deduction in the ledger, once, with the usage behind it.
+        tollgate::usage::flush(&app.db, &app.counters).await.unwrap();
         assert_eq!(tollgate::credits::flush(&app.db, &app.counters).await.unwrap(), 1);
         assert_eq!(tollgate::credits::flush(&app.db, &app.counters).await.unwrap(), 0);
         assert_eq!(balance(app, aid).await["pending"], "0");
@@ -133,6 +134,11 @@ on_both_databases! {
         ]);
         let (_, deductions) = app.get_json(&format!("/admin/api/accounts/{aid}/credit_transactions.json?kind=deduction")).await;
         assert_eq!(deductions["credit_transactions"].as_array().unwrap().len(), 1);
+        let detail = &deductions["credit_transactions"][0]["credit_transaction"]["detail"];
+        assert_eq!(detail.as_array().map(Vec::len), Some(1), "{deductions}");
+        assert_eq!((detail[0]["metric"].as_str(), detail[0]["quantity"].as_i64(), detail[0]["credits"].as_str()),
+            (Some("hits"), Some(15), Some("7.5")), "{detail}");
+        assert!(detail[0]["application_id"].is_i64());
 
         // Spending it all crossed the (default 0: off) threshold without an event.
         let events: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events").fetch_one(&app.db.pool).await.unwrap();
@@ -204,6 +210,22 @@ on_both_databases! {
         assert_eq!(status, 201, "{credit}");
         assert_eq!(credit["credit"]["applied_to"], "invoice");
         assert_eq!(ledger(app, pid).await, vec![], "a postpaid account has no wallet");
+        // The billing run puts it on that month's invoice as a line of -7.50, once.
+        let today = chrono::Utc::now().date_naive().to_string();
+        for _ in 0..2 {
+            let (status, job) = app.post_form("/master/api/providers/1/billing_jobs.json", &[("date", &today)]).await;
+            assert_eq!(status, 202, "{job}");
+        }
+        let (_, invoices) = app.get_json(&format!("/api/accounts/{pid}/invoices.json")).await;
+        let invoices = invoices["invoices"].as_array().unwrap();
+        assert_eq!(invoices.len(), 1, "{invoices:?}");
+        let id = invoices[0]["invoice"]["id"].as_i64().unwrap();
+        assert_eq!(invoices[0]["invoice"]["month"], chrono::Utc::now().format("%Y-%m").to_string());
+        let (_, lines) = app.get_json(&format!("/api/invoices/{id}/line_items.json")).await;
+        let line = &lines["line_items"][0]["line_item"];
+        assert_eq!((line["type"].as_str(), line["cost"].as_f64()), (Some("credit"), Some(-7.5)), "{lines}");
+        let (_, list) = app.get_json(&format!("/admin/api/accounts/{pid}/credits.json")).await;
+        assert!(list["credits"][0]["credit"]["invoiced_at"].is_string(), "{list}");
     }
 
     async fn crossing_the_low_balance_threshold_is_one_event(app: &TestApp) {
@@ -267,13 +289,20 @@ on_both_databases! {
             assert_eq!(call(app, &url).await.0, 200);
         }
         tollgate::usage::flush(&app.db, &app.counters).await.unwrap();
+        tollgate::credits::flush(&app.db, &app.counters).await.unwrap();
         let (_, services) = app.get_json("/admin/api/services.json").await;
         let sid = services["services"][0]["service"]["id"].as_i64().unwrap();
+        // Rates changed afterwards don't rewrite what was charged.
+        let (_, rates) = app.get_json(&format!("/admin/api/services/{sid}/credit_rates.json")).await;
+        let rate = rates["credit_rates"][0]["credit_rate"]["id"].as_i64().unwrap();
+        let (status, body) = put(app, &format!("/admin/api/services/{sid}/credit_rates/{rate}.json"),
+            &[("credits_per_unit", "3"), ("upstream_cost_per_unit", "1")]).await;
+        assert_eq!(status, 200, "{body}");
         let (status, body) = app.get_json(&format!("/admin/api/services/{sid}/credit_margins.json")).await;
         assert_eq!(status, 200, "{body}");
         let m = &body["credit_margins"][0]["credit_margin"];
         assert_eq!(m["metric"], "hits", "{body}");
-        // 4 hits at 1 credit, upstream 0.2 each.
+        // 4 hits at 1 credit, upstream 0.2 each: the rates when they were charged.
         assert_eq!((m["credits_charged"].as_str(), m["upstream_cost"].as_str(), m["margin"].as_str()),
             (Some("4"), Some("0.8"), Some("3.2")), "{body}");
         let (status, body) = app.get_json(&format!("/admin/api/services/{sid}/credit_margins.json?month=2026-13")).await;
