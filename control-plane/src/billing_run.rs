@@ -527,7 +527,7 @@ pub async fn run(db: &Db, gateways: &Gateways, date: NaiveDate) -> Result<Report
 }
 
 fn parse_day(s: Option<String>) -> Option<NaiveDate> {
-    s.and_then(|s| NaiveDate::parse_from_str(s.get(..10).unwrap_or(&s), "%Y-%m-%d").ok())
+    s.as_deref().and_then(crate::time::day)
 }
 
 async fn run_locked(db: &Db, gateways: &Gateways, date: NaiveDate) -> Result<Report, ApiError> {

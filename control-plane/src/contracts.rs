@@ -64,8 +64,7 @@ pub struct PlanPeriod {
 }
 
 fn day(s: &str) -> Result<NaiveDate, ApiError> {
-    let date = s.get(..10).unwrap_or(s);
-    NaiveDate::parse_from_str(date, "%Y-%m-%d").map_err(|_| ApiError::Internal(format!("`{s}` is not a date")))
+    crate::time::day(s).ok_or_else(|| ApiError::Internal(format!("`{s}` is not a date")))
 }
 
 /// The plan's name, fees and trial days now.

@@ -421,19 +421,8 @@ async fn granted_units(db: &Db, account_id: i64) -> Result<i64, ApiError> {
 
 /// Appends one ledger entry for `account_id` inside `tx`, with the balance after it; the
 /// wallet row is locked first, so that entries of one account are written one at a time.
+/// `detail`: a deduction's usage (see [`attribute`]).
 async fn append(
-    tx: &mut sqlx::AnyConnection,
-    account_id: i64,
-    kind: &str,
-    amount: Decimal,
-    grant_id: Option<i64>,
-    note: Option<&str>,
-) -> Result<Value, ApiError> {
-    append_detailed(tx, account_id, kind, amount, grant_id, note, None).await
-}
-
-/// [`append`] with a detail (a deduction's usage, see [`attribute`]).
-async fn append_detailed(
     tx: &mut sqlx::AnyConnection,
     account_id: i64,
     kind: &str,
@@ -576,7 +565,7 @@ async fn insert_grant_in(
     .bind(&now)
     .fetch_one(&mut *tx)
     .await?;
-    append(tx, account_id, "grant", amount, Some(id), note).await?;
+    append(tx, account_id, "grant", amount, Some(id), note, None).await?;
     Ok(json!({
         "id": id, "account_id": account_id, "amount": amount.to_string(), "kind": kind,
         "expires_at": expires_at, "note": note, "created_at": now,
@@ -893,7 +882,7 @@ pub async fn flush(db: &Db, counters: &Counters) -> Result<usize, ApiError> {
             .execute(&mut *tx)
             .await?;
         let detail = attribute(&mut tx, account_id).await?;
-        append_detailed(
+        append(
             &mut tx,
             account_id,
             "deduction",
@@ -918,10 +907,7 @@ fn month_param(p: &Params, field: &str) -> Result<(String, i64, i64), ApiError> 
         Some(m) => m.to_string(),
         None => Utc::now().format("%Y-%m").to_string(),
     };
-    let first = chrono::NaiveDate::parse_from_str(&format!("{month}-01"), "%Y-%m-%d")
-        .ok()
-        .filter(|_| month.len() == 7)
-        .ok_or_else(|| ApiError::invalid(field, "must be YYYY-MM"))?;
+    let first = crate::invoice::parse_period(&month).ok_or_else(|| ApiError::invalid(field, "must be YYYY-MM"))?;
     let next = first
         .checked_add_months(chrono::Months::new(1))
         .ok_or_else(|| ApiError::invalid(field, "is out of range"))?;
@@ -1035,7 +1021,7 @@ pub async fn issue(db: &Db, account_id: i64, p: &Params) -> Result<Value, ApiErr
         }
     }
     let ledger = match billing.as_str() {
-        "prepaid" => Some(append(&mut tx, account_id, "adjustment", amount, None, note).await?),
+        "prepaid" => Some(append(&mut tx, account_id, "adjustment", amount, None, note, None).await?),
         _ => None,
     };
     let transaction_id = ledger.as_ref().and_then(|l| l["id"].as_i64());
@@ -1174,7 +1160,7 @@ pub async fn expire(db: &Db, counters: &Counters) -> Result<usize, ApiError> {
                 .execute(&mut *tx)
                 .await?;
             if left > 0 {
-                append(&mut tx, account_id, "expiry", -from_units(left), Some(id), None).await?;
+                append(&mut tx, account_id, "expiry", -from_units(left), Some(id), None, None).await?;
             }
             expired += 1;
         }

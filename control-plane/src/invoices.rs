@@ -9,7 +9,7 @@ use crate::db::{decimal, Db};
 use crate::error::ApiError;
 use crate::invoice::{self, LineType, State};
 use crate::params::Params;
-use chrono::{Datelike, NaiveDate};
+use chrono::NaiveDate;
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 use sqlx::{AnyConnection, Row};
@@ -794,12 +794,6 @@ pub async fn pdf(db: &Db, id: i64) -> Result<Vec<u8>, ApiError> {
         vat_zero_text: settings.vat_zero_text.as_deref(),
     };
     Ok(crate::pdf::render(&inv, &all, &extras))
-}
-
-/// The first day of the month after `day`'s.
-pub fn next_month(day: NaiveDate) -> NaiveDate {
-    let first = day.with_day(1).unwrap_or(day);
-    first.checked_add_months(chrono::Months::new(1)).unwrap_or(first)
 }
 
 #[cfg(test)]
