@@ -93,11 +93,11 @@ pub struct PendingCredit {
     pub note: Option<String>,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Facts {
-    pub date: Option<NaiveDate>,
-    pub mode: Option<Mode>,
-    pub account: Option<AccountFacts>,
+    pub date: NaiveDate,
+    pub mode: Mode,
+    pub account: AccountFacts,
     /// The account's plan history (every contract), oldest first.
     pub plans: Vec<PlanPeriod>,
     /// Last month's usage.
@@ -110,6 +110,24 @@ pub struct Facts {
     pub credits: Vec<PendingCredit>,
     /// Events already recorded, as `kind payload`.
     pub events: HashSet<String>,
+}
+
+impl Facts {
+    /// An account's facts with nothing recorded yet.
+    pub fn new(date: NaiveDate, mode: Mode, account: AccountFacts) -> Self {
+        Facts {
+            date,
+            mode,
+            account,
+            plans: Vec::new(),
+            usage: Vec::new(),
+            pricing: Arc::default(),
+            invoices: Vec::new(),
+            billed: HashSet::new(),
+            credits: Vec::new(),
+            events: HashSet::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -277,9 +295,7 @@ fn plan_at_end<'a>(rows: &[&'a PlanPeriod], month: NaiveDate) -> Option<&'a Plan
 
 /// The whole plan for one account on its date.
 pub fn plan(f: &Facts) -> Vec<Change> {
-    let (Some(date), Some(mode), Some(account)) = (f.date, f.mode, f.account.as_ref()) else {
-        return Vec::new();
-    };
+    let (date, mode, account) = (f.date, f.mode, &f.account);
     let month = month_of(date);
     let prev = month.checked_sub_months(Months::new(1)).unwrap_or(month);
     let mut out = Vec::new();
@@ -561,7 +577,7 @@ async fn run_locked(db: &Db, gateways: &Gateways, date: NaiveDate) -> Result<Rep
             open.entry(i.period.clone()).or_insert(i.id);
         }
         work.push(Work {
-            account: f.account.as_ref().map_or(0, |a| a.id),
+            account: f.account.id,
             changes,
             open,
         });
@@ -625,21 +641,13 @@ async fn load(
     for r in rows {
         let id: i64 = r.try_get("id")?;
         let expires: Option<String> = r.try_get("credit_card_expires_on")?;
-        facts.insert(
+        let account = AccountFacts {
             id,
-            Facts {
-                date: Some(date),
-                mode: Some(mode),
-                account: Some(AccountFacts {
-                    id,
-                    billing_enabled: r.try_get::<i64, _>("monthly_billing_enabled")? != 0,
-                    charging_enabled: settings.charging_enabled
-                        && r.try_get::<i64, _>("monthly_charging_enabled")? != 0,
-                    card_expires_on: expires.and_then(|e| crate::invoice::parse_period(&e)),
-                }),
-                ..Facts::default()
-            },
-        );
+            billing_enabled: r.try_get::<i64, _>("monthly_billing_enabled")? != 0,
+            charging_enabled: settings.charging_enabled && r.try_get::<i64, _>("monthly_charging_enabled")? != 0,
+            card_expires_on: expires.and_then(|e| crate::invoice::parse_period(&e)),
+        };
+        facts.insert(id, Facts::new(date, mode, account));
     }
     for p in crate::contracts::all(&mut conn).await? {
         if let Some(f) = facts.get_mut(&p.account_id) {
@@ -956,17 +964,15 @@ mod tests {
     }
 
     fn facts(mode: Mode, date: &str, plans: Vec<PlanPeriod>) -> Facts {
+        let account = AccountFacts {
+            id: 1,
+            billing_enabled: true,
+            charging_enabled: true,
+            card_expires_on: None,
+        };
         Facts {
-            date: Some(day(date)),
-            mode: Some(mode),
-            account: Some(AccountFacts {
-                id: 1,
-                billing_enabled: true,
-                charging_enabled: true,
-                card_expires_on: None,
-            }),
             plans,
-            ..Facts::default()
+            ..Facts::new(day(date), mode, account)
         }
     }
 
@@ -1032,7 +1038,7 @@ mod tests {
             row(1, "Plan A", 200, 0, "2026-10-01", "2026-10-01", Some("2026-11-16")),
             row(2, "Plan B", 300, 0, "2026-10-01", "2026-11-16", None),
         ];
-        f.date = Some(day("2026-11-16"));
+        f.date = day("2026-11-16");
         f.invoices = vec![OpenInvoice {
             id: 1,
             period: "2026-11".into(),
@@ -1073,7 +1079,7 @@ mod tests {
         let october = plan(&f);
         assert_eq!(total(&october), Decimal::from(15));
         bill_into(&mut f, &october);
-        f.date = Some(day("2026-11-01"));
+        f.date = day("2026-11-01");
         let november = plan(&f);
         assert_eq!(lines(&november), vec![("plan_cost", Decimal::from(10))]);
     }
@@ -1099,7 +1105,7 @@ mod tests {
             row(1, "Pro", 31, 0, "2026-10-25", "2026-10-05", Some("2026-10-21")),
             row(2, "Max", 62, 0, "2026-10-25", "2026-10-21", None),
         ];
-        f.date = Some(day("2026-10-25"));
+        f.date = day("2026-10-25");
         assert_eq!(lines(&plan(&f)), vec![("plan_cost", Decimal::from(14))]);
     }
 
@@ -1164,7 +1170,7 @@ mod tests {
             }),
             "postpaid: not before the month ends"
         );
-        f.mode = Some(Mode::Prepaid);
+        f.mode = Mode::Prepaid;
         let prepaid = plan(&f);
         assert!(
             prepaid.iter().any(|c| matches!(c, Change::Bill { period, line, .. }
@@ -1200,7 +1206,7 @@ mod tests {
                 Change::Charge { invoice_id: 5 }
             ]
         );
-        f.account.as_mut().unwrap().charging_enabled = false;
+        f.account.charging_enabled = false;
         assert_eq!(
             plan(&f),
             vec![Change::Issue { invoice_id: 1 }],
@@ -1215,14 +1221,14 @@ mod tests {
             "2026-11-01",
             vec![row(1, "Basic", 10, 5, "2026-10-01", "2026-10-01", None)],
         );
-        f.account.as_mut().unwrap().billing_enabled = false;
+        f.account.billing_enabled = false;
         assert!(lines(&plan(&f)).is_empty());
     }
 
     #[test]
     fn an_expiring_card_is_announced_once() {
         let mut f = facts(Mode::Postpaid, "2026-11-10", vec![]);
-        f.account.as_mut().unwrap().card_expires_on = Some(day("2026-12-01"));
+        f.account.card_expires_on = Some(day("2026-12-01"));
         let changes = plan(&f);
         let Some(Change::Event { kind, payload }) = changes.first() else {
             panic!("{changes:?}")
@@ -1272,7 +1278,7 @@ mod tests {
             // Daily runs from the start...
             let mut daily = facts(mode, "2026-01-01", plans.clone());
             for d in 0..days {
-                daily.date = Some(start + Days::new(d));
+                daily.date = start + Days::new(d);
                 let changes = plan(&daily);
                 bill_into(&mut daily, &changes);
                 let again = plan(&daily);
@@ -1290,7 +1296,7 @@ mod tests {
         fn lines_of_a_month_never_exceed_the_highest_fee_plus_setup(plans in history(), day_of in 0u64..365) {
             let date = day("2026-01-01") + Days::new(day_of);
             let f = facts(Mode::Prepaid, "2026-01-01", plans.clone());
-            let f = Facts { date: Some(date), ..f };
+            let f = Facts { date, ..f };
             let month = period_name(month_of(date));
             let billed: Decimal = plan(&f).iter().filter_map(|c| match c {
                 Change::Bill { period, line, .. } if *period == month => Some(line.cost),
