@@ -248,7 +248,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// A path segment `{id}.json` → the id; anything else is 404.
-fn json_id(segment: &str) -> Result<i64, ApiError> {
+pub(super) fn json_id(segment: &str) -> Result<i64, ApiError> {
     segment
         .strip_suffix(".json")
         .unwrap_or(segment)

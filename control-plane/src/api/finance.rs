@@ -2,6 +2,7 @@
 //! earnings report and the master API's billing jobs. Thin: each handler authorizes and calls
 //! [`crate::invoices`], [`crate::payments`] or [`crate::billing_run`].
 
+use super::admin::json_id;
 use super::{created, wrap, wrap_list, AppState};
 use crate::auth::{authorize, Access, Principal, Scope, Section};
 use crate::error::ApiError;
@@ -54,13 +55,6 @@ fn id_and_format(segment: &str) -> Result<(i64, bool), ApiError> {
         None => (segment.strip_suffix(".json").unwrap_or(segment), false),
     };
     Ok((id.parse().map_err(|_| ApiError::NotFound)?, pdf))
-}
-
-fn json_id(segment: &str) -> Result<i64, ApiError> {
-    match id_and_format(segment)? {
-        (id, false) => Ok(id),
-        _ => Err(ApiError::NotFound),
-    }
 }
 
 async fn list(State(app): State<AppState>, headers: HeaderMap, p: Params) -> Result<Json<Value>, ApiError> {
