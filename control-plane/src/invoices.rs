@@ -151,10 +151,11 @@ async fn vat_rate(conn: &mut AnyConnection, inv: &Invoice) -> Result<Decimal, Ap
     Ok(rate.and_then(|r| r.parse().ok()).unwrap_or(Decimal::ZERO))
 }
 
-pub async fn totals(conn: &mut AnyConnection, inv: &Invoice) -> Result<invoice::Totals, ApiError> {
+/// The invoice's totals, and the VAT rate they were computed at.
+pub async fn totals(conn: &mut AnyConnection, inv: &Invoice) -> Result<(invoice::Totals, Decimal), ApiError> {
     let costs: Vec<Decimal> = lines(conn, inv.id).await?.iter().map(|l| l.cost).collect();
     let rate = vat_rate(conn, inv).await?;
-    Ok(invoice::totals(costs, rate, &inv.currency))
+    Ok((invoice::totals(costs, rate, &inv.currency), rate))
 }
 
 fn money(d: Decimal) -> Value {
@@ -170,8 +171,7 @@ pub fn period_bounds(period: &str) -> Option<(NaiveDate, NaiveDate)> {
 
 /// The invoice as 3scale's JSON shows it.
 pub async fn to_json(conn: &mut AnyConnection, inv: &Invoice) -> Result<Value, ApiError> {
-    let t = totals(conn, inv).await?;
-    let rate = vat_rate(conn, inv).await?;
+    let (t, rate) = totals(conn, inv).await?;
     let (from, to) = period_bounds(&inv.period).unzip();
     let parse = |s: &Option<String>| s.as_deref().and_then(|s| serde_json::from_str::<Value>(s).ok());
     Ok(json!({
@@ -249,20 +249,10 @@ fn period_param(p: &Params) -> Result<Option<String>, ApiError> {
     }
 }
 
-async fn account_exists(conn: &mut AnyConnection, account_id: i64, field: &str) -> Result<(), ApiError> {
-    let found: Option<i64> = sqlx::query_scalar("SELECT id FROM accounts WHERE id = $1")
-        .bind(account_id)
-        .fetch_optional(conn)
-        .await?;
-    found
-        .map(|_| ())
-        .ok_or_else(|| ApiError::invalid(field, "does not exist"))
-}
-
 /// `POST /api/invoices.json` (`account_id`) or `/api/accounts/{id}/invoices.json`: a manual
 /// invoice for `period` (default: this month).
-pub async fn create_manual(db: &Db, account_id: Option<i64>, p: &Params) -> Result<Value, ApiError> {
-    let account_id = match account_id {
+pub async fn create_manual(db: &Db, account_in_path: Option<i64>, p: &Params) -> Result<Value, ApiError> {
+    let account_id = match account_in_path {
         Some(id) => id,
         None => p
             .parse::<i64>("account_id")?
@@ -271,7 +261,17 @@ pub async fn create_manual(db: &Db, account_id: Option<i64>, p: &Params) -> Resu
     let period = period_param(p)?.unwrap_or_else(this_month);
     let settings = crate::billing::settings(db).await?;
     let mut tx = db.begin_write().await?;
-    account_exists(&mut tx, account_id, "account_id").await?;
+    let found: Option<i64> = sqlx::query_scalar("SELECT id FROM accounts WHERE id = $1")
+        .bind(account_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    if found.is_none() {
+        // The path's account is a resource that is not there; a form's is a bad field.
+        return Err(match account_in_path {
+            Some(_) => ApiError::NotFound,
+            None => ApiError::invalid("account_id", "does not exist"),
+        });
+    }
     let inv = create(&mut tx, &settings, account_id, &period, "manual").await?;
     let body = to_json(&mut tx, &inv).await?;
     tx.commit().await?;
@@ -418,7 +418,8 @@ async fn parties(
         "vat_code": vat_code,
         "address": address.and_then(|a| serde_json::from_str::<Value>(&a).ok()),
     });
-    let provider = sqlx::query("SELECT org_name, settings FROM provider_account WHERE id = 1")
+    let provider = sqlx::query("SELECT org_name, settings FROM provider_account WHERE id = $1")
+        .bind(crate::catalog::provider::PROVIDER_ID)
         .fetch_optional(&mut *conn)
         .await?;
     let issuer = match provider {
@@ -518,7 +519,7 @@ pub async fn change_state(conn: &mut AnyConnection, id: i64, to: State, today: N
             .unwrap_or_else(|| ApiError::invalid("state", "changed meanwhile; try again")));
     };
     let after = from_row(&row)?;
-    let t = totals(conn, &after).await?;
+    let (t, _) = totals(conn, &after).await?;
     let kind = match to {
         State::Pending => "invoice.issued".to_string(),
         other => format!("invoice.{}", other.as_str()),
@@ -700,7 +701,7 @@ pub async fn earnings(db: &Db, p: &Params) -> Result<Vec<Value>, ApiError> {
         if year.is_some_and(|y| !inv.period.starts_with(y)) || inv.state == State::Cancelled {
             continue;
         }
-        let cost = totals(&mut conn, &inv).await?.with_vat;
+        let cost = totals(&mut conn, &inv).await?.0.with_vat;
         let m = months.entry(inv.period.clone()).or_default();
         m[0] += cost;
         let group = match inv.state {
@@ -738,8 +739,7 @@ pub async fn csv(db: &Db, p: &Params) -> Result<String, ApiError> {
         "id,friendly_id,account_id,buyer,period,state,creation_type,currency,cost_without_vat,vat_rate,vat_amount,cost,issued_on,due_on,paid_at\n",
     );
     for inv in select(&mut conn, &f, None).await? {
-        let t = totals(&mut conn, &inv).await?;
-        let rate = vat_rate(&mut conn, &inv).await?;
+        let (t, rate) = totals(&mut conn, &inv).await?;
         let buyer: Option<String> = sqlx::query_scalar("SELECT org_name FROM accounts WHERE id = $1")
             .bind(inv.account_id)
             .fetch_optional(&mut *conn)
@@ -775,8 +775,7 @@ pub async fn pdf(db: &Db, id: i64) -> Result<Vec<u8>, ApiError> {
     let mut conn = db.pool.acquire().await?;
     let inv = load(&mut conn, id).await?;
     let all = lines(&mut conn, id).await?;
-    let t = totals(&mut conn, &inv).await?;
-    let rate = vat_rate(&mut conn, &inv).await?;
+    let (t, rate) = totals(&mut conn, &inv).await?;
     let frozen = |s: &Option<String>| s.as_deref().and_then(|s| serde_json::from_str::<Value>(s).ok());
     let (buyer, issuer) = match (frozen(&inv.buyer), frozen(&inv.issuer)) {
         (Some(b), Some(i)) => (b, i),

@@ -343,7 +343,7 @@ pub async fn charge(db: &Db, gateways: &Gateways, id: i64, today: NaiveDate) -> 
             ),
         ));
     }
-    let total = invoices::totals(&mut conn, &inv).await?.with_vat;
+    let total = invoices::totals(&mut conn, &inv).await?.0.with_vat;
     let card = card(&mut conn, inv.account_id).await?;
     drop(conn);
     let attempt = Charge {
@@ -357,23 +357,21 @@ pub async fn charge(db: &Db, gateways: &Gateways, id: i64, today: NaiveDate) -> 
             inv.id, inv.charging_retries_count
         ),
     };
-    let outcome = match settings.payment_gateway.as_str() {
-        _ if card.is_none() => {
+    if card.is_none() {
+        return Err(not_chargeable(
+            "Failed to charge the credit card: the account has no credit card",
+        ));
+    }
+    if total <= Decimal::ZERO {
+        return Err(not_chargeable("Failed to charge the credit card: nothing to charge"));
+    }
+    let outcome = match (settings.payment_gateway.as_str(), &gateways.stripe) {
+        ("stripe", Some(stripe)) => stripe.charge(&attempt).await,
+        ("stripe", None) => {
             return Err(not_chargeable(
-                "Failed to charge the credit card: the account has no credit card",
+                "Failed to charge the credit card: Stripe is not configured (TOLLGATE_STRIPE_SECRET_KEY)",
             ))
         }
-        _ if total <= Decimal::ZERO => {
-            return Err(not_chargeable("Failed to charge the credit card: nothing to charge"))
-        }
-        "stripe" => match &gateways.stripe {
-            Some(stripe) => stripe.charge(&attempt).await,
-            None => {
-                return Err(not_chargeable(
-                    "Failed to charge the credit card: Stripe is not configured (TOLLGATE_STRIPE_SECRET_KEY)",
-                ))
-            }
-        },
         _ => {
             return Err(not_chargeable(
                 "Failed to charge the credit card: the offline gateway does not charge; mark the invoice paid",

@@ -84,6 +84,8 @@ async fn manual_invoices_lines_states_and_documents(backend: Backend) {
     let (s, body) = app.post_form("/api/invoices.json", &[("account_id", "999999")]).await;
     assert_eq!(s, 422, "{body}");
     assert!(body["errors"]["account_id"].is_array(), "{body}");
+    let (s, _) = app.post_form("/api/accounts/999999/invoices.json", &[]).await;
+    assert_eq!(s, 404, "an account named by the path that is not there");
     let (s, body) = app
         .post_form(
             "/api/invoices.json",

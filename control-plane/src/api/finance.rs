@@ -94,13 +94,6 @@ async fn create_for_account(
 ) -> Result<Response, ApiError> {
     finance(&app, &headers, &p, Access::Write).await?;
     let account = json_id(&account)?;
-    let mut conn = app.db.pool.acquire().await?;
-    let found: Option<i64> = sqlx::query_scalar("SELECT id FROM accounts WHERE id = $1")
-        .bind(account)
-        .fetch_optional(&mut *conn)
-        .await?;
-    found.ok_or(ApiError::NotFound)?;
-    drop(conn);
     Ok(created(
         "invoice",
         &invoices::create_manual(&app.db, Some(account), &p).await?,
