@@ -71,6 +71,13 @@ on_both_databases! {
         assert_eq!(status, 200);
         assert_eq!(back["application"]["plan_id"], plan_id);
         assert_eq!(count(app, &format!("SELECT COUNT(*) FROM application_plans WHERE id = {custom_plan}")).await, 0, "the custom plan is gone");
+        // The plan history saw both moves: original → custom → original, the last one open.
+        let history: Vec<(i64, Option<String>)> = sqlx::query_as(
+            "SELECT plan_id, ends_on FROM contract_plans WHERE contract_type = 'application' AND contract_id = $1 ORDER BY id")
+            .bind(app_id).fetch_all(&app.db.pool).await.unwrap();
+        let plans: Vec<i64> = history.iter().map(|(p, _)| *p).collect();
+        assert_eq!(plans, vec![plan_id, custom_plan, plan_id]);
+        assert!(history[0].1.is_some() && history[1].1.is_some() && history[2].1.is_none(), "{history:?}");
     }
 
     async fn bulk_operations_are_all_or_nothing(app: &TestApp) {
