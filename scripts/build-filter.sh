@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the proxy-wasm filter and writes target/tollgate_filter.wasm.
+# Builds the proxy-wasm filter and writes target/tollgate_filter.wasm; with --noop, builds the
+# no-op filter the benchmark compares against (filter/noop) into target/noop_filter.wasm.
 #
 # rustup cannot fetch the wasm32 target on our machines, so this uses Debian's Rust
 # (rustc-web, cargo-web, rust-web-src: std sources at /usr/lib/rustlib/src) and rebuilds std
@@ -22,11 +23,21 @@ export CARGO_TARGET_DIR="$root/target/wasm"
 # Keep host-only flags (e.g. from the user's environment) away from the wasm build.
 unset RUSTFLAGS CARGO_ENCODED_RUSTFLAGS
 
-/usr/bin/cargo build -q -p tollgate-filter \
+crate=tollgate-filter; name=tollgate_filter
+if [ "${1:-}" = --noop ]; then crate=tollgate-noop-filter; name=noop_filter; fi
+/usr/bin/cargo build -q -p "$crate" \
   -Zbuild-std=std,panic_abort \
   --target wasm32-unknown-unknown \
   --profile wasm-release
 
-out="$root/target/tollgate_filter.wasm"
-cp "$CARGO_TARGET_DIR/wasm32-unknown-unknown/wasm-release/tollgate_filter.wasm" "$out"
+# Callbacks the filter does not implement: without their exports Envoy makes no call into the
+# VM for them (a response body chunk, the access log, ...). See drop-wasm-exports.py.
+unused=(
+  proxy_on_request_body proxy_on_request_trailers proxy_on_response_body proxy_on_response_trailers
+  proxy_on_log proxy_on_new_connection proxy_on_downstream_data proxy_on_downstream_connection_close
+  proxy_on_upstream_data proxy_on_upstream_connection_close
+)
+out="$root/target/$name.wasm"
+python3 "$root/scripts/drop-wasm-exports.py" \
+  "$CARGO_TARGET_DIR/wasm32-unknown-unknown/wasm-release/$name.wasm" "$out" "${unused[@]}"
 echo "build-filter: $out ($(stat -c %s "$out") bytes)"

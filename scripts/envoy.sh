@@ -14,6 +14,7 @@
 #   TOLLGATE_FILTER_CACHE_TTL_MS  how long the filter serves an authorization from its cache (5000)
 #   TOLLGATE_REPORT_INTERVAL_MS   how often the filter reports usage (1000)
 #   TOLLGATE_FILTER_LIMIT_HEADERS true | false: RateLimit-* headers on responses (false)
+#   TOLLGATE_FILTER_RESPONSE_CODES true | false: report response codes, log[code] (false)
 #   TOLLGATE_WASM              the filter                          (target/tollgate_filter.wasm)
 #   TOLLGATE_ENVOY_BIN         Envoy binary                        (.venv/bin/envoy, else envoy on PATH)
 #   TOLLGATE_ENVOY_CONFIG_OUT  where to write the rendered config  (a temporary file)
@@ -36,6 +37,8 @@ case "$filter" in on|off) ;; *) die "TOLLGATE_FILTER must be on or off" ;; esac
 case "$failure_mode" in closed|open) ;; *) die "TOLLGATE_FAILURE_MODE must be closed or open" ;; esac
 limit_headers="${TOLLGATE_FILTER_LIMIT_HEADERS:-false}"
 case "$limit_headers" in true|false) ;; *) die "TOLLGATE_FILTER_LIMIT_HEADERS must be true or false" ;; esac
+response_codes="${TOLLGATE_FILTER_RESPONSE_CODES:-false}"
+case "$response_codes" in true|false) ;; *) die "TOLLGATE_FILTER_RESPONSE_CODES must be true or false" ;; esac
 for n in TOLLGATE_ENVOY_PORT TOLLGATE_ENVOY_ADMIN_PORT TOLLGATE_ENVOY_CONCURRENCY TOLLGATE_REFRESH_MS TOLLGATE_CP_TIMEOUT_MS \
   TOLLGATE_FILTER_CACHE_TTL_MS TOLLGATE_REPORT_INTERVAL_MS; do
   v="${!n:-}"; [[ -z "$v" || "$v" =~ ^[0-9]+$ ]] || die "$n must be a number"
@@ -74,6 +77,7 @@ subst REFRESH_MS "${TOLLGATE_REFRESH_MS:-10000}"
 subst CACHE_TTL_MS "${TOLLGATE_FILTER_CACHE_TTL_MS:-5000}"
 subst REPORT_MS "${TOLLGATE_REPORT_INTERVAL_MS:-1000}"
 subst LIMIT_HEADERS "$limit_headers"
+subst RESPONSE_CODES "$response_codes"
 subst ACCESS_TOKEN "$token"
 subst FAILURE_MODE "$failure_mode"
 subst WASM "$wasm"

@@ -58,9 +58,6 @@ fn default_max_batches() -> usize {
 fn default_cache_max_entries() -> u32 {
     32_768
 }
-fn yes() -> bool {
-    true
-}
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -93,8 +90,9 @@ pub struct PluginConfig {
     /// counted in `tollgate.usage_dropped`).
     #[serde(default = "default_max_batches")]
     pub max_batches: usize,
-    /// Report the upstream's response codes (`log[code]`).
-    #[serde(default = "yes")]
+    /// Report the upstream's response codes (`log[code]`). Off by default, as in APIcast
+    /// (`APICAST_RESPONSE_CODES`): it costs a host call per request.
+    #[serde(default)]
     pub report_response_codes: bool,
     /// Add `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset` to responses whose
     /// request touched a limit.
@@ -214,7 +212,7 @@ mod tests {
             (c.cache_ttl_ms, c.report_interval_ms, c.batch_size),
             (5_000, 1_000, 500)
         );
-        assert!(c.report_response_codes);
+        assert!(!c.report_response_codes);
     }
 
     #[test]

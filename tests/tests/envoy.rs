@@ -305,6 +305,7 @@ async fn the_cached_path_calls_rarely_and_counts_every_request_once() {
     let extra = [
         ("TOLLGATE_FILTER_CACHE_TTL_MS", "60000"),
         ("TOLLGATE_REPORT_INTERVAL_MS", "200"),
+        ("TOLLGATE_FILTER_RESPONSE_CODES", "true"),
     ];
     let (envoy, sid, application, url) = gateway(&app, "cached", 100_000, &extra).await;
     let hits: i64 = sqlx::query_scalar("SELECT id FROM metrics WHERE service_id = $1 AND system_name = 'hits'")
