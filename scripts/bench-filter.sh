@@ -1,23 +1,26 @@
 #!/usr/bin/env bash
 # What the filter costs, side by side in one run, rounds alternating, same upstream, same load:
 #   - plain Envoy (TOLLGATE_FILTER=off: the same config without the filter),
+#   - Envoy + a filter that does nothing (filter/noop): what any wasm filter costs here,
 #   - Envoy + filter on the cached path (cache TTL 60 s),
 #   - Envoy + filter on the miss path (cache TTL 0: one control-plane call per request).
-# Saturation with wrk, then p50/p99 at half of plain Envoy's rate with oha (constant rate),
-# then the control-plane calls the cached path made per request served.
+# Each round: saturation with wrk for each, then p50/p99 at half of that round's plain Envoy
+# rate with oha (constant rate), plain, no-op and cached. Then the control-plane calls the cached path
+# made per request served.
 #
-#   BENCH_DURATION (8s)  BENCH_CONNECTIONS (32)  BENCH_ROUNDS (2)
+#   BENCH_DURATION (3s)  BENCH_CONNECTIONS (32)  BENCH_ROUNDS (10)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 # shellcheck source=scripts/lib.sh
 . "$root/scripts/lib.sh"
-duration="${BENCH_DURATION:-8s}"
+duration="${BENCH_DURATION:-3s}"
 conns="${BENCH_CONNECTIONS:-32}"
-rounds="${BENCH_ROUNDS:-2}"
+rounds="${BENCH_ROUNDS:-10}"
 
 bench_tools
 [ -f target/tollgate_filter.wasm ] || scripts/build-filter.sh
+[ -f target/noop_filter.wasm ] || scripts/build-filter.sh --noop
 cargo build --release -q -p tollgate -p tollgate-e2e --bins
 tmp="$(mktemp -d)"
 pids=()
@@ -32,13 +35,13 @@ cp_port="${cp##*:}"
 upstream="127.0.0.1:$(free_port)"
 target/release/demo-upstream "$upstream" >/dev/null 2>&1 & pids+=($!)
 
-# envoy NAME FILTER CACHE_TTL_MS: starts an Envoy; sets port_NAME and admin_NAME.
+# envoy NAME FILTER CACHE_TTL_MS [WASM]: starts an Envoy; sets port_NAME and admin_NAME.
 envoy() {
   local port admin
   port="$(free_port)"; admin="$(free_port)"
   TOLLGATE_CONTROL_PLANE="127.0.0.1:$cp_port" TOLLGATE_ACCESS_TOKEN="$token" TOLLGATE_UPSTREAM="$upstream" \
     TOLLGATE_ENVOY_PORT="$port" TOLLGATE_ENVOY_ADMIN_PORT="$admin" TOLLGATE_FILTER="$2" \
-    TOLLGATE_FILTER_CACHE_TTL_MS="$3" TOLLGATE_REFRESH_MS=2000 TOLLGATE_ENVOY_CONFIG_OUT="$tmp/$1.yaml" \
+    TOLLGATE_FILTER_CACHE_TTL_MS="$3" TOLLGATE_WASM="${4:-$root/target/tollgate_filter.wasm}" TOLLGATE_REFRESH_MS=2000 TOLLGATE_ENVOY_CONFIG_OUT="$tmp/$1.yaml" \
     scripts/envoy.sh >"$tmp/$1.log" 2>&1 & pids+=($!)
   printf -v "port_$1" '%s' "$port"; printf -v "admin_$1" '%s' "$admin"
   for _ in $(seq 150); do
@@ -48,36 +51,52 @@ envoy() {
   echo "bench-filter: Envoy $1 did not serve" >&2; cat "$tmp/$1.log" >&2; exit 1
 }
 envoy plain off 0
+envoy noop on 0 "$root/target/noop_filter.wasm"
 envoy cached on 60000
 envoy miss on 0
 url() { local p="port_$1"; echo "http://127.0.0.1:${!p}/bench?user_key=$key"; }
 stat() { local a="admin_$1"; curl -s "http://127.0.0.1:${!a}/stats?filter=tollgate.$2" | awk -F': ' 'NR==1 {print $2}'; }
 
-declare -A rps_sum
-for round in $(seq "$rounds"); do
-  for name in plain cached miss; do
-    r="$(wrk -t2 -c"$conns" -d"$duration" "$(url "$name")" | awk '/Requests\/sec/ {print $2}')"
-    echo "round $round: $name $r requests/s" >&2
-    rps_sum[$name]="$(awk -v a="${rps_sum[$name]:-0}" -v b="$r" 'BEGIN {print a + b}')"
-  done
-done
-mean() { awk -v s="${rps_sum[$1]}" -v n="$rounds" 'BEGIN {printf "%.0f", s / n}'; }
-half="$(awk -v r="$(mean plain)" 'BEGIN {printf "%d", r / 2}')"
+# Short rounds, alternating, and the ratios taken within each round: this machine's speed
+# drifts by a third over a minute (shared cores), which would swamp a difference of a tenth
+# between long runs taken one after the other. The figures are the medians over the rounds.
+rps() { wrk -t2 -c"$conns" -d"$duration" "$(url "$1")" | awk '/Requests\/sec/ {print $2}'; }
+# latency NAME RATE: "p50 p99" in ms, oha at a constant RATE.
 latency() {
-  oha -z "$duration" -q "$half" -c "$conns" --no-tui --output-format json "$(url "$1")" |
+  oha -z "$duration" -q "$2" -c "$conns" --no-tui --output-format json "$(url "$1")" |
     python3 -c 'import json,sys; p=json.load(sys.stdin)["latencyPercentiles"]; print("%.3f %.3f" % (p["p50"] * 1000, p["p99"] * 1000))'
 }
-read -r plain50 plain99 <<<"$(latency plain)"
-read -r cached50 cached99 <<<"$(latency cached)"
+rows="$tmp/rounds"
+for round in $(seq "$rounds"); do
+  plain="$(rps plain)"; noop="$(rps noop)"; cached="$(rps cached)"; miss="$(rps miss)"
+  half="$(awk -v r="$plain" 'BEGIN {printf "%d", r / 2}')"
+  read -r p50 p99 <<<"$(latency plain "$half")"
+  read -r n50 n99 <<<"$(latency noop "$half")"
+  read -r c50 c99 <<<"$(latency cached "$half")"
+  echo "round $round: requests/s plain $plain no-op $noop cached $cached miss $miss;" \
+    "p50/p99 ms at $half/s: plain $p50/$p99 no-op $n50/$n99 cached $c50/$c99" >&2
+  echo "$plain $noop $cached $miss $p50 $p99 $n50 $n99 $c50 $c99" >>"$rows"
+done
 requests="$(stat cached requests)"; calls="$(stat cached authrep_calls)"
 
-printf '| %-40s | %12s | %9s | %12s | %12s |\n' "wrk $conns connections, $duration x $rounds" "requests/s" "vs plain" "p50 at half" "p99 at half"
-printf '|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..42})" "$(printf -- '-%.0s' {1..14})" "$(printf -- '-%.0s' {1..11})" "$(printf -- '-%.0s' {1..14})" "$(printf -- '-%.0s' {1..14})"
-ratio() { awk -v a="$(mean "$1")" -v b="$(mean plain)" 'BEGIN {printf "%.2f", a / b}'; }
-printf '| %-40s | %12s | %9s | %12s | %12s |\n' "plain Envoy" "$(mean plain)" "1.00" "${plain50}ms" "${plain99}ms"
-printf '| %-40s | %12s | %9s | %12s | %12s |\n' "Envoy + filter, cached path" "$(mean cached)" "$(ratio cached)" "${cached50}ms" "${cached99}ms"
-printf '| %-40s | %12s | %9s | %12s | %12s |\n' "Envoy + filter, miss path (TTL 0)" "$(mean miss)" "$(ratio miss)" "-" "-"
-echo
-awk -v a="$cached50" -v b="$plain50" -v c="$cached99" -v d="$plain99" \
-  'BEGIN {printf "added by the cached path at half load: p50 %.0f us, p99 %.0f us\n", (a - b) * 1000, (c - d) * 1000}'
+python3 - "$rows" "$conns" "$duration" "$rounds" <<'PY'
+import statistics as st, sys
+rows = [list(map(float, l.split())) for l in open(sys.argv[1])]
+med = lambda f: st.median([f(r) for r in rows])
+PLAIN, NOOP, CACHED, MISS = range(4)
+P50 = {PLAIN: 4, NOOP: 6, CACHED: 8}
+title = "wrk %s connections, %s rounds of %s" % (sys.argv[2], sys.argv[4], sys.argv[3])
+print("| %-40s | %10s | %8s | %8s | %11s | %11s |" % (title, "requests/s", "vs plain", "vs no-op", "p50 at half", "p99 at half"))
+print("|%s|%s|%s|%s|%s|%s|" % ("-" * 42, "-" * 12, "-" * 10, "-" * 10, "-" * 13, "-" * 13))
+for label, i in [("plain Envoy", PLAIN), ("Envoy + no-op wasm filter", NOOP),
+                 ("Envoy + filter, cached path", CACHED), ("Envoy + filter, miss path (TTL 0)", MISS)]:
+    lat = ("%9.3fms" % med(lambda r: r[P50[i]]), "%9.3fms" % med(lambda r: r[P50[i] + 1])) if i in P50 else ("-", "-")
+    print("| %-40s | %10.0f | %8.2f | %8s | %11s | %11s |" % (label, med(lambda r: r[i]), med(lambda r: r[i] / r[PLAIN]),
+          "%.2f" % med(lambda r: r[i] / r[NOOP]) if i in (CACHED, MISS) else "-", *lat))
+print()
+print("medians over the rounds; a ratio is the median of the ratios within each round")
+for label, base in [("plain Envoy", PLAIN), ("the no-op filter", NOOP)]:
+    print("added by the cached path at half load over %s (median of each round's difference): p50 %.0f us, p99 %.0f us"
+          % (label, 1000 * med(lambda r: r[8] - r[P50[base]]), 1000 * med(lambda r: r[9] - r[P50[base] + 1])))
+PY
 awk -v c="$calls" -v r="$requests" 'BEGIN {printf "control-plane calls on the cached path: %d for %d requests (%.3f %%)\n", c, r, 100 * c / r}'
