@@ -775,6 +775,37 @@ fn from_cache(
 }
 
 impl Request {
+    /// `log[code]` for a request let through, when the configuration asks for it.
+    fn count_code(&self) {
+        let (Some(unverified), Some(call)) = (*self.served.borrow(), self.call.as_ref()) else {
+            return;
+        };
+        let report_codes = self
+            .shared
+            .borrow()
+            .config
+            .as_ref()
+            .is_some_and(|c| c.report_response_codes);
+        let Some(code) = report_codes
+            .then(|| self.get_http_response_header(":status"))
+            .flatten()
+            .and_then(|s| s.parse::<u16>().ok())
+        else {
+            return;
+        };
+        let app = App {
+            service_id: call.service_id,
+            credentials: call.credentials.clone(),
+            unverified,
+        };
+        self.shared
+            .borrow_mut()
+            .usage
+            .entry(app)
+            .or_default()
+            .add(&[], Some(code));
+    }
+
     /// The request head, from one host call.
     fn head(&self) -> RequestHead {
         let headers = self.get_http_request_headers();
@@ -842,39 +873,6 @@ fn rate_headers(rate: Option<(i64, i64, u64)>) -> Vec<(&'static str, String)> {
             ("ratelimit-reset", reset.to_string()),
         ],
         None => Vec::new(),
-    }
-}
-
-impl Request {
-    /// `log[code]` for a request let through, when the configuration asks for it.
-    fn count_code(&self) {
-        let (Some(unverified), Some(call)) = (*self.served.borrow(), self.call.as_ref()) else {
-            return;
-        };
-        let report_codes = self
-            .shared
-            .borrow()
-            .config
-            .as_ref()
-            .is_some_and(|c| c.report_response_codes);
-        let Some(code) = report_codes
-            .then(|| self.get_http_response_header(":status"))
-            .flatten()
-            .and_then(|s| s.parse::<u16>().ok())
-        else {
-            return;
-        };
-        let app = App {
-            service_id: call.service_id,
-            credentials: call.credentials.clone(),
-            unverified,
-        };
-        self.shared
-            .borrow_mut()
-            .usage
-            .entry(app)
-            .or_default()
-            .add(&[], Some(code));
     }
 }
 
