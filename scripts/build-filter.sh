@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds the proxy-wasm filter and writes target/tollgate_filter.wasm; with --noop, builds the
-# no-op filter the benchmark compares against (filter/noop) into target/noop_filter.wasm.
+# Builds the proxy-wasm filter and writes target/tollgate_filter.wasm. For the benchmark:
+#   --noop    the no-op filter it compares against (filter/noop) -> target/noop_filter.wasm
+#   --timing  the filter with per-step timings (feature `timing`) -> target/timing_filter.wasm
 #
 # rustup cannot fetch the wasm32 target on our machines, so this uses Debian's Rust
 # (rustc-web, cargo-web, rust-web-src: std sources at /usr/lib/rustlib/src) and rebuilds std
@@ -23,9 +24,14 @@ export CARGO_TARGET_DIR="$root/target/wasm"
 # Keep host-only flags (e.g. from the user's environment) away from the wasm build.
 unset RUSTFLAGS CARGO_ENCODED_RUSTFLAGS
 
-crate=tollgate-filter; name=tollgate_filter
-if [ "${1:-}" = --noop ]; then crate=tollgate-noop-filter; name=noop_filter; fi
-/usr/bin/cargo build -q -p "$crate" \
+crate=tollgate-filter; built=tollgate_filter; name=tollgate_filter; features=()
+case "${1:-}" in
+  --noop) crate=tollgate-noop-filter; built=noop_filter; name=noop_filter ;;
+  --timing) features=(--features timing); name=timing_filter ;;
+  "") ;;
+  *) echo "build-filter: unknown option $1" >&2; exit 2 ;;
+esac
+/usr/bin/cargo build -q -p "$crate" "${features[@]}" \
   -Zbuild-std=std,panic_abort \
   --target wasm32-unknown-unknown \
   --profile wasm-release
@@ -39,5 +45,5 @@ unused=(
 )
 out="$root/target/$name.wasm"
 python3 "$root/scripts/drop-wasm-exports.py" \
-  "$CARGO_TARGET_DIR/wasm32-unknown-unknown/wasm-release/$name.wasm" "$out" "${unused[@]}"
+  "$CARGO_TARGET_DIR/wasm32-unknown-unknown/wasm-release/$built.wasm" "$out" "${unused[@]}"
 echo "build-filter: $out ($(stat -c %s "$out") bytes)"
