@@ -34,11 +34,20 @@ pub fn usage_for(rules: &[MappingRule], method: &str, path_and_query: &str) -> O
         Some((p, q)) => (p, q),
         None => (path_and_query, ""),
     };
+    // Proxy configs list their rules in position order: then there is nothing to sort.
+    if rules.is_sorted_by_key(|r| r.position) {
+        return scan(rules.iter(), method, path, query);
+    }
     let mut ordered: Vec<&MappingRule> = rules.iter().collect();
     ordered.sort_by_key(|r| r.position);
+    scan(ordered.into_iter(), method, path, query)
+}
+
+/// [`usage_for`] over rules in position order.
+fn scan<'a>(rules: impl Iterator<Item = &'a MappingRule>, method: &str, path: &str, query: &str) -> Option<Usage> {
     let mut usage: Usage = Vec::new();
     let mut matched = false;
-    for rule in ordered {
+    for rule in rules {
         if !rule.http_method.eq_ignore_ascii_case(method) && !rule.http_method.eq_ignore_ascii_case("ANY") {
             continue;
         }

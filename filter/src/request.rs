@@ -25,12 +25,25 @@ impl RequestHead {
     pub fn query_param(&self, name: &str) -> Option<String> {
         self.query().split('&').find_map(|pair| {
             let (n, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (decode(n) == name).then(|| decode(v))
+            let same = if needs_decoding(n) {
+                decode(n) == name
+            } else {
+                n == name
+            };
+            same.then(|| decode(v))
         })
     }
 }
 
+/// Most names and keys are plain: comparing them as they are spares an allocation per pair.
+fn needs_decoding(s: &str) -> bool {
+    s.bytes().any(|b| b == b'%' || b == b'+')
+}
+
 fn decode(s: &str) -> String {
+    if !needs_decoding(s) {
+        return s.to_string();
+    }
     let plus_as_space = s.replace('+', " ");
     percent_encoding::percent_decode_str(&plus_as_space)
         .decode_utf8_lossy()
