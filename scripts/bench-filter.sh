@@ -5,8 +5,8 @@
 #   - Envoy + filter on the cached path (cache TTL 60 s),
 #   - Envoy + filter on the miss path (cache TTL 0: one control-plane call per request).
 # Each round: saturation with wrk for each, then p50/p99 at half of that round's plain Envoy
-# rate with oha (constant rate), plain, no-op and cached. Then the control-plane calls the cached path
-# made per request served.
+# rate with oha (constant rate), plain, no-op and cached. Then the control-plane calls the
+# cached path made per request served.
 #
 # BENCH_TIMING=1 then runs the filter built with per-step timings (scripts/build-filter.sh
 # --timing) at a constant 4,000 requests/s and prints where a cached request's time goes

@@ -22,6 +22,18 @@ pub struct Call {
     pub usage: Usage,
 }
 
+impl Call {
+    /// The application this call's usage is counted for; `unverified`: let through without
+    /// the control plane vouching for it.
+    pub fn app(&self, unverified: bool) -> crate::report::App {
+        crate::report::App {
+            service_id: self.service_id,
+            credentials: self.credentials.clone(),
+            unverified,
+        }
+    }
+}
+
 pub fn decide(services: Option<&Services>, failure_mode: FailureMode, req: &RequestHead) -> Decision {
     let Some(services) = services else {
         // No configuration fetched yet: the same as the control plane being unreachable.

@@ -209,11 +209,7 @@ impl Shared {
         if count == Count::No {
             return;
         }
-        let app = App {
-            service_id: call.service_id,
-            credentials: call.credentials.clone(),
-            unverified: count == Count::Unverified,
-        };
+        let app = call.app(count == Count::Unverified);
         if !exact {
             // The hot path: one lookup.
             self.usage.entry(app).or_default().add(&call.usage, None);
@@ -307,11 +303,7 @@ impl Root {
             // The service went away with a configuration change: let them through, as before.
             return self.settle(&key, None, &Step::Fetch);
         };
-        let app = App {
-            service_id: call.service_id,
-            credentials: call.credentials.clone(),
-            unverified: false,
-        };
+        let app = call.app(false);
         let mut pending = report::pending(&Host, &app);
         if let Some(mine) = self.shared.borrow().usage.get(&app) {
             pending.merge(mine.clone());
@@ -803,15 +795,10 @@ impl Request {
         else {
             return;
         };
-        let app = App {
-            service_id: call.service_id,
-            credentials: call.credentials.clone(),
-            unverified,
-        };
         self.shared
             .borrow_mut()
             .usage
-            .entry(app)
+            .entry(call.app(unverified))
             .or_default()
             .add(&[], Some(code));
     }

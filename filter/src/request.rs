@@ -63,5 +63,11 @@ mod tests {
         assert_eq!(r.query_param("user_key").as_deref(), Some("ab/c d"));
         assert_eq!(r.query_param("a").as_deref(), Some("1"));
         assert_eq!(r.query_param("zz"), None);
+        let encoded_name = RequestHead {
+            path: "/x?user%5Fkey=k&a+b=2".into(),
+            ..Default::default()
+        };
+        assert_eq!(encoded_name.query_param("user_key").as_deref(), Some("k"));
+        assert_eq!(encoded_name.query_param("a b").as_deref(), Some("2"));
     }
 }

@@ -434,7 +434,40 @@ async fn a_drained_gateway_has_reported_everything_when_it_stops() {
         envoy.output()
     );
     assert_eq!(counted_hits(&app, sid, "shutdown").await, 21, "{}", envoy.output());
+    // `log[code]` is off unless configured (as in APIcast): no response codes went out.
+    tollgate::usage::flush(&app.db, &app.counters).await.unwrap();
+    let codes = tollgate::usage::response_codes(&app.db, tollgate::usage::Scope::Service(sid), 0, i64::MAX)
+        .await
+        .unwrap();
+    assert!(codes.is_empty(), "no codes reported by default: {codes:?}");
     app.stop().await;
+}
+
+/// Envoy calls into the VM only for the callbacks the module exports: the build drops the
+/// ones the filter does not implement (scripts/drop-wasm-exports.py), and keeps the rest.
+#[test]
+fn the_filter_exports_only_the_callbacks_it_implements() {
+    let wasm = std::fs::read(tollgate_e2e::repo_root().join("target/tollgate_filter.wasm"))
+        .expect("scripts/build-filter.sh writes target/tollgate_filter.wasm");
+    let has = |name: &str| wasm.windows(name.len()).any(|w| w == name.as_bytes());
+    for dropped in [
+        "proxy_on_log",
+        "proxy_on_response_body",
+        "proxy_on_request_body",
+        "proxy_on_response_trailers",
+    ] {
+        assert!(!has(dropped), "{dropped} is still exported");
+    }
+    for kept in [
+        "proxy_on_context_create",
+        "proxy_on_request_headers",
+        "proxy_on_response_headers",
+        "proxy_on_done",
+        "proxy_on_delete",
+        "proxy_on_tick",
+    ] {
+        assert!(has(kept), "{kept} is missing");
+    }
 }
 
 /// The control plane goes away mid-traffic and comes back: cached applications keep being
