@@ -1,5 +1,5 @@
 //! What the filter's pure per-request work costs natively: the request head as the glue builds
-//! it (headers copied out of Envoy's map), the decision (service, mapping rules, credentials)
+//! it (from Envoy's serialized header map), the decision (service, mapping rules, credentials)
 //! and the cache key. The rest of a request's cost in Envoy is host calls and callbacks.
 //!
 //!     cargo run --release -p tollgate-filter --example core_cost
@@ -7,7 +7,7 @@
 use tollgate_filter::authrep::cache_key;
 use tollgate_filter::config::FailureMode;
 use tollgate_filter::decision::{decide, Decision};
-use tollgate_filter::request::RequestHead;
+use tollgate_filter::request::{HeaderMap, RequestHead};
 use tollgate_filter::service::Services;
 
 fn main() -> Result<(), String> {
@@ -15,7 +15,7 @@ fn main() -> Result<(), String> {
         br#"{"proxy_configs":[{"proxy_config":{"version":1,"content":{"id":3,"backend_authentication_value":"st",
           "proxy":{"proxy_rules":[{"http_method":"GET","pattern":"/","metric_system_name":"hits","delta":1}]}}}}]}"#,
     )?;
-    let headers: Vec<(String, String)> = [
+    let map = HeaderMap::serialize(&[
         (":method", "GET"),
         (
             ":path",
@@ -26,28 +26,11 @@ fn main() -> Result<(), String> {
         ("user-agent", "wrk"),
         ("x-forwarded-proto", "http"),
         ("x-request-id", "4c2b5e0e-1a2b-4c3d-9e8f-123456789abc"),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
+    ]);
     let n: u32 = 500_000;
     let start = std::time::Instant::now();
     for _ in 0..n {
-        let copied = std::hint::black_box(headers.clone());
-        let pseudo = |name: &str| {
-            copied
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
-                .unwrap_or_default()
-        };
-        let (method, path, authority) = (pseudo(":method"), pseudo(":path"), pseudo(":authority"));
-        let head = RequestHead {
-            method,
-            path,
-            authority,
-            headers: copied,
-        };
+        let head = RequestHead::from_header_map(std::hint::black_box(map.clone()));
         match decide(Some(&services), FailureMode::Closed, &head) {
             Decision::Authorize(call) => {
                 std::hint::black_box(cache_key(call.service_id, &call.credentials));

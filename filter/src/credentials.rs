@@ -75,12 +75,7 @@ mod tests {
     }
 
     fn req(path: &str, headers: &[(&str, &str)]) -> RequestHead {
-        RequestHead {
-            method: "GET".into(),
-            path: path.into(),
-            authority: "h".into(),
-            headers: headers.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(),
-        }
+        RequestHead::new("GET", path, "h", headers)
     }
 
     #[test]

@@ -73,12 +73,7 @@ mod tests {
     }
 
     fn req(method: &str, path: &str) -> RequestHead {
-        RequestHead {
-            method: method.into(),
-            path: path.into(),
-            authority: "x".into(),
-            headers: vec![],
-        }
+        RequestHead::new(method, path, "x", &[])
     }
 
     fn status(d: Decision) -> u32 {

@@ -803,22 +803,10 @@ impl Request {
             .add(&[], Some(code));
     }
 
-    /// The request head, from one host call.
+    /// The request head, from one host call: the header map as Envoy serializes it, read in
+    /// place (the SDK's `get_http_request_headers` copies every header into two `String`s).
     fn head(&self) -> RequestHead {
-        let headers = self.get_http_request_headers();
-        let pseudo = |name: &str| {
-            headers
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
-                .unwrap_or_default()
-        };
-        RequestHead {
-            method: pseudo(":method"),
-            path: pseudo(":path"),
-            authority: pseudo(":authority"),
-            headers,
-        }
+        RequestHead::from_header_map(raw::request_header_map())
     }
 
     /// Carries out a step for this request (the current context); `exact`: see [`Shared::count`].
@@ -1028,6 +1016,32 @@ mod timing {
     }
 
     pub use on::Timer;
+}
+
+/// The one host call the SDK has no borrowing form of.
+mod raw {
+    use proxy_wasm::types::{MapType, Status};
+
+    #[link(wasm_import_module = "env")]
+    extern "C" {
+        fn proxy_get_header_map_pairs(map_type: MapType, data: *mut *mut u8, size: *mut usize) -> Status;
+    }
+
+    /// The request's header map, serialized (see [`crate::request::HeaderMap`]); empty when
+    /// Envoy has none to give.
+    pub fn request_header_map() -> Vec<u8> {
+        let mut data: *mut u8 = std::ptr::null_mut();
+        let mut size: usize = 0;
+        // SAFETY: the host allocates `size` bytes with the SDK's allocator (its
+        // `proxy_on_memory_allocate` export, a `Vec<u8>` of that capacity) and hands their
+        // ownership over, as in the SDK's own `hostcalls::get_map`.
+        unsafe {
+            match proxy_get_header_map_pairs(MapType::HttpRequestHeaders, &mut data, &mut size) {
+                Status::Ok if !data.is_null() => Vec::from_raw_parts(data, size, size),
+                _ => Vec::new(),
+            }
+        }
+    }
 }
 
 /// Logging through the host, ignoring the (impossible to act on) failure to log.
