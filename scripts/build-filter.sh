@@ -2,6 +2,7 @@
 # Builds the proxy-wasm filter and writes target/tollgate_filter.wasm. For the benchmark:
 #   --noop    the no-op filter it compares against (filter/noop) -> target/noop_filter.wasm
 #   --timing  the filter with per-step timings (feature `timing`) -> target/timing_filter.wasm
+#   --head-only  reads the request head and does nothing else -> target/head_only_filter.wasm
 #
 # rustup cannot fetch the wasm32 target on our machines, so this uses Debian's Rust
 # (rustc-web, cargo-web, rust-web-src: std sources at /usr/lib/rustlib/src) and rebuilds std
@@ -28,6 +29,7 @@ crate=tollgate-filter; built=tollgate_filter; name=tollgate_filter; features=()
 case "${1:-}" in
   --noop) crate=tollgate-noop-filter; built=noop_filter; name=noop_filter ;;
   --timing) features=(--features timing); name=timing_filter ;;
+  --head-only) features=(--features head-only); name=head_only_filter ;;
   "") ;;
   *) echo "build-filter: unknown option $1" >&2; exit 2 ;;
 esac

@@ -27,7 +27,10 @@ fn main() -> Result<(), String> {
         ("x-forwarded-proto", "http"),
         ("x-request-id", "4c2b5e0e-1a2b-4c3d-9e8f-123456789abc"),
     ]);
-    let n: u32 = 500_000;
+    let n: u32 = std::env::var("CORE_COST_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(500_000);
     let start = std::time::Instant::now();
     for _ in 0..n {
         let head = RequestHead::from_header_map(std::hint::black_box(map.clone()));

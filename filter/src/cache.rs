@@ -111,18 +111,30 @@ pub fn consult(entry: Option<&Entry>, usage: &Usage, now_ms: u64) -> Verdict {
     let Some(entry) = entry else {
         return Verdict::Ask(Miss::Missing);
     };
+    if let Some(refused) = refusal(entry, usage, now_ms) {
+        return refused;
+    }
+    let mut next = entry.clone();
+    spend(&mut next, usage);
+    Verdict::Allow(next)
+}
+
+/// Why `entry` cannot serve a request using `usage` at `now_ms` (a [`Verdict::Deny`] or
+/// [`Verdict::Ask`]); `None`: it can, and [`spend`] takes the request off it. A worker spends
+/// its own share in place this way, without a copy of the entry per request.
+pub fn refusal(entry: &Entry, usage: &Usage, now_ms: u64) -> Option<Verdict> {
     if now_ms >= entry.expires_at_ms {
-        return Verdict::Ask(Miss::Expired);
+        return Some(Verdict::Ask(Miss::Expired));
     }
     if let Some(denial) = &entry.denial {
         // Limits and credits are decided per quota (a call that uses neither still passes).
         let per_quota = *denial == Denial::LimitsExceeded
             || (matches!(denial, Denial::CreditsExhausted { .. }) && entry.quotas.iter().any(Quota::is_credits));
         if !per_quota {
-            return Verdict::Deny {
+            return Some(Verdict::Deny {
                 denial: denial.clone(),
                 retry_after_secs: None,
-            };
+            });
         }
     }
     if entry
@@ -130,38 +142,38 @@ pub fn consult(entry: Option<&Entry>, usage: &Usage, now_ms: u64) -> Verdict {
         .iter()
         .any(|q| q.ends_at_ms.is_some_and(|end| now_ms >= end))
     {
-        return Verdict::Ask(Miss::PeriodEnded);
+        return Some(Verdict::Ask(Miss::PeriodEnded));
     }
-    let mut next = entry.clone();
-    if next.denial == Some(Denial::LimitsExceeded) {
-        next.denial = None;
-    }
-    for quota in &mut next.quotas {
-        let n = need(quota, usage);
-        if n == 0 {
-            continue;
+    let short = entry.quotas.iter().find(|q| {
+        let n = need(q, usage);
+        n > 0 && n > q.remaining
+    })?;
+    Some(if short.confirmed && short.is_credits() {
+        Verdict::Deny {
+            denial: match &entry.denial {
+                Some(d @ Denial::CreditsExhausted { .. }) => d.clone(),
+                _ => Denial::CreditsExhausted { purchase_url: None },
+            },
+            retry_after_secs: None,
         }
-        if n > quota.remaining {
-            return if quota.confirmed && quota.is_credits() {
-                Verdict::Deny {
-                    denial: match &entry.denial {
-                        Some(d @ Denial::CreditsExhausted { .. }) => d.clone(),
-                        _ => Denial::CreditsExhausted { purchase_url: None },
-                    },
-                    retry_after_secs: None,
-                }
-            } else if quota.confirmed {
-                Verdict::Deny {
-                    denial: Denial::LimitsExceeded,
-                    retry_after_secs: secs_until(quota.ends_at_ms, now_ms),
-                }
-            } else {
-                Verdict::Ask(Miss::QuotaUsedUp)
-            };
+    } else if short.confirmed {
+        Verdict::Deny {
+            denial: Denial::LimitsExceeded,
+            retry_after_secs: secs_until(short.ends_at_ms, now_ms),
         }
-        quota.remaining -= n;
+    } else {
+        Verdict::Ask(Miss::QuotaUsedUp)
+    })
+}
+
+/// Takes a request using `usage` off `entry`, which [`refusal`] found able to serve it.
+pub fn spend(entry: &mut Entry, usage: &Usage) {
+    if entry.denial == Some(Denial::LimitsExceeded) {
+        entry.denial = None;
     }
-    Verdict::Allow(next)
+    for quota in &mut entry.quotas {
+        quota.remaining -= need(quota, usage);
+    }
 }
 
 /// Below this much remaining quota, shares are exactly what each request needs.

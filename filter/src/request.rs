@@ -18,13 +18,26 @@ impl RequestHead {
     /// `proxy_get_header_map_pairs` returns); pseudo-headers that are missing are empty.
     pub fn from_header_map(map: Vec<u8>) -> RequestHead {
         let headers = HeaderMap(map);
-        let pseudo = |name: &str| headers.get(name).unwrap_or_default().to_string();
-        RequestHead {
-            method: pseudo(":method"),
-            path: pseudo(":path"),
-            authority: pseudo(":authority"),
-            headers,
+        let mut head = RequestHead::default();
+        // One pass, first value of each; Envoy puts the pseudo-headers first, so it stops early.
+        let mut found = [false; 3];
+        for (name, value) in headers.pairs() {
+            let (i, field) = match name {
+                b":method" => (0, &mut head.method),
+                b":path" => (1, &mut head.path),
+                b":authority" => (2, &mut head.authority),
+                _ => continue,
+            };
+            if let Some(seen @ false) = found.get_mut(i) {
+                *seen = true;
+                *field = String::from_utf8_lossy(value).into_owned();
+            }
+            if found == [true; 3] {
+                break;
+            }
         }
+        head.headers = headers;
+        head
     }
 
     /// A head from its parts (tests, tools).
