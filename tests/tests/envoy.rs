@@ -29,9 +29,14 @@ fn envoy_env(app: &TestApp, upstream: SocketAddr) -> Vec<(&'static str, String)>
 /// fetched its configuration), for at most 20 s.
 async fn get_when_configured(url: &str) -> reqwest::Response {
     let client = reqwest::Client::new();
+    when_configured(|| client.get(url)).await
+}
+
+/// Sends the request `request` builds until it is answered something other than 503.
+async fn when_configured(request: impl Fn() -> reqwest::RequestBuilder) -> reqwest::Response {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let r = client.get(url).send().await.unwrap();
+        let r = request().send().await.unwrap();
         if r.status() != 503 || std::time::Instant::now() > deadline {
             return r;
         }
@@ -71,6 +76,61 @@ async fn a_request_with_the_key_passes_and_a_wrong_key_is_403() {
     assert_eq!(missing.text().await.unwrap(), "Authentication parameters missing");
     let unmapped = client.post(envoy.url("/hello?user_key=e2e-key")).send().await.unwrap();
     assert_eq!(unmapped.status(), 404, "only GET / is mapped");
+
+    drop(envoy);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn credentials_in_a_header_are_read_from_envoys_header_map() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let (service, _) = app.seed("header-key").await;
+    let sid = service["service"]["id"].as_i64().unwrap();
+    // The service takes its key from a header now: patch, deploy, promote.
+    let r = app
+        .admin(reqwest::Method::PATCH, &format!("/admin/api/services/{sid}/proxy.json"))
+        .form(&[("credentials_location", "headers")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (_, deployed) = app
+        .post_form(&format!("/admin/api/services/{sid}/proxy/deploy.json"), &[])
+        .await;
+    let version = deployed["proxy_config"]["version"].as_i64().unwrap();
+    let (s, _) = app
+        .post_form(
+            &format!("/admin/api/services/{sid}/proxy/configs/sandbox/{version}/promote.json"),
+            &[("to", "production")],
+        )
+        .await;
+    assert_eq!(s, 201);
+    let upstream = demo_upstream().await;
+    let mut envoy = Envoy::start(&envoy_env(&app, upstream)).unwrap();
+    envoy.wait_ready(Duration::from_secs(30)).await.unwrap();
+    wait_configured(&envoy).await;
+
+    let client = reqwest::Client::new();
+    let with = |key: &str| {
+        client
+            .get(envoy.url("/hello?user_key=not-here"))
+            .header("x-before", "a".repeat(300))
+            .header("user_key", key)
+            .header("x-after", "b")
+    };
+    let ok = when_configured(|| with("header-key")).await;
+    assert_eq!(ok.status(), 200, "{}", envoy.output());
+    assert_eq!(with("wrong").send().await.unwrap().status(), 403);
+    let in_query_only = client
+        .get(envoy.url("/hello?user_key=header-key"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        in_query_only.status(),
+        401,
+        "the query is not where this service's keys travel"
+    );
 
     drop(envoy);
     app.stop().await;
