@@ -34,10 +34,7 @@ bench_tools
 [ -f target/tollgate_filter.wasm ] || scripts/build-filter.sh
 [ -f target/noop_filter.wasm ] || scripts/build-filter.sh --noop
 [ "${BENCH_TIMING:-0}" = 1 ] && scripts/build-filter.sh --timing
-if [ "${BENCH_INSTRUCTIONS:-0}" = 1 ]; then
-  scripts/build-filter.sh --head-only
-  command -v valgrind >/dev/null || { [ "$(id -u)" -eq 0 ] && apt-get install -y -q valgrind >/dev/null || sudo apt-get install -y -q valgrind >/dev/null; }
-fi
+[ "${BENCH_INSTRUCTIONS:-0}" = 1 ] && scripts/build-filter.sh --head-only
 cargo build --release -q -p tollgate -p tollgate-e2e --bins
 tmp="$(mktemp -d)"
 pids=()

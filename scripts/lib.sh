@@ -20,6 +20,8 @@ bench_tools() {
   command -v wrk >/dev/null || "${as_root[@]}" apt-get install -y -q wrk >/dev/null
   command -v sqlite3 >/dev/null || "${as_root[@]}" apt-get install -y -q sqlite3 >/dev/null
   command -v oha >/dev/null || cargo install -q --locked oha
+  # callgrind (BENCH_INSTRUCTIONS=1 scripts/bench-filter.sh)
+  command -v valgrind >/dev/null || "${as_root[@]}" apt-get install -y -q valgrind >/dev/null
 }
 
 # bench_control_plane LABEL DIR [REDIS_URL]: starts target/release/tollgate (SQLite in DIR, Redis
