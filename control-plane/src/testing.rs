@@ -182,6 +182,12 @@ impl TestApp {
             )
             .await;
         assert_eq!(s, 201, "{application}");
+        self.deploy_to_production(sid).await;
+        (service, application)
+    }
+
+    /// Deploys service `sid`'s proxy settings to the sandbox and promotes them to production.
+    pub async fn deploy_to_production(&self, sid: i64) {
         let (s, deployed) = self
             .post_form(&format!("/admin/api/services/{sid}/proxy/deploy.json"), &[])
             .await;
@@ -194,7 +200,6 @@ impl TestApp {
             )
             .await;
         assert_eq!(s, 201, "{promoted}");
-        (service, application)
     }
 
     /// The control plane on Redis counters, under a key prefix of its own.

@@ -94,17 +94,7 @@ async fn credentials_in_a_header_are_read_from_envoys_header_map() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let (_, deployed) = app
-        .post_form(&format!("/admin/api/services/{sid}/proxy/deploy.json"), &[])
-        .await;
-    let version = deployed["proxy_config"]["version"].as_i64().unwrap();
-    let (s, _) = app
-        .post_form(
-            &format!("/admin/api/services/{sid}/proxy/configs/sandbox/{version}/promote.json"),
-            &[("to", "production")],
-        )
-        .await;
-    assert_eq!(s, 201);
+    app.deploy_to_production(sid).await;
     let upstream = demo_upstream().await;
     let mut envoy = Envoy::start(&envoy_env(&app, upstream)).unwrap();
     envoy.wait_ready(Duration::from_secs(30)).await.unwrap();
