@@ -613,6 +613,27 @@ mod tests {
     }
 
     #[test]
+    fn spending_in_place_is_what_consult_allows() {
+        let now = 1_057_001;
+        // An overdrawn quota refuses nothing to a request that does not touch it.
+        let mut over = granted(10, 1_057_000);
+        over.quotas[0].remaining = -2;
+        let other = usage(&[("other", 1)]);
+        assert_eq!(refusal(&over, &other, now), None);
+        let mut spent = over.clone();
+        spend(&mut spent, &other);
+        assert_eq!(consult(Some(&over), &other, now), Verdict::Allow(spent));
+        // Within the quota: spent in place exactly as consult's copy.
+        let fresh = granted(3, 1_057_000);
+        let search = usage(&[("search", 2)]);
+        let mut spent = fresh.clone();
+        spend(&mut spent, &search);
+        assert_eq!(spent.quotas[0].remaining, fresh.quotas[0].remaining - 2);
+        assert_eq!(consult(Some(&fresh), &search, now), Verdict::Allow(spent));
+        assert_eq!(refusal(&over, &search, now), Some(Verdict::Ask(Miss::QuotaUsedUp)));
+    }
+
+    #[test]
     fn credits_are_a_weighted_quota_and_their_refusal_spares_free_calls() {
         // 3 credits' worth of units left; a hit costs 1, a search 2 (hits' own rate included).
         let body = |authorized: bool, remaining: i64| {
@@ -758,9 +779,10 @@ mod tests {
             for (worker, n) in calls {
                 let u = usage(&[("hits", n)]);
                 let local = &mut locals[worker];
-                if let Some(Verdict::Allow(next)) = local.as_ref().map(|l| consult(Some(l), &u, 1)) {
+                // As the glue does: a worker's own share is spent in place.
+                if let Some(l) = local.as_mut().filter(|l| refusal(l, &u, 1).is_none()) {
+                    spend(l, &u);
                     passed += n as i64;
-                    *local = Some(next);
                     continue;
                 }
                 if let Some((rest, share)) = reserve(&shared, &u, 1) {
