@@ -5,8 +5,9 @@
 #   - Envoy + filter on the cached path (cache TTL 60 s),
 #   - Envoy + filter on the miss path (cache TTL 0: one control-plane call per request).
 # Each round: saturation with wrk for each, then p50/p99 at half of that round's plain Envoy
-# rate with oha (constant rate), plain, no-op and cached. Then the control-plane calls the
-# cached path made per request served.
+# rate with oha (constant rate), plain, no-op and cached, and p50/p99 over one connection
+# (one request at a time: what the filter adds to a request when nothing queues). Then the
+# control-plane calls the cached path made per request served.
 #
 # BENCH_TIMING=1 then runs the filter built with per-step timings (scripts/build-filter.sh
 # --timing) at a constant 4,000 requests/s and prints where a cached request's time goes
@@ -18,7 +19,8 @@
 # shared cores, the counts repeat from run to run; they leave out the kernel's share.
 # BENCH_ROUNDS=0 skips the throughput rounds.
 #
-#   BENCH_DURATION (3s)  BENCH_CONNECTIONS (32)  BENCH_ROUNDS (10)  BENCH_TIMING (0)
+#   BENCH_DURATION (3s)  BENCH_CONNECTIONS (32)  BENCH_ROUNDS (10)  BENCH_ALONE_REQUESTS (2000)
+#   BENCH_TIMING (0)
 #   BENCH_INSTRUCTIONS (0)  BENCH_INSTRUCTIONS_REQUESTS (2000)
 #   BENCH_INSTRUCTIONS_ALSO ("NAME=FILE.wasm ...": more builds to count, e.g. a change against main's)
 set -euo pipefail
@@ -76,21 +78,28 @@ stat() { local a="admin_$1"; curl -s "http://127.0.0.1:${!a}/stats?filter=tollga
 # drifts by a third over a minute (shared cores), which would swamp a difference of a tenth
 # between long runs taken one after the other. The figures are the medians over the rounds.
 rps() { wrk -t2 -c"$conns" -d"$duration" "$(url "$1")" | awk '/Requests\/sec/ {print $2}'; }
-# latency NAME RATE: "p50 p99" in ms, oha at a constant RATE.
+# latency NAME OHA_ARGS...: "p50 p99" in ms.
 latency() {
-  oha -z "$duration" -q "$2" -c "$conns" --no-tui --output-format json "$(url "$1")" |
+  oha "${@:2}" --no-tui --output-format json "$(url "$1")" |
     python3 -c 'import json,sys; p=json.load(sys.stdin)["latencyPercentiles"]; print("%.3f %.3f" % (p["p50"] * 1000, p["p99"] * 1000))'
 }
+# at_half NAME RATE: at a constant RATE over the usual connections; alone NAME: one connection.
+at_half() { latency "$1" -z "$duration" -q "$2" -c "$conns"; }
+alone() { latency "$1" -n "${BENCH_ALONE_REQUESTS:-2000}" -c 1; }
 rows="$tmp/rounds"
 for round in $(seq "$rounds"); do
   plain="$(rps plain)"; noop="$(rps noop)"; cached="$(rps cached)"; miss="$(rps miss)"
   half="$(awk -v r="$plain" 'BEGIN {printf "%d", r / 2}')"
-  read -r p50 p99 <<<"$(latency plain "$half")"
-  read -r n50 n99 <<<"$(latency noop "$half")"
-  read -r c50 c99 <<<"$(latency cached "$half")"
+  read -r p50 p99 <<<"$(at_half plain "$half")"
+  read -r n50 n99 <<<"$(at_half noop "$half")"
+  read -r c50 c99 <<<"$(at_half cached "$half")"
+  read -r ap50 ap99 <<<"$(alone plain)"
+  read -r an50 an99 <<<"$(alone noop)"
+  read -r ac50 ac99 <<<"$(alone cached)"
   echo "round $round: requests/s plain $plain no-op $noop cached $cached miss $miss;" \
-    "p50/p99 ms at $half/s: plain $p50/$p99 no-op $n50/$n99 cached $c50/$c99" >&2
-  echo "$plain $noop $cached $miss $p50 $p99 $n50 $n99 $c50 $c99" >>"$rows"
+    "p50/p99 ms at $half/s: plain $p50/$p99 no-op $n50/$n99 cached $c50/$c99;" \
+    "one connection: plain $ap50/$ap99 no-op $an50/$an99 cached $ac50/$ac99" >&2
+  echo "$plain $noop $cached $miss $p50 $p99 $n50 $n99 $c50 $c99 $ap50 $ap99 $an50 $an99 $ac50 $ac99" >>"$rows"
 done
 requests="$(stat cached requests)"; calls="$(stat cached authrep_calls)"
 
@@ -99,20 +108,26 @@ import statistics as st, sys
 rows = [list(map(float, l.split())) for l in open(sys.argv[1])]
 med = lambda f: st.median([f(r) for r in rows])
 PLAIN, NOOP, CACHED, MISS = range(4)
-P50 = {PLAIN: 4, NOOP: 6, CACHED: 8}
+# Where each flavor's "p50 p99" sit in a row: at half load, then over one connection.
+HALF = {PLAIN: 4, NOOP: 6, CACHED: 8}
+ALONE = {PLAIN: 10, NOOP: 12, CACHED: 14}
 title = "wrk %s connections, %s rounds of %s" % (sys.argv[2], sys.argv[4], sys.argv[3])
-print("| %-40s | %10s | %8s | %8s | %11s | %11s |" % (title, "requests/s", "vs plain", "vs no-op", "p50 at half", "p99 at half"))
-print("|%s|%s|%s|%s|%s|%s|" % ("-" * 42, "-" * 12, "-" * 10, "-" * 10, "-" * 13, "-" * 13))
+heads = ("p50 at half", "p99 at half", "p50, 1 conn", "p99, 1 conn")
+print("| %-40s | %10s | %8s | %8s | %11s | %11s | %11s | %11s |" % (title, "requests/s", "vs plain", "vs no-op", *heads))
+print("|%s|%s|%s|%s|%s|" % ("-" * 42, "-" * 12, "-" * 10, "-" * 10, "|".join(["-" * 13] * 4)))
+ms = lambda col: "%9.3fms" % med(lambda r: r[col])
 for label, i in [("plain Envoy", PLAIN), ("Envoy + no-op wasm filter", NOOP),
                  ("Envoy + filter, cached path", CACHED), ("Envoy + filter, miss path (TTL 0)", MISS)]:
-    lat = ("%9.3fms" % med(lambda r: r[P50[i]]), "%9.3fms" % med(lambda r: r[P50[i] + 1])) if i in P50 else ("-", "-")
-    print("| %-40s | %10.0f | %8.2f | %8s | %11s | %11s |" % (label, med(lambda r: r[i]), med(lambda r: r[i] / r[PLAIN]),
+    lat = (ms(HALF[i]), ms(HALF[i] + 1), ms(ALONE[i]), ms(ALONE[i] + 1)) if i in HALF else ("-",) * 4
+    print("| %-40s | %10.0f | %8.2f | %8s | %11s | %11s | %11s | %11s |" % (label, med(lambda r: r[i]), med(lambda r: r[i] / r[PLAIN]),
           "%.2f" % med(lambda r: r[i] / r[NOOP]) if i in (CACHED, MISS) else "-", *lat))
 print()
 print("medians over the rounds; a ratio is the median of the ratios within each round")
-for label, base in [("plain Envoy", PLAIN), ("the no-op filter", NOOP)]:
-    print("added by the cached path at half load over %s (median of each round's difference): p50 %.0f us, p99 %.0f us"
-          % (label, 1000 * med(lambda r: r[8] - r[P50[base]]), 1000 * med(lambda r: r[9] - r[P50[base] + 1])))
+for load, at in [("at half load", HALF), ("over one connection", ALONE)]:
+    for label, base in [("plain Envoy", PLAIN), ("the no-op filter", NOOP)]:
+        added = lambda k: 1000 * med(lambda r: r[at[CACHED] + k] - r[at[base] + k])
+        print("added by the cached path %s over %s (median of each round's difference): p50 %.0f us, p99 %.0f us"
+              % (load, label, added(0), added(1)))
 PY
 [ -s "$rows" ] && awk -v c="$calls" -v r="$requests" 'BEGIN {printf "control-plane calls on the cached path: %d for %d requests (%.3f %%)\n", c, r, 100 * c / r}'
 
