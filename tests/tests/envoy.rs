@@ -598,6 +598,12 @@ async fn outage(mode: &str) {
     tokio::time::sleep(Duration::from_millis(1_000)).await;
     let stats = filter_stats(&envoy).await;
     assert!(stats["batches_failed"] >= 1, "{stats:?}");
+    // The services were refreshed (every 500 ms) in vain meanwhile; the last good ones serve.
+    assert!(
+        envoy.output().contains("keeping the last good config"),
+        "{}",
+        envoy.output()
+    );
 
     let app = start().await;
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
