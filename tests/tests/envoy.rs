@@ -48,10 +48,7 @@ async fn when_configured(request: impl Fn() -> reqwest::RequestBuilder) -> reqwe
 async fn a_request_with_the_key_passes_and_a_wrong_key_is_403() {
     let app = TestApp::spawn(Backend::Sqlite).await;
     app.seed("e2e-key").await;
-    let upstream = demo_upstream().await;
-    let mut envoy = Envoy::start(&envoy_env(&app, upstream)).unwrap();
-    envoy.wait_ready(Duration::from_secs(30)).await.unwrap();
-    wait_configured(&envoy).await;
+    let envoy = configured_envoy(&app, &[]).await;
 
     let ok = get_when_configured(&envoy.url("/hello?user_key=e2e-key")).await;
     assert_eq!(ok.status(), 200, "{}", envoy.output());
@@ -95,10 +92,7 @@ async fn credentials_in_a_header_are_read_from_envoys_header_map() {
         .unwrap();
     assert_eq!(r.status(), 200);
     app.deploy_to_production(sid).await;
-    let upstream = demo_upstream().await;
-    let mut envoy = Envoy::start(&envoy_env(&app, upstream)).unwrap();
-    envoy.wait_ready(Duration::from_secs(30)).await.unwrap();
-    wait_configured(&envoy).await;
+    let envoy = configured_envoy(&app, &[]).await;
 
     let client = reqwest::Client::new();
     let with = |key: &str| {
@@ -324,6 +318,17 @@ async fn counted_hits(app: &TestApp, sid: i64, key: &str) -> i64 {
     body["usage_reports"][0]["current_value"].as_i64().unwrap()
 }
 
+/// Envoy with the filter in front of a new demo upstream, set up with the `extra` settings,
+/// once every VM has loaded the services.
+async fn configured_envoy(app: &TestApp, extra: &[(&'static str, &str)]) -> Envoy {
+    let mut env = envoy_env(app, demo_upstream().await);
+    env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+    let mut envoy = Envoy::start(&env).unwrap();
+    envoy.wait_ready(Duration::from_secs(30)).await.unwrap();
+    wait_configured(&envoy).await;
+    envoy
+}
+
 /// Waits until every VM (the main thread's and two workers') has loaded the configuration.
 async fn wait_configured(envoy: &Envoy) {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -342,14 +347,11 @@ async fn gateway(app: &TestApp, key: &str, limit: i64, extra: &[(&'static str, &
     (envoy, sid, application, url)
 }
 
-/// Envoy with the filter in front of a new demo upstream, set up with the `extra` settings,
-/// serving the application `key` (its first request has passed), and the URL to call.
+/// [`configured_envoy`] serving the application `key` (its first request has passed, once every
+/// VM had the services: with failure mode open, one before would pass unchecked), and the URL
+/// to call.
 async fn envoy_for(app: &TestApp, key: &str, extra: &[(&'static str, &str)]) -> (Envoy, String) {
-    let mut env = envoy_env(app, demo_upstream().await);
-    env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
-    let mut envoy = Envoy::start(&env).unwrap();
-    envoy.wait_ready(Duration::from_secs(30)).await.unwrap();
-    wait_configured(&envoy).await;
+    let envoy = configured_envoy(app, extra).await;
     let url = envoy.url(&format!("/x?user_key={key}"));
     assert_eq!(get_when_configured(&url).await.status(), 200, "{}", envoy.output());
     (envoy, url)
@@ -570,18 +572,13 @@ async fn outage(mode: &str) {
     let app = start().await;
     let (service, application) = app.seed("outage").await;
     let (sid, _) = app.limit_hits(&service, &application, "day", 100_000).await;
-    let upstream = demo_upstream().await;
-    let mut env = envoy_env(&app, upstream);
-    env.push(("TOLLGATE_FILTER_CACHE_TTL_MS", "60000".to_string()));
-    env.push(("TOLLGATE_REPORT_INTERVAL_MS", "200".to_string()));
-    env.push(("TOLLGATE_CP_TIMEOUT_MS", "200".to_string()));
-    env.push(("TOLLGATE_FAILURE_MODE", mode.to_string()));
-    let mut envoy = Envoy::start(&env).unwrap();
-    envoy.wait_ready(Duration::from_secs(30)).await.unwrap();
-    // With failure mode open, a request before that would pass unchecked.
-    wait_configured(&envoy).await;
-    let url = envoy.url("/x?user_key=outage");
-    assert_eq!(get_when_configured(&url).await.status(), 200, "{}", envoy.output());
+    let extra = [
+        ("TOLLGATE_FILTER_CACHE_TTL_MS", "60000"),
+        ("TOLLGATE_REPORT_INTERVAL_MS", "200"),
+        ("TOLLGATE_CP_TIMEOUT_MS", "200"),
+        ("TOLLGATE_FAILURE_MODE", mode),
+    ];
+    let (envoy, url) = envoy_for(&app, "outage", &extra).await;
     app.stop().await;
 
     let client = reqwest::Client::new();
