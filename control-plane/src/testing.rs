@@ -141,10 +141,19 @@ impl TestApp {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
-    pub async fn post_form(&self, path: &str, form: &[(&str, &str)]) -> (u16, Value) {
-        let r = self.admin(Method::POST, path).form(form).send().await.unwrap();
+    /// An admin request with a form body: its status and its JSON answer (`Null` if none).
+    pub async fn send_form(&self, method: Method, path: &str, form: &[(&str, &str)]) -> (u16, Value) {
+        let r = self.admin(method, path).form(form).send().await.unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn post_form(&self, path: &str, form: &[(&str, &str)]) -> (u16, Value) {
+        self.send_form(Method::POST, path, form).await
+    }
+
+    pub async fn put_form(&self, path: &str, form: &[(&str, &str)]) -> (u16, Value) {
+        self.send_form(Method::PUT, path, form).await
     }
 
     /// Creates a service, a plan, an account and an application; deploys and promotes the

@@ -7,12 +7,6 @@ use serde_json::{json, Value};
 use tollgate::on_both_databases;
 use tollgate::testing::TestApp;
 
-async fn put(app: &TestApp, path: &str, form: &[(&str, &str)]) -> (u16, Value) {
-    let r = app.admin(Method::PUT, path).form(form).send().await.unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
-
 async fn count(app: &TestApp, sql: &str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(&app.db.pool).await.unwrap()
 }
@@ -53,7 +47,7 @@ on_both_databases! {
         let limits = |plan: i64| format!("/admin/api/application_plans/{plan}/metrics/{hits}/limits.json");
         assert_eq!(app.post_form(&limits(plan_id), &[("period", "day"), ("value", "100")]).await.0, 201);
 
-        let (status, customized) = put(app, &format!("/admin/api/accounts/{aid}/applications/{app_id}/customize_plan.json"), &[]).await;
+        let (status, customized) = app.put_form(&format!("/admin/api/accounts/{aid}/applications/{app_id}/customize_plan.json"), &[]).await;
         assert_eq!(status, 200, "{customized}");
         let custom_plan = customized["application"]["plan_id"].as_i64().unwrap();
         assert_ne!(custom_plan, plan_id);
@@ -62,12 +56,12 @@ on_both_databases! {
         // The original changes; the custom plan does not follow.
         let (_, orig) = app.get_json(&limits(plan_id)).await;
         let limit_id = orig["limits"][0]["limit"]["id"].as_i64().unwrap();
-        let (status, _) = put(app, &format!("/admin/api/application_plans/{plan_id}/metrics/{hits}/limits/{limit_id}.json"), &[("value", "5")]).await;
+        let (status, _) = app.put_form(&format!("/admin/api/application_plans/{plan_id}/metrics/{hits}/limits/{limit_id}.json"), &[("value", "5")]).await;
         assert_eq!(status, 200);
         let (_, copied) = app.get_json(&limits(custom_plan)).await;
         assert_eq!(copied["limits"][0]["limit"]["value"], 100);
 
-        let (status, back) = put(app, &format!("/admin/api/accounts/{aid}/applications/{app_id}/decustomize_plan.json"), &[]).await;
+        let (status, back) = app.put_form(&format!("/admin/api/accounts/{aid}/applications/{app_id}/decustomize_plan.json"), &[]).await;
         assert_eq!(status, 200);
         assert_eq!(back["application"]["plan_id"], plan_id);
         assert_eq!(count(app, &format!("SELECT COUNT(*) FROM application_plans WHERE id = {custom_plan}")).await, 0, "the custom plan is gone");
@@ -135,21 +129,21 @@ on_both_databases! {
         assert_eq!(a["billing_type"], "postpaid");
         assert_eq!(a["monthly_billing_enabled"], true);
         assert_eq!(a["vat_rate"], json!(0.0));
-        let (status, updated) = put(app, &format!("/admin/api/accounts/{id}.json"), &[("vat_rate", "23.5"), ("vat_code", "PL123"), ("billing_type", "prepaid"), ("monthly_charging_enabled", "false")]).await;
+        let (status, updated) = app.put_form(&format!("/admin/api/accounts/{id}.json"), &[("vat_rate", "23.5"), ("vat_code", "PL123"), ("billing_type", "prepaid"), ("monthly_charging_enabled", "false")]).await;
         assert_eq!(status, 200, "{updated}");
         assert_eq!(updated["account"]["vat_rate"], json!(23.5));
         assert_eq!(updated["account"]["billing_type"], "prepaid");
         assert_eq!(updated["account"]["monthly_charging_enabled"], false);
         for (field, value) in [("vat_rate", "101"), ("vat_rate", "1.23456"), ("billing_type", "credit"), ("monthly_billing_enabled", "maybe")] {
-            let (status, body) = put(app, &format!("/admin/api/accounts/{id}.json"), &[(field, value)]).await;
+            let (status, body) = app.put_form(&format!("/admin/api/accounts/{id}.json"), &[(field, value)]).await;
             assert_eq!(status, 422, "{field}={value}");
             assert!(body["errors"][field].is_array(), "{body}");
         }
 
-        let (status, body) = put(app, &format!("/admin/api/accounts/{id}/billing_address.json"), &[("name", "Acme"), ("city", "Kraków")]).await;
+        let (status, body) = app.put_form(&format!("/admin/api/accounts/{id}/billing_address.json"), &[("name", "Acme"), ("city", "Kraków")]).await;
         assert_eq!(status, 422);
         assert!(body["errors"]["address1"].is_array(), "{body}");
-        let (status, with_address) = put(app, &format!("/admin/api/accounts/{id}/billing_address.json"), &[("name", "Acme"), ("address1", "Rynek 1"), ("city", "Kraków"), ("country", "PL")]).await;
+        let (status, with_address) = app.put_form(&format!("/admin/api/accounts/{id}/billing_address.json"), &[("name", "Acme"), ("address1", "Rynek 1"), ("city", "Kraków"), ("country", "PL")]).await;
         assert_eq!(status, 200);
         assert_eq!(with_address["account"]["billing_address"]["city"], "Kraków");
 
@@ -158,12 +152,12 @@ on_both_databases! {
         assert_eq!(message["message"]["body"], "Welcome");
         assert_eq!(app.post_form(&format!("/admin/api/accounts/{id}/messages.json"), &[("subject", "no body")]).await.0, 422);
 
-        let (status, body) = put(app, &format!("/admin/api/accounts/{id}/approve.json"), &[]).await;
+        let (status, body) = app.put_form(&format!("/admin/api/accounts/{id}/approve.json"), &[]).await;
         assert_eq!(status, 422, "an approved account cannot be approved again");
         assert!(body["errors"]["state"][0].as_str().unwrap().contains("approved"), "{body}");
-        assert_eq!(put(app, &format!("/admin/api/accounts/{id}/suspend.json"), &[]).await.1["account"]["state"], "suspended");
-        assert_eq!(put(app, &format!("/admin/api/accounts/{id}/resume.json"), &[]).await.1["account"]["state"], "approved");
-        assert_eq!(put(app, &format!("/admin/api/accounts/{id}/explode.json"), &[]).await.0, 404);
+        assert_eq!(app.put_form(&format!("/admin/api/accounts/{id}/suspend.json"), &[]).await.1["account"]["state"], "suspended");
+        assert_eq!(app.put_form(&format!("/admin/api/accounts/{id}/resume.json"), &[]).await.1["account"]["state"], "approved");
+        assert_eq!(app.put_form(&format!("/admin/api/accounts/{id}/explode.json"), &[]).await.0, 404);
     }
 
     async fn in_use_rows_cannot_be_deleted_and_signup_uses_defaults(app: &TestApp) {
@@ -177,7 +171,7 @@ on_both_databases! {
         assert_eq!(count(app, &format!("SELECT COUNT(*) FROM application_plans WHERE id = {plan_id}")).await, 1);
 
         // With a default application plan, signup gives the new account an application on it.
-        let (status, _) = put(app, &format!("/admin/api/services/{sid}/application_plans/{plan_id}/default.json"), &[]).await;
+        let (status, _) = app.put_form(&format!("/admin/api/services/{sid}/application_plans/{plan_id}/default.json"), &[]).await;
         assert_eq!(status, 200);
         let (_, plans) = app.get_json(&format!("/admin/api/services/{sid}/application_plans.json")).await;
         assert_eq!(plans["plans"][0]["application_plan"]["default"], true);

@@ -1,15 +1,7 @@
 //! Billing over HTTP, on SQLite and PostgreSQL: the provider's billing settings.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a panic is a failure report
 
-use reqwest::Method;
-use serde_json::Value;
 use tollgate::on_both_databases;
-use tollgate::testing::TestApp;
-
-async fn put(app: &TestApp, path: &str, form: &[(&str, &str)]) -> (u16, Value) {
-    let r = app.admin(Method::PUT, path).form(form).send().await.unwrap();
-    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
-}
 
 const SETTINGS: &str = "/admin/api/billing/settings.json";
 
@@ -21,7 +13,7 @@ on_both_databases! {
         assert_eq!((s["mode"].as_str(), s["currency"].as_str(), s["currency_minor_units"].as_u64()),
             (Some("postpaid"), Some("USD"), Some(2)));
 
-        let (status, body) = put(app, SETTINGS, &[("mode", "prepaid"), ("currency", "jpy"),
+        let (status, body) = app.put_form(SETTINGS, &[("mode", "prepaid"), ("currency", "jpy"),
             ("charging_enabled", "true"), ("invoice_footnote", "Thank you"), ("numbering", "yearly")]).await;
         assert_eq!(status, 200, "{body}");
         let s = &body["billing_settings"];
@@ -29,7 +21,7 @@ on_both_databases! {
         assert_eq!((s["mode"].as_str(), s["charging_enabled"].as_bool()), (Some("prepaid"), Some(true)));
 
         // Every bad field is named, and nothing of the request is applied.
-        let (status, body) = put(app, SETTINGS, &[("currency", "XYZ"), ("mode", "weekly"),
+        let (status, body) = app.put_form(SETTINGS, &[("currency", "XYZ"), ("mode", "weekly"),
             ("charging_enabled", "maybe"), ("invoice_footnote", "changed")]).await;
         assert_eq!(status, 422, "{body}");
         for field in ["currency", "mode", "charging_enabled"] {

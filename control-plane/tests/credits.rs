@@ -2,7 +2,6 @@
 //! ledger and its reconciliation; on SQLite and PostgreSQL, and on Redis counters.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a panic is a failure report
 
-use reqwest::Method;
 use rust_decimal::Decimal;
 use serde_json::Value;
 use tollgate::counters::{Amount, Counters};
@@ -14,11 +13,6 @@ async fn call(app: &TestApp, path: &str) -> (u16, Value) {
     (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
 }
 
-async fn put(app: &TestApp, path: &str, form: &[(&str, &str)]) -> (u16, Value) {
-    let r = app.admin(Method::PUT, path).form(form).send().await.unwrap();
-    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
-}
-
 /// A prepaid account whose application pays `per_hit` credits a hit (no limits); returns the
 /// account id and the authrep URL for one hit.
 async fn prepaid(app: &TestApp, per_hit: &str) -> (i64, String) {
@@ -27,12 +21,12 @@ async fn prepaid(app: &TestApp, per_hit: &str) -> (i64, String) {
     let aid = application["application"]["account_id"].as_i64().unwrap();
     let (_, metrics) = app.get_json(&format!("/admin/api/services/{sid}/metrics.json")).await;
     let hits = metrics["metrics"][0]["metric"]["id"].to_string();
-    let (status, body) = put(
-        app,
-        &format!("/admin/api/accounts/{aid}.json"),
-        &[("billing_type", "prepaid")],
-    )
-    .await;
+    let (status, body) = app
+        .put_form(
+            &format!("/admin/api/accounts/{aid}.json"),
+            &[("billing_type", "prepaid")],
+        )
+        .await;
     assert_eq!(status, 200, "{body}");
     let (status, rate) = app
         .post_form(
@@ -93,7 +87,7 @@ fn entry(kind: &str, amount: &str, after: &str) -> (String, String, String) {
 
 on_both_databases! {
     async fn a_prepaid_balance_is_enforced_and_ledgered(app: &TestApp) {
-        let (status, settings) = put(app, "/admin/api/settings/credits.json",
+        let (status, settings) = app.put_form("/admin/api/settings/credits.json",
             &[("starter_credits", "5"), ("purchase_url", "https://buy.test/credits")]).await;
         assert_eq!(status, 200, "{settings}");
         assert_eq!(settings["credit_settings"]["starter_credits"], "5");
@@ -229,7 +223,7 @@ on_both_databases! {
     }
 
     async fn crossing_the_low_balance_threshold_is_one_event(app: &TestApp) {
-        put(app, "/admin/api/settings/credits.json", &[("low_balance_threshold", "3")]).await;
+        app.put_form("/admin/api/settings/credits.json", &[("low_balance_threshold", "3")]).await;
         let (aid, url) = prepaid(app, "1").await;
         let grants = format!("/admin/api/accounts/{aid}/credit_grants.json");
         app.post_form(&grants, &[("amount", "5")]).await;
@@ -295,7 +289,7 @@ on_both_databases! {
         // Rates changed afterwards don't rewrite what was charged.
         let (_, rates) = app.get_json(&format!("/admin/api/services/{sid}/credit_rates.json")).await;
         let rate = rates["credit_rates"][0]["credit_rate"]["id"].as_i64().unwrap();
-        let (status, body) = put(app, &format!("/admin/api/services/{sid}/credit_rates/{rate}.json"),
+        let (status, body) = app.put_form(&format!("/admin/api/services/{sid}/credit_rates/{rate}.json"),
             &[("credits_per_unit", "3"), ("upstream_cost_per_unit", "1")]).await;
         assert_eq!(status, 200, "{body}");
         let (status, body) = app.get_json(&format!("/admin/api/services/{sid}/credit_margins.json")).await;
@@ -330,11 +324,11 @@ on_both_databases! {
         let (status, _) = app.post_form("/admin/api/accounts/999999/credit_grants.json", &[("amount", "1")]).await;
         assert_eq!(status, 404);
         assert_eq!(ledger(app, aid).await, vec![], "nothing half-written");
-        let (status, body) = put(app, "/admin/api/settings/credits.json", &[("starter_credits", "-1")]).await;
+        let (status, body) = app.put_form("/admin/api/settings/credits.json", &[("starter_credits", "-1")]).await;
         assert_eq!((status, body["errors"]["starter_credits"].is_array()), (422, true), "{body}");
         let (status, _) = app.get_json("/admin/api/services/999999/credit_margins.json").await;
         assert_eq!(status, 404);
-        let (status, body) = put(app, "/admin/api/settings/credits.json", &[("purchase_url", "ftp://x")]).await;
+        let (status, body) = app.put_form("/admin/api/settings/credits.json", &[("purchase_url", "ftp://x")]).await;
         assert_eq!((status, body["errors"]["purchase_url"].is_array()), (422, true), "{body}");
         let (_, other) = app.post_form("/admin/api/services.json", &[("name", "Other")]).await;
         let other = other["service"]["id"].as_i64().unwrap();

@@ -84,13 +84,14 @@ async fn credentials_in_a_header_are_read_from_envoys_header_map() {
     let (service, _) = app.seed("header-key").await;
     let sid = service["service"]["id"].as_i64().unwrap();
     // The service takes its key from a header now: patch, deploy, promote.
-    let r = app
-        .admin(reqwest::Method::PATCH, &format!("/admin/api/services/{sid}/proxy.json"))
-        .form(&[("credentials_location", "headers")])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let (status, body) = app
+        .send_form(
+            reqwest::Method::PATCH,
+            &format!("/admin/api/services/{sid}/proxy.json"),
+            &[("credentials_location", "headers")],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
     app.deploy_to_production(sid).await;
     let envoy = configured_envoy(&app, &[]).await;
 
@@ -181,20 +182,20 @@ async fn a_prepaid_account_out_of_credits_is_402_with_the_purchase_link() {
         .await
         .unwrap()
         .to_string();
-    let put = app
-        .admin(reqwest::Method::PUT, &format!("/admin/api/accounts/{aid}.json"))
-        .form(&[("billing_type", "prepaid")])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(put.status(), 200);
-    let settings = app
-        .admin(reqwest::Method::PUT, "/admin/api/settings/credits.json")
-        .form(&[("purchase_url", "https://buy.test/credits")])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(settings.status(), 200);
+    let (status, body) = app
+        .put_form(
+            &format!("/admin/api/accounts/{aid}.json"),
+            &[("billing_type", "prepaid")],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = app
+        .put_form(
+            "/admin/api/settings/credits.json",
+            &[("purchase_url", "https://buy.test/credits")],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
     let rates = format!("/admin/api/services/{sid}/credit_rates.json");
     let (status, _) = app
         .post_form(&rates, &[("metric_id", &hits), ("credits_per_unit", "1")])
