@@ -5,9 +5,9 @@
 #   - redis-benchmark running the same Lua script with the same keys: the Redis path's limit.
 # Each authrep checks a daily limit on hits and moves 3 counters (day, month, hour); then the
 # same with the account prepaid (credit rating on: one more counter, the account's).
-# For each store: the saturation rate and latency (wrk), then p99 at half that rate (oha,
-# constant rate). Last, the embedded control plane's memory (RSS) with 100k applications
-# cached: after authreps from every one of them.
+# For each store: the saturation rate and latency (wrk), then p50 and p99 at half that rate
+# (requests evenly spaced: `paced`, scripts/lib.sh). Last, the embedded control plane's memory
+# (RSS) with 100k applications cached: after authreps from every one of them.
 #
 #   BENCH_DURATION (10s)  BENCH_CONNECTIONS (32)  BENCH_APPS (100000)
 #   TOLLGATE_BENCH_REDIS_URL (redis://127.0.0.1:6379)
@@ -24,7 +24,7 @@ redis_port="${redis_url##*:}"
 redis_port="${redis_port%%/*}"
 
 bench_tools
-cargo build --release -q -p tollgate
+cargo build --release -q -p tollgate -p tollgate-e2e --bin tollgate --bin pace
 bin="$root/target/release/tollgate"
 tmp="$(mktemp -d)"
 pids=()
@@ -43,15 +43,14 @@ start() {
   [ "$(curl -s -o /dev/null -w '%{http_code}' "$url")" = 200 ] || { echo "bench: authrep does not answer 200" >&2; exit 1; }
 }
 
-row() { printf '| %-44s | %12s | %8s | %8s | %11s | %10s |\n' "$@"; }
+row() { printf '| %-44s | %12s | %8s | %8s | %11s | %11s |\n' "$@"; }
 
-# half_p99 RPS CONNECTIONS: p99 from oha sending RPS requests/s (constant rate) over CONNECTIONS.
-half_p99() {
-  oha -z "$duration" -q "$1" -c "$2" --no-tui --output-format json "$url" |
-    python3 -c 'import json,sys; print("%.2fms" % (json.load(sys.stdin)["latencyPercentiles"]["p99"] * 1000))'
-}
+# at_half RPS: "p50 p99" at RPS requests/s, evenly spaced and timed from when each was due, over
+# the same connections. (Fewer connections cannot carry half the rate once the server takes
+# more than connections / rate per request: the figure would measure the backlog.)
+at_half() { paced "$url" "$1" "$conns" "$duration" | awk '{printf "%.2fms %.2fms\n", $1, $2}'; }
 
-# measure LABEL: wrk against $url at full speed, then oha at half that rate; prints a row.
+# measure LABEL: wrk against $url at full speed, then half that rate, paced; prints a row.
 measure() {
   local out rps p50 p99 half
   out="$(wrk -t2 -c"$conns" -d"$duration" --latency "$url")"
@@ -59,12 +58,12 @@ measure() {
   p50="$(awk '$1=="50%" {print $2}' <<<"$out")"
   p99="$(awk '$1=="99%" {print $2}' <<<"$out")"
   half="$(awk -v r="$rps" 'BEGIN {printf "%d", r / 2}')"
-  row "$1" "$rps" "$p50" "$p99" "$(half_p99 "$half" "$conns")" "$(half_p99 "$half" 8)"
+  read -r h50 h99 <<<"$(at_half "$half")"
+  row "$1" "$rps" "$p50" "$p99" "$h50" "$h99"
 }
 
-row "authrep.xml, $duration" "requests/s" "p50" "p99" "p99 at half" "p99 at half"
-row "" "$conns conns" "$conns conns" "$conns conns" "$conns conns" "8 conns"
-printf '|%s|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..46})" "$(printf -- '-%.0s' {1..14})" "$(printf -- '-%.0s' {1..10})" "$(printf -- '-%.0s' {1..10})" "$(printf -- '-%.0s' {1..13})" "$(printf -- '-%.0s' {1..12})"
+row "authrep.xml, $duration, $conns connections" "requests/s" "p50" "p99" "p50 at half" "p99 at half"
+printf '|%s|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..46})" "$(printf -- '-%.0s' {1..14})" "$(printf -- '-%.0s' {1..10})" "$(printf -- '-%.0s' {1..10})" "$(printf -- '-%.0s' {1..13})" "$(printf -- '-%.0s' {1..13})"
 start embedded
 measure "control plane, embedded counters"
 # Credit rating on: the same account prepaid, hits rated, a balance that never runs out. Each

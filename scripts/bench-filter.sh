@@ -5,9 +5,9 @@
 #   - Envoy + filter on the cached path (cache TTL 60 s),
 #   - Envoy + filter on the miss path (cache TTL 0: one control-plane call per request).
 # Each round: saturation with wrk for each, then p50/p99 at half of that round's plain Envoy
-# rate with oha (constant rate), plain, no-op and cached, and p50/p99 over one connection
-# (one request at a time: what the filter adds to a request when nothing queues). Then the
-# control-plane calls the cached path made per request served.
+# rate, requests evenly spaced (target/release/pace), plain, no-op and cached, and p50/p99
+# over one connection with oha (one request at a time: what the filter adds to a request when
+# nothing queues). Then the control-plane calls the cached path made per request served.
 #
 # BENCH_TIMING=1 then runs the filter built with per-step timings (scripts/build-filter.sh
 # --timing) at a constant 4,000 requests/s and prints where a cached request's time goes
@@ -19,7 +19,7 @@
 # shared cores, the counts repeat from run to run; they leave out the kernel's share.
 # BENCH_ROUNDS=0 skips the throughput rounds.
 #
-#   BENCH_DURATION (3s)  BENCH_CONNECTIONS (32)  BENCH_ROUNDS (10)  BENCH_ALONE_REQUESTS (2000)
+#   BENCH_DURATION (3s)  BENCH_CONNECTIONS (32)  BENCH_ROUNDS (10)  BENCH_ALONE_REQUESTS (10000)
 #   BENCH_TIMING (0)
 #   BENCH_INSTRUCTIONS (0)  BENCH_INSTRUCTIONS_REQUESTS (2000)
 #   BENCH_INSTRUCTIONS_ALSO ("NAME=FILE.wasm ...": more builds to count, e.g. a change against main's)
@@ -84,8 +84,8 @@ latency() {
     python3 -c 'import json,sys; p=json.load(sys.stdin)["latencyPercentiles"]; print("%.3f %.3f" % (p["p50"] * 1000, p["p99"] * 1000))'
 }
 # at_half NAME RATE: at a constant RATE over the usual connections; alone NAME: one connection.
-at_half() { latency "$1" -z "$duration" -q "$2" -c "$conns"; }
-alone() { latency "$1" -n "${BENCH_ALONE_REQUESTS:-2000}" -c 1; }
+at_half() { paced "$(url "$1")" "$2" "$conns" "$duration"; }
+alone() { latency "$1" -n "${BENCH_ALONE_REQUESTS:-10000}" -c 1; }
 rows="$tmp/rounds"
 for round in $(seq "$rounds"); do
   plain="$(rps plain)"; noop="$(rps noop)"; cached="$(rps cached)"; miss="$(rps miss)"

@@ -24,6 +24,12 @@ bench_tools() {
   command -v valgrind >/dev/null || "${as_root[@]}" apt-get install -y -q valgrind >/dev/null
 }
 
+# paced URL RATE CONNECTIONS DURATION: "p50 p99" in ms, RATE requests/s evenly spaced
+# (target/release/pace, from tests/: oha -q sends in bursts every millisecond, see pace.rs).
+paced() {
+  "$root/target/release/pace" "$1" --rate "$2" --connections "$3" --duration "$4" 2>/dev/null
+}
+
 # bench_control_plane LABEL DIR [REDIS_URL]: starts target/release/tollgate (SQLite in DIR, Redis
 # counters if given) with an application allowed a trillion hits a day, its proxy config
 # deployed and promoted. Sets cp, cp_pid, token, sid, plan, aid, key, stoken.
