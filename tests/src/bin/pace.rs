@@ -4,13 +4,15 @@
 //!
 //! Why not `oha -q`: oha schedules each request with tokio's timer, whose resolution is one
 //! millisecond, so at 13,000 requests/s they leave in bursts of 13 every millisecond and queue
-//! behind each other in Envoy: latency "at half load" then measures oha's bursts. Here request
+//! behind each other in Envoy: latency "at half load" then measures oha's bursts. And oha times
+//! a request from when it is sent, so a stall in the server that keeps requests from being sent
+//! does not show in its percentiles. Here request
 //! `i` is due at `start + i / rate`, to the microsecond (a `timerfd` in the same epoll set as
 //! the connections), and its latency counts from that due time, not from when it was sent: a
 //! request that waits for a free connection waits on the clock, as in wrk2 (no coordinated
-//! omission). One thread for all the connections, as in wrk: on a 2-core machine shared with
-//! Envoy and the upstream, a thread per connection would put the scheduler's noise into the
-//! figures it is meant to measure.
+//! omission). One thread drives all the connections through epoll: on a 2-core machine shared
+//! with Envoy and the upstream, a thread per connection would put the scheduler's noise into
+//! the figures it is meant to measure.
 
 use clap::Parser;
 use std::collections::VecDeque;
