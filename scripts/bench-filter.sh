@@ -2,6 +2,8 @@
 # What the filter costs, side by side in one run, rounds alternating, same upstream, same load:
 #   - plain Envoy (TOLLGATE_FILTER=off: the same config without the filter),
 #   - Envoy + a filter that does nothing (filter/noop): what any wasm filter costs here,
+#   - Envoy + the floor filter (filter/floor, without the SDK): one call into the VM per
+#     request, making the host calls of the cached path (the head, the clock) and nothing else,
 #   - Envoy + filter on the cached path (cache TTL 60 s),
 #   - Envoy + filter on the miss path (cache TTL 0: one control-plane call per request).
 # Each round: saturation with wrk for each, then p50/p99 at half of that round's plain Envoy
@@ -14,9 +16,11 @@
 # inside the VM.
 #
 # BENCH_INSTRUCTIONS=1 then counts the instructions Envoy (one worker) executes per request
-# under valgrind's callgrind: plain, no-op, a filter that only reads the request head
-# (scripts/build-filter.sh --head-only) and the cached path. Unlike requests per second on
-# shared cores, the counts repeat from run to run; they leave out the kernel's share.
+# under valgrind's callgrind: plain, no-op, the filters without the SDK that enter the VM once
+# per request (filter/floor: doing nothing; reading the head; reading the head and the clock),
+# a filter that only reads the request head (scripts/build-filter.sh --head-only) and the
+# cached path. Unlike requests per second on shared cores, the counts repeat from run to run;
+# they leave out the kernel's share.
 # BENCH_ROUNDS=0 skips the throughput rounds.
 #
 #   BENCH_DURATION (3s)  BENCH_CONNECTIONS (32)  BENCH_ROUNDS (10)  BENCH_ALONE_REQUESTS (10000)
@@ -35,8 +39,11 @@ rounds="${BENCH_ROUNDS:-10}"
 bench_tools
 [ -f target/tollgate_filter.wasm ] || scripts/build-filter.sh
 [ -f target/noop_filter.wasm ] || scripts/build-filter.sh --noop
+[ -f target/floor_lean_filter.wasm ] || scripts/build-filter.sh --floor-lean
 [ "${BENCH_TIMING:-0}" = 1 ] && scripts/build-filter.sh --timing
-[ "${BENCH_INSTRUCTIONS:-0}" = 1 ] && scripts/build-filter.sh --head-only
+if [ "${BENCH_INSTRUCTIONS:-0}" = 1 ]; then
+  for flavor in --head-only --floor --floor-head --floor-lean; do scripts/build-filter.sh "$flavor"; done
+fi
 cargo build --release -q -p tollgate -p tollgate-e2e --bins
 tmp="$(mktemp -d)"
 pids=()
@@ -69,6 +76,7 @@ envoy() {
 }
 envoy plain off 0
 envoy noop on 0 "$root/target/noop_filter.wasm"
+envoy floor on 0 "$root/target/floor_lean_filter.wasm"
 envoy cached on 60000
 envoy miss on 0
 url() { local p="port_$1"; echo "http://127.0.0.1:${!p}/bench?user_key=$key"; }
@@ -88,7 +96,7 @@ at_half() { paced "$(url "$1")" "$2" "$conns" "$duration"; }
 alone() { latency "$1" -n "${BENCH_ALONE_REQUESTS:-10000}" -c 1; }
 rows="$tmp/rounds"
 for round in $(seq "$rounds"); do
-  plain="$(rps plain)"; noop="$(rps noop)"; cached="$(rps cached)"; miss="$(rps miss)"
+  plain="$(rps plain)"; noop="$(rps noop)"; floor="$(rps floor)"; cached="$(rps cached)"; miss="$(rps miss)"
   half="$(awk -v r="$plain" 'BEGIN {printf "%d", r / 2}')"
   read -r p50 p99 <<<"$(at_half plain "$half")"
   read -r n50 n99 <<<"$(at_half noop "$half")"
@@ -96,10 +104,10 @@ for round in $(seq "$rounds"); do
   read -r ap50 ap99 <<<"$(alone plain)"
   read -r an50 an99 <<<"$(alone noop)"
   read -r ac50 ac99 <<<"$(alone cached)"
-  echo "round $round: requests/s plain $plain no-op $noop cached $cached miss $miss;" \
+  echo "round $round: requests/s plain $plain no-op $noop floor $floor cached $cached miss $miss;" \
     "p50/p99 ms at $half/s: plain $p50/$p99 no-op $n50/$n99 cached $c50/$c99;" \
     "one connection: plain $ap50/$ap99 no-op $an50/$an99 cached $ac50/$ac99" >&2
-  echo "$plain $noop $cached $miss $p50 $p99 $n50 $n99 $c50 $c99 $ap50 $ap99 $an50 $an99 $ac50 $ac99" >>"$rows"
+  echo "$plain $noop $cached $miss $p50 $p99 $n50 $n99 $c50 $c99 $ap50 $ap99 $an50 $an99 $ac50 $ac99 $floor" >>"$rows"
 done
 requests="$(stat cached requests)"; calls="$(stat cached authrep_calls)"
 
@@ -108,6 +116,7 @@ import statistics as st, sys
 rows = [list(map(float, l.split())) for l in open(sys.argv[1])]
 med = lambda f: st.median([f(r) for r in rows])
 PLAIN, NOOP, CACHED, MISS = range(4)
+FLOOR = 16  # appended last, after the latencies
 # Where each flavor's "p50 p99" sit in a row: at half load, then over one connection.
 HALF = {PLAIN: 4, NOOP: 6, CACHED: 8}
 ALONE = {PLAIN: 10, NOOP: 12, CACHED: 14}
@@ -117,6 +126,7 @@ print("| %-40s | %10s | %8s | %8s | %11s | %11s | %11s | %11s |" % (title, "requ
 print("|%s|%s|%s|%s|%s|" % ("-" * 42, "-" * 12, "-" * 10, "-" * 10, "|".join(["-" * 13] * 4)))
 ms = lambda col: "%9.3fms" % med(lambda r: r[col])
 for label, i in [("plain Envoy", PLAIN), ("Envoy + no-op wasm filter", NOOP),
+                 ("Envoy + floor filter, no SDK", FLOOR),
                  ("Envoy + filter, cached path", CACHED), ("Envoy + filter, miss path (TTL 0)", MISS)]:
     lat = (ms(HALF[i]), ms(HALF[i] + 1), ms(ALONE[i]), ms(ALONE[i] + 1)) if i in HALF else ("-",) * 4
     print("| %-40s | %10.0f | %8.2f | %8s | %11s | %11s | %11s | %11s |" % (label, med(lambda r: r[i]), med(lambda r: r[i] / r[PLAIN]),
@@ -159,8 +169,9 @@ if [ "${BENCH_INSTRUCTIONS:-0}" = 1 ]; then
   echo
   echo "instructions per request in Envoy (one worker, callgrind, $n requests after 500 to warm up, net of idle):"
   base=""
-  flavors=("plain off" "noop on $root/target/noop_filter.wasm" "head-only on $root/target/head_only_filter.wasm"
-    "cached on $root/target/tollgate_filter.wasm")
+  flavors=("plain off" "noop on $root/target/noop_filter.wasm" "floor on $root/target/floor_filter.wasm"
+    "floor-head on $root/target/floor_head_filter.wasm" "floor-lean on $root/target/floor_lean_filter.wasm"
+    "head-only on $root/target/head_only_filter.wasm" "cached on $root/target/tollgate_filter.wasm")
   for also in ${BENCH_INSTRUCTIONS_ALSO:-}; do flavors+=("${also%%=*} on ${also#*=}"); done
   for flavor in "${flavors[@]}"; do
     # shellcheck disable=SC2086 # NAME FILTER [WASM]

@@ -3,6 +3,8 @@
 #   --noop    the no-op filter it compares against (filter/noop) -> target/noop_filter.wasm
 #   --timing  the filter with per-step timings (feature `timing`) -> target/timing_filter.wasm
 #   --head-only  reads the request head and does nothing else -> target/head_only_filter.wasm
+#   --floor, --floor-head, --floor-lean  filters without the SDK (filter/floor)
+#                -> target/floor_filter.wasm, floor_head_filter.wasm, floor_lean_filter.wasm
 #
 # rustup cannot fetch the wasm32 target on our machines, so this uses Debian's Rust
 # (rustc-web, cargo-web, rust-web-src: std sources at /usr/lib/rustlib/src) and rebuilds std
@@ -30,6 +32,9 @@ case "${1:-}" in
   --noop) crate=tollgate-noop-filter; built=noop_filter; name=noop_filter ;;
   --timing) features=(--features timing); name=timing_filter ;;
   --head-only) features=(--features head-only); name=head_only_filter ;;
+  --floor) crate=tollgate-floor-filter; built=floor_filter; name=floor_filter ;;
+  --floor-head) crate=tollgate-floor-filter; built=floor_filter; features=(--features head); name=floor_head_filter ;;
+  --floor-lean) crate=tollgate-floor-filter; built=floor_filter; features=(--features lean); name=floor_lean_filter ;;
   "") ;;
   *) echo "build-filter: unknown option $1" >&2; exit 2 ;;
 esac
@@ -45,6 +50,8 @@ unused=(
   proxy_on_log proxy_on_new_connection proxy_on_downstream_data proxy_on_downstream_connection_close
   proxy_on_upstream_data proxy_on_upstream_connection_close
 )
+# filter/floor exports only what it implements.
+[ "$crate" = tollgate-floor-filter ] && unused=()
 out="$root/target/$name.wasm"
 python3 "$root/scripts/drop-wasm-exports.py" \
   "$CARGO_TARGET_DIR/wasm32-unknown-unknown/wasm-release/$built.wasm" "$out" "${unused[@]}"
