@@ -84,7 +84,7 @@ pub async fn settings(db: &Db) -> Result<Settings, ApiError> {
     Ok(Settings {
         mode: r.try_get("mode")?,
         currency: r.try_get("currency")?,
-        charging_enabled: r.try_get::<i32, _>("charging_enabled")? != 0,
+        charging_enabled: r.try_get::<i64, _>("charging_enabled")? != 0,
         invoice_footnote: r.try_get("invoice_footnote")?,
         vat_zero_text: r.try_get("vat_zero_text")?,
         numbering: r.try_get("numbering")?,
@@ -140,7 +140,7 @@ pub async fn update_settings(db: &Db, p: &Params) -> Result<Settings, ApiError> 
     )
     .bind(&s.mode)
     .bind(&s.currency)
-    .bind(i32::from(s.charging_enabled))
+    .bind(i64::from(s.charging_enabled))
     .bind(&s.invoice_footnote)
     .bind(&s.vat_zero_text)
     .bind(&s.numbering)

@@ -478,7 +478,7 @@ async fn low_balance(tx: &mut sqlx::AnyConnection, account_id: i64, balance: Dec
     let threshold = threshold.and_then(|t| t.parse().ok()).unwrap_or(Decimal::ZERO);
     let low = is_low(balance, threshold);
     let flip = sqlx::query("UPDATE credit_wallets SET low_balance = $1 WHERE account_id = $2 AND low_balance <> $1")
-        .bind(i32::from(low))
+        .bind(i64::from(low))
         .bind(account_id)
         .execute(&mut *tx)
         .await?;

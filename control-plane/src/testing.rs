@@ -27,8 +27,8 @@ pub struct TestApp {
     pub counters: crate::counters::Counters,
     stop: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
-    _dir: Option<tempfile::TempDir>,
-    pg_database: Option<String>,
+    /// Declared last: dropped after the server, even when the test panics.
+    database: FreshDatabase,
 }
 
 pub fn postgres_admin_url() -> String {
@@ -66,13 +66,25 @@ fn with_database(url: &str, db: &str) -> String {
     format!("{base}/{db}")
 }
 
-/// A database URL for `backend`, with whatever keeps it alive.
-pub async fn fresh_database(backend: Backend) -> (String, Option<tempfile::TempDir>, Option<String>) {
+/// A test's own database: a SQLite file in a temporary directory, or a PostgreSQL database,
+/// removed when this is dropped — also when the test panics.
+pub struct FreshDatabase {
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+    postgres: Option<String>,
+}
+
+/// A database of its own for a test on `backend`.
+pub async fn fresh_database(backend: Backend) -> FreshDatabase {
     match backend {
         Backend::Sqlite => {
             let dir = tempfile::tempdir().unwrap();
             let url = format!("sqlite://{}", dir.path().join("tollgate.db").display());
-            (url, Some(dir), None)
+            FreshDatabase {
+                url,
+                _dir: Some(dir),
+                postgres: None,
+            }
         }
         Backend::Postgres => {
             let name = unique_name();
@@ -80,7 +92,37 @@ pub async fn fresh_database(backend: Backend) -> (String, Option<tempfile::TempD
                 .execute(&admin_pg().await)
                 .await
                 .unwrap();
-            (with_database(&postgres_admin_url(), &name), None, Some(name))
+            FreshDatabase {
+                url: with_database(&postgres_admin_url(), &name),
+                _dir: None,
+                postgres: Some(name),
+            }
+        }
+    }
+}
+
+impl Drop for FreshDatabase {
+    fn drop(&mut self) {
+        let Some(name) = self.postgres.take() else { return };
+        // Drop may run on a test's runtime (or while it unwinds): a thread of its own, with a
+        // runtime of its own, drops the database. FORCE ends what is still connected.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            runtime.block_on(async move {
+                let admin = sqlx::PgPool::connect(&postgres_admin_url())
+                    .await
+                    .map_err(std::io::Error::other)?;
+                sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                    .execute(&admin)
+                    .await
+                    .map_err(std::io::Error::other)?;
+                admin.close().await;
+                Ok::<(), std::io::Error>(())
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("testing: could not drop a test database: {dropped:?}");
         }
     }
 }
@@ -96,10 +138,10 @@ impl TestApp {
             .with_test_writer()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .try_init();
-        let (database_url, dir, pg_database) = fresh_database(backend).await;
+        let database = fresh_database(backend).await;
         let mut config = Config {
             listen: "127.0.0.1:0".parse().unwrap(),
-            database_url,
+            database_url: database.url.clone(),
             admin_token: Some(ADMIN_TOKEN.into()),
             // Billing runs only when a test asks for a date.
             billing_hour: None,
@@ -121,9 +163,13 @@ impl TestApp {
             counters,
             stop: Some(stop),
             server: Some(server),
-            _dir: dir,
-            pg_database,
+            database,
         }
+    }
+
+    /// The name of the test's PostgreSQL database (`None` on SQLite).
+    pub fn postgres_database(&self) -> Option<&str> {
+        self.database.postgres.as_deref()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -246,7 +292,7 @@ impl TestApp {
             .unwrap()
     }
 
-    /// Stops the server gracefully and drops its database.
+    /// Stops the server gracefully; its database goes with it.
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -255,11 +301,6 @@ impl TestApp {
             server.await.unwrap().unwrap();
         }
         self.db.pool.close().await;
-        if let Some(name) = self.pg_database.take() {
-            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-                .execute(&admin_pg().await)
-                .await;
-        }
     }
 }
 

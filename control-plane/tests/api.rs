@@ -284,10 +284,10 @@ async fn unreachable_redis_fails_start_with_a_clear_error() {
         .local_addr()
         .unwrap()
         .port();
-    let (database_url, _dir, _) = common::fresh_database(Backend::Sqlite).await;
+    let database = common::fresh_database(Backend::Sqlite).await;
     let config = tollgate::config::Config {
         listen: "127.0.0.1:0".parse().unwrap(),
-        database_url,
+        database_url: database.url.clone(),
         redis_url: Some(format!("redis://127.0.0.1:{port}")),
         ..Default::default()
     };

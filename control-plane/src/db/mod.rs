@@ -1,14 +1,12 @@
 //! The database: SQLite (the embedded default, a file) or PostgreSQL, through sqlx's `Any`
 //! driver so that repositories hold one set of SQL. Portable column types keep that possible:
-//! money as decimal text, times as RFC 3339 text, booleans as 0/1. Migrations exist per engine
-//! (DDL differs) and run at start.
+//! money as decimal text, times as RFC 3339 text, booleans as 0/1. Migrations have one source,
+//! translated for PostgreSQL ([`migrations`]), and run at start.
+
+pub mod migrations;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::migrate::Migrator;
 use sqlx::AnyPool;
-
-static SQLITE: Migrator = sqlx::migrate!("./migrations/sqlite");
-static POSTGRES: Migrator = sqlx::migrate!("./migrations/postgres");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {
@@ -73,20 +71,16 @@ impl Db {
         Ok(Self { pool, engine })
     }
 
-    fn migrator(&self) -> &'static Migrator {
-        match self.engine {
-            Engine::Sqlite => &SQLITE,
-            Engine::Postgres => &POSTGRES,
-        }
-    }
-
     pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
-        self.migrator().run(&self.pool).await
+        match self.engine {
+            Engine::Sqlite => migrations::SOURCE.run(&self.pool).await,
+            Engine::Postgres => migrations::postgres().await?.run(&self.pool).await,
+        }
     }
 
     /// The newest migration this binary knows: the schema version it expects.
     pub fn expected_schema_version(&self) -> i64 {
-        self.migrator().iter().map(|m| m.version).max().unwrap_or(0)
+        migrations::SOURCE.iter().map(|m| m.version).max().unwrap_or(0)
     }
 
     /// The newest migration applied to the database.

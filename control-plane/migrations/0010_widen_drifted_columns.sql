@@ -1,0 +1,5 @@
+-- Two PostgreSQL columns were created INTEGER while the one-source rule (src/db/migrations.rs)
+-- makes every INTEGER a BIGINT there; this widens them. SQLite's INTEGER is 64 bits already,
+-- so on SQLite these lines are comments.
+-- postgres: ALTER TABLE credit_wallets ALTER COLUMN low_balance TYPE BIGINT;
+-- postgres: ALTER TABLE billing_settings ALTER COLUMN charging_enabled TYPE BIGINT;
