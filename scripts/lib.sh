@@ -30,12 +30,18 @@ paced() {
   "$root/target/release/pace" "$1" --rate "$2" --connections "$3" --duration "$4" 2>/dev/null
 }
 
-# bench_control_plane LABEL DIR [REDIS_URL]: starts target/release/tollgate (SQLite in DIR, Redis
-# counters if given) with an application allowed a trillion hits a day, its proxy config
-# deployed and promoted. Sets cp, cp_pid, token, sid, plan, aid, key, stoken.
+# bench_control_plane LABEL DIR [REDIS_URL]: seeds (`tollgate seed demo`, the run command's seed
+# path) and starts target/release/tollgate (SQLite in DIR, Redis counters if given) with an
+# application allowed a trillion hits a day, its proxy config deployed and promoted. Sets cp,
+# cp_pid, token, sid, plan, aid, key, stoken.
 bench_control_plane() {
-  local label="$1" dir="$2" port hits ver
+  local label="$1" dir="$2" port seeded
   port="$(free_port)"; token="bench-token"
+  seeded="$(env TOLLGATE_DATABASE_URL="sqlite://$dir/$label.db" RUST_LOG=warn target/release/tollgate seed demo \
+    --service Bench --system-name bench --plan Bench --limit day=1000000000000 --org-name Bench --username bench \
+    --email bench@example.com --application Bench)"
+  sid="$(json service_id <<<"$seeded")"; plan="$(json plan_id <<<"$seeded")"; aid="$(json account_id <<<"$seeded")"
+  key="$(json user_key <<<"$seeded")"; stoken="$(json service_token <<<"$seeded")"
   env TOLLGATE_LISTEN="127.0.0.1:$port" TOLLGATE_DATABASE_URL="sqlite://$dir/$label.db" TOLLGATE_ADMIN_TOKEN="$token" \
     TOLLGATE_LOG_FORMAT=text RUST_LOG=warn ${3:+TOLLGATE_REDIS_URL="$3"} TOLLGATE_REDIS_PREFIX="bench:$$:" \
     target/release/tollgate serve >"$dir/$label.log" 2>&1 &
@@ -43,13 +49,4 @@ bench_control_plane() {
   cp="http://127.0.0.1:$port"
   for _ in $(seq 100); do curl -fs "$cp/health" >/dev/null 2>&1 && break; sleep 0.1; done
   api() { curl -fsS -X "$1" "$cp$2" -H "Authorization: Bearer $token" "${@:3}"; }
-  sid="$(api POST /admin/api/services.json -d name=Bench | json service id)"
-  plan="$(api POST "/admin/api/services/$sid/application_plans.json" -d name=Bench | json application_plan id)"
-  hits="$(api GET "/admin/api/services/$sid/metrics.json" | json metrics 0 metric id)"
-  api POST "/admin/api/application_plans/$plan/metrics/$hits/limits.json" -d period=day -d value=1000000000000 >/dev/null
-  aid="$(api POST /admin/api/signup.json -d org_name=Bench -d username=bench | json account id)"
-  key="$(api POST "/admin/api/accounts/$aid/applications.json" -d plan_id="$plan" -d name=Bench | json application user_key)"
-  ver="$(api POST "/admin/api/services/$sid/proxy/deploy.json" | json proxy_config version)"
-  stoken="$(api GET "/admin/api/services/$sid/proxy/configs/sandbox/$ver.json" | json proxy_config content backend_authentication_value)"
-  api POST "/admin/api/services/$sid/proxy/configs/sandbox/$ver/promote.json" -d to=production >/dev/null
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs Tollgate locally: the control plane on its embedded default (SQLite, in-process
 # counters), a demo upstream, and Envoy with the filter in front of it; seeds a demo service,
-# plan and application, and prints curl commands to try. Ctrl-C stops everything.
+# plan and application (`tollgate seed demo`), and prints curl commands to try. Ctrl-C stops
+# everything.
 #
 #   control plane  http://127.0.0.1:3000   (TOLLGATE_LISTEN)
 #   Envoy          http://127.0.0.1:8080   (TOLLGATE_ENVOY_PORT), admin on 9901
@@ -24,6 +25,10 @@ export TOLLGATE_ADMIN_TOKEN="${TOLLGATE_ADMIN_TOKEN:-$(cat "$token_file")}"
 envoy_port="${TOLLGATE_ENVOY_PORT:-8080}"
 upstream="127.0.0.1:${TOLLGATE_DEMO_UPSTREAM_PORT:-8000}"
 
+# The demo (once; seeding again answers what is there): a service with a plan of 10 calls a
+# minute, an account with an application, the service deployed and promoted.
+user_key="$(target/release/tollgate seed demo | json user_key)"
+
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT INT TERM
@@ -33,20 +38,6 @@ target/release/demo-upstream "$upstream" & pids+=($!)
 cp="http://$TOLLGATE_LISTEN"
 for _ in $(seq 100); do curl -fs "$cp/health" >/dev/null 2>&1 && break; sleep 0.1; done
 curl -fs "$cp/health" >/dev/null || { echo "run.sh: the control plane did not start" >&2; exit 1; }
-
-# Seed (once): a service, a plan, an account with an application; deploy and promote.
-api() { curl -fsS -X "$1" "$cp$2" -H "Authorization: Bearer $TOLLGATE_ADMIN_TOKEN" "${@:3}"; }
-user_key="$(api GET /admin/api/accounts/1/applications.json 2>/dev/null | json applications 0 application user_key 2>/dev/null || true)"
-if [ -z "$user_key" ]; then
-  sid="$(api POST /admin/api/services.json -d name='Demo API' -d system_name=demo | json service id)"
-  pid="$(api POST "/admin/api/services/$sid/application_plans.json" -d name=Basic -d state_event=publish | json application_plan id)"
-  hits="$(api GET "/admin/api/services/$sid/metrics.json" | json metrics 0 metric id)"
-  api POST "/admin/api/application_plans/$pid/metrics/$hits/limits.json" -d period=minute -d value=10 >/dev/null
-  aid="$(api POST /admin/api/signup.json -d org_name='Demo Developer' -d username=demo -d email=demo@example.com | json account id)"
-  user_key="$(api POST "/admin/api/accounts/$aid/applications.json" -d plan_id="$pid" -d name='Demo App' | json application user_key)"
-  ver="$(api POST "/admin/api/services/$sid/proxy/deploy.json" | json proxy_config version)"
-  api POST "/admin/api/services/$sid/proxy/configs/sandbox/$ver/promote.json" -d to=production >/dev/null
-fi
 
 TOLLGATE_CONTROL_PLANE="$TOLLGATE_LISTEN" TOLLGATE_ACCESS_TOKEN="$TOLLGATE_ADMIN_TOKEN" TOLLGATE_UPSTREAM="$upstream" \
   TOLLGATE_REFRESH_MS=2000 scripts/envoy.sh & pids+=($!)

@@ -3,7 +3,6 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 use tollgate::config::Config;
-use tollgate::db::Db;
 use tollgate::startup::{shutdown_signal, Application};
 
 #[derive(Parser)]
@@ -26,6 +25,44 @@ enum Command {
         #[command(subcommand)]
         command: BillingCommand,
     },
+    /// Demo data: `seed demo` makes a service with a plan, an account with an application, and
+    /// deploys and promotes the service (once: seeding again answers what is there). Prints
+    /// what it made as JSON.
+    Seed {
+        #[command(subcommand)]
+        command: SeedCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SeedCommand {
+    Demo(Box<DemoArgs>),
+}
+
+#[derive(clap::Args)]
+struct DemoArgs {
+    /// The service's name.
+    #[arg(long, default_value = "Demo API")]
+    service: String,
+    /// Its system name (what makes seeding again a no-op).
+    #[arg(long, default_value = "demo")]
+    system_name: String,
+    #[arg(long, default_value = "Basic")]
+    plan: String,
+    /// A limit on hits, PERIOD=N (`minute=10`), or `none`.
+    #[arg(long, default_value = "minute=10")]
+    limit: String,
+    #[arg(long, default_value = "Demo Developer")]
+    org_name: String,
+    #[arg(long, default_value = "demo")]
+    username: String,
+    #[arg(long, default_value = "demo@example.com")]
+    email: String,
+    #[arg(long, default_value = "Demo App")]
+    application: String,
+    /// The application's key (generated if not given).
+    #[arg(long)]
+    user_key: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -48,7 +85,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::CountersScript = cli.command {
-        print!("{}", tollgate::counters::redis::RedisStore::script_source());
+        print!("{}", tollgate::store::counters::redis::RedisStore::script_source());
         return ExitCode::SUCCESS;
     }
     let config = match Config::load() {
@@ -66,6 +103,45 @@ async fn main() -> ExitCode {
         Command::Billing {
             command: BillingCommand::Run { date },
         } => billing_run(&config, date).await,
+        Command::Seed {
+            command: SeedCommand::Demo(args),
+        } => {
+            let limit = match args.limit.as_str() {
+                "none" => Ok(None),
+                l => tollgate::seed::parse_limit(l).map(Some),
+            };
+            let limit = match limit {
+                Ok(limit) => limit,
+                Err(e) => {
+                    eprintln!("tollgate: --limit {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let DemoArgs {
+                service,
+                system_name,
+                plan,
+                org_name,
+                username,
+                email,
+                application,
+                user_key,
+                ..
+            } = *args;
+            let demo = tollgate::seed::Demo {
+                service,
+                system_name: Some(system_name),
+                plan,
+                publish: true,
+                limit,
+                org_name,
+                username,
+                email: Some(email),
+                application,
+                user_key,
+            };
+            seed(&config, &demo).await
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -83,19 +159,28 @@ async fn serve(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// Runs billing for a date, after copying what the counters hold into the usage tables: the
+/// embedded store's counters as stored (every answered call is), or Redis'.
 async fn billing_run(config: &Config, date: Option<chrono::NaiveDate>) -> Result<(), Box<dyn std::error::Error>> {
-    let db = Db::connect(&config.database_url).await?;
-    db.migrate().await?;
+    let db = tollgate::startup::database(config).await?;
+    let counters = tollgate::startup::counters(config, &db).await?;
     let date = date.unwrap_or_else(|| chrono::Utc::now().date_naive());
-    let gateways = tollgate::payments::Gateways::from_config(config);
-    let report = tollgate::billing_run::run(&db, &gateways, date).await?;
+    let gateways = tollgate::startup::gateways(config);
+    let report = tollgate::store::billing::run::run(&db, Some(&counters), &gateways, date).await?;
     println!("{}", report.to_json());
     Ok(())
 }
 
 async fn migrate(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
-    let db = Db::connect(&config.database_url).await?;
-    db.migrate().await?;
+    let db = tollgate::startup::database(config).await?;
     tracing::info!(schema_version = db.schema_version().await?, "migrations applied");
+    Ok(())
+}
+
+async fn seed(config: &Config, demo: &tollgate::seed::Demo) -> Result<(), Box<dyn std::error::Error>> {
+    let db = tollgate::startup::database(config).await?;
+    tollgate::store::catalog::provider::ensure(&db).await?;
+    let seeded = tollgate::seed::demo(&db, demo).await?;
+    println!("{}", serde_json::to_string(&seeded)?);
     Ok(())
 }

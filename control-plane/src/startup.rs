@@ -2,14 +2,15 @@
 //! and shut down gracefully (in-flight requests finish; writes are transactions, so nothing is
 //! left half-written).
 
-use crate::api::{self, AppState};
 use crate::config::Config;
-use crate::counters::{embedded::EmbeddedStore, redis::RedisStore, Counters};
-use crate::db::Db;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tollgate_api::AppState;
+use tollgate_store::billing::payments::{Gateways, Stripe, StripeConfig};
+use tollgate_store::counters::{embedded::EmbeddedStore, redis::RedisStore, Counters};
+use tollgate_store::{Db, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -20,9 +21,9 @@ pub enum StartupError {
     #[error("loading counters: {0}")]
     Counters(sqlx::Error),
     #[error("provider account: {0}")]
-    Provider(sqlx::Error),
+    Provider(StoreError),
     #[error("bootstrap admin token: {0}")]
-    AdminToken(sqlx::Error),
+    AdminToken(StoreError),
     #[error("redis {url}: {source}")]
     Redis { url: String, source: redis::RedisError },
     #[error("cannot listen on {addr}: {source}")]
@@ -37,77 +38,100 @@ pub struct Application {
     billing_hour: Option<u32>,
 }
 
+/// The payment gateways the configuration names.
+pub fn gateways(config: &Config) -> Gateways {
+    Gateways {
+        stripe: config.stripe_secret_key.as_ref().map(|key| {
+            std::sync::Arc::new(Stripe::new(StripeConfig {
+                api_base: config.stripe_api_base.clone(),
+                secret_key: key.clone(),
+            }))
+        }),
+    }
+}
+
+/// Connects to the configured database and migrates it.
+pub async fn database(config: &Config) -> Result<Db, StartupError> {
+    let db = Db::connect(&config.database_url)
+        .await
+        .map_err(|source| StartupError::Database {
+            url: redact(&config.database_url),
+            source,
+        })?;
+    db.migrate().await?;
+    Ok(db)
+}
+
+/// The configured counter store: embedded (its counters loaded from the database) or Redis.
+pub async fn counters(config: &Config, db: &Db) -> Result<Counters, StartupError> {
+    Ok(match &config.redis_url {
+        None => Counters::Embedded(std::sync::Arc::new(
+            EmbeddedStore::durable(db.clone())
+                .await
+                .map_err(StartupError::Counters)?,
+        )),
+        Some(url) => {
+            let err = |source| StartupError::Redis {
+                url: redact(url),
+                source,
+            };
+            let client = redis::Client::open(url.as_str()).map_err(err)?;
+            // Bounded: a Redis that is down fails the start in seconds, not after minutes of retries.
+            let manager_config = redis::aio::ConnectionManagerConfig::new()
+                .set_connection_timeout(Duration::from_secs(1))
+                .set_response_timeout(Duration::from_secs(1))
+                .set_number_of_retries(2)
+                .set_max_delay(500);
+            let mut conn = redis::aio::ConnectionManager::new_with_config(client, manager_config)
+                .await
+                .map_err(err)?;
+            let _: String = redis::cmd("PING").query_async(&mut conn).await.map_err(err)?;
+            let store = RedisStore::new(
+                conn,
+                &config.redis_prefix,
+                Duration::from_millis(config.redis_timeout_ms),
+            );
+            // What the last process moved but may not have flushed is flushed again.
+            match store.recover_changed_hours().await {
+                Ok(n) => tracing::info!(hour_counters = n, "hour counters handed to the usage flush"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not list hour counters; the usage flush may miss the last moves before the restart")
+                }
+            }
+            Counters::Redis(store)
+        }
+    })
+}
+
 impl Application {
     pub async fn build(config: &Config) -> Result<Self, StartupError> {
-        let db = Db::connect(&config.database_url)
-            .await
-            .map_err(|source| StartupError::Database {
-                url: redact(&config.database_url),
-                source,
-            })?;
-        db.migrate().await?;
-        crate::catalog::provider::ensure(&db)
+        let db = database(config).await?;
+        tollgate_store::catalog::provider::ensure(&db)
             .await
             .map_err(StartupError::Provider)?;
         if let Some(token) = &config.admin_token {
-            crate::auth::ensure_admin_token(&db, token)
+            tollgate_store::auth::ensure_admin_token(&db, token)
                 .await
                 .map_err(StartupError::AdminToken)?;
         }
-        let counters = match &config.redis_url {
-            None => Counters::Embedded(std::sync::Arc::new(
-                EmbeddedStore::durable(db.clone())
-                    .await
-                    .map_err(StartupError::Counters)?,
-            )),
-            Some(url) => {
-                let err = |source| StartupError::Redis {
-                    url: redact(url),
-                    source,
-                };
-                let client = redis::Client::open(url.as_str()).map_err(err)?;
-                // Bounded: a Redis that is down fails the start in seconds, not after minutes of retries.
-                let manager_config = redis::aio::ConnectionManagerConfig::new()
-                    .set_connection_timeout(Duration::from_secs(1))
-                    .set_response_timeout(Duration::from_secs(1))
-                    .set_number_of_retries(2)
-                    .set_max_delay(500);
-                let mut conn = redis::aio::ConnectionManager::new_with_config(client, manager_config)
-                    .await
-                    .map_err(err)?;
-                let _: String = redis::cmd("PING").query_async(&mut conn).await.map_err(err)?;
-                let store = RedisStore::new(
-                    conn,
-                    &config.redis_prefix,
-                    Duration::from_millis(config.redis_timeout_ms),
-                );
-                // What the last process moved but may not have flushed is flushed again.
-                match store.recover_changed_hours().await {
-                    Ok(n) => tracing::info!(hour_counters = n, "hour counters handed to the usage flush"),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "could not list hour counters; the usage flush may miss the last moves before the restart")
-                    }
-                }
-                Counters::Redis(store)
-            }
-        };
+        let counters = counters(config, &db).await?;
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| StartupError::Bind {
                 addr: config.listen,
                 source,
             })?;
-        crate::metrics::handle();
+        tollgate_api::metrics::handle();
         Ok(Self {
             listener,
             usage_flush: Duration::from_millis(config.usage_flush_ms),
             state: AppState {
                 db,
                 counters,
-                cache: std::sync::Arc::new(crate::hot_cache::HotCache::new(Duration::from_millis(
+                cache: std::sync::Arc::new(tollgate_store::hot_cache::HotCache::new(Duration::from_millis(
                     config.cache_ttl_ms,
                 ))),
-                gateways: crate::payments::Gateways::from_config(config),
+                gateways: gateways(config),
             },
             billing_hour: config.billing_hour,
         })
@@ -128,21 +152,22 @@ impl Application {
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         tracing::info!(addr = %self.local_addr(), database = ?self.state.db.engine, counters = self.state.counters.backend(), "tollgate listening");
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let flusher = tokio::spawn(crate::usage::flush_loop(
+        let flusher = tokio::spawn(crate::jobs::flush_loop(
             self.state.db.clone(),
             self.state.counters.clone(),
             self.usage_flush,
             stopped,
         ));
         let schedule = self.billing_hour.map(|hour| {
-            tokio::spawn(crate::billing_run::schedule(
+            tokio::spawn(tollgate_store::billing::run::schedule(
                 self.state.db.clone(),
+                self.state.counters.clone(),
                 self.state.gateways.clone(),
                 hour,
                 stop.subscribe(),
             ))
         });
-        let app = api::router(self.state.clone());
+        let app = tollgate_api::router(self.state.clone());
         let served = axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await;
         let _ = stop.send(true);
         if let Some(schedule) = schedule {

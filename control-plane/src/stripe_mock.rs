@@ -24,6 +24,8 @@ struct Inner {
     answered: HashMap<String, (u16, Value)>,
     /// Every payment intent request (its form), in order.
     intents: Vec<HashMap<String, String>>,
+    /// The next payment intent is held: told it arrived, it waits to be released.
+    hold: Option<(tokio::sync::oneshot::Sender<()>, tokio::sync::oneshot::Receiver<()>)>,
 }
 
 #[derive(Clone, Default)]
@@ -35,6 +37,17 @@ impl StripeMock {
     /// How many payment intents were requested (repeats of one idempotency key count once).
     pub fn intents(&self) -> Vec<HashMap<String, String>> {
         self.inner.lock().map(|i| i.intents.clone()).unwrap_or_default()
+    }
+
+    /// Holds the next payment intent until `release` is sent (or dropped): the returned
+    /// receiver fires when it arrives. For races between a charge and the invoice moving.
+    pub fn hold_next_intent(&self) -> (tokio::sync::oneshot::Receiver<()>, tokio::sync::oneshot::Sender<()>) {
+        let (arrived_tx, arrived) = tokio::sync::oneshot::channel();
+        let (release, release_rx) = tokio::sync::oneshot::channel();
+        if let Ok(mut inner) = self.inner.lock() {
+            inner.hold = Some((arrived_tx, release_rx));
+        }
+        (arrived, release)
     }
 
     pub fn router(&self) -> Router {
@@ -115,6 +128,11 @@ async fn payment_intent(
 ) -> Response {
     if let Err(r) = authorized(&headers) {
         return *r;
+    }
+    let hold = mock.inner.lock().ok().and_then(|mut i| i.hold.take());
+    if let Some((arrived, release)) = hold {
+        let _ = arrived.send(());
+        let _ = release.await;
     }
     let key = headers
         .get("idempotency-key")

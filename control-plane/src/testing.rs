@@ -22,9 +22,11 @@ pub enum Backend {
 pub struct TestApp {
     pub addr: SocketAddr,
     pub client: Client,
-    pub db: crate::db::Db,
+    pub db: tollgate_store::Db,
     /// The app's counter store (to flush usage without waiting for the flusher).
-    pub counters: crate::counters::Counters,
+    pub counters: tollgate_store::counters::Counters,
+    /// authrep's cache (cleared after writes that bypass the API, as the seed's).
+    pub cache: std::sync::Arc<tollgate_store::hot_cache::HotCache>,
     stop: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     /// Declared last: dropped after the server, even when the test panics.
@@ -152,6 +154,7 @@ impl TestApp {
         let addr = app.local_addr();
         let db = app.state().db.clone();
         let counters = app.state().counters.clone();
+        let cache = app.state().cache.clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(app.run_until(async {
             let _ = stopped.await;
@@ -161,6 +164,7 @@ impl TestApp {
             client: Client::new(),
             db,
             counters,
+            cache,
             stop: Some(stop),
             server: Some(server),
             database,
@@ -202,42 +206,25 @@ impl TestApp {
         self.send_form(Method::PUT, path, form).await
     }
 
-    /// Creates a service, a plan, an account and an application; deploys and promotes the
-    /// service's proxy config. Returns (service, application) as the API answered them.
+    /// The demo of [`crate::seed`] with an application holding `user_key` (a service, a plan,
+    /// an account and the application; the service deployed and promoted). Returns (service,
+    /// application) as the API shows them.
     pub async fn seed(&self, user_key: &str) -> (Value, Value) {
+        let seeded = crate::seed::demo(&self.db, &crate::seed::Demo::test(user_key))
+            .await
+            .expect("the demo seeds");
+        self.cache.invalidate();
         let (s, service) = self
-            .post_form("/admin/api/services.json", &[("name", "Echo API")])
+            .get_json(&format!("/admin/api/services/{}.json", seeded.service_id))
             .await;
-        assert_eq!(s, 201, "{service}");
-        let sid = service["service"]["id"].as_i64().unwrap();
-        let (s, plan) = self
-            .post_form(
-                &format!("/admin/api/services/{sid}/application_plans.json"),
-                &[("name", "Basic")],
-            )
-            .await;
-        assert_eq!(s, 201, "{plan}");
-        let (s, account) = self
-            .post_form(
-                "/admin/api/signup.json",
-                &[
-                    ("org_name", "Acme"),
-                    ("username", "alice"),
-                    ("email", "alice@acme.test"),
-                ],
-            )
-            .await;
-        assert_eq!(s, 201, "{account}");
-        let plan_id = plan["application_plan"]["id"].to_string();
-        let aid = account["account"]["id"].as_i64().unwrap();
+        assert_eq!(s, 200, "{service}");
         let (s, application) = self
-            .post_form(
-                &format!("/admin/api/accounts/{aid}/applications.json"),
-                &[("plan_id", plan_id.as_str()), ("name", "App"), ("user_key", user_key)],
-            )
+            .get_json(&format!(
+                "/admin/api/accounts/{}/applications/{}.json",
+                seeded.account_id, seeded.application_id
+            ))
             .await;
-        assert_eq!(s, 201, "{application}");
-        self.deploy_to_production(sid).await;
+        assert_eq!(s, 200, "{application}");
         (service, application)
     }
 
@@ -307,8 +294,9 @@ impl TestApp {
 /// Defines a test once and runs it on both databases: `name::sqlite` and `name::postgres`.
 #[macro_export]
 macro_rules! on_both_databases {
-    ($(async fn $name:ident($app:ident: &TestApp) $body:block)*) => {
+    ($($(#[$meta:meta])* async fn $name:ident($app:ident: &TestApp) $body:block)*) => {
         $(
+            $(#[$meta])*
             mod $name {
                 use super::*;
                 use $crate::testing::{Backend, TestApp};

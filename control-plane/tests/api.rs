@@ -46,7 +46,7 @@ on_both_databases! {
 
         // A read-only token reads but cannot write; its value is stored only as a hash.
         sqlx::query("INSERT INTO access_tokens (name, value_hash, scopes, permission, created_at) VALUES ('ro', $1, 'account_management', 'ro', 'now')")
-            .bind(tollgate::auth::hash_token("ro-token"))
+            .bind(tollgate::store::auth::hash_token("ro-token"))
             .execute(&app.db.pool).await.unwrap();
         let read = app.client.get(app.url("/admin/api/services.json")).bearer_auth("ro-token").send().await.unwrap();
         assert_eq!(read.status(), 200);

@@ -210,3 +210,43 @@ on_both_databases! {
         assert!(body["errors"]["backend_api_id"].is_array(), "{body}");
     }
 }
+
+on_both_databases! {
+    /// Catalog writes read before they write (the URL's parents, the current row, the next
+    /// position): concurrent writers queue for the database and all get their answer — never a
+    /// 500 for losing a lock upgrade (SQLite's deferred transactions did).
+    async fn concurrent_catalog_writers_get_answers_not_500s(app: &TestApp) {
+        let (service, application) = app.seed("busy").await;
+        let sid = service["service"]["id"].as_i64().unwrap();
+        let plan = application["application"]["plan_id"].as_i64().unwrap();
+        let (_, metrics) = app.get_json(&format!("/admin/api/services/{sid}/metrics.json")).await;
+        let hits = metrics["metrics"][0]["metric"]["id"].to_string();
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..48 {
+            let (client, base) = (app.client.clone(), app.url(""));
+            let hits = hits.clone();
+            tasks.spawn(async move {
+                let request = match i % 4 {
+                    0 => client
+                        .post(format!("{base}/admin/api/services/{sid}/metrics.json"))
+                        .form(&[("friendly_name", format!("m{i}")), ("unit", "u".into())]),
+                    1 => client.put(format!("{base}/admin/api/services/{sid}/application_plans/{plan}/default.json")),
+                    2 => client
+                        .post(format!("{base}/admin/api/services/{sid}/proxy/mapping_rules.json"))
+                        .form(&[("http_method", "GET"), ("pattern", &format!("/r{i}")), ("metric_id", &hits), ("delta", "1")]),
+                    _ => client
+                        .put(format!("{base}/admin/api/services/{sid}/application_plans/{plan}.json"))
+                        .form(&[("name", format!("Basic {i}"))]),
+                };
+                let r = request.bearer_auth(tollgate::testing::ADMIN_TOKEN).send().await.unwrap();
+                (i, r.status().as_u16(), r.text().await.unwrap())
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            let (i, status, body) = done.unwrap();
+            assert!((200..300).contains(&status), "writer {i}: {status} {body}");
+        }
+        let (_, rules) = app.get_json(&format!("/admin/api/services/{sid}/proxy/mapping_rules.json")).await;
+        assert_eq!(rules["mapping_rules"].as_array().unwrap().len(), 13, "the default rule and 12 new ones");
+    }
+}

@@ -421,6 +421,7 @@ async fn report_json(app: &TestApp, body: &Value) -> (u16, String) {
 
 /// Sets, response codes, batch ids and the usage tables, through the HTTP API.
 async fn usage_reaches_the_usage_tables(app: &TestApp) {
+    use tollgate::domain::ids::{ApplicationId, MetricId, ServiceId};
     use tollgate::usage::{self, Scope};
     let (base, _) = limited(app).await;
     let sid: i64 = base
@@ -498,18 +499,30 @@ async fn usage_reaches_the_usage_tables(app: &TestApp) {
     for _ in 0..2 {
         usage::flush(&app.db, &app.counters).await.unwrap();
         assert_eq!(
-            usage::total(&app.db, Scope::Application(application), hits, from, to)
-                .await
-                .unwrap(),
+            usage::total(
+                &app.db,
+                Scope::Application(ApplicationId::new(application)),
+                MetricId::new(hits),
+                from,
+                to
+            )
+            .await
+            .unwrap(),
             8
         );
         assert_eq!(
-            usage::total(&app.db, Scope::Service(sid), hits, from, to)
-                .await
-                .unwrap(),
+            usage::total(
+                &app.db,
+                Scope::Service(ServiceId::new(sid)),
+                MetricId::new(hits),
+                from,
+                to
+            )
+            .await
+            .unwrap(),
             8
         );
-        let codes = usage::response_codes(&app.db, Scope::Service(sid), from, to)
+        let codes = usage::response_codes(&app.db, Scope::Service(ServiceId::new(sid)), from, to)
             .await
             .unwrap();
         let codes: Vec<(&str, i64)> = codes.iter().map(|(k, v)| (k.as_str(), *v)).collect();
@@ -549,9 +562,15 @@ async fn usage_reaches_the_usage_tables(app: &TestApp) {
     assert_eq!(status, 409, "a set past the max is denied");
     usage::flush(&app.db, &app.counters).await.unwrap();
     assert_eq!(
-        usage::total(&app.db, Scope::Application(application), hits, from, to)
-            .await
-            .unwrap(),
+        usage::total(
+            &app.db,
+            Scope::Application(ApplicationId::new(application)),
+            MetricId::new(hits),
+            from,
+            to
+        )
+        .await
+        .unwrap(),
         2
     );
 }

@@ -97,3 +97,29 @@ fn billing_run_for_a_date_prints_what_it_did_and_twice_changes_nothing() {
     assert_eq!(out.status.code(), Some(2), "a bad date is a usage error");
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a date"));
 }
+
+#[test]
+fn seed_demo_makes_the_demo_once_and_says_what_it_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let seed = || {
+        let out = tollgate(dir.path())
+            .args(["seed", "demo", "--user-key", "k1"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let first = seed();
+    assert_eq!(first["user_key"], "k1");
+    assert!(
+        first["service_token"].as_str().is_some_and(|t| t.len() == 64),
+        "{first}"
+    );
+    assert_eq!(seed(), first, "seeding again answers what is there");
+    let out = tollgate(dir.path())
+        .args(["seed", "demo", "--limit", "fortnight=3"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "a bad limit is a usage error");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("fortnight"));
+}

@@ -2,6 +2,7 @@
 //! played by the local stand-in (`tollgate::stripe_mock`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a panic is a failure report
 
+use chrono::Datelike;
 use reqwest::Method;
 use serde_json::Value;
 use tollgate::stripe_mock::{StripeMock, SECRET_KEY};
@@ -405,6 +406,128 @@ async fn stripe_charges_record_every_attempt(backend: Backend) {
     );
 }
 
+/// A charge the gateway takes while an admin cancels the invoice: the money taken is recorded
+/// (it used to roll back with the state change that failed), and the invoice is flagged.
+async fn money_taken_is_recorded_even_when_the_invoice_moved_meanwhile(backend: Backend) {
+    let (app, stripe) = spawn(backend).await;
+    let (s, _) = send(
+        &app,
+        Method::PUT,
+        "/admin/api/billing/settings.json",
+        &[("payment_gateway", "stripe"), ("charging_enabled", "true")],
+    )
+    .await;
+    assert_eq!(s, 200);
+    let acc = account(&app, "racer").await;
+    let (s, _) = send(
+        &app,
+        Method::PUT,
+        &format!("/admin/api/accounts/{acc}/credit_card.json"),
+        &[("credit_card_token", "cus_ok")],
+    )
+    .await;
+    assert_eq!(s, 200);
+    let id = invoice(&app, acc, "2026-11").await["id"].as_i64().unwrap();
+    assert_eq!(line(&app, id, "Plan", "20").await.0, 201);
+    assert_eq!(state(&app, id, "pending").await.0, 200);
+    let (arrived, release) = stripe.hold_next_intent();
+    let charging = {
+        let (client, url) = (app.client.clone(), app.url(&format!("/api/invoices/{id}/charge.json")));
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .bearer_auth(tollgate::testing::ADMIN_TOKEN)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+    };
+    arrived.await.unwrap();
+    assert_eq!(
+        state(&app, id, "cancelled").await.0,
+        200,
+        "cancelled while the card is charged"
+    );
+    release.send(()).unwrap();
+    assert_eq!(charging.await.unwrap(), 200, "the charge succeeded");
+    let (_, tx) = app
+        .get_json(&format!("/api/invoices/{id}/payment_transactions.json"))
+        .await;
+    let t = &tx["payment_transactions"][0]["payment_transaction"];
+    assert_eq!(
+        (t["success"].as_bool(), t["amount"].as_f64()),
+        (Some(true), Some(20.0)),
+        "{tx}"
+    );
+    let (_, read) = app.get_json(&format!("/api/invoices/{id}.json")).await;
+    assert_eq!(read["invoice"]["state"], "cancelled", "the admin's move stands");
+    let flagged: Vec<String> =
+        sqlx::query_scalar("SELECT payload FROM events WHERE kind = 'invoice.payment_unreconciled'")
+            .fetch_all(&app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(flagged.len(), 1, "flagged for someone to refund");
+    assert!(flagged[0].contains("\"state\":\"cancelled\""), "{flagged:?}");
+}
+
+/// As a new user tries it: 150 hits by authrep, then the billing job for the 1st of next month,
+/// before any usage flush has run. The run flushes first, so it bills all 150.
+async fn a_billing_run_bills_every_call_counted_before_it(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| c.usage_flush_ms = 3_600_000).await;
+    let (service, application) = app.seed("metered").await;
+    let sid = service["service"]["id"].as_i64().unwrap();
+    let (plan, aid) = (
+        application["application"]["plan_id"].as_i64().unwrap(),
+        application["application"]["account_id"].as_i64().unwrap(),
+    );
+    let (_, metrics) = app.get_json(&format!("/admin/api/services/{sid}/metrics.json")).await;
+    let hits = metrics["metrics"][0]["metric"]["id"].as_i64().unwrap();
+    let (s, body) = app
+        .post_form(
+            &format!("/admin/api/application_plans/{plan}/metrics/{hits}/pricing_rules.json"),
+            &[("min", "1"), ("cost_per_unit", "0.01")],
+        )
+        .await;
+    assert_eq!(s, 201, "{body}");
+    let token = app.service_token(sid).await;
+    let url = app.url(&format!(
+        "/transactions/authrep.xml?service_token={token}&service_id={sid}&user_key=metered&usage%5Bhits%5D=1"
+    ));
+    for _ in 0..150 {
+        assert_eq!(app.client.get(&url).send().await.unwrap().status(), 200);
+    }
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM usage_hourly")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 0, "no flush has run yet");
+    let today = chrono::Utc::now().date_naive();
+    let next = today
+        .with_day(1)
+        .unwrap()
+        .checked_add_months(chrono::Months::new(1))
+        .unwrap();
+    run(&app, &next.to_string()).await;
+    let month = today.format("%Y-%m").to_string();
+    let (_, list) = app
+        .get_json(&format!("/api/accounts/{aid}/invoices.json?month={month}"))
+        .await;
+    let id = list["invoices"][0]["invoice"]["id"].as_i64().unwrap();
+    let (_, lines) = app.get_json(&format!("/api/invoices/{id}/line_items.json")).await;
+    let variable: Vec<(f64, f64)> = lines["line_items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| &l["line_item"])
+        .filter(|l| l["type"] == "variable_cost")
+        .map(|l| (l["quantity"].as_f64().unwrap(), l["cost"].as_f64().unwrap()))
+        .collect();
+    assert_eq!(variable, vec![(150.0, 1.5)], "{lines}");
+    app.stop().await;
+}
+
 async fn run(app: &TestApp, date: &str) -> Value {
     let (s, body) = app
         .post_form("/master/api/providers/1/billing_jobs.json", &[("date", date)])
@@ -704,5 +827,7 @@ both!(
     manual_invoices_lines_states_and_documents,
     friendly_ids_are_unique_and_gapless_under_concurrency,
     stripe_charges_record_every_attempt,
+    money_taken_is_recorded_even_when_the_invoice_moved_meanwhile,
+    a_billing_run_bills_every_call_counted_before_it,
     the_daily_run_bills_from_facts_once_per_date
 );

@@ -99,6 +99,10 @@ on_both_databases! {
             Call { name: "read service B", method: Method::GET, path: format!("/admin/api/services/{b}.json"), form: vec![], section: "plans", write: false, service_b: true },
             Call { name: "add metric to A", method: Method::POST, path: format!("/admin/api/services/{a}/metrics.json"), form: vec![("friendly_name", "m".into()), ("unit", "u".into())], section: "plans", write: true, service_b: false },
             Call { name: "read B's proxy", method: Method::GET, path: format!("/admin/api/services/{b}/proxy.json"), form: vec![], section: "plans", write: false, service_b: true },
+            // Once readable by any plans member, whatever their services (the path's service is
+            // now checked by the route guard for every route under a service).
+            Call { name: "read B's credit margins", method: Method::GET, path: format!("/admin/api/services/{b}/credit_margins.json"), form: vec![], section: "plans", write: false, service_b: true },
+            Call { name: "read A's credit margins", method: Method::GET, path: format!("/admin/api/services/{a}/credit_margins.json"), form: vec![], section: "plans", write: false, service_b: false },
             Call { name: "list provider users", method: Method::GET, path: "/admin/api/users.json".into(), form: vec![], section: "settings", write: false, service_b: false },
         ];
         let mut checked = 0;
@@ -182,4 +186,74 @@ on_both_databases! {
             }
         }
     }
+}
+
+/// Every route of the table is guarded but the few public ones: without a token, or with a
+/// token of another scope, each refuses before its handler runs (so no handler can forget).
+#[tokio::test]
+async fn every_guarded_route_refuses_a_missing_or_foreign_token() {
+    use tollgate::api::routes::Guard;
+    let app = TestApp::spawn(tollgate::testing::Backend::Sqlite).await;
+    let (status, body) = app
+        .post_form(
+            "/admin/api/personal/access_tokens.json",
+            &[("name", "stats"), ("permission", "rw"), ("scopes[]", "stats")],
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let stats_only = body["access_token"]["value"].as_str().unwrap().to_string();
+    let mut public = Vec::new();
+    let table = tollgate::api::table();
+    for route in &table.0 {
+        let path: String = route
+            .path
+            .split('/')
+            .map(|seg| if seg.starts_with('{') { "1" } else { seg })
+            .collect::<Vec<_>>()
+            .join("/");
+        let Guard::Token(permission) = route.guard else {
+            public.push(route.path.clone());
+            continue;
+        };
+        let bare = app
+            .client
+            .request(route.method.clone(), app.url(&path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(bare.status(), 403, "{} {} without a token", route.method, route.path);
+        if permission.scope != tollgate::domain::access::Scope::Stats {
+            let foreign = app
+                .client
+                .request(route.method.clone(), app.url(&path))
+                .bearer_auth(&stats_only)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                foreign.status(),
+                403,
+                "{} {} with a stats token",
+                route.method,
+                route.path
+            );
+        }
+    }
+    public.sort();
+    public.dedup();
+    assert_eq!(
+        public,
+        [
+            "/check.txt",
+            "/health",
+            "/metrics",
+            "/openapi.json",
+            "/status",
+            "/transactions.json",
+            "/transactions.xml",
+            "/transactions/{call}"
+        ]
+    );
+    assert!(table.0.len() > 150, "{} routes", table.0.len());
+    app.stop().await;
 }

@@ -111,8 +111,8 @@ async fn filter_batches_and_cache_entries_against_the_control_plane() {
     assert_eq!(
         usage::total(
             &app.db,
-            Scope::Application(application_id),
-            hits,
+            Scope::Application(tollgate::domain::ids::ApplicationId::new(application_id)),
+            tollgate::domain::ids::MetricId::new(hits),
             hour - 3600,
             hour + 7200
         )
@@ -120,6 +120,7 @@ async fn filter_batches_and_cache_entries_against_the_control_plane() {
         .unwrap(),
         7
     );
+    let sid = tollgate::domain::ids::ServiceId::new(sid);
     let codes = usage::response_codes(&app.db, Scope::Service(sid), hour - 3600, hour + 7200)
         .await
         .unwrap();

@@ -330,10 +330,16 @@ async fn configured_envoy(app: &TestApp, extra: &[(&'static str, &str)]) -> Envo
     envoy
 }
 
-/// Waits until every VM (the main thread's and two workers') has loaded the configuration.
+/// Waits until every VM (the main thread's and two workers') has loaded the configuration;
+/// fails the test, with Envoy's log, if they have not within 20 s.
 async fn wait_configured(envoy: &Envoy) {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while envoy.output().matches("loaded 1 service").count() < 3 && std::time::Instant::now() < deadline {
+    while envoy.output().matches("loaded 1 service").count() < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not every VM loaded the services within 20 s:\n{}",
+            envoy.output()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -413,17 +419,22 @@ async fn the_cached_path_calls_rarely_and_counts_every_request_once() {
     let application_id = application["application"]["id"].as_i64().unwrap();
     let total = tollgate::usage::total(
         &app.db,
-        tollgate::usage::Scope::Application(application_id),
-        hits,
+        tollgate::usage::Scope::Application(tollgate::domain::ids::ApplicationId::new(application_id)),
+        tollgate::domain::ids::MetricId::new(hits),
         now - 7200,
         now + 3600,
     )
     .await
     .unwrap();
     assert_eq!(total, 401);
-    let codes = tollgate::usage::response_codes(&app.db, tollgate::usage::Scope::Service(sid), now - 7200, now + 3600)
-        .await
-        .unwrap();
+    let codes = tollgate::usage::response_codes(
+        &app.db,
+        tollgate::usage::Scope::Service(tollgate::domain::ids::ServiceId::new(sid)),
+        now - 7200,
+        now + 3600,
+    )
+    .await
+    .unwrap();
     assert_eq!(codes.get("2xx"), Some(&401), "every response's code: {codes:?}");
     drop(envoy);
     app.stop().await;
@@ -490,9 +501,14 @@ async fn a_drained_gateway_has_reported_everything_when_it_stops() {
 
     // `log[code]` is off unless configured (as in APIcast): no response codes went out.
     tollgate::usage::flush(&app.db, &app.counters).await.unwrap();
-    let codes = tollgate::usage::response_codes(&app.db, tollgate::usage::Scope::Service(sid), 0, i64::MAX)
-        .await
-        .unwrap();
+    let codes = tollgate::usage::response_codes(
+        &app.db,
+        tollgate::usage::Scope::Service(tollgate::domain::ids::ServiceId::new(sid)),
+        0,
+        i64::MAX,
+    )
+    .await
+    .unwrap();
     assert!(codes.is_empty(), "no codes reported by default: {codes:?}");
     app.stop().await;
 }

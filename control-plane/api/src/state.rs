@@ -1,0 +1,27 @@
+//! What every handler shares: the database, the counters, the hot-path cache, the payment
+//! gateways.
+
+use std::sync::Arc;
+use tollgate_store::authrep::Lookup;
+use tollgate_store::billing::payments::Gateways;
+use tollgate_store::counters::Counters;
+use tollgate_store::hot_cache::HotCache;
+use tollgate_store::Db;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Db,
+    pub counters: Counters,
+    pub cache: Arc<HotCache>,
+    pub gateways: Gateways,
+}
+
+impl AppState {
+    /// The database through the hot-path cache.
+    pub fn lookup(&self) -> Lookup<'_> {
+        Lookup {
+            db: &self.db,
+            cache: &self.cache,
+        }
+    }
+}

@@ -1,0 +1,46 @@
+//! The counter store a control plane runs with, chosen at start-up.
+
+use super::embedded::EmbeddedStore;
+use super::redis::RedisStore;
+use super::store::{CounterError, CounterStore};
+use tollgate_domain::counters::{HourKey, HourValue, Mode, Op, Outcome};
+use tollgate_domain::ids::ApplicationId;
+
+/// The store a control plane runs with.
+#[derive(Clone)]
+pub enum Counters {
+    Embedded(std::sync::Arc<EmbeddedStore>),
+    Redis(RedisStore),
+}
+
+impl Counters {
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Counters::Embedded(_) => "embedded",
+            Counters::Redis(_) => "redis",
+        }
+    }
+}
+
+impl CounterStore for Counters {
+    async fn apply(&self, app: ApplicationId, ops: &[Op], mode: Mode) -> Result<Outcome, CounterError> {
+        match self {
+            Counters::Embedded(s) => s.apply(app, ops, mode).await,
+            Counters::Redis(s) => s.apply(app, ops, mode).await,
+        }
+    }
+
+    async fn take_changed_hours(&self) -> Result<Vec<HourValue>, CounterError> {
+        match self {
+            Counters::Embedded(s) => s.take_changed_hours().await,
+            Counters::Redis(s) => s.take_changed_hours().await,
+        }
+    }
+
+    fn mark_changed_hours(&self, keys: Vec<HourKey>) {
+        match self {
+            Counters::Embedded(s) => s.mark_changed_hours(keys),
+            Counters::Redis(s) => s.mark_changed_hours(keys),
+        }
+    }
+}

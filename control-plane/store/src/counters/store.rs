@@ -1,0 +1,28 @@
+//! What a counter store does, whichever it is.
+
+use std::future::Future;
+use tollgate_domain::counters::{HourKey, HourValue, Mode, Op, Outcome};
+use tollgate_domain::ids::ApplicationId;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CounterError {
+    #[error("counter store unavailable: {0}")]
+    Unavailable(String),
+}
+
+pub trait CounterStore: Send + Sync {
+    /// Applies `ops` for application `app` atomically, as `mode` says.
+    fn apply(
+        &self,
+        app: ApplicationId,
+        ops: &[Op],
+        mode: Mode,
+    ) -> impl Future<Output = Result<Outcome, CounterError>> + Send;
+
+    /// The hour counters moved (by this process) since the last take, with their current
+    /// values: what the usage flush copies into the usage tables.
+    fn take_changed_hours(&self) -> impl Future<Output = Result<Vec<HourValue>, CounterError>> + Send;
+
+    /// Hands taken counters back (their flush failed); the next take returns them again.
+    fn mark_changed_hours(&self, keys: Vec<HourKey>);
+}

@@ -1,0 +1,40 @@
+//! Tollgate's storage and the use cases that write through it. Every function here takes and
+//! returns domain types (`tollgate-domain`) or records of its own; failures are one
+//! [`StoreError`]. The HTTP API and the console call the same functions: there is no second
+//! path to the database.
+//!
+//! - [`db`]: the connection (SQLite or PostgreSQL through sqlx's `Any`, one set of SQL) and
+//!   the migrations (one source, translated for PostgreSQL); [`rows`]: columns back into
+//!   domain values.
+//! - [`counters`]: the counter stores (embedded, Redis) behind one trait; [`hot_cache`]: what
+//!   authrep reads without a query.
+//! - [`catalog`]: services, metrics, mapping rules, backends, plans, accounts, users,
+//!   applications, the provider — declared resources with their behaviours.
+//! - [`auth`]: access tokens and who is calling.
+//! - [`authrep`]: the service-management core (authorize, authrep, report).
+//! - [`usage`], [`batches`]: the usage tables and report batch ids.
+//! - [`credits`]: wallets, the ledger, rates, issued credits, margins.
+//! - [`billing`]: settings, invoices, payments, the billing run.
+//! - [`contracts`], [`events`], [`leases`]: plan history, the event log, leases between
+//!   replicas.
+
+pub mod auth;
+pub mod authrep;
+pub mod batches;
+pub mod billing;
+pub mod catalog;
+pub mod contracts;
+pub mod counters;
+pub mod credits;
+pub mod db;
+pub mod error;
+pub mod events;
+pub mod hot_cache;
+pub mod leases;
+pub mod rows;
+pub mod time;
+pub mod usage;
+
+pub use db::Db;
+pub use error::{Result, StoreError};
+pub use tollgate_domain as domain;
