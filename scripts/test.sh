@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every check and test: setup, formatting, clippy, the filter's wasm build, then all unit,
-# integration and end-to-end tests (SQLite and PostgreSQL, embedded and Redis, real Envoy).
+# Runs every check and test: setup, formatting, clippy (host and wasm32), the filter's wasm build,
+# then all unit, integration and end-to-end tests (SQLite and PostgreSQL, embedded and Redis,
+# real Envoy), and the import-cycle check (tests/tests/layers.rs).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -12,6 +13,8 @@ echo "== cargo clippy"
 cargo clippy -q --workspace --all-targets -- -D warnings
 echo "== filter (wasm32)"
 scripts/build-filter.sh
+echo "== cargo clippy (wasm32)"
+scripts/build-filter.sh --clippy
 
 export TOLLGATE_TEST_POSTGRES_URL="${TOLLGATE_TEST_POSTGRES_URL:-postgres://tollgate:tollgate@127.0.0.1:5432/postgres}"
 export TOLLGATE_TEST_REDIS_URL="${TOLLGATE_TEST_REDIS_URL:-redis://127.0.0.1:6379}"

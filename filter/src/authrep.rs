@@ -1,4 +1,4 @@
-//! A request's way through the cache and the control plane, as steps for the glue: a cache
+//! A request's way through the cache and the control plane, as steps for the worker: a cache
 //! verdict becomes serve / reply / fetch ([`on_verdict`]); an authrep answer (or its absence)
 //! becomes serve / reply plus the entry to cache ([`after_authrep`]).
 
@@ -101,7 +101,7 @@ pub enum Count {
     Unverified,
 }
 
-/// What the glue does with a request. (Serializable: a worker that asked the control plane tells
+/// What the worker does with a request. (Serializable: a worker that asked the control plane tells
 /// the workers that waited for it what it did, see [`crate::inflight`].)
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Step {

@@ -779,7 +779,7 @@ mod tests {
             for (worker, n) in calls {
                 let u = usage(&[("hits", n)]);
                 let local = &mut locals[worker];
-                // As the glue does: a worker's own share is spent in place.
+                // As the VM does (`vm::from_cache`): a worker's own share is spent in place.
                 if let Some(l) = local.as_mut().filter(|l| refusal(l, &u, 1).is_none()) {
                     spend(l, &u);
                     passed += n as i64;

@@ -5,7 +5,6 @@
 //! `on_configure` can fail with one clear log line instead of serving a broken filter.
 
 use serde::Deserialize;
-use std::time::Duration;
 
 /// What to do when the control plane cannot answer and nothing is cached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -165,14 +164,6 @@ impl PluginConfig {
             return bad("max_batches", "must be at least 1");
         }
         Ok(())
-    }
-
-    pub fn timeout(&self) -> Duration {
-        Duration::from_millis(self.control_plane.timeout_ms)
-    }
-
-    pub fn refresh_interval(&self) -> Duration {
-        Duration::from_millis(self.refresh_interval_ms)
     }
 
     pub fn ttl(&self) -> crate::cache::Ttl {

@@ -1,7 +1,7 @@
 //! Calls to the control plane in flight, across the worker VMs of one Envoy: concurrent misses
 //! on one application in different workers make one call, not one per worker.
 //!
-//! Within a VM the glue keeps its own waiting lists. Across VMs there is only shared data and
+//! Within a VM the root context keeps its own waiting lists. Across VMs there is only shared data and
 //! shared queues, so a worker that misses first *claims* the application here: a marker naming
 //! its wake-up queue and until when it will answer. A worker that misses while a live marker
 //! stands adds its own queue to the marker and waits. When the claimant has its answer it

@@ -109,8 +109,8 @@ pub fn record(shared: &impl SharedData, app: &App, usage: &[(String, u64)], code
     record_pending(shared, app, &p)
 }
 
-/// Counts usage a worker gathered in its own memory (see the glue: workers count locally and
-/// move their counts here every tick).
+/// Counts usage a worker gathered in its own memory (see [`crate::vm::Vm::count`]: workers
+/// count locally and move their counts here every tick).
 pub fn record_pending(shared: &impl SharedData, app: &App, pending: &Pending) -> Result<(), SetError> {
     update(shared, &app.slot(), |bytes| {
         let mut slot = decode_slot(bytes);
@@ -307,6 +307,28 @@ pub fn failed(shared: &impl SharedData, id: &str, now_ms: u64, limits: Limits) -
     })
 }
 
+/// What the control plane's answer to a report means for the batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// 202: counted (or seen before): it leaves the outbox.
+    Acknowledged,
+    /// Refused for good — a 4xx other than 409 (a batch id in use) and 429 (too many): an
+    /// unknown key let through while the control plane was away, a service token that
+    /// changed. Sending it again would not help: it leaves the outbox, counted as dropped.
+    Refused,
+    /// No answer, a 5xx, 409 or 429: sent again later under the same id.
+    Retry,
+}
+
+/// Classifies a report answer's `:status` (`None`: no answer).
+pub fn classify(status: Option<&str>) -> Answer {
+    match status {
+        Some("202") => Answer::Acknowledged,
+        Some(code) if code.len() == 3 && code.starts_with('4') && code != "409" && code != "429" => Answer::Refused,
+        _ => Answer::Retry,
+    }
+}
+
 /// Batches in the outbox and the transactions in them (for stats).
 pub fn buffered(shared: &impl SharedData) -> (usize, usize) {
     let outbox = decode_outbox(shared.get(OUTBOX).0.as_deref());
@@ -326,6 +348,25 @@ mod tests {
         backoff_base_ms: 100,
         backoff_max_ms: 1_000,
     };
+
+    #[test]
+    fn report_answers_are_classified_by_status() {
+        assert_eq!(classify(Some("202")), Answer::Acknowledged);
+        for refused in ["400", "403", "404", "422"] {
+            assert_eq!(classify(Some(refused)), Answer::Refused, "{refused}");
+        }
+        for retried in [
+            None,
+            Some("200"),
+            Some("409"),
+            Some("429"),
+            Some("500"),
+            Some("503"),
+            Some("4"),
+        ] {
+            assert_eq!(classify(retried), Answer::Retry, "{retried:?}");
+        }
+    }
 
     fn app(service_id: u64, key: &str) -> App {
         App {

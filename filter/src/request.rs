@@ -1,4 +1,4 @@
-//! What the core needs to know of a request, read once by the glue.
+//! What the core needs to know of a request, read once from the host.
 //!
 //! The headers stay as Envoy hands them over (proxy-wasm's serialized header map) and are read
 //! in place: copying each one into its own `String`s, as the SDK does, cost about 6,500 of

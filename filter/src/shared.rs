@@ -1,6 +1,6 @@
 //! Shared data as proxy-wasm gives it: one key space of byte values shared by every worker VM,
-//! each value with a CAS token. The cache and the report buffer only need this trait; the glue
-//! implements it over the host calls. [`Memory`] implements it natively, with Envoy's
+//! each value with a CAS token. The cache and the report buffer only need this trait; every
+//! [`crate::host::Host`] has it (the glue over the host calls). [`Memory`] implements it natively, with Envoy's
 //! semantics, so that the cache and the report buffer are tested as they run.
 //!
 //! One Envoy rule shapes the design: a `set` on a key that does not exist yet succeeds

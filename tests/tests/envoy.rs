@@ -533,7 +533,8 @@ async fn drain_and_quit(mut envoy: Envoy) {
 }
 
 /// Envoy calls into the VM only for the callbacks the module exports: the build drops the
-/// ones the filter does not implement (scripts/drop-wasm-exports.py), and keeps the rest.
+/// ones the filter does not implement (filter/exports, run by scripts/build-filter.sh), and
+/// keeps the rest.
 #[test]
 fn the_filter_exports_only_the_callbacks_it_implements() {
     let wasm = std::fs::read(tollgate_e2e::repo_root().join("target/tollgate_filter.wasm"))
