@@ -3,7 +3,8 @@
 # written for 3scale work unchanged:
 #  - the `3scale-api` package's own integration tests (Account Management API);
 #  - tests/clients/test_threescalepy.py: `ThreeScalePY` (service-management API: authrep,
-#    authorize, report).
+#    authorize, report);
+#  - tests/clients/test_analytics.py: the `3scale-api` package's analytics client (stats API).
 # Also validates the served /openapi.json with openapi-spec-validator.
 #
 # Uses the debug `tollgate` binary (cargo build first) and the test files listed below (the
@@ -76,7 +77,7 @@ run_against() {
   log="$(mktemp -t tollgate-3scale-api.XXXXXX.log)"
   TOLLGATE_LISTEN="127.0.0.1:$port" TOLLGATE_DATABASE_URL="$database_url" TOLLGATE_ADMIN_TOKEN="$token" \
     TOLLGATE_STRIPE_API_BASE="$stripe_url" TOLLGATE_STRIPE_SECRET_KEY=sk_test_tollgate TOLLGATE_BILLING_HOUR=off \
-    RUST_LOG=warn "$bin" serve >"$log" 2>&1 &
+    TOLLGATE_USAGE_FLUSH_MS=100 RUST_LOG=warn "$bin" serve >"$log" 2>&1 &
   local pid=$!
   for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break; sleep 0.1; done
   curl -fs -X PUT -H "Authorization: Bearer $token" -d payment_gateway=stripe -d charging_enabled=true \
@@ -93,6 +94,9 @@ run_against() {
   echo "== ThreeScalePY (service-management client) on $label"
   TOLLGATE_URL="http://127.0.0.1:$port" TOLLGATE_TOKEN="$token" \
     "$root/.venv/bin/python" -m pytest -q -p no:cacheprovider "$root/tests/clients/test_threescalepy.py" || status=$?
+  echo "== 3scale-api's analytics client on $label"
+  TOLLGATE_URL="http://127.0.0.1:$port" TOLLGATE_TOKEN="$token" \
+    "$root/.venv/bin/python" -m pytest -q -p no:cacheprovider "$root/tests/clients/test_analytics.py" || status=$?
   kill "$pid"; wait "$pid" 2>/dev/null || true
   [ "$status" -eq 0 ] || { echo "control plane log: $log"; tail -20 "$log"; }
   return "$status"

@@ -92,7 +92,7 @@ pub async fn counters(config: &Config, db: &Db) -> Result<Counters, StartupError
                 Duration::from_millis(config.redis_timeout_ms),
             );
             // What the last process moved but may not have flushed is flushed again.
-            match store.recover_changed_hours().await {
+            match store.recover_changed_series().await {
                 Ok(n) => tracing::info!(hour_counters = n, "hour counters handed to the usage flush"),
                 Err(e) => {
                     tracing::warn!(error = %e, "could not list hour counters; the usage flush may miss the last moves before the restart")

@@ -52,14 +52,10 @@ pub fn routes(r: &mut Routes) {
 }
 
 async fn all(State(app): State<AppState>, who: Caller, p: Params) -> Result<Json<Value>, ApiError> {
-    let list = applications::select(
-        &app.db,
-        &Filter::from_form(&p)?,
-        who.service_ids().as_deref(),
-        Page::from_form(&p)?,
-    )
-    .await?;
-    Ok(render::many("applications", "application", &list))
+    let (filter, page, services) = (Filter::from_form(&p)?, Page::from_form(&p)?, who.service_ids());
+    let list = applications::select(&app.db, &filter, services.as_deref(), page).await?;
+    let total = applications::count(&app.db, &filter, services.as_deref()).await?;
+    Ok(render::page("applications", "application", &list, page, total))
 }
 
 async fn find(State(app): State<AppState>, who: Caller, p: Params) -> Result<Json<Value>, ApiError> {

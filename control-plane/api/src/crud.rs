@@ -248,9 +248,11 @@ async fn list(
     let page = Page::from_form(&p)?;
     let only_ids = m.service_column.and_then(|_| who.service_ids());
     let only = m.service_column.zip(only_ids.as_deref());
-    let items = crud::list(&app.db, m.entity, &scope(m, &path)?, only, page).await?;
+    let scope = scope(m, &path)?;
+    let items = crud::list(&app.db, m.entity, &scope, only, page).await?;
+    let total = crud::count(&app.db, m.entity, &scope, only).await?;
     let res = m.entity.resource;
-    Ok(render::many(res.collection, res.name, &items))
+    Ok(render::page(res.collection, res.name, &items, page, total))
 }
 
 async fn show(m: &Mount, State(app): State<AppState>, Path(path): PathMap) -> Result<Json<Value>, ApiError> {

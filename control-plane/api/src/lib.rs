@@ -12,7 +12,9 @@
 //! - Areas, each with its `routes()`: [`crud`] (the catalog's generic resources), [`catalog`]
 //!   (proxy, configs, plans), [`accounts`], [`applications`], [`provider`] (provider account,
 //!   users, permissions, tokens), [`credits`], [`billing`], [`service_management`],
-//!   [`system`].
+//!   [`stats`] (the Analytics API), [`system`].
+//! - [`xml`]: the one XML writer, and JSON answers as 3scale's XML; [`xml_answers`]: the
+//!   admin API under `.xml`.
 
 pub mod accounts;
 pub mod applications;
@@ -31,7 +33,10 @@ pub mod router;
 pub mod routes;
 pub mod service_management;
 pub mod state;
+pub mod stats;
 pub mod system;
+pub mod xml;
+pub mod xml_answers;
 
 pub use error::ApiError;
 pub use router::{router, table};

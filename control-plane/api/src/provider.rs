@@ -63,23 +63,30 @@ pub fn routes(r: &mut Routes) {
     r.delete(token, own(Access::Write), "Delete an access token", delete_token);
 }
 
-fn account_json(a: &ProviderAccount) -> Value {
+/// The provider account; its key only for admins (it is admin credentials).
+fn account_json(a: &ProviderAccount, caller: &Caller) -> Value {
     let mut v: Map<String, Value> = a.settings.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
     v.insert("id".into(), json!(PROVIDER_ID));
     v.insert("org_name".into(), json!(a.org_name));
     v.insert("state".into(), json!("approved"));
     v.insert("created_at".into(), json!(a.created_at));
     v.insert("updated_at".into(), json!(a.updated_at));
+    if caller.member.is_none() {
+        v.insert("provider_key".into(), json!(a.provider_key));
+    }
     Value::Object(v)
 }
 
-async fn show(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
-    Ok(wrap("account", account_json(&provider::account(&app.db).await?)))
+async fn show(State(app): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    Ok(wrap(
+        "account",
+        account_json(&provider::account(&app.db).await?, &caller),
+    ))
 }
 
-async fn update(State(app): State<AppState>, p: Params) -> Result<Json<Value>, ApiError> {
+async fn update(State(app): State<AppState>, caller: Caller, p: Params) -> Result<Json<Value>, ApiError> {
     let account = provider::update_account(&app.db, ProviderPatch::from_form(&p)?).await?;
-    Ok(wrap("account", account_json(&account)))
+    Ok(wrap("account", account_json(&account, &caller)))
 }
 
 fn permissions_json(p: &Permissions) -> Json<Value> {

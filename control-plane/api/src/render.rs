@@ -8,6 +8,7 @@ use axum::Json;
 use rust_decimal::Decimal;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
+use tollgate_domain::form::Page;
 use tollgate_store::catalog::resource::{Cell, Extra, Record};
 
 /// Money as a JSON number. serde_json holds numbers as f64, so the number is written only when
@@ -80,6 +81,26 @@ pub fn one(r: &Record) -> Json<Value> {
 /// Records of one resource, as its list.
 pub fn many(plural: &str, name: &str, items: &[Record]) -> Json<Value> {
     wrap_list(plural, name, items.iter().map(record))
+}
+
+/// A page of a longer list: its records, and `metadata` (3scale's `per_page`,
+/// `total_entries`, `total_pages`, `current_page`) when there is more than one page.
+pub fn page(plural: &str, name: &str, items: &[Record], page: Page, total: i64) -> Json<Value> {
+    let Json(mut list) = many(plural, name, items);
+    if page.per_page < total {
+        if let Value::Object(m) = &mut list {
+            m.insert(
+                "metadata".into(),
+                json!({
+                    "per_page": page.per_page,
+                    "total_entries": total,
+                    "total_pages": (total + page.per_page - 1) / page.per_page,
+                    "current_page": page.page,
+                }),
+            );
+        }
+    }
+    Json(list)
 }
 
 /// A created object: 201 with the wrapped body.

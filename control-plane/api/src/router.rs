@@ -4,7 +4,9 @@
 
 use crate::routes::{guard, Guard, Guarded, Routes, ServiceScope};
 use crate::state::AppState;
-use crate::{accounts, applications, billing, catalog, credits, crud, openapi, provider, service_management, system};
+use crate::{
+    accounts, applications, billing, catalog, credits, crud, openapi, provider, service_management, stats, system,
+};
 use axum::http::Method;
 use axum::response::Response;
 use axum::{middleware, Extension, Router};
@@ -25,6 +27,7 @@ pub fn table() -> Routes {
     provider::routes(&mut r);
     credits::routes(&mut r);
     billing::routes(&mut r);
+    stats::routes(&mut r);
     r
 }
 
@@ -66,9 +69,16 @@ pub fn mount(table: Routes, state: AppState) -> Router {
                 guard,
             )),
         };
+        // 3scale's admin API answers XML too: the same route under `.xml`.
+        if route.path.starts_with("/admin/api/") {
+            if let Some(stem) = route.path.strip_suffix(".json") {
+                router = router.route(&format!("{stem}.xml"), handler.clone());
+            }
+        }
         router = router.route(&route.path, handler);
     }
     router
+        .layer(middleware::from_fn_with_state(state.clone(), crate::xml_answers::layer))
         .with_state(state)
         .layer(Extension(document))
         .layer(middleware::from_fn_with_state(cache, invalidate_on_admin_writes))

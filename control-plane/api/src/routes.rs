@@ -17,7 +17,7 @@ use axum::handler::Handler;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, Method};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{MethodFilter, MethodRouter};
 use tollgate_domain::access::{Access, Permission, Principal, Scope, Section};
 use tollgate_domain::ids::{PlanId, ServiceId};
@@ -242,20 +242,60 @@ pub(crate) struct Guarded {
 /// Request bodies the guard reads, at most (a report of 1000 transactions fits many times).
 const BODY_LIMIT: usize = 4 * 1024 * 1024;
 
-fn presented_token<'a>(headers: &'a HeaderMap, params: &'a Params) -> Option<&'a str> {
-    params.get("access_token").filter(|t| !t.is_empty()).or_else(|| {
-        headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-            .map(str::trim)
+/// The credentials a request presents, as 3scale reads them: `access_token` or
+/// `provider_key` among the parameters, else a bearer token, else HTTP Basic (whichever of
+/// user and password is not blank: a token, or the provider key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Credentials {
+    Token(String),
+    ProviderKey(String),
+    /// Basic: a token or the provider key.
+    Either(String),
+}
+
+fn presented(headers: &HeaderMap, params: &Params) -> Option<Credentials> {
+    let param = |name| params.get(name).filter(|t| !t.is_empty()).map(str::to_string);
+    if let Some(token) = param("access_token") {
+        return Some(Credentials::Token(token));
+    }
+    if let Some(key) = param("provider_key") {
+        return Some(Credentials::ProviderKey(key));
+    }
+    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())?;
+    if let Some(token) = authorization
+        .strip_prefix("Bearer ")
+        .or_else(|| authorization.strip_prefix("bearer "))
+    {
+        return Some(Credentials::Token(token.trim().to_string()));
+    }
+    let encoded = authorization
+        .strip_prefix("Basic ")
+        .or_else(|| authorization.strip_prefix("basic "))?;
+    use base64::Engine as _;
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let decoded = String::from_utf8(decoded).ok()?;
+    let (user, password) = decoded.split_once(':').unwrap_or((&decoded, ""));
+    let value = [user, password].into_iter().find(|s| !s.trim().is_empty())?.to_string();
+    Some(Credentials::Either(value))
+}
+
+async fn principal_of(db: &tollgate_store::db::Db, credentials: Credentials) -> Result<Principal, ApiError> {
+    use tollgate_store::auth::{principal, principal_by_provider_key};
+    Ok(match credentials {
+        Credentials::Token(t) => principal(db, &t).await?,
+        Credentials::ProviderKey(k) => principal_by_provider_key(db, &k).await?,
+        Credentials::Either(v) => match principal(db, &v).await {
+            Ok(p) => p,
+            Err(_) => principal_by_provider_key(db, &v).await?,
+        },
     })
 }
 
 pub(crate) async fn guard(State(g): State<Guarded>, req: Request, next: Next) -> Response {
+    let format = crate::error::Format::of_path(req.uri().path());
     match authorized(&g, req).await {
         Ok(req) => next.run(req).await,
-        Err(e) => e.into_response(),
+        Err(e) => e.into_response_as(format),
     }
 }
 
@@ -272,8 +312,8 @@ async fn authorized(g: &Guarded, req: Request) -> Result<Request, ApiError> {
         .unwrap_or("")
         .to_ascii_lowercase();
     params.extend_from_body(&content_type, &bytes)?;
-    let token = presented_token(&parts.headers, &params).ok_or(ApiError::AccessDenied)?;
-    let principal = tollgate_store::auth::principal(&g.app.db, token).await?;
+    let credentials = presented(&parts.headers, &params).ok_or(ApiError::AccessDenied)?;
+    let principal = principal_of(&g.app.db, credentials).await?;
     if !principal.allows(g.permission) {
         return Err(ApiError::AccessDenied);
     }

@@ -11,6 +11,7 @@
 use crate::params::Params;
 use crate::routes::{Guard, Routes};
 use crate::state::AppState;
+use crate::xml::escape;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -23,6 +24,7 @@ use tollgate_domain::limits::{parse_response_code, MetricNode, UsageReport};
 use tollgate_store::authrep::{self, Call, Credentials, Lookup, Options, SmError, Status, Transaction};
 use tollgate_store::batches::{self, Claim};
 use tollgate_store::hot_cache::ServiceView;
+use tollgate_store::integration_errors;
 
 const XML: &str = "application/vnd.3scale-v2.0+xml";
 
@@ -67,20 +69,6 @@ pub fn routes(r: &mut Routes) {
 enum Format {
     Xml,
     Json,
-}
-
-fn escape(s: &str, quotes: bool) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' if quotes => out.push_str("&quot;"),
-            _ => out.push(c),
-        }
-    }
-    out
 }
 
 /// apisonator's `<status>` document, byte for byte (one line, `max_value` before
@@ -455,10 +443,12 @@ async fn authorize_or_authrep(
         _ => return (StatusCode::NOT_FOUND, [(axum::http::header::CONTENT_TYPE, XML)]).into_response(),
     };
     let options = options(&headers, &p);
+    let mut service_id = None;
     let result = async {
         check_utf8(&p)?;
         let lookup = app.lookup();
         let view = service(&lookup, &p).await?;
+        service_id = Some(view.service.id);
         let creds = credentials(&p, str::to_string);
         let application = authrep::application(&lookup, &view.service, &creds).await?;
         let usage = usage(&p, "usage", &view.metrics)?;
@@ -484,6 +474,9 @@ async fn authorize_or_authrep(
         Err(_) => "error",
     };
     metrics::counter!("tollgate_service_management_calls_total", "call" => if mode == Mode::Check { "authorize" } else { "authrep" }, "outcome" => outcome).increment(1);
+    if let Err(e) = &result {
+        keep_integration_error(&app, service_id, e).await;
+    }
     match result {
         Ok(status) => status_response(&status, format, options),
         Err(e) => error_response(&e, format, options),
@@ -492,10 +485,12 @@ async fn authorize_or_authrep(
 
 async fn report(app: AppState, headers: HeaderMap, p: Params, format: Format) -> Response {
     let options = options(&headers, &p);
+    let mut service_id = None;
     let result = async {
         check_utf8(&p)?;
         let lookup = app.lookup();
         let view = service(&lookup, &p).await?;
+        service_id = Some(view.service.id);
         let now = Utc::now();
         let batch = report_batch(&lookup, &view, &p, now).await?;
         let Some(batch_id) = batch_id(&p)? else {
@@ -528,7 +523,21 @@ async fn report(app: AppState, headers: HeaderMap, p: Params, format: Format) ->
             metrics::counter!("tollgate_reported_transactions_total").increment(n as u64);
             respond(202, format, String::new(), options)
         }
-        Err(e) => error_response(&e, format, options),
+        Err(e) => {
+            keep_integration_error(&app, service_id, &e).await;
+            error_response(&e, format, options)
+        }
+    }
+}
+
+/// A call a known service could not take for how it was made is kept for its integrator
+/// (before answering, so what the gateway was told is listed when it reads the list).
+async fn keep_integration_error(app: &AppState, service: Option<tollgate_domain::ids::ServiceId>, e: &SmError) {
+    let Some(service) = service.filter(|_| integration_errors::is_integration_error(e.code)) else {
+        return;
+    };
+    if let Err(err) = integration_errors::record(&app.db, service, e.code, &e.message).await {
+        tracing::warn!(error = %err, "an integration error could not be kept");
     }
 }
 

@@ -30,6 +30,16 @@ impl Scope {
         }
     }
 
+    /// Whether a token with this scope may use what `wanted` guards: `analytics` and 3scale's
+    /// `stats` are one scope under two names.
+    pub fn grants(self, wanted: Scope) -> bool {
+        self == wanted
+            || matches!(
+                (self, wanted),
+                (Scope::Analytics, Scope::Stats) | (Scope::Stats, Scope::Analytics)
+            )
+    }
+
     /// The admin-portal sections this scope reaches; a member needs one of them to get a
     /// token with it.
     pub fn sections(self) -> &'static [Section] {
@@ -160,7 +170,8 @@ pub struct Principal {
 impl Principal {
     /// Whether the token grants `scope` with `access`.
     pub fn token_allows(&self, scope: Scope, access: Access) -> bool {
-        self.scopes.contains(&scope) && (access == Access::Read || self.permission == TokenPermission::ReadWrite)
+        self.scopes.iter().any(|s| s.grants(scope))
+            && (access == Access::Read || self.permission == TokenPermission::ReadWrite)
     }
 
     pub fn may_enter(&self, section: Section) -> bool {

@@ -125,20 +125,25 @@ impl Amount {
     }
 }
 
-/// An hour counter, as the usage flush copies it, in the stores' raw key parts: the owner
-/// ([`Op::owner`]), the counter ([`Counter::raw`]) and the hour's start (unix seconds).
+/// The period of the counters the usage flush copies into the usage tables: a quarter hour,
+/// so that the tables can answer in any time zone exactly ([`crate::analytics::series`]).
+pub const SERIES: Period = Period::Quarter;
+
+/// A series counter ([`SERIES`]), as the usage flush copies it, in the stores' raw key parts:
+/// the owner ([`Op::owner`]), the counter ([`Counter::raw`]) and the quarter's start (unix
+/// seconds).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct HourKey {
+pub struct SeriesKey {
     pub app: i64,
     pub counter: i64,
     pub start: i64,
 }
 
-/// An hour counter's value as read for the usage flush, and when it was read (microseconds;
+/// A series counter's value as read for the usage flush, and when it was read (microseconds;
 /// Redis' own clock for Redis): of two readings, the later one is the one to keep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HourValue {
-    pub key: HourKey,
+pub struct SeriesValue {
+    pub key: SeriesKey,
     pub value: i64,
     pub observed_us: i64,
 }

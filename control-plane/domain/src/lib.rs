@@ -15,8 +15,10 @@
 //!   [`billing_plan`]: money, variable costs, fees by the day, invoice rules, plan history,
 //!   billing settings and the daily billing run's plan.
 //! - [`credits`]: prepaid credit units, rates, costs and the ledger's rules.
+//! - [`analytics`]: stats windows, time zones and buckets.
 
 pub mod access;
+pub mod analytics;
 pub mod billing;
 pub mod billing_plan;
 pub mod catalog;

@@ -2,7 +2,7 @@
 //! (a method's hit is also a hit of `hits`), each limit becomes a counter op, and the stored
 //! values come back as 3scale's usage reports.
 
-use crate::counters::{Amount, Counter, Op};
+use crate::counters::{Amount, Counter, Op, SERIES};
 use crate::ids::MetricId;
 use crate::periods::Period;
 use chrono::{DateTime, Utc};
@@ -62,9 +62,9 @@ pub fn parse_response_code(raw: Option<&str>) -> Option<u16> {
 }
 
 /// Counter ops for one call: one per limit (nothing to add where the call does not touch the
-/// metric, so that its value is read for the report), a month and an hour counter for every
-/// touched metric, which the usage tables and billing read, and an hour counter for the
-/// response code and its class, if the call logs one.
+/// metric, so that its value is read for the report), a month and a series counter
+/// ([`SERIES`]) for every touched metric, which the usage tables, billing and analytics read,
+/// and a series counter for the response code and its class, if the call logs one.
 pub fn ops(limits: &[PlanLimit], usage: &Usage, codes: &[(u16, i64)], now: DateTime<Utc>) -> Vec<Op> {
     let op = |counter: Counter, period: Period, max: Option<i64>, amount: Amount| Op {
         counter,
@@ -81,7 +81,7 @@ pub fn ops(limits: &[PlanLimit], usage: &Usage, codes: &[(u16, i64)], now: DateT
         .map(|l| op(Counter::Metric(l.metric_id), l.period, Some(l.max), amount(l.metric_id)))
         .collect();
     for &metric in usage.keys() {
-        for period in [Period::Month, Period::Hour] {
+        for period in [Period::Month, SERIES] {
             if !ops
                 .iter()
                 .any(|o| o.counter == Counter::Metric(metric) && o.period == period)
@@ -94,7 +94,7 @@ pub fn ops(limits: &[PlanLimit], usage: &Usage, codes: &[(u16, i64)], now: DateT
         for counter in response_code_counters(code) {
             match ops.iter_mut().find(|o| o.counter == counter) {
                 Some(o) => o.amount = o.amount.plus(Amount::Add(n)),
-                None => ops.push(op(counter, Period::Hour, None, Amount::Add(n))),
+                None => ops.push(op(counter, SERIES, None, Amount::Add(n))),
             }
         }
     }
@@ -221,7 +221,7 @@ mod tests {
                 Counter::ResponseCode(401)
             )
         );
-        assert!(ops.iter().all(|o| o.period == Period::Hour));
+        assert!(ops.iter().all(|o| o.period == SERIES));
         assert_eq!(
             (ops[0].amount, ops[1].amount, ops[2].amount),
             (Amount::Add(1), Amount::Add(3), Amount::Add(2))
@@ -332,7 +332,7 @@ mod tests {
         ];
         let usage = expand(&add(&[(2, 1)]), &metrics(), false);
         let ops = ops(&limits, &usage, &[], now);
-        // 3 limits + month/hour for get_item + hour for hits (its month is a limit already).
+        // 3 limits + month/series for get_item + series for hits (its month is a limit already).
         assert_eq!(ops.len(), 6);
         assert_eq!(ops[2].amount, Amount::Add(0), "bytes is limited but untouched");
         let reports = reports(&ops, &[3, 6, 7, 0, 0, 0], &metrics(), now);

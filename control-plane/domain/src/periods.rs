@@ -6,6 +6,9 @@ use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Timelike, Utc};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Period {
+    /// Fifteen minutes: not a limit period (3scale has none), the resolution of the usage
+    /// series, so that analytics are exact in zones whose offset is not whole hours.
+    Quarter,
     Minute,
     Hour,
     Day,
@@ -30,12 +33,19 @@ impl Period {
         Period::Minute,
     ];
 
+    /// A limit's period by name (a quarter hour is no limit period).
     pub fn parse(s: &str) -> Option<Period> {
         Period::DESCENDING.into_iter().find(|p| p.as_str() == s)
     }
 
+    /// Any period by name, the series' quarter hour included: how stores read their keys back.
+    pub fn parse_any(s: &str) -> Option<Period> {
+        Period::parse(s).or((s == "quarter").then_some(Period::Quarter))
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
+            Period::Quarter => "quarter",
             Period::Minute => "minute",
             Period::Hour => "hour",
             Period::Day => "day",
@@ -51,6 +61,10 @@ impl Period {
         let date = t.date_naive();
         let midnight = |d: NaiveDate| d.and_hms_opt(0, 0, 0).map(|n| Utc.from_utc_datetime(&n));
         match self {
+            Period::Quarter => t
+                .with_minute(t.minute() / 15 * 15)
+                .and_then(|t| t.with_second(0))
+                .and_then(|t| t.with_nanosecond(0)),
             Period::Minute => t.with_second(0).and_then(|t| t.with_nanosecond(0)),
             Period::Hour => t
                 .with_minute(0)
@@ -68,6 +82,7 @@ impl Period {
     pub fn end(self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let start = self.start(t)?;
         match self {
+            Period::Quarter => Some(start + Duration::minutes(15)),
             Period::Minute => Some(start + Duration::minutes(1)),
             Period::Hour => Some(start + Duration::hours(1)),
             Period::Day => Some(start + Duration::days(1)),
@@ -111,6 +126,14 @@ mod tests {
         let t = at("2010-05-15T13:41:30Z"); // a Saturday
         assert_eq!(Period::Minute.start(t), Some(at("2010-05-15T13:41:00Z")));
         assert_eq!(Period::Hour.end(t), Some(at("2010-05-15T14:00:00Z")));
+        assert_eq!(Period::Quarter.start(t).map(|s| s.minute() % 15), Some(0));
+        assert_eq!(
+            Period::Quarter
+                .end(t)
+                .zip(Period::Quarter.start(t))
+                .map(|(e, s)| (e - s).num_minutes()),
+            Some(15)
+        );
         assert_eq!(Period::Day.start(t), Some(at("2010-05-15T00:00:00Z")));
         assert_eq!(
             Period::Week.start(t),

@@ -68,6 +68,23 @@ pub async fn principal(db: &Db, value: &str) -> Result<Principal> {
     })
 }
 
+/// Who presents the provider account's key (3scale's `provider_key`): the account itself, an
+/// admin with every scope.
+pub async fn principal_by_provider_key(db: &Db, key: &str) -> Result<Principal> {
+    let found: Option<i64> = sqlx::query_scalar("SELECT id FROM provider_account WHERE provider_key = $1")
+        .bind(key)
+        .fetch_optional(&db.pool)
+        .await?;
+    found.ok_or(StoreError::AccessDenied)?;
+    Ok(Principal {
+        token_id: TokenId::new(0),
+        user_id: None,
+        scopes: Scope::ALL.to_vec(),
+        permission: TokenPermission::ReadWrite,
+        member: None,
+    })
+}
+
 /// A provider user's limits: `None` for admins; denied for suspended or unknown users.
 pub async fn member_of(db: &Db, user: ProviderUserId) -> Result<Option<Member>> {
     let row =

@@ -12,12 +12,15 @@
 //!   applications, the provider — declared resources with their behaviours.
 //! - [`auth`]: access tokens and who is calling.
 //! - [`authrep`]: the service-management core (authorize, authrep, report).
-//! - [`usage`], [`batches`]: the usage tables and report batch ids.
+//! - [`usage`], [`batches`]: the usage tables (and their roll-ups) and report batch ids;
+//!   [`analytics`]: what the stats API reads from them; [`integration_errors`]: calls a
+//!   service could not take.
 //! - [`credits`]: wallets, the ledger, rates, issued credits, margins.
 //! - [`billing`]: settings, invoices, payments, the billing run.
 //! - [`contracts`], [`events`], [`leases`]: plan history, the event log, leases between
 //!   replicas.
 
+pub mod analytics;
 pub mod auth;
 pub mod authrep;
 pub mod batches;
@@ -30,6 +33,7 @@ pub mod db;
 pub mod error;
 pub mod events;
 pub mod hot_cache;
+pub mod integration_errors;
 pub mod leases;
 pub mod rows;
 pub mod time;

@@ -4,11 +4,12 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use tollgate_domain::counters::SERIES;
 use tollgate_domain::ids::{AccountId, ApplicationId};
 use tollgate_domain::periods::Period;
 use tollgate_store::counters::embedded::EmbeddedStore;
 use tollgate_store::counters::redis::RedisStore;
-use tollgate_store::counters::{Amount, Counter, CounterStore, Counters, HourKey, Mode, Op};
+use tollgate_store::counters::{Amount, Counter, CounterStore, Counters, Mode, Op, SeriesKey};
 
 fn redis_url() -> String {
     std::env::var("TOLLGATE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
@@ -71,10 +72,10 @@ fn set(metric: i64, period: Period, value: i64, max: Option<i64>) -> Op {
     }
 }
 
-/// The changed hour counters a store hands over, as (key, value), in key order.
-async fn taken(s: &impl CounterStore) -> Vec<(HourKey, i64)> {
+/// The changed series counters a store hands over, as (key, value), in key order.
+async fn taken(s: &impl CounterStore) -> Vec<(SeriesKey, i64)> {
     let mut out: Vec<_> = s
-        .take_changed_hours()
+        .take_changed_series()
         .await
         .unwrap()
         .iter()
@@ -209,17 +210,17 @@ on_both_stores! {
         assert_eq!(zero.values, vec![0], "#0 resets");
     }
 
-    async fn moved_hour_counters_are_handed_to_the_usage_flush(s: Counters) {
-        assert!(s.take_changed_hours().await.unwrap().is_empty());
-        let hour = op(1, Period::Hour, 2, None);
+    async fn moved_series_counters_are_handed_to_the_usage_flush(s: Counters) {
+        assert!(s.take_changed_series().await.unwrap().is_empty());
+        let hour = op(1, SERIES, 2, None);
         s.apply(a(7), &[hour.clone(), op(1, Period::Month, 2, None)], Mode::Add).await.unwrap();
         s.apply(a(7), std::slice::from_ref(&hour), Mode::Add).await.unwrap();
-        s.apply(a(7), &[op(1, Period::Hour, 1, Some(0))], Mode::CheckAndAdd).await.unwrap();
-        s.apply(a(8), &[op(1, Period::Hour, 0, None)], Mode::Check).await.unwrap();
-        let key = HourKey { app: 7, counter: 1, start: hour.start };
+        s.apply(a(7), &[op(1, SERIES, 1, Some(0))], Mode::CheckAndAdd).await.unwrap();
+        s.apply(a(8), &[op(1, SERIES, 0, None)], Mode::Check).await.unwrap();
+        let key = SeriesKey { app: 7, counter: 1, start: hour.start };
         assert_eq!(taken(&s).await, vec![(key, 4)], "denied and read-only calls move nothing");
-        assert!(s.take_changed_hours().await.unwrap().is_empty(), "taken once");
-        s.mark_changed_hours(vec![key]);
+        assert!(s.take_changed_series().await.unwrap().is_empty(), "taken once");
+        s.mark_changed_series(vec![key]);
         assert_eq!(taken(&s).await, vec![(key, 4)], "handed back after a failed flush");
     }
 }
@@ -234,15 +235,15 @@ async fn a_restarted_durable_store_hands_its_hour_counters_over_again() {
     store
         .apply(
             a(7),
-            &[op(1, Period::Hour, 3, None), op(1, Period::Eternity, 3, None)],
+            &[op(1, SERIES, 3, None), op(1, Period::Eternity, 3, None)],
             Mode::Add,
         )
         .await
         .unwrap();
-    assert_eq!(store.take_changed_hours().await.unwrap().len(), 1);
+    assert_eq!(store.take_changed_series().await.unwrap().len(), 1);
     drop(store);
     let again = EmbeddedStore::durable(db).await.unwrap();
-    let hours = again.take_changed_hours().await.unwrap();
+    let hours = again.take_changed_series().await.unwrap();
     assert_eq!(hours.len(), 1);
     assert_eq!(hours[0].value, 3);
 }
@@ -253,15 +254,11 @@ async fn a_restarted_redis_store_finds_its_hour_counters() {
         unreachable!()
     };
     store
-        .apply(
-            a(5),
-            &[op(1, Period::Hour, 3, None), op(-200, Period::Hour, 1, None)],
-            Mode::Add,
-        )
+        .apply(a(5), &[op(1, SERIES, 3, None), op(-200, SERIES, 1, None)], Mode::Add)
         .await
         .unwrap();
     let fresh = store.with_fresh_state();
-    assert_eq!(fresh.recover_changed_hours().await.unwrap(), 2);
+    assert_eq!(fresh.recover_changed_series().await.unwrap(), 2);
     let hours: Vec<(i64, i64)> = taken(&fresh).await.iter().map(|(k, v)| (k.counter, *v)).collect();
     assert_eq!(hours, vec![(-200, 1), (1, 3)]);
 }

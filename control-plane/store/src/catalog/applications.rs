@@ -320,6 +320,13 @@ pub async fn select(db: &Db, filter: &Filter, services: Option<&[i64]>, page: Pa
     APPLICATION.select(&mut conn, &filter.conditions(), only, page).await
 }
 
+/// How many applications [`select`] pages through.
+pub async fn count(db: &Db, filter: &Filter, services: Option<&[i64]>) -> Result<i64> {
+    let mut conn = db.pool.acquire().await?;
+    let only = services.map(|ids| ("service_id", ids));
+    APPLICATION.count(&mut conn, &filter.conditions(), only).await
+}
+
 /// What `POST /admin/api/applications/bulk/{action}.json` does to each application.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BulkAction {

@@ -120,6 +120,14 @@ pub async fn list(db: &Db, e: &Entity, scope: &[i64], only: Option<(&str, &[i64]
     decorated(e, &mut conn, items).await
 }
 
+/// How many records [`list`] pages through.
+pub async fn count(db: &Db, e: &Entity, scope: &[i64], only: Option<(&str, &[i64])>) -> Result<i64> {
+    let mut conn = db.pool.acquire().await?;
+    e.resource
+        .count(&mut conn, &e.resource.scope_filters(scope), only)
+        .await
+}
+
 pub async fn find(db: &Db, e: &Entity, scope: &[i64], id: i64) -> Result<Record> {
     let mut conn = db.pool.acquire().await?;
     e.parent.check(&mut conn, scope).await?;

@@ -60,6 +60,12 @@ pub async fn ensure(db: &Db) -> Result<()> {
         .execute(&mut *tx)
         .await?;
     }
+    // Databases from before migration 0011 have no provider key yet.
+    sqlx::query("UPDATE provider_account SET provider_key = $1 WHERE id = $2 AND provider_key IS NULL")
+        .bind(generate_token())
+        .bind(PROVIDER_ID)
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
     Ok(())
 }
@@ -69,6 +75,8 @@ pub async fn ensure(db: &Db) -> Result<()> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProviderAccount {
     pub org_name: String,
+    /// 3scale's `provider_key`: admin credentials for the admin and stats APIs.
+    pub provider_key: String,
     pub settings: BTreeMap<String, String>,
     pub created_at: String,
     pub updated_at: String,
@@ -95,12 +103,16 @@ pub async fn account(db: &Db) -> Result<ProviderAccount> {
 }
 
 pub async fn account_in(conn: &mut AnyConnection) -> Result<ProviderAccount> {
-    let row = sqlx::query("SELECT org_name, settings, created_at, updated_at FROM provider_account WHERE id = $1")
-        .bind(PROVIDER_ID)
-        .fetch_one(&mut *conn)
-        .await?;
+    let row = sqlx::query(
+        "SELECT org_name, COALESCE(provider_key, '') AS provider_key, settings, created_at, updated_at
+         FROM provider_account WHERE id = $1",
+    )
+    .bind(PROVIDER_ID)
+    .fetch_one(&mut *conn)
+    .await?;
     Ok(ProviderAccount {
         org_name: row.try_get("org_name")?,
+        provider_key: row.try_get("provider_key")?,
         settings: parse_settings(&row.try_get::<String, _>("settings")?),
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
@@ -126,12 +138,26 @@ impl tollgate_domain::form::FromForm for ProviderPatch {
             match name.as_str() {
                 "org_name" if value.trim().is_empty() => return Err(Invalid::field("org_name", "can't be blank")),
                 "org_name" => patch.org_name = Some(value.clone()),
-                "id" | "state" | "created_at" | "updated_at" | "access_token" => {}
+                "id" | "state" | "created_at" | "updated_at" | "access_token" | "provider_key" => {}
+                "timezone" if tollgate_domain::analytics::clock::parse_zone(value).is_none() => {
+                    return Err(Invalid::field("timezone", "is not a known IANA time zone name"))
+                }
                 _ if plain => patch.settings.push((name.clone(), value.clone())),
                 _ => {}
             }
         }
         Ok(patch)
+    }
+}
+
+impl ProviderAccount {
+    /// The zone stats are shown in unless a request names one: the `timezone` setting (an
+    /// IANA name), else UTC.
+    pub fn timezone(&self) -> chrono_tz::Tz {
+        self.settings
+            .get("timezone")
+            .and_then(|z| tollgate_domain::analytics::clock::parse_zone(z))
+            .unwrap_or(chrono_tz::Tz::UTC)
     }
 }
 

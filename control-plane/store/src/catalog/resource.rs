@@ -421,23 +421,11 @@ impl Resource {
         only: Option<(&str, &[i64])>,
         page: Page,
     ) -> Result<Vec<Record>> {
-        let mut conditions: String = filters
-            .iter()
-            .enumerate()
-            .map(|(i, (c, _))| format!(" AND {c} = ${}", i + 1))
-            .collect();
-        if let Some((column, ids)) = only {
-            // Integers, so inlining them is safe; none allowed means no row.
-            let list: Vec<String> = ids.iter().map(i64::to_string).collect();
-            conditions.push_str(&match list.is_empty() {
-                true => " AND 1 = 0".to_string(),
-                false => format!(" AND {column} IN ({})", list.join(", ")),
-            });
-        }
         let sql = format!(
-            "SELECT {} FROM {} WHERE 1 = 1{conditions} ORDER BY id LIMIT {} OFFSET {}",
+            "SELECT {} FROM {} WHERE 1 = 1{} ORDER BY id LIMIT {} OFFSET {}",
             self.columns(),
             self.table,
+            conditions(filters, only),
             page.per_page,
             page.offset()
         );
@@ -447,6 +435,25 @@ impl Resource {
         }
         let rows = q.fetch_all(&mut *conn).await?;
         rows.iter().map(|r| self.record(r)).collect()
+    }
+
+    /// How many rows [`Resource::select`] pages through with these filters.
+    pub async fn count(
+        &'static self,
+        conn: &mut AnyConnection,
+        filters: &[(&str, Val)],
+        only: Option<(&str, &[i64])>,
+    ) -> Result<i64> {
+        let sql = format!(
+            "SELECT COUNT(*) AS n FROM {} WHERE 1 = 1{}",
+            self.table,
+            conditions(filters, only)
+        );
+        let mut q = sqlx::query(&sql);
+        for (_, v) in filters {
+            q = bind(q, v);
+        }
+        Ok(q.fetch_one(&mut *conn).await?.try_get("n")?)
     }
 
     /// The one row with this id in `scope`, or not found.
@@ -586,6 +593,24 @@ impl Resource {
             _ => Ok(()),
         }
     }
+}
+
+/// The `AND …` of a select: one `$n` per filter, then the allowed ids inlined (integers, so
+/// inlining them is safe; none allowed means no row).
+fn conditions(filters: &[(&str, Val)], only: Option<(&str, &[i64])>) -> String {
+    let mut conditions: String = filters
+        .iter()
+        .enumerate()
+        .map(|(i, (c, _))| format!(" AND {c} = ${}", i + 1))
+        .collect();
+    if let Some((column, ids)) = only {
+        let list: Vec<String> = ids.iter().map(i64::to_string).collect();
+        conditions.push_str(&match list.is_empty() {
+            true => " AND 1 = 0".to_string(),
+            false => format!(" AND {column} IN ({})", list.join(", ")),
+        });
+    }
+    conditions
 }
 
 pub fn bind<'q>(

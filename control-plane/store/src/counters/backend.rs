@@ -3,7 +3,7 @@
 use super::embedded::EmbeddedStore;
 use super::redis::RedisStore;
 use super::store::{CounterError, CounterStore};
-use tollgate_domain::counters::{HourKey, HourValue, Mode, Op, Outcome};
+use tollgate_domain::counters::{Mode, Op, Outcome, SeriesKey, SeriesValue};
 use tollgate_domain::ids::ApplicationId;
 
 /// The store a control plane runs with.
@@ -30,17 +30,17 @@ impl CounterStore for Counters {
         }
     }
 
-    async fn take_changed_hours(&self) -> Result<Vec<HourValue>, CounterError> {
+    async fn take_changed_series(&self) -> Result<Vec<SeriesValue>, CounterError> {
         match self {
-            Counters::Embedded(s) => s.take_changed_hours().await,
-            Counters::Redis(s) => s.take_changed_hours().await,
+            Counters::Embedded(s) => s.take_changed_series().await,
+            Counters::Redis(s) => s.take_changed_series().await,
         }
     }
 
-    fn mark_changed_hours(&self, keys: Vec<HourKey>) {
+    fn mark_changed_series(&self, keys: Vec<SeriesKey>) {
         match self {
-            Counters::Embedded(s) => s.mark_changed_hours(keys),
-            Counters::Redis(s) => s.mark_changed_hours(keys),
+            Counters::Embedded(s) => s.mark_changed_series(keys),
+            Counters::Redis(s) => s.mark_changed_series(keys),
         }
     }
 }

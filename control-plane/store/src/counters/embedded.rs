@@ -12,7 +12,7 @@
 use super::store::{CounterError, CounterStore};
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
-use tollgate_domain::counters::{exceeds, Amount, HourKey, HourValue, Mode, Op, Outcome};
+use tollgate_domain::counters::{exceeds, Amount, Mode, Op, Outcome, SeriesKey, SeriesValue, SERIES};
 use tollgate_domain::ids::ApplicationId;
 use tollgate_domain::periods::Period;
 
@@ -44,7 +44,7 @@ struct Shard {
     /// (owner: app, or -account; metric, period, start) → (value, expires at: unix seconds, or None).
     counters: HashMap<Key, (i64, Option<i64>)>,
     /// Hour counters moved since the usage flush last took them.
-    changed: HashSet<HourKey>,
+    changed: HashSet<SeriesKey>,
     calls: u32,
 }
 
@@ -158,8 +158,8 @@ impl EmbeddedStore {
                 *value = op.amount.applied_to(*value);
                 let expires = op.ttl.map(|t| now + t as i64);
                 shard.counters.insert(key(op), (*value, expires));
-                if op.period == Period::Hour {
-                    shard.changed.insert(HourKey {
+                if op.period == SERIES {
+                    shard.changed.insert(SeriesKey {
                         app: op.owner(app),
                         counter: op.counter.raw(),
                         start: op.start,
@@ -198,8 +198,8 @@ impl EmbeddedStore {
         }
     }
 
-    /// Takes the hour counters moved since the last take, with their values.
-    pub fn take_hours_now(&self) -> Vec<HourValue> {
+    /// Takes the series counters moved since the last take, with their values.
+    pub fn take_series_now(&self) -> Vec<SeriesValue> {
         let mut out = Vec::new();
         let observed_us = chrono::Utc::now().timestamp_micros();
         for shard in &self.shards {
@@ -208,9 +208,9 @@ impl EmbeddedStore {
             for k in changed {
                 let value = shard
                     .counters
-                    .get(&(k.app, k.counter, Period::Hour, k.start))
+                    .get(&(k.app, k.counter, SERIES, k.start))
                     .map_or(0, |(v, _)| *v);
-                out.push(HourValue {
+                out.push(SeriesValue {
                     key: k,
                     value,
                     observed_us,
@@ -235,13 +235,15 @@ impl EmbeddedStore {
             .await?;
         for r in rows {
             let period: String = r.try_get("period")?;
-            let Some(period) = Period::parse(&period) else { continue };
+            let Some(period) = Period::parse_any(&period) else {
+                continue;
+            };
             let app: i64 = r.try_get("app_id")?;
             let key = (app, r.try_get("metric_id")?, period, r.try_get("period_start")?);
             let mut shard = store.shard(app).lock().unwrap_or_else(|e| e.into_inner());
             // The usage tables may not have the last moves before a stop: flush them again.
-            if period == Period::Hour {
-                shard.changed.insert(HourKey {
+            if period == SERIES {
+                shard.changed.insert(SeriesKey {
                     app,
                     counter: key.1,
                     start: key.3,
@@ -281,11 +283,11 @@ impl CounterStore for EmbeddedStore {
         }
     }
 
-    async fn take_changed_hours(&self) -> Result<Vec<HourValue>, CounterError> {
-        Ok(self.take_hours_now())
+    async fn take_changed_series(&self) -> Result<Vec<SeriesValue>, CounterError> {
+        Ok(self.take_series_now())
     }
 
-    fn mark_changed_hours(&self, keys: Vec<HourKey>) {
+    fn mark_changed_series(&self, keys: Vec<SeriesKey>) {
         for k in keys {
             let mut shard = self.shard(k.app).lock().unwrap_or_else(|e| e.into_inner());
             shard.changed.insert(k);

@@ -8,7 +8,7 @@ use redis::aio::ConnectionManager;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tollgate_domain::counters::{Amount, HourKey, HourValue, Mode, Op, Outcome};
+use tollgate_domain::counters::{Amount, Mode, Op, Outcome, SeriesKey, SeriesValue, SERIES};
 use tollgate_domain::ids::ApplicationId;
 use tollgate_domain::periods::Period;
 
@@ -71,7 +71,7 @@ pub struct RedisStore {
     prefix: String,
     timeout: Duration,
     /// Hour counters this process moved since the usage flush last took them.
-    changed: Arc<Mutex<HashSet<HourKey>>>,
+    changed: Arc<Mutex<HashSet<SeriesKey>>>,
 }
 
 impl RedisStore {
@@ -96,31 +96,32 @@ impl RedisStore {
         format!("{}{{app:{owner}}}:{counter}:{}:{start}", self.prefix, period.as_str())
     }
 
-    /// The hour counter a key names, if it is one of this store's (`{prefix}{app:A}:M:hour:S`).
-    fn parse_hour_key(&self, key: &str) -> Option<HourKey> {
+    /// The series counter a key names, if it is one of this store's
+    /// (`{prefix}{app:A}:M:quarter:S`).
+    fn parse_series_key(&self, key: &str) -> Option<SeriesKey> {
         let rest = key.strip_prefix(&self.prefix)?.strip_prefix("{app:")?;
         let (app, rest) = rest.split_once("}:")?;
         let mut parts = rest.split(':');
         let (metric, period, start) = (parts.next()?, parts.next()?, parts.next()?);
-        if period != "hour" || parts.next().is_some() {
+        if period != SERIES.as_str() || parts.next().is_some() {
             return None;
         }
-        Some(HourKey {
+        Some(SeriesKey {
             app: app.parse().ok()?,
             counter: metric.parse().ok()?,
             start: start.parse().ok()?,
         })
     }
 
-    fn changed(&self) -> std::sync::MutexGuard<'_, HashSet<HourKey>> {
+    fn changed(&self) -> std::sync::MutexGuard<'_, HashSet<SeriesKey>> {
         self.changed.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// After a restart this process knows nothing it moved: marks every hour counter in Redis
+    /// After a restart this process knows nothing it moved: marks every series counter in Redis
     /// changed, so the usage flush copies them again (it is idempotent).
-    pub async fn recover_changed_hours(&self) -> Result<usize, CounterError> {
+    pub async fn recover_changed_series(&self) -> Result<usize, CounterError> {
         let mut conn = self.conn.clone();
-        let pattern = format!("{}{{app:*}}:*:hour:*", self.prefix);
+        let pattern = format!("{}{{app:*}}:*:{}:*", self.prefix, SERIES.as_str());
         let mut found = Vec::new();
         let mut cursor: u64 = 0;
         loop {
@@ -133,7 +134,7 @@ impl RedisStore {
                 .query_async(&mut conn)
                 .await
                 .map_err(|e| CounterError::Unavailable(e.to_string()))?;
-            found.extend(keys.iter().filter_map(|k| self.parse_hour_key(k)));
+            found.extend(keys.iter().filter_map(|k| self.parse_series_key(k)));
             if next == 0 {
                 break;
             }
@@ -187,10 +188,8 @@ impl CounterStore for RedisStore {
             .ok_or_else(|| CounterError::Unavailable("empty reply".into()))?;
         let authorized = *authorized == 1;
         if mode == Mode::Add || (mode == Mode::CheckAndAdd && authorized) {
-            let moved = ops
-                .iter()
-                .filter(|op| op.period == Period::Hour && !op.amount.is_noop());
-            self.changed().extend(moved.map(|op| HourKey {
+            let moved = ops.iter().filter(|op| op.period == SERIES && !op.amount.is_noop());
+            self.changed().extend(moved.map(|op| SeriesKey {
                 app: op.owner(app),
                 counter: op.counter.raw(),
                 start: op.start,
@@ -202,8 +201,8 @@ impl CounterStore for RedisStore {
         })
     }
 
-    async fn take_changed_hours(&self) -> Result<Vec<HourValue>, CounterError> {
-        let keys: Vec<HourKey> = self.changed().drain().collect();
+    async fn take_changed_series(&self) -> Result<Vec<SeriesValue>, CounterError> {
+        let keys: Vec<SeriesKey> = self.changed().drain().collect();
         let mut out = Vec::with_capacity(keys.len());
         let mut conn = self.conn.clone();
         for chunk in keys.chunks(500) {
@@ -211,23 +210,23 @@ impl CounterStore for RedisStore {
             let mut pipe = redis::pipe();
             pipe.atomic().cmd("TIME");
             for k in chunk {
-                pipe.get(self.counter_key(k.app, k.counter, Period::Hour, k.start));
+                pipe.get(self.counter_key(k.app, k.counter, SERIES, k.start));
             }
             let read = tokio::time::timeout(self.timeout * 10, pipe.query_async::<Vec<redis::Value>>(&mut conn))
                 .await
                 .map(|r| r.and_then(decode_time_and_values));
             match read {
-                Ok(Ok((observed_us, values))) => out.extend(chunk.iter().zip(values).map(|(k, v)| HourValue {
+                Ok(Ok((observed_us, values))) => out.extend(chunk.iter().zip(values).map(|(k, v)| SeriesValue {
                     key: *k,
                     value: v.unwrap_or(0),
                     observed_us,
                 })),
                 failed => {
                     // Nothing is lost: what was not read is marked changed again.
-                    self.mark_changed_hours(keys);
+                    self.mark_changed_series(keys);
                     return Err(CounterError::Unavailable(match failed {
                         Ok(Err(e)) => e.to_string(),
-                        _ => "reading hour counters timed out".into(),
+                        _ => "reading series counters timed out".into(),
                     }));
                 }
             }
@@ -235,7 +234,7 @@ impl CounterStore for RedisStore {
         Ok(out)
     }
 
-    fn mark_changed_hours(&self, keys: Vec<HourKey>) {
+    fn mark_changed_series(&self, keys: Vec<SeriesKey>) {
         self.changed().extend(keys);
     }
 }

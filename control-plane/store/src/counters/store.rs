@@ -1,7 +1,7 @@
 //! What a counter store does, whichever it is.
 
 use std::future::Future;
-use tollgate_domain::counters::{HourKey, HourValue, Mode, Op, Outcome};
+use tollgate_domain::counters::{Mode, Op, Outcome, SeriesKey, SeriesValue};
 use tollgate_domain::ids::ApplicationId;
 
 #[derive(Debug, thiserror::Error)]
@@ -21,8 +21,8 @@ pub trait CounterStore: Send + Sync {
 
     /// The hour counters moved (by this process) since the last take, with their current
     /// values: what the usage flush copies into the usage tables.
-    fn take_changed_hours(&self) -> impl Future<Output = Result<Vec<HourValue>, CounterError>> + Send;
+    fn take_changed_series(&self) -> impl Future<Output = Result<Vec<SeriesValue>, CounterError>> + Send;
 
     /// Hands taken counters back (their flush failed); the next take returns them again.
-    fn mark_changed_hours(&self, keys: Vec<HourKey>);
+    fn mark_changed_series(&self, keys: Vec<SeriesKey>);
 }

@@ -1,0 +1,284 @@
+//! What the stats API reads: usage per hour and quarter from the roll-ups the usage flush keeps
+//! (per service and hour; per application and day) or from an application's own rows, and the
+//! few catalog facts a stats answer shows (the metric, the application, its plan and account).
+//!
+//! Every query is one indexed range scan, whatever the number of applications: a service's
+//! year is 8,760 rows of `usage_service_hourly` per metric, and the top applications of a month
+//! read `usage_app_daily` (one row per application and day) plus, in a zone whose month does
+//! not start at a UTC midnight, the hours of the two edge days.
+
+use crate::db::Db;
+use crate::error::{Result, StoreError};
+use sqlx::Row;
+use std::collections::HashMap;
+use tollgate_domain::analytics::series::{sum_in, QuarterRow};
+use tollgate_domain::ids::{ApplicationId, BackendId, MetricId, ServiceId};
+
+/// Whose usage: a service's, an application's, or a backend's (summed over the services that
+/// use it — a backend's metrics are its own, so every service's rows of them count).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    Service(ServiceId),
+    Application(ApplicationId),
+    Backend(BackendId),
+}
+
+/// What is counted: a metric (or method), or a response code (`"404"`) or class (`"4xx"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Measure {
+    Metric(MetricId),
+    ResponseCode(String),
+}
+
+const QUARTERS: &str = "CAST(SUM(q0) AS BIGINT) AS q0, CAST(SUM(q1) AS BIGINT) AS q1, \
+                        CAST(SUM(q2) AS BIGINT) AS q2, CAST(SUM(q3) AS BIGINT) AS q3";
+
+fn quarter_row(r: &sqlx::any::AnyRow) -> Result<QuarterRow, sqlx::Error> {
+    Ok(QuarterRow {
+        hour_start: r.try_get("hour_start")?,
+        quarters: [r.try_get("q0")?, r.try_get("q1")?, r.try_get("q2")?, r.try_get("q3")?],
+    })
+}
+
+/// The hours with usage in `[from, to)` (UTC seconds), ascending.
+pub async fn series(db: &Db, owner: Owner, measure: &Measure, from: i64, to: i64) -> Result<Vec<QuarterRow>> {
+    let (table, scope, id) = match owner {
+        Owner::Service(s) => (service_table(measure), "service_id = $1", s.get()),
+        Owner::Application(a) => (app_table(measure), "application_id = $1", a.get()),
+        // Summed over the services using the backend now, as 3scale does.
+        Owner::Backend(b) => (
+            service_table(measure),
+            "service_id IN (SELECT service_id FROM backend_usages WHERE backend_id = $1)",
+            b.get(),
+        ),
+    };
+    let column = match measure {
+        Measure::Metric(_) => "metric_id",
+        Measure::ResponseCode(_) => "code",
+    };
+    let sql = format!(
+        "SELECT hour_start, {QUARTERS} FROM {table}
+         WHERE {scope} AND {column} = $2 AND hour_start >= $3 AND hour_start < $4
+         GROUP BY hour_start ORDER BY hour_start"
+    );
+    // Rows are whole hours: the one holding `from` counts its quarters from `from` on.
+    let from = from - from.rem_euclid(3600);
+    let q = sqlx::query(&sql).bind(id);
+    let q = match measure {
+        Measure::Metric(m) => q.bind(m.get()),
+        Measure::ResponseCode(c) => q.bind(c.clone()),
+    };
+    let rows = q.bind(from).bind(to).fetch_all(&db.pool).await?;
+    Ok(rows.iter().map(quarter_row).collect::<Result<_, sqlx::Error>>()?)
+}
+
+fn service_table(measure: &Measure) -> &'static str {
+    match measure {
+        Measure::Metric(_) => "usage_service_hourly",
+        Measure::ResponseCode(_) => "response_codes_service_hourly",
+    }
+}
+
+fn app_table(measure: &Measure) -> &'static str {
+    match measure {
+        Measure::Metric(_) => "usage_hourly",
+        Measure::ResponseCode(_) => "response_codes_hourly",
+    }
+}
+
+const DAY: i64 = 86_400;
+
+/// The applications of `service` that used `metric` most in `[from, to)`, most first (ties by
+/// id), at most `limit`.
+pub async fn top_applications(
+    db: &Db,
+    service: ServiceId,
+    metric: MetricId,
+    from: i64,
+    to: i64,
+    limit: usize,
+) -> Result<Vec<(ApplicationId, i64)>> {
+    // Whole UTC days from the daily roll-up, the rest of the edge days from the hour rows.
+    let first_day = from + (DAY - from.rem_euclid(DAY)) % DAY;
+    let last_day = to - to.rem_euclid(DAY);
+    let mut totals: HashMap<i64, i64> = HashMap::new();
+    if first_day < last_day {
+        let rows = sqlx::query(
+            "SELECT application_id, CAST(SUM(value) AS BIGINT) AS total FROM usage_app_daily
+             WHERE service_id = $1 AND metric_id = $2 AND day_start >= $3 AND day_start < $4
+             GROUP BY application_id",
+        )
+        .bind(service.get())
+        .bind(metric.get())
+        .bind(first_day)
+        .bind(last_day)
+        .fetch_all(&db.pool)
+        .await?;
+        for r in rows {
+            *totals.entry(r.try_get("application_id")?).or_default() += r.try_get::<i64, _>("total")?;
+        }
+    }
+    let edges = if first_day < last_day {
+        vec![(from, first_day), (last_day, to)]
+    } else {
+        vec![(from, to)]
+    };
+    for (start, end) in edges.into_iter().filter(|(s, e)| s < e) {
+        let hour_from = start - start.rem_euclid(3600);
+        let rows = sqlx::query(
+            "SELECT application_id, hour_start, q0, q1, q2, q3 FROM usage_hourly
+             WHERE service_id = $1 AND metric_id = $2 AND hour_start >= $3 AND hour_start < $4",
+        )
+        .bind(service.get())
+        .bind(metric.get())
+        .bind(hour_from)
+        .bind(end)
+        .fetch_all(&db.pool)
+        .await?;
+        for r in rows {
+            let row = quarter_row(&r)?;
+            let value = sum_in(&[row], start, end);
+            if value != 0 {
+                *totals.entry(r.try_get("application_id")?).or_default() += value;
+            }
+        }
+    }
+    let mut ranked: Vec<(ApplicationId, i64)> = totals
+        .into_iter()
+        .filter(|&(_, v)| v > 0)
+        .map(|(a, v)| (ApplicationId::new(a), v))
+        .collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.get().cmp(&b.0.get())));
+    ranked.truncate(limit);
+    Ok(ranked)
+}
+
+/// A metric or method as a stats answer shows it (a method shows its parent's unit).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricInfo {
+    pub id: MetricId,
+    pub friendly_name: String,
+    pub system_name: String,
+    pub unit: String,
+}
+
+/// The metric or method of `owner` named `name` (its system name); `None` if it has none.
+/// A service's names include those of the backends it uses, as authrep's do. A backend's
+/// metrics are named with or without their backend suffix (`hits` or `hits.7`, 3scale's
+/// extended system name).
+pub async fn metric(db: &Db, owner: Owner, name: &str) -> Result<Option<MetricInfo>> {
+    let extended = match owner {
+        Owner::Backend(b) => format!("{name}.{}", b.get()),
+        _ => name.to_string(),
+    };
+    let (scope, id, name) = match owner {
+        Owner::Service(s) => (
+            "(m.service_id = $1 OR m.backend_id IN (SELECT backend_id FROM backend_usages WHERE service_id = $1))",
+            s.get(),
+            name,
+        ),
+        Owner::Application(a) => (
+            "(m.service_id = (SELECT service_id FROM applications WHERE id = $1)
+              OR m.backend_id IN (SELECT u.backend_id FROM backend_usages u JOIN applications x
+                                  ON x.service_id = u.service_id WHERE x.id = $1))",
+            a.get(),
+            name,
+        ),
+        Owner::Backend(b) => ("m.backend_id = $1", b.get(), name),
+    };
+    let row = sqlx::query(&format!(
+        "SELECT m.id, m.friendly_name, m.system_name, COALESCE(p.unit, m.unit) AS unit
+         FROM metrics m LEFT JOIN metrics p ON p.id = m.parent_id
+         WHERE {scope} AND (m.system_name = $2 OR m.system_name = $3)
+         ORDER BY m.service_id IS NULL, m.system_name = $3, m.id LIMIT 1"
+    ))
+    .bind(id)
+    .bind(name)
+    .bind(extended)
+    .fetch_optional(&db.pool)
+    .await?;
+    row.map(|r| {
+        Ok(MetricInfo {
+            id: MetricId::new(r.try_get("id")?),
+            friendly_name: r.try_get("friendly_name")?,
+            system_name: r.try_get("system_name")?,
+            unit: r.try_get("unit")?,
+        })
+    })
+    .transpose()
+    .map_err(|e: sqlx::Error| StoreError::from(e))
+}
+
+/// An application as a stats answer shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppInfo {
+    pub id: ApplicationId,
+    pub name: String,
+    pub state: String,
+    pub description: String,
+    pub service_id: ServiceId,
+    pub plan_id: i64,
+    pub plan_name: String,
+    pub account_id: i64,
+    pub account_name: String,
+}
+
+const APP_INFO: &str = "SELECT a.id, a.name, a.state, a.description, a.service_id, p.id AS plan_id,
+        p.name AS plan_name, c.id AS account_id, c.org_name
+     FROM applications a JOIN application_plans p ON p.id = a.plan_id JOIN accounts c ON c.id = a.account_id";
+
+fn app_info(r: &sqlx::any::AnyRow) -> Result<AppInfo, sqlx::Error> {
+    Ok(AppInfo {
+        id: ApplicationId::new(r.try_get("id")?),
+        name: r.try_get("name")?,
+        state: r.try_get("state")?,
+        description: r.try_get("description")?,
+        service_id: ServiceId::new(r.try_get("service_id")?),
+        plan_id: r.try_get("plan_id")?,
+        plan_name: r.try_get("plan_name")?,
+        account_id: r.try_get("account_id")?,
+        account_name: r.try_get("org_name")?,
+    })
+}
+
+pub async fn application(db: &Db, id: ApplicationId) -> Result<Option<AppInfo>> {
+    let row = sqlx::query(&format!("{APP_INFO} WHERE a.id = $1"))
+        .bind(id.get())
+        .fetch_optional(&db.pool)
+        .await?;
+    Ok(row.as_ref().map(app_info).transpose()?)
+}
+
+/// Several applications at once (for top applications), in no particular order.
+pub async fn applications(db: &Db, ids: &[ApplicationId]) -> Result<Vec<AppInfo>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let list = ids.iter().map(|i| i.get().to_string()).collect::<Vec<_>>().join(",");
+    let rows = sqlx::query(&format!("{APP_INFO} WHERE a.id IN ({list})"))
+        .fetch_all(&db.pool)
+        .await?;
+    Ok(rows.iter().map(app_info).collect::<Result<_, sqlx::Error>>()?)
+}
+
+pub async fn service_exists(db: &Db, id: ServiceId) -> Result<bool> {
+    exists(db, "SELECT id FROM services WHERE id = $1", id.get()).await
+}
+
+pub async fn backend_exists(db: &Db, id: BackendId) -> Result<bool> {
+    exists(db, "SELECT id FROM backend_apis WHERE id = $1", id.get()).await
+}
+
+/// The services using a backend.
+pub async fn backend_services(db: &Db, id: BackendId) -> Result<Vec<ServiceId>> {
+    let ids: Vec<i64> = sqlx::query_scalar("SELECT service_id FROM backend_usages WHERE backend_id = $1")
+        .bind(id.get())
+        .fetch_all(&db.pool)
+        .await?;
+    Ok(ids.into_iter().map(ServiceId::new).collect())
+}
+
+async fn exists(db: &Db, sql: &str, id: i64) -> Result<bool> {
+    let found: Option<i64> = sqlx::query_scalar(sql).bind(id).fetch_optional(&db.pool).await?;
+    Ok(found.is_some())
+}
