@@ -78,6 +78,49 @@ async fn raw(app: &TestApp, path: &str) -> (u16, String, String) {
     (status, ct, r.text().await.unwrap())
 }
 
+/// Usage counted by authrep is in the stats once the usage flush has run.
+async fn authrep_then_flush(app: &TestApp) {
+    let (service, application) = app.seed("fresh-key").await;
+    let sid = service["service"]["id"].as_i64().unwrap();
+    let app_id = application["application"]["id"].as_i64().unwrap();
+    let token = app.service_token(sid).await;
+    for _ in 0..5 {
+        let r = app
+            .client
+            .get(app.url(&format!("/transactions/authrep.json?service_id={sid}&service_token={token}&user_key=fresh-key&usage%5Bhits%5D=2&log%5Bcode%5D=200")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    usage::flush(&app.db, &app.counters).await.unwrap();
+    let (_, body) = app
+        .get_json(&format!("/stats/services/{sid}/usage.json?metric_name=hits&period=day"))
+        .await;
+    assert_eq!(body["total"], 10, "{body}");
+    let (_, body) = app
+        .get_json(&format!(
+            "/stats/applications/{app_id}/usage_response_code.json?response_code=2XX&period=day"
+        ))
+        .await;
+    assert_eq!(body["total"], 5, "{body}");
+    // A flush repeated changes nothing.
+    usage::flush(&app.db, &app.counters).await.unwrap();
+    let (_, body) = app
+        .get_json(&format!(
+            "/stats/services/{sid}/usage.json?metric_name=hits&period=eternity"
+        ))
+        .await;
+    assert_eq!(body["total"], 10);
+}
+
+#[tokio::test]
+async fn usage_counted_on_redis_is_in_the_stats_after_a_flush() {
+    let app = TestApp::spawn_on_redis().await;
+    authrep_then_flush(&app).await;
+    app.stop().await;
+}
+
 on_both_databases! {
     async fn service_usage_by_hour_day_and_zone(app: &TestApp) {
         let s = seeded(app).await;
@@ -337,28 +380,52 @@ on_both_databases! {
     }
 
     async fn usage_counted_by_authrep_is_in_the_stats_after_a_flush(app: &TestApp) {
-        let (service, application) = app.seed("fresh-key").await;
-        let sid = service["service"]["id"].as_i64().unwrap();
+        authrep_then_flush(app).await;
+    }
+
+    async fn applications_near_their_limits_and_credits_charged(app: &TestApp) {
+        let (service, application) = app.seed("near-key").await;
+        let (sid, _hits) = app.limit_hits(&service, &application, "day", 10).await;
         let app_id = application["application"]["id"].as_i64().unwrap();
         let token = app.service_token(sid).await;
-        for _ in 0..5 {
-            let r = app
-                .client
-                .get(app.url(&format!("/transactions/authrep.json?service_id={sid}&service_token={token}&user_key=fresh-key&usage%5Bhits%5D=2&log%5Bcode%5D=200")))
-                .send()
+        let r = app
+            .client
+            .get(app.url(&format!("/transactions/authrep.json?service_id={sid}&service_token={token}&user_key=near-key&usage%5Bhits%5D=7")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let near = format!("/stats/services/{sid}/applications_near_limits.json");
+        let (status, body) = app.get_json(&near).await;
+        assert_eq!(status, 200, "{body}");
+        let first = &body["applications_near_limits"][0];
+        assert_eq!((first["application"]["id"].as_i64(), first["period"].as_str()), (Some(app_id), Some("day")));
+        assert_eq!((first["current_value"].as_i64(), first["max_value"].as_i64(), first["utilization"].as_str()), (Some(7), Some(10), Some("70.00")));
+        let (_, above) = app.get_json(&format!("{near}?threshold=80")).await;
+        assert_eq!(above["applications_near_limits"], serde_json::json!([]));
+        let (status, bad) = app.get_json(&format!("{near}?threshold=lots")).await;
+        assert_eq!((status, bad["errors"]["threshold"].is_array()), (422, true), "{bad}");
+
+        // Credits charged and upstream cost, from deductions' details.
+        let account = application["application"]["account_id"].as_i64().unwrap();
+        let detail = format!(r#"[{{"application_id":{app_id},"metric_id":1,"metric":"hits","quantity":3,"credits":"1.5","upstream_cost":"0.25"}}]"#);
+        for (at, d) in [("2024-05-03T10:00:00Z", detail.clone()), ("2024-05-04T10:00:00Z", detail.clone()), ("2024-06-04T10:00:00Z", detail)] {
+            sqlx::query("INSERT INTO credit_transactions (account_id, kind, amount, balance_after, detail, created_at) VALUES ($1, 'deduction', '-1.5', '0', $2, $3)")
+                .bind(account)
+                .bind(d)
+                .bind(at)
+                .execute(&app.db.pool)
                 .await
                 .unwrap();
-            assert_eq!(r.status(), 200);
         }
-        usage::flush(&app.db, &app.counters).await.unwrap();
-        let (_, body) = app.get_json(&format!("/stats/services/{sid}/usage.json?metric_name=hits&period=day")).await;
-        assert_eq!(body["total"], 10, "{body}");
-        let (_, body) = app.get_json(&format!("/stats/applications/{app_id}/usage_response_code.json?response_code=2XX&period=day")).await;
-        assert_eq!(body["total"], 5, "{body}");
-        // A flush repeated changes nothing.
-        usage::flush(&app.db, &app.counters).await.unwrap();
-        let (_, body) = app.get_json(&format!("/stats/services/{sid}/usage.json?metric_name=hits&period=eternity")).await;
-        assert_eq!(body["total"], 10);
+        let (status, body) = app.get_json(&format!("/stats/credits.json?account_id={account}&period=month&since=2024-05-01")).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!((body["credits"]["total"].as_str(), body["upstream_cost"]["total"].as_str()), (Some("3"), Some("0.5")));
+        assert_eq!((body["credits"]["values"][2].as_str(), body["credits"]["values"][3].as_str()), (Some("1.5"), Some("1.5")));
+        let (_, other) = app.get_json(&format!("/stats/credits.json?service_id={sid}&metric_id=2&period=month&since=2024-05-01")).await;
+        assert_eq!(other["credits"]["total"], "0", "another metric");
+        let (_, year) = app.get_json(&format!("/stats/credits.json?service_id={sid}&period=year&since=2024-01-01")).await;
+        assert_eq!((year["credits"]["values"][4].as_str(), year["credits"]["values"][5].as_str()), (Some("3"), Some("1.5")));
     }
 
     async fn integration_errors_are_kept_newest_first(app: &TestApp) {

@@ -50,6 +50,18 @@ pub fn routes(r: &mut Routes) {
         "Forget a service's integration errors",
         clear_errors,
     );
+    r.get(
+        "/stats/services/{service_id}/applications_near_limits.json",
+        STATS,
+        "Every limit of the service's live applications, most used first (threshold: a percentage)",
+        near_limits,
+    );
+    r.get(
+        "/stats/credits.json",
+        STATS,
+        "Credits charged and their upstream cost per bucket (account_id, service_id, metric_id; window as usage)",
+        credits_usage,
+    );
     // With an extension, or without (JSON: the `3scale-api` package's analytics client asks so).
     for ext in [".json", ".xml", ".csv", ""] {
         r.get(
@@ -165,14 +177,12 @@ struct Usage {
     previous_total: Option<i64>,
 }
 
-async fn usage_of(app: &AppState, owners: &[Owner], measure: &Measure, window: Window) -> Result<Usage, ApiError> {
+async fn usage_of(app: &AppState, owner: Owner, measure: &Measure, p: &Params) -> Result<Usage, ApiError> {
+    let window = Window::parse(&window_params(p), zone(app).await?, now())?;
     let (start, end) = window.range();
     let previous = window.previous();
     let from = previous.map_or(start, |(s, _)| s);
-    let mut rows = Vec::new();
-    for owner in owners {
-        rows.extend(store::series(&app.db, *owner, measure, from, end).await?);
-    }
+    let rows = store::series(&app.db, owner, measure, from, end).await?;
     let values = fill(&window.buckets, &rows);
     Ok(Usage {
         total: values.iter().sum(),
@@ -361,6 +371,19 @@ fn render_usage(u: &Usage, subject: &Subject, application: Option<&AppInfo>, bac
     }
 }
 
+/// A metric's usage, rendered: what the three usage routes answer once they know the owner.
+async fn metric_usage(
+    app: &AppState,
+    owner: Owner,
+    p: &Params,
+    application: Option<&AppInfo>,
+    backend: Option<BackendId>,
+) -> Result<Rendered, ApiError> {
+    let metric = metric_named(app, owner, p).await?;
+    let usage = usage_of(app, owner, &Measure::Metric(metric.id), p).await?;
+    Ok(render_usage(&usage, &Subject::Metric(metric), application, backend))
+}
+
 async fn metric_named(app: &AppState, owner: Owner, p: &Params) -> Result<MetricInfo, ApiError> {
     let name = required(p, "metric_name")?;
     store::metric(&app.db, owner, name)
@@ -396,10 +419,7 @@ async fn service_usage(
         Format::of_path(uri.path()),
         async {
             let service = service(&app, &id).await?;
-            let metric = metric_named(&app, Owner::Service(service), &p).await?;
-            let window = Window::parse(&window_params(&p), zone(&app).await?, now())?;
-            let usage = usage_of(&app, &[Owner::Service(service)], &Measure::Metric(metric.id), window).await?;
-            Ok(render_usage(&usage, &Subject::Metric(metric), None, None))
+            metric_usage(&app, Owner::Service(service), &p, None, None).await
         }
         .await,
     )
@@ -416,16 +436,7 @@ async fn application_usage(
         Format::of_path(uri.path()),
         async {
             let info = application(&app, &caller, &id).await?;
-            let metric = metric_named(&app, Owner::Application(info.id), &p).await?;
-            let window = Window::parse(&window_params(&p), zone(&app).await?, now())?;
-            let usage = usage_of(
-                &app,
-                &[Owner::Application(info.id)],
-                &Measure::Metric(metric.id),
-                window,
-            )
-            .await?;
-            Ok(render_usage(&usage, &Subject::Metric(metric), Some(&info), None))
+            metric_usage(&app, Owner::Application(info.id), &p, Some(&info), None).await
         }
         .await,
     )
@@ -448,10 +459,7 @@ async fn backend_usage(
             for service in store::backend_services(&app.db, backend).await? {
                 caller.check_service(service)?;
             }
-            let metric = metric_named(&app, Owner::Backend(backend), &p).await?;
-            let window = Window::parse(&window_params(&p), zone(&app).await?, now())?;
-            let usage = usage_of(&app, &[Owner::Backend(backend)], &Measure::Metric(metric.id), window).await?;
-            Ok(render_usage(&usage, &Subject::Metric(metric), None, Some(backend)))
+            metric_usage(&app, Owner::Backend(backend), &p, None, Some(backend)).await
         }
         .await,
     )
@@ -498,8 +506,7 @@ async fn response_codes(
     application: Option<&AppInfo>,
 ) -> Result<Rendered, ApiError> {
     let (shown, stored) = response_code(required(p, "response_code")?)?;
-    let window = Window::parse(&window_params(p), zone(app).await?, now())?;
-    let usage = usage_of(app, &[owner], &Measure::ResponseCode(stored), window).await?;
+    let usage = usage_of(app, owner, &Measure::ResponseCode(stored), p).await?;
     Ok(render_usage(&usage, &Subject::Code(shown), application, None))
 }
 
@@ -635,4 +642,95 @@ async fn clear_errors(State(app): State<AppState>, Path(id): Path<String>) -> Re
     }
     integration_errors::clear(&app.db, service).await?;
     Ok(axum::http::StatusCode::OK.into_response())
+}
+
+/// Applications near their limits: each limit of each live application with its use this
+/// period, highest first (`threshold`: only those at least that many percent used; `per_page`:
+/// how many, 20 unless given).
+async fn near_limits(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    p: Params,
+) -> Result<axum::Json<Value>, ApiError> {
+    let service = service(&app, &id).await?;
+    let threshold = p.0.parse::<rust_decimal::Decimal>("threshold")?.unwrap_or_default();
+    let count = match p.get("per_page") {
+        None => 20,
+        Some(_) => Page::from_form(&p)?.per_page,
+    };
+    let mut uses = store::limit_uses(&app.db, &app.counters, service, now()).await?;
+    uses.retain(|u| rust_decimal::Decimal::new(u.used_per_10k(), 2) >= threshold);
+    uses.sort_by(|a, b| {
+        b.used_per_10k()
+            .cmp(&a.used_per_10k())
+            .then(a.application.get().cmp(&b.application.get()))
+    });
+    uses.truncate(count as usize);
+    let ids: Vec<ApplicationId> = uses.iter().map(|u| u.application).collect();
+    let infos = store::applications(&app.db, &ids).await?;
+    let items: Vec<Value> = uses
+        .iter()
+        .filter_map(|u| {
+            let info = infos.iter().find(|i| i.id == u.application)?;
+            Some(ordered(vec![
+                ("application", application_json(info)),
+                ("metric", json!({"id": u.metric_id.get(), "system_name": u.metric})),
+                ("period", json!(u.period.as_str())),
+                ("current_value", json!(u.current)),
+                ("max_value", json!(u.max)),
+                (
+                    "utilization",
+                    json!(rust_decimal::Decimal::new(u.used_per_10k(), 2).to_string()),
+                ),
+            ]))
+        })
+        .collect();
+    Ok(axum::Json(ordered(vec![(
+        "applications_near_limits",
+        Value::Array(items),
+    )])))
+}
+
+/// Credits and cost analytics (AIGNE Hub's "usage and cost"): what deductions charged, and
+/// what the same usage cost upstream, per bucket of a usage window, for an account, a service
+/// and a rated metric (each optional). Members limited to some services see those only.
+async fn credits_usage(State(app): State<AppState>, caller: Caller, p: Params) -> Result<axum::Json<Value>, ApiError> {
+    let id = |name: &str| p.0.parse::<i64>(name);
+    let (account, service, metric) = (id("account_id")?, id("service_id")?, id("metric_id")?);
+    if let Some(s) = service {
+        caller.check_service(ServiceId::new(s))?;
+    }
+    let window = Window::parse(&window_params(&p), zone(&app).await?, now())?;
+    let (from, to) = window.range();
+    let charged = store::charged(&app.db, account.map(tollgate_domain::ids::AccountId::new), from, to).await?;
+    let mut credits = vec![rust_decimal::Decimal::ZERO; window.buckets.len()];
+    let mut cost = credits.clone();
+    for c in charged.iter().filter(|c| {
+        service.is_none_or(|s| c.service.get() == s)
+            && metric.is_none_or(|m| c.metric_id.get() == m)
+            && caller.may_see_service(c.service)
+    }) {
+        if let Some(slot) = tollgate_domain::analytics::series::bucket_of(&window.buckets, c.at) {
+            credits[slot] += c.credits;
+            cost[slot] += c.upstream_cost;
+        }
+    }
+    let series = |values: &[rust_decimal::Decimal]| {
+        let total: rust_decimal::Decimal = values.iter().sum();
+        ordered(vec![
+            ("total", json!(total.normalize().to_string())),
+            (
+                "values",
+                json!(values.iter().map(|v| v.normalize().to_string()).collect::<Vec<_>>()),
+            ),
+        ])
+    };
+    Ok(axum::Json(ordered(vec![
+        ("period", period_json(&window)),
+        ("account_id", json!(account)),
+        ("service_id", json!(service)),
+        ("metric_id", json!(metric)),
+        ("credits", series(&credits)),
+        ("upstream_cost", series(&cost)),
+    ])))
 }

@@ -6,13 +6,24 @@
 //! year is 8,760 rows of `usage_service_hourly` per metric, and the top applications of a month
 //! read `usage_app_daily` (one row per application and day) plus, in a zone whose month does
 //! not start at a UTC midnight, the hours of the two edge days.
+//!
+//! Beyond 3scale: every application's limits with their live values ([`limit_uses`], for
+//! "applications near their limits"), and the credits deductions charged with their upstream
+//! cost ([`charged`], AIGNE Hub's usage and cost).
 
+use crate::counters::{CounterStore, Counters};
+use crate::credits::ledger::Deducted;
 use crate::db::Db;
 use crate::error::{Result, StoreError};
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
 use sqlx::Row;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use tollgate_domain::analytics::series::{sum_in, QuarterRow};
-use tollgate_domain::ids::{ApplicationId, BackendId, MetricId, ServiceId};
+use tollgate_domain::counters::Mode;
+use tollgate_domain::ids::{AccountId, ApplicationId, BackendId, MetricId, ServiceId};
+use tollgate_domain::limits::{self, PlanLimit};
+use tollgate_domain::periods::Period;
 
 /// Whose usage: a service's, an application's, or a backend's (summed over the services that
 /// use it — a backend's metrics are its own, so every service's rows of them count).
@@ -281,4 +292,139 @@ pub async fn backend_services(db: &Db, id: BackendId) -> Result<Vec<ServiceId>> 
 async fn exists(db: &Db, sql: &str, id: i64) -> Result<bool> {
     let found: Option<i64> = sqlx::query_scalar(sql).bind(id).fetch_optional(&db.pool).await?;
     Ok(found.is_some())
+}
+
+/// One limit of one application this period: how much of it is used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitUse {
+    pub application: ApplicationId,
+    pub metric_id: MetricId,
+    pub metric: String,
+    pub period: Period,
+    pub current: i64,
+    pub max: i64,
+}
+
+impl LimitUse {
+    /// Used, in ten-thousandths of the limit (a limit of 0 is used up): a ratio to rank by,
+    /// exact.
+    pub fn used_per_10k(&self) -> i64 {
+        match self.max {
+            0 => 10_000,
+            max => self.current.saturating_mul(10_000) / max,
+        }
+    }
+}
+
+/// Every limit of every live application of `service` with its value now, from the live
+/// counters (not the usage tables: a minute's limit is there too, and nothing waits for a
+/// flush). Unordered.
+pub async fn limit_uses(db: &Db, counters: &Counters, service: ServiceId, now: DateTime<Utc>) -> Result<Vec<LimitUse>> {
+    let rows = sqlx::query(
+        "SELECT a.id AS application_id, l.metric_id, m.system_name, l.period, l.value
+         FROM applications a JOIN usage_limits l ON l.plan_id = a.plan_id JOIN metrics m ON m.id = l.metric_id
+         WHERE a.service_id = $1 AND a.state = 'live' ORDER BY a.id",
+    )
+    .bind(service.get())
+    .fetch_all(&db.pool)
+    .await?;
+    let mut by_app: BTreeMap<i64, Vec<(PlanLimit, String)>> = BTreeMap::new();
+    for r in rows {
+        let period: String = r.try_get("period")?;
+        let Some(period) = Period::parse(&period) else { continue };
+        by_app.entry(r.try_get("application_id")?).or_default().push((
+            PlanLimit {
+                metric_id: MetricId::new(r.try_get("metric_id")?),
+                period,
+                max: r.try_get("value")?,
+            },
+            r.try_get("system_name")?,
+        ));
+    }
+    let mut out = Vec::new();
+    for (app, limits) in by_app {
+        let plan: Vec<PlanLimit> = limits.iter().map(|(l, _)| l.clone()).collect();
+        let ops = limits::ops(&plan, &Default::default(), &[], now);
+        let read = counters
+            .apply(ApplicationId::new(app), &ops, Mode::Check)
+            .await
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        for ((limit, name), current) in limits.into_iter().zip(read.values) {
+            out.push(LimitUse {
+                application: ApplicationId::new(app),
+                metric_id: limit.metric_id,
+                metric: name,
+                period: limit.period,
+                current,
+                max: limit.max,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Credits charged and their upstream cost, as deductions detailed them: each deduction's
+/// time, and per application and rated metric what it charged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Charged {
+    pub at: i64,
+    pub account: AccountId,
+    pub service: ServiceId,
+    pub application: ApplicationId,
+    pub metric_id: MetricId,
+    pub credits: Decimal,
+    pub upstream_cost: Decimal,
+}
+
+/// The deductions' details in `[from, to)` (UTC seconds), of one account if given.
+pub async fn charged(db: &Db, account: Option<AccountId>, from: i64, to: i64) -> Result<Vec<Charged>> {
+    let time = |t: i64| {
+        DateTime::from_timestamp(t, 0)
+            .unwrap_or_default()
+            .format("%Y-%m-%dT%H:%M:%SZ")
+            .to_string()
+    };
+    let sql = format!(
+        "SELECT account_id, detail, created_at FROM credit_transactions
+         WHERE kind = 'deduction' AND created_at >= $1 AND created_at < $2{}",
+        if account.is_some() { " AND account_id = $3" } else { "" }
+    );
+    let mut q = sqlx::query(&sql).bind(time(from)).bind(time(to));
+    if let Some(a) = account {
+        q = q.bind(a.get());
+    }
+    let rows = q.fetch_all(&db.pool).await?;
+    let services: HashMap<i64, i64> = sqlx::query("SELECT id, service_id FROM applications")
+        .fetch_all(&db.pool)
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get("id")?, r.try_get("service_id")?)))
+        .collect::<Result<_, sqlx::Error>>()?;
+    let mut out = Vec::new();
+    for r in rows {
+        let Some(detail) = r.try_get::<Option<String>, _>("detail")? else {
+            continue;
+        };
+        let created: String = r.try_get("created_at")?;
+        let at = DateTime::parse_from_rfc3339(&created)
+            .map(|t| t.timestamp())
+            .unwrap_or(from);
+        let account = AccountId::new(r.try_get("account_id")?);
+        let items: Vec<Deducted> = serde_json::from_str(&detail).unwrap_or_default();
+        for item in items {
+            let Some(&service) = services.get(&item.application_id.get()) else {
+                continue;
+            };
+            out.push(Charged {
+                at,
+                account,
+                service: ServiceId::new(service),
+                application: item.application_id,
+                metric_id: item.metric_id,
+                credits: item.credits,
+                upstream_cost: item.upstream_cost,
+            });
+        }
+    }
+    Ok(out)
 }

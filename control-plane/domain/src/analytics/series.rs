@@ -32,20 +32,20 @@ pub fn hour_and_quarter(t: i64) -> (i64, usize) {
     (hour, ((t - hour) / QUARTER) as usize)
 }
 
+/// The bucket (`[start, end)`, ascending) holding instant `t`, if any.
+pub fn bucket_of(buckets: &[(i64, i64)], t: i64) -> Option<usize> {
+    let slot = buckets.partition_point(|&(start, _)| start <= t).checked_sub(1)?;
+    (t < buckets[slot].1).then_some(slot)
+}
+
 /// Sums `rows` into `buckets` (`[start, end)`, ascending, contiguous or not); what falls
 /// outside every bucket is left out.
 pub fn fill(buckets: &[(i64, i64)], rows: &[QuarterRow]) -> Vec<i64> {
     let mut values = vec![0i64; buckets.len()];
     for row in rows {
-        for (t, v) in row.quarters() {
-            if v == 0 {
-                continue;
-            }
-            let i = buckets.partition_point(|&(start, _)| start <= t);
-            if let Some(slot) = i.checked_sub(1) {
-                if t < buckets[slot].1 {
-                    values[slot] = values[slot].saturating_add(v);
-                }
+        for (t, v) in row.quarters().filter(|&(_, v)| v != 0) {
+            if let Some(slot) = bucket_of(buckets, t) {
+                values[slot] = values[slot].saturating_add(v);
             }
         }
     }
@@ -74,6 +74,9 @@ mod tests {
         assert_eq!(sum_in(&rows, 0, 86_400), 15);
         assert_eq!(hour_and_quarter(3600 + 2700), (3600, 3));
         assert_eq!(hour_and_quarter(-1), (-3600, 3));
+        assert_eq!(bucket_of(&buckets, 18 * 3600 + 1800), Some(1));
+        assert_eq!(bucket_of(&buckets, 86_400), None);
+        assert_eq!(bucket_of(&buckets, -1), None);
     }
 
     proptest! {
