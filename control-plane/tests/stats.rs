@@ -84,10 +84,20 @@ async fn authrep_then_flush(app: &TestApp) {
     let sid = service["service"]["id"].as_i64().unwrap();
     let app_id = application["application"]["id"].as_i64().unwrap();
     let token = app.service_token(sid).await;
-    for _ in 0..5 {
+    let (_, metrics) = app.get_json(&format!("/admin/api/services/{sid}/metrics.json")).await;
+    let hits = metrics["metrics"][0]["metric"]["id"].as_i64().unwrap();
+    let (status, method) = app
+        .post_form(
+            &format!("/admin/api/services/{sid}/metrics/{hits}/methods.json"),
+            &[("friendly_name", "Search")],
+        )
+        .await;
+    assert_eq!(status, 201, "{method}");
+    app.cache.invalidate();
+    for usage in ["usage%5Bhits%5D=2"; 5].into_iter().chain(["usage%5Bsearch%5D=3"]) {
         let r = app
             .client
-            .get(app.url(&format!("/transactions/authrep.json?service_id={sid}&service_token={token}&user_key=fresh-key&usage%5Bhits%5D=2&log%5Bcode%5D=200")))
+            .get(app.url(&format!("/transactions/authrep.json?service_id={sid}&service_token={token}&user_key=fresh-key&{usage}&log%5Bcode%5D=200")))
             .send()
             .await
             .unwrap();
@@ -97,13 +107,23 @@ async fn authrep_then_flush(app: &TestApp) {
     let (_, body) = app
         .get_json(&format!("/stats/services/{sid}/usage.json?metric_name=hits&period=day"))
         .await;
-    assert_eq!(body["total"], 10, "{body}");
+    assert_eq!(body["total"], 13, "a method's parent counts it: {body}");
+    let (_, body) = app
+        .get_json(&format!(
+            "/stats/services/{sid}/usage.json?metric_name=search&period=day"
+        ))
+        .await;
+    assert_eq!(
+        (body["total"].as_i64(), body["metric"]["unit"].as_str()),
+        (Some(3), Some("hit")),
+        "{body}"
+    );
     let (_, body) = app
         .get_json(&format!(
             "/stats/applications/{app_id}/usage_response_code.json?response_code=2XX&period=day"
         ))
         .await;
-    assert_eq!(body["total"], 5, "{body}");
+    assert_eq!(body["total"], 6, "{body}");
     // A flush repeated changes nothing.
     usage::flush(&app.db, &app.counters).await.unwrap();
     let (_, body) = app
@@ -111,7 +131,7 @@ async fn authrep_then_flush(app: &TestApp) {
             "/stats/services/{sid}/usage.json?metric_name=hits&period=eternity"
         ))
         .await;
-    assert_eq!(body["total"], 10);
+    assert_eq!(body["total"], 13);
 }
 
 #[tokio::test]
@@ -426,6 +446,73 @@ on_both_databases! {
         assert_eq!(other["credits"]["total"], "0", "another metric");
         let (_, year) = app.get_json(&format!("/stats/credits.json?service_id={sid}&period=year&since=2024-01-01")).await;
         assert_eq!((year["credits"]["values"][4].as_str(), year["credits"]["values"][5].as_str()), (Some("3"), Some("1.5")));
+    }
+
+    /// The roll-ups are the sums of the rows, whatever the flushes wrote and in which order:
+    /// random batches over several applications, quarters and days, with later readings
+    /// replacing earlier ones (and stale ones ignored), compared with the rows themselves.
+    async fn roll_ups_are_the_sums_of_the_rows(app: &TestApp) {
+        let s = seeded(app).await;
+        let mut ids = vec![s.app_id];
+        for i in 0..3 {
+            let (status, a) = app
+                .post_form(&format!("/admin/api/accounts/{}/applications.json", s.account), &[("plan_id", &s.plan.to_string()), ("name", &format!("R{i}"))])
+                .await;
+            assert_eq!(status, 201, "{a}");
+            ids.push(a["application"]["id"].as_i64().unwrap());
+        }
+        let mut seed: u64 = 0x5eed;
+        let mut next = move |n: u64| {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (seed >> 33) % n
+        };
+        let base = at("2024-05-01T00:00:00Z");
+        for round in 0..8 {
+            let batch: Vec<SeriesValue> = (0..60)
+                .map(|_| SeriesValue {
+                    key: SeriesKey {
+                        app: ids[next(4) as usize],
+                        counter: hits(&s).raw(),
+                        start: base + next(3 * 96) as i64 * 900,
+                    },
+                    value: next(100) as i64,
+                    observed_us: round * 10 + next(15) as i64,
+                })
+                .collect();
+            usage::write(&app.db, &batch).await.unwrap();
+        }
+        let sum = |sql: &'static str| async move {
+            let v: Option<i64> = sqlx::query_scalar(sql).fetch_one(&app.db.pool).await.unwrap();
+            v.unwrap_or(0)
+        };
+        let rows = sum("SELECT CAST(SUM(value) AS BIGINT) FROM usage_hourly").await;
+        let quarters = sum("SELECT CAST(SUM(q0 + q1 + q2 + q3) AS BIGINT) FROM usage_hourly").await;
+        let service = sum("SELECT CAST(SUM(q0 + q1 + q2 + q3) AS BIGINT) FROM usage_service_hourly").await;
+        let daily = sum("SELECT CAST(SUM(value) AS BIGINT) FROM usage_app_daily").await;
+        let service_daily = sum("SELECT CAST(SUM(value) AS BIGINT) FROM usage_service_daily").await;
+        assert!(rows > 0);
+        assert_eq!((quarters, service, daily, service_daily), (rows, rows, rows, rows));
+        let mismatched = sum(
+            "SELECT COUNT(*) FROM usage_service_hourly r WHERE q0 + q1 + q2 + q3 <>
+               (SELECT SUM(value) FROM usage_hourly u WHERE u.service_id = r.service_id AND u.metric_id = r.metric_id AND u.hour_start = r.hour_start)",
+        )
+        .await;
+        assert_eq!(mismatched, 0, "every service hour is its applications' sum");
+        // What the API answers adds up the same way, in any zone and through top applications.
+        let (_, total) = app.get_json(&format!("/stats/services/{}/usage.json?metric_name=hits&granularity=day&since=2024-04-30&until=2024-05-04&timezone=Asia/Kathmandu", s.sid)).await;
+        assert_eq!(total["total"].as_i64(), Some(rows));
+        let (_, top) = app.get_json(&format!("/stats/services/{}/top_applications.json?metric_name=hits&period=month&since=2024-05-01&timezone=Asia/Kolkata", s.sid)).await;
+        let mut per_app = 0;
+        for a in top["applications"].as_array().unwrap() {
+            let id = a["id"].as_i64().unwrap();
+            let (_, u) = app
+                .get_json(&format!("/stats/applications/{id}/usage.json?metric_name=hits&period=month&since=2024-05-01&timezone=Asia/Kolkata"))
+                .await;
+            assert_eq!(a["value"].as_str().unwrap().parse::<i64>().unwrap(), u["total"].as_i64().unwrap(), "top and usage agree for {id}");
+            per_app += u["total"].as_i64().unwrap();
+        }
+        let (_, month) = app.get_json(&format!("/stats/services/{}/usage.json?metric_name=hits&period=month&since=2024-05-01&timezone=Asia/Kolkata", s.sid)).await;
+        assert_eq!(month["total"].as_i64(), Some(per_app), "the applications add up to the service");
     }
 
     async fn integration_errors_are_kept_newest_first(app: &TestApp) {

@@ -23,7 +23,6 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use tollgate_domain::access::{Access, Permission, Scope, Section};
 use tollgate_domain::analytics::clock::{plain, xmlschema, zone_name};
-use tollgate_domain::analytics::series::sum_in;
 use tollgate_domain::analytics::{change, fill, Granularity, StatsError, TopWindow, Window, WindowParams};
 use tollgate_domain::form::{FromForm, Page};
 use tollgate_domain::ids::{ApplicationId, BackendId, ServiceId};
@@ -179,14 +178,18 @@ struct Usage {
 
 async fn usage_of(app: &AppState, owner: Owner, measure: &Measure, p: &Params) -> Result<Usage, ApiError> {
     let window = Window::parse(&window_params(p), zone(app).await?, now())?;
-    let (start, end) = window.range();
-    let previous = window.previous();
-    let from = previous.map_or(start, |(s, _)| s);
-    let rows = store::series(&app.db, owner, measure, from, end).await?;
+    let rows = store::series(&app.db, owner, measure, &window.buckets).await?;
     let values = fill(&window.buckets, &rows);
+    let previous_total = match window.previous() {
+        Some(previous) => {
+            let rows = store::series(&app.db, owner, measure, &[previous]).await?;
+            Some(fill(&[previous], &rows)[0])
+        }
+        None => None,
+    };
     Ok(Usage {
         total: values.iter().sum(),
-        previous_total: previous.map(|(s, e)| sum_in(&rows, s, e)),
+        previous_total,
         values,
         window,
     })

@@ -2,10 +2,10 @@
 //! (per service and hour; per application and day) or from an application's own rows, and the
 //! few catalog facts a stats answer shows (the metric, the application, its plan and account).
 //!
-//! Every query is one indexed range scan, whatever the number of applications: a service's
-//! year is 8,760 rows of `usage_service_hourly` per metric, and the top applications of a month
-//! read `usage_app_daily` (one row per application and day) plus, in a zone whose month does
-//! not start at a UTC midnight, the hours of the two edge days.
+//! Every query is an indexed range scan, whatever the number of applications: a service's or an
+//! application's year by month reads 365 daily rows and, in a zone whose months do not start
+//! at a UTC midnight, the hours of the days the boundaries cut; the top applications of a month
+//! read `usage_app_daily` (one row per application and day) plus the edge days' hours.
 //!
 //! Beyond 3scale: every application's limits with their live values ([`limit_uses`], for
 //! "applications near their limits"), and the credits deductions charged with their upstream
@@ -51,8 +51,78 @@ fn quarter_row(r: &sqlx::any::AnyRow) -> Result<QuarterRow, sqlx::Error> {
     })
 }
 
-/// The hours with usage in `[from, to)` (UTC seconds), ascending.
-pub async fn series(db: &Db, owner: Owner, measure: &Measure, from: i64, to: i64) -> Result<Vec<QuarterRow>> {
+/// What `owner` counted of `measure` in each bucket (`[start, end)` UTC seconds, ascending),
+/// as rows for [`tollgate_domain::analytics::fill`]: whole UTC days inside a bucket from a
+/// daily roll-up (a row at the day's start), the rest — the days a boundary cuts, or
+/// everything for buckets shorter than a day — from the hour rows with their quarters.
+pub async fn series(db: &Db, owner: Owner, measure: &Measure, buckets: &[(i64, i64)]) -> Result<Vec<QuarterRow>> {
+    let daily = daily_source(owner, measure);
+    let mut days = Vec::new();
+    let mut spans = Vec::new();
+    for &(start, end) in buckets {
+        let (day_from, day_to) = (ceil_day(start), end - end.rem_euclid(DAY));
+        if daily.is_some() && day_from < day_to {
+            days.push((day_from, day_to));
+            spans.extend([(start, day_from), (day_to, end)].into_iter().filter(|(a, b)| a < b));
+        } else {
+            spans.push((start, end));
+        }
+    }
+    let mut rows = Vec::new();
+    if let (Some((table, scope, id)), Some(&(from, _)), Some(&(_, to))) = (daily, days.first(), days.last()) {
+        let sql = format!(
+            "SELECT day_start, CAST(SUM(value) AS BIGINT) AS total FROM {table}
+             WHERE {scope} AND metric_id = $2 AND day_start >= $3 AND day_start < $4
+             GROUP BY day_start ORDER BY day_start"
+        );
+        let metric = match measure {
+            Measure::Metric(m) => m.get(),
+            Measure::ResponseCode(_) => 0,
+        };
+        let found = sqlx::query(&sql)
+            .bind(id)
+            .bind(metric)
+            .bind(from)
+            .bind(to)
+            .fetch_all(&db.pool)
+            .await?;
+        for r in found {
+            let day: i64 = r.try_get("day_start")?;
+            if tollgate_domain::analytics::series::bucket_of(&days, day).is_some() {
+                rows.push(QuarterRow {
+                    hour_start: day,
+                    quarters: [r.try_get("total")?, 0, 0, 0],
+                });
+            }
+        }
+    }
+    if !spans.is_empty() {
+        rows.extend(hourly(db, owner, measure, &spans).await?);
+    }
+    Ok(rows)
+}
+
+/// Seconds from the next UTC midnight at or after `t`.
+fn ceil_day(t: i64) -> i64 {
+    t + (DAY - t.rem_euclid(DAY)) % DAY
+}
+
+/// The daily roll-up that serves `owner`'s `measure`, if one does (table, scope, id).
+fn daily_source(owner: Owner, measure: &Measure) -> Option<(&'static str, &'static str, i64)> {
+    match (owner, measure) {
+        (_, Measure::ResponseCode(_)) => None,
+        (Owner::Service(s), _) => Some(("usage_service_daily", "service_id = $1", s.get())),
+        (Owner::Backend(b), _) => Some((
+            "usage_service_daily",
+            "service_id IN (SELECT service_id FROM backend_usages WHERE backend_id = $1)",
+            b.get(),
+        )),
+        (Owner::Application(a), _) => Some(("usage_app_daily", "application_id = $1", a.get())),
+    }
+}
+
+/// The hour rows (quarters and all) of the hours that overlap `spans`, ascending.
+async fn hourly(db: &Db, owner: Owner, measure: &Measure, spans: &[(i64, i64)]) -> Result<Vec<QuarterRow>> {
     let (table, scope, id) = match owner {
         Owner::Service(s) => (service_table(measure), "service_id = $1", s.get()),
         Owner::Application(a) => (app_table(measure), "application_id = $1", a.get()),
@@ -67,19 +137,34 @@ pub async fn series(db: &Db, owner: Owner, measure: &Measure, from: i64, to: i64
         Measure::Metric(_) => "metric_id",
         Measure::ResponseCode(_) => "code",
     };
+    // Whole hours: the one holding a span's start counts its quarters from there on (the
+    // caller's buckets decide). Adjacent spans merge into one range.
+    let mut ranges: Vec<(i64, i64)> = Vec::new();
+    for &(start, end) in spans {
+        let from = start - start.rem_euclid(3600);
+        match ranges.last_mut() {
+            Some(last) if from <= last.1 => last.1 = last.1.max(end),
+            _ => ranges.push((from, end)),
+        }
+    }
+    let within: Vec<String> = (0..ranges.len())
+        .map(|i| format!("(hour_start >= ${} AND hour_start < ${})", 3 + 2 * i, 4 + 2 * i))
+        .collect();
     let sql = format!(
         "SELECT hour_start, {QUARTERS} FROM {table}
-         WHERE {scope} AND {column} = $2 AND hour_start >= $3 AND hour_start < $4
-         GROUP BY hour_start ORDER BY hour_start"
+         WHERE {scope} AND {column} = $2 AND ({})
+         GROUP BY hour_start ORDER BY hour_start",
+        within.join(" OR ")
     );
-    // Rows are whole hours: the one holding `from` counts its quarters from `from` on.
-    let from = from - from.rem_euclid(3600);
     let q = sqlx::query(&sql).bind(id);
-    let q = match measure {
+    let mut q = match measure {
         Measure::Metric(m) => q.bind(m.get()),
         Measure::ResponseCode(c) => q.bind(c.clone()),
     };
-    let rows = q.bind(from).bind(to).fetch_all(&db.pool).await?;
+    for (from, to) in ranges {
+        q = q.bind(from).bind(to);
+    }
+    let rows = q.fetch_all(&db.pool).await?;
     Ok(rows.iter().map(quarter_row).collect::<Result<_, sqlx::Error>>()?)
 }
 
@@ -110,14 +195,16 @@ pub async fn top_applications(
     limit: usize,
 ) -> Result<Vec<(ApplicationId, i64)>> {
     // Whole UTC days from the daily roll-up, the rest of the edge days from the hour rows.
+    // (`application_id + 0`: grouping by an expression keeps SQLite on the service-first
+    // covering indexes, one range scan, instead of skipping through the application-first keys.)
     let first_day = from + (DAY - from.rem_euclid(DAY)) % DAY;
     let last_day = to - to.rem_euclid(DAY);
     let mut totals: HashMap<i64, i64> = HashMap::new();
     if first_day < last_day {
         let rows = sqlx::query(
-            "SELECT application_id, CAST(SUM(value) AS BIGINT) AS total FROM usage_app_daily
+            "SELECT application_id + 0 AS application_id, CAST(SUM(value) AS BIGINT) AS total FROM usage_app_daily
              WHERE service_id = $1 AND metric_id = $2 AND day_start >= $3 AND day_start < $4
-             GROUP BY application_id",
+             GROUP BY application_id + 0",
         )
         .bind(service.get())
         .bind(metric.get())
@@ -135,22 +222,49 @@ pub async fn top_applications(
         vec![(from, to)]
     };
     for (start, end) in edges.into_iter().filter(|(s, e)| s < e) {
-        let hour_from = start - start.rem_euclid(3600);
-        let rows = sqlx::query(
-            "SELECT application_id, hour_start, q0, q1, q2, q3 FROM usage_hourly
-             WHERE service_id = $1 AND metric_id = $2 AND hour_start >= $3 AND hour_start < $4",
-        )
-        .bind(service.get())
-        .bind(metric.get())
-        .bind(hour_from)
-        .bind(end)
-        .fetch_all(&db.pool)
-        .await?;
-        for r in rows {
-            let row = quarter_row(&r)?;
-            let value = sum_in(&[row], start, end);
-            if value != 0 {
-                *totals.entry(r.try_get("application_id")?).or_default() += value;
+        // Whole hours summed by the database (from the covering index); the hour a boundary
+        // cuts (zones a half or a quarter off the hour) read with its quarters.
+        let (whole_from, whole_to) = (
+            start + (3600 - start.rem_euclid(3600)) % 3600,
+            end - end.rem_euclid(3600),
+        );
+        if whole_from < whole_to {
+            let rows = sqlx::query(
+                "SELECT application_id + 0 AS application_id, CAST(SUM(q0 + q1 + q2 + q3) AS BIGINT) AS total
+                 FROM usage_hourly WHERE service_id = $1 AND metric_id = $2 AND hour_start >= $3 AND hour_start < $4
+                 GROUP BY application_id + 0",
+            )
+            .bind(service.get())
+            .bind(metric.get())
+            .bind(whole_from)
+            .bind(whole_to)
+            .fetch_all(&db.pool)
+            .await?;
+            for r in rows {
+                *totals.entry(r.try_get("application_id")?).or_default() += r.try_get::<i64, _>("total")?;
+            }
+        }
+        let mut cut: Vec<i64> = [start, end]
+            .into_iter()
+            .filter(|t| t.rem_euclid(3600) != 0)
+            .map(|t| t - t.rem_euclid(3600))
+            .collect();
+        cut.dedup();
+        for hour in cut {
+            let rows = sqlx::query(
+                "SELECT application_id, hour_start, q0, q1, q2, q3 FROM usage_hourly
+                 WHERE service_id = $1 AND metric_id = $2 AND hour_start = $3",
+            )
+            .bind(service.get())
+            .bind(metric.get())
+            .bind(hour)
+            .fetch_all(&db.pool)
+            .await?;
+            for r in rows {
+                let value = sum_in(&[quarter_row(&r)?], start, end);
+                if value != 0 {
+                    *totals.entry(r.try_get("application_id")?).or_default() += value;
+                }
             }
         }
     }

@@ -5,7 +5,8 @@
 //! metric or response code, and hour, split in quarters. Every call that counts usage also
 //! moves a quarter-hour series counter ([`tollgate_domain::limits::ops`]); the store remembers
 //! which ones moved, and [`flush`] copies their absolute values here, then recomputes the
-//! roll-ups analytics read (per service and hour, per application and day). Copying values rather than adding deltas makes the flush idempotent:
+//! roll-ups analytics read (per service and hour, per service and day, per application and
+//! day). Copying values rather than adding deltas makes the flush idempotent:
 //! repeating it (after a crash, a failed write or a restart, which hands every hour counter
 //! over again) changes nothing, and of two readings — two replicas flushing one counter — the
 //! later one wins, so a `#N` set that lowers a counter is copied too.
@@ -142,6 +143,10 @@ async fn roll_up(
             code_hours.insert((service, code.clone(), *hour));
         }
     }
+    let service_days: BTreeSet<(i64, i64, i64)> = service_hours
+        .iter()
+        .map(|&(service, metric, hour)| (service, metric, hour - hour.rem_euclid(DAY)))
+        .collect();
     for (service, metric, hour) in service_hours {
         sqlx::query(
             "INSERT INTO usage_service_hourly (service_id, metric_id, hour_start, q0, q1, q2, q3)
@@ -155,6 +160,21 @@ async fn roll_up(
         .bind(service)
         .bind(metric)
         .bind(hour)
+        .execute(&mut **tx)
+        .await?;
+    }
+    for (service, metric, day) in service_days {
+        sqlx::query(
+            "INSERT INTO usage_service_daily (service_id, metric_id, day_start, value)
+             SELECT service_id, metric_id, $3, CAST(SUM(q0 + q1 + q2 + q3) AS BIGINT) FROM usage_service_hourly
+             WHERE service_id = $1 AND metric_id = $2 AND hour_start >= $3 AND hour_start < $4
+             GROUP BY service_id, metric_id
+             ON CONFLICT (service_id, metric_id, day_start) DO UPDATE SET value = excluded.value",
+        )
+        .bind(service)
+        .bind(metric)
+        .bind(day)
+        .bind(day + DAY)
         .execute(&mut **tx)
         .await?;
     }
