@@ -73,7 +73,7 @@ pub fn routes(r: &mut Routes) {
             format!("/stats/services/{{service_id}}/usage_response_code{ext}"),
             STATS,
             "A service's responses with a code (200, 404) or class (2XX, 4XX, 5XX)",
-            service_response_codes,
+            service_usage,
         );
         r.get(
             format!("/stats/services/{{service_id}}/top_applications{ext}"),
@@ -91,7 +91,7 @@ pub fn routes(r: &mut Routes) {
             format!("/stats/applications/{{application_id}}/usage_response_code{ext}"),
             STATS,
             "An application's responses with a code or class",
-            application_response_codes,
+            application_usage,
         );
         r.get(
             format!("/stats/backend_apis/{{backend_api_id}}/usage{ext}"),
@@ -411,18 +411,24 @@ async fn application(app: &AppState, caller: &Caller, raw: &str) -> Result<AppIn
     Ok(info)
 }
 
-async fn service_usage(
-    State(app): State<AppState>,
-    _caller: Caller,
-    Path(id): Path<String>,
-    uri: Uri,
-    p: Params,
-) -> Response {
+/// What a usage path asks for: a metric's usage, or responses with a code
+/// (`…/usage_response_code.json`).
+fn wants_codes(uri: &Uri) -> bool {
+    uri.path()
+        .rsplit('/')
+        .next()
+        .is_some_and(|last| last.starts_with("usage_response_code"))
+}
+
+async fn service_usage(State(app): State<AppState>, Path(id): Path<String>, uri: Uri, p: Params) -> Response {
     answer(
         Format::of_path(uri.path()),
         async {
-            let service = service(&app, &id).await?;
-            metric_usage(&app, Owner::Service(service), &p, None, None).await
+            let owner = Owner::Service(service(&app, &id).await?);
+            match wants_codes(&uri) {
+                true => response_codes(&app, owner, &p, None).await,
+                false => metric_usage(&app, owner, &p, None, None).await,
+            }
         }
         .await,
     )
@@ -439,7 +445,11 @@ async fn application_usage(
         Format::of_path(uri.path()),
         async {
             let info = application(&app, &caller, &id).await?;
-            metric_usage(&app, Owner::Application(info.id), &p, Some(&info), None).await
+            let owner = Owner::Application(info.id);
+            match wants_codes(&uri) {
+                true => response_codes(&app, owner, &p, Some(&info)).await,
+                false => metric_usage(&app, owner, &p, Some(&info), None).await,
+            }
         }
         .await,
     )
@@ -468,40 +478,6 @@ async fn backend_usage(
     )
 }
 
-async fn service_response_codes(
-    State(app): State<AppState>,
-    _caller: Caller,
-    Path(id): Path<String>,
-    uri: Uri,
-    p: Params,
-) -> Response {
-    answer(
-        Format::of_path(uri.path()),
-        async {
-            let service = service(&app, &id).await?;
-            response_codes(&app, Owner::Service(service), &p, None).await
-        }
-        .await,
-    )
-}
-
-async fn application_response_codes(
-    State(app): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-    uri: Uri,
-    p: Params,
-) -> Response {
-    answer(
-        Format::of_path(uri.path()),
-        async {
-            let info = application(&app, &caller, &id).await?;
-            response_codes(&app, Owner::Application(info.id), &p, Some(&info)).await
-        }
-        .await,
-    )
-}
-
 async fn response_codes(
     app: &AppState,
     owner: Owner,
@@ -513,13 +489,7 @@ async fn response_codes(
     Ok(render_usage(&usage, &Subject::Code(shown), application, None))
 }
 
-async fn top_applications(
-    State(app): State<AppState>,
-    _caller: Caller,
-    Path(id): Path<String>,
-    uri: Uri,
-    p: Params,
-) -> Response {
+async fn top_applications(State(app): State<AppState>, Path(id): Path<String>, uri: Uri, p: Params) -> Response {
     answer(
         Format::of_path(uri.path()),
         async {
