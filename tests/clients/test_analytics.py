@@ -5,21 +5,13 @@ copied into the usage tables by the usage flush.
 Run by scripts/test-clients.sh with TOLLGATE_URL and TOLLGATE_TOKEN set, and the control plane's
 TOLLGATE_USAGE_FLUSH_MS short."""
 
-import os
 import secrets
 import time
 
 import requests
 import threescale_api
 
-URL = os.environ["TOLLGATE_URL"]
-TOKEN = os.environ["TOLLGATE_TOKEN"]
-
-
-def admin(method, path, **data):
-    r = requests.request(method, f"{URL}{path}", params={"access_token": TOKEN}, data=data, timeout=10)
-    assert r.ok, f"{method} {path}: {r.status_code} {r.text}"
-    return r.json()
+from tollgate_admin import TOKEN, URL, admin
 
 
 def test_the_analytics_client_reads_what_authrep_counted():

@@ -3,22 +3,13 @@ and report, with user_key and app_id/app_key, limits and their usage reports.
 
 Run by scripts/test-clients.sh with TOLLGATE_URL and TOLLGATE_TOKEN set."""
 
-import os
 import secrets
 import time
 
 import pytest
-import requests
 import ThreeScalePY as tspy
 
-URL = os.environ["TOLLGATE_URL"]
-TOKEN = os.environ["TOLLGATE_TOKEN"]
-
-
-def admin(method, path, **data):
-    r = requests.request(method, f"{URL}{path}", params={"access_token": TOKEN}, data=data, timeout=10)
-    assert r.ok, f"{method} {path}: {r.status_code} {r.text}"
-    return r.json()
+from tollgate_admin import TOKEN, URL, admin
 
 
 @pytest.fixture(scope="module")

@@ -69,16 +69,12 @@ pub async fn series(db: &Db, owner: Owner, measure: &Measure, buckets: &[(i64, i
         }
     }
     let mut rows = Vec::new();
-    if let (Some((table, scope, id)), Some(&(from, _)), Some(&(_, to))) = (daily, days.first(), days.last()) {
+    if let (Some((table, scope, id, metric)), Some(&(from, _)), Some(&(_, to))) = (daily, days.first(), days.last()) {
         let sql = format!(
             "SELECT day_start, CAST(SUM(value) AS BIGINT) AS total FROM {table}
              WHERE {scope} AND metric_id = $2 AND day_start >= $3 AND day_start < $4
              GROUP BY day_start ORDER BY day_start"
         );
-        let metric = match measure {
-            Measure::Metric(m) => m.get(),
-            Measure::ResponseCode(_) => 0,
-        };
         let found = sqlx::query(&sql)
             .bind(id)
             .bind(metric)
@@ -107,18 +103,22 @@ fn ceil_day(t: i64) -> i64 {
     t + (DAY - t.rem_euclid(DAY)) % DAY
 }
 
-/// The daily roll-up that serves `owner`'s `measure`, if one does (table, scope, id).
-fn daily_source(owner: Owner, measure: &Measure) -> Option<(&'static str, &'static str, i64)> {
-    match (owner, measure) {
-        (_, Measure::ResponseCode(_)) => None,
-        (Owner::Service(s), _) => Some(("usage_service_daily", "service_id = $1", s.get())),
-        (Owner::Backend(b), _) => Some((
+/// The daily roll-up that serves `owner`'s `measure`, if one does (table, scope, owner id,
+/// metric id): metrics have one, response codes do not.
+fn daily_source(owner: Owner, measure: &Measure) -> Option<(&'static str, &'static str, i64, i64)> {
+    let Measure::Metric(metric) = measure else {
+        return None;
+    };
+    let (table, scope, id) = match owner {
+        Owner::Service(s) => ("usage_service_daily", "service_id = $1", s.get()),
+        Owner::Backend(b) => (
             "usage_service_daily",
             "service_id IN (SELECT service_id FROM backend_usages WHERE backend_id = $1)",
             b.get(),
-        )),
-        (Owner::Application(a), _) => Some(("usage_app_daily", "application_id = $1", a.get())),
-    }
+        ),
+        Owner::Application(a) => ("usage_app_daily", "application_id = $1", a.get()),
+    };
+    Some((table, scope, id, metric.get()))
 }
 
 /// The hour rows (quarters and all) of the hours that overlap `spans`, ascending.
@@ -508,13 +508,7 @@ pub async fn charged(db: &Db, account: Option<AccountId>, from: i64, to: i64) ->
         q = q.bind(a.get());
     }
     let rows = q.fetch_all(&db.pool).await?;
-    let services: HashMap<i64, i64> = sqlx::query("SELECT id, service_id FROM applications")
-        .fetch_all(&db.pool)
-        .await?
-        .iter()
-        .map(|r| Ok((r.try_get("id")?, r.try_get("service_id")?)))
-        .collect::<Result<_, sqlx::Error>>()?;
-    let mut out = Vec::new();
+    let mut details = Vec::with_capacity(rows.len());
     for r in rows {
         let Some(detail) = r.try_get::<Option<String>, _>("detail")? else {
             continue;
@@ -523,8 +517,28 @@ pub async fn charged(db: &Db, account: Option<AccountId>, from: i64, to: i64) ->
         let at = DateTime::parse_from_rfc3339(&created)
             .map(|t| t.timestamp())
             .unwrap_or(from);
-        let account = AccountId::new(r.try_get("account_id")?);
         let items: Vec<Deducted> = serde_json::from_str(&detail).unwrap_or_default();
+        details.push((at, AccountId::new(r.try_get("account_id")?), items));
+    }
+    // The services of just the applications the details name (integers: safe to inline).
+    let mut apps: Vec<i64> = details
+        .iter()
+        .flat_map(|(_, _, items)| items.iter().map(|i| i.application_id.get()))
+        .collect();
+    apps.sort_unstable();
+    apps.dedup();
+    let mut services: HashMap<i64, i64> = HashMap::new();
+    if !apps.is_empty() {
+        let list = apps.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+        for r in sqlx::query(&format!("SELECT id, service_id FROM applications WHERE id IN ({list})"))
+            .fetch_all(&db.pool)
+            .await?
+        {
+            services.insert(r.try_get("id")?, r.try_get("service_id")?);
+        }
+    }
+    let mut out = Vec::new();
+    for (at, account, items) in details {
         for item in items {
             let Some(&service) = services.get(&item.application_id.get()) else {
                 continue;

@@ -183,7 +183,7 @@ impl Window {
                     },
                 };
                 if period == PeriodName::Eternity {
-                    return Ok(Window::eternity(tz, skip_change, now));
+                    return Ok(Window::eternity(tz, now));
                 }
                 let (days, months) = period.length();
                 let since = match given(params.since) {
@@ -231,7 +231,7 @@ impl Window {
     }
 
     /// `period=eternity`: from 1970 to the end of today (UTC), one value, never a change.
-    fn eternity(tz: Tz, _skip_change: bool, now: DateTime<Utc>) -> Window {
+    fn eternity(tz: Tz, now: DateTime<Utc>) -> Window {
         let since = Utc.timestamp_opt(0, 0).single().unwrap_or(now).with_timezone(&tz);
         let until = end_of(Granularity::Day, now.with_timezone(&Tz::UTC)).with_timezone(&tz);
         Window {
