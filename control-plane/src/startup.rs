@@ -26,6 +26,8 @@ pub enum StartupError {
     AdminToken(StoreError),
     #[error("redis {url}: {source}")]
     Redis { url: String, source: redis::RedisError },
+    #[error("{0}")]
+    Mail(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
 }
@@ -36,6 +38,8 @@ pub struct Application {
     usage_flush: Duration,
     /// The daily billing run's UTC hour; `None`: no schedule in this process.
     billing_hour: Option<u32>,
+    /// Delivers the outbox: webhooks and e-mail.
+    sender: std::sync::Arc<tollgate_api::delivery::Sender>,
 }
 
 /// The payment gateways the configuration names.
@@ -51,6 +55,26 @@ pub fn gateways(config: &Config) -> Gateways {
 }
 
 /// Connects to the configured database and migrates it.
+/// The outbox's sender, as configured.
+pub fn sender(config: &Config, db: &Db) -> Result<std::sync::Arc<tollgate_api::delivery::Sender>, StartupError> {
+    use tollgate_api::delivery::{http::WebhookClient, mail::Mailer, Sender};
+    let mail = match &config.smtp_url {
+        Some(url) => Some(Mailer::new(url, &config.mail_from).map_err(StartupError::Mail)?),
+        None => None,
+    };
+    Ok(std::sync::Arc::new(Sender {
+        db: db.clone(),
+        http: WebhookClient::new(config.webhook_allow_private),
+        mail,
+        policy: tollgate_domain::notify::RetryPolicy {
+            base_ms: config.webhook_retry_ms,
+            max_attempts: config.webhook_max_attempts,
+        },
+        lease: Duration::from_secs(60),
+        poll: Duration::from_millis(config.outbox_poll_ms),
+    }))
+}
+
 pub async fn database(config: &Config) -> Result<Db, StartupError> {
     let db = Db::connect(&config.database_url)
         .await
@@ -122,7 +146,9 @@ impl Application {
                 source,
             })?;
         tollgate_api::metrics::handle();
+        let sender = sender(config, &db)?;
         Ok(Self {
+            sender,
             listener,
             usage_flush: Duration::from_millis(config.usage_flush_ms),
             state: AppState {
@@ -158,6 +184,7 @@ impl Application {
             self.usage_flush,
             stopped,
         ));
+        let sender = tokio::spawn(self.sender.clone().run(stop.subscribe()));
         let schedule = self.billing_hour.map(|hour| {
             tokio::spawn(tollgate_store::billing::run::schedule(
                 self.state.db.clone(),
@@ -173,6 +200,7 @@ impl Application {
         if let Some(schedule) = schedule {
             let _ = schedule.await;
         }
+        let _ = sender.await;
         if let Err(e) = flusher.await {
             tracing::error!(error = %e, "usage flusher failed");
         }

@@ -317,3 +317,150 @@ macro_rules! on_both_databases {
         )*
     };
 }
+
+/// A request a [`Receiver`] took.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub headers: axum::http::HeaderMap,
+    pub body: String,
+    /// The status it was answered with.
+    pub status: u16,
+}
+
+/// A webhook receiver on a loopback port: records every request and answers 500 to the first
+/// `fail_first`, 200 after.
+pub struct Receiver {
+    pub addr: SocketAddr,
+    got: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Receiver {
+    pub async fn start(fail_first: usize) -> Receiver {
+        Self::start_on(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(), fail_first)
+    }
+
+    /// On a listener already bound (a port chosen before the receiver runs).
+    pub fn start_on(listener: tokio::net::TcpListener, fail_first: usize) -> Receiver {
+        let addr = listener.local_addr().unwrap();
+        let got: std::sync::Arc<std::sync::Mutex<Vec<Received>>> = Default::default();
+        let seen = got.clone();
+        let app = axum::Router::new().fallback(move |headers: axum::http::HeaderMap, body: String| {
+            let seen = seen.clone();
+            async move {
+                let mut seen = seen.lock().unwrap();
+                let status = if seen.len() < fail_first { 500 } else { 200 };
+                seen.push(Received { headers, body, status });
+                (axum::http::StatusCode::from_u16(status).unwrap(), "ok")
+            }
+        });
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Receiver { addr, got, server }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.got.lock().unwrap().clone()
+    }
+
+    /// Waits (polling, up to 20 s) until `done` holds of what was received; what was received.
+    pub async fn wait_for(&self, what: &str, done: impl Fn(&[Received]) -> bool) -> Vec<Received> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let got = self.received();
+            if done(&got) {
+                return got;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "receiver: timed out waiting for {what}; got {got:#?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// The project's Python (its `.venv`, where `scripts/setup.sh` installs aiosmtpd).
+pub fn python() -> String {
+    std::env::var("TOLLGATE_TEST_PYTHON")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv/bin/python").to_string())
+}
+
+/// A real SMTP server (aiosmtpd) on a loopback port, keeping what it receives in a Maildir.
+pub struct MailCatcher {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: std::process::Child,
+}
+
+impl MailCatcher {
+    pub async fn start() -> MailCatcher {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new(python())
+            .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(dir.path().join("mail"))
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("aiosmtpd (run scripts/setup.sh)");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            assert!(std::time::Instant::now() < deadline, "aiosmtpd did not start");
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        MailCatcher { port, dir, child }
+    }
+
+    pub fn url(&self) -> String {
+        format!("smtp://127.0.0.1:{}", self.port)
+    }
+
+    /// Every message received, raw (headers and MIME parts).
+    pub fn messages(&self) -> Vec<String> {
+        let new = self.dir.path().join("mail").join("new");
+        let mut files: Vec<_> = std::fs::read_dir(new)
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        files.sort();
+        files.iter().filter_map(|f| std::fs::read_to_string(f).ok()).collect()
+    }
+
+    /// Waits (polling, up to 20 s) until `done` holds of the messages; the messages.
+    pub async fn wait_for(&self, what: &str, done: impl Fn(&[String]) -> bool) -> Vec<String> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let got = self.messages();
+            if done(&got) {
+                return got;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "mail catcher: timed out waiting for {what}; got {got:#?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+    }
+}
+
+impl Drop for MailCatcher {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -17,11 +17,13 @@
 //!   admin API under `.xml`.
 
 pub mod accounts;
+pub mod alerts;
 pub mod applications;
 pub mod billing;
 pub mod catalog;
 pub mod credits;
 pub mod crud;
+pub mod delivery;
 pub mod error;
 pub mod metrics;
 pub mod openapi;
@@ -35,6 +37,7 @@ pub mod service_management;
 pub mod state;
 pub mod stats;
 pub mod system;
+pub mod webhooks;
 pub mod xml;
 pub mod xml_answers;
 

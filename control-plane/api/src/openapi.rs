@@ -18,6 +18,16 @@ fn kind_schema(kind: Kind) -> Value {
         Kind::Fee => json!({"type": "number", "description": "decimal, at most 4 places"}),
         Kind::OneOf(words) => json!({"type": "string", "enum": words}),
         Kind::Address => json!({"type": "object"}),
+        Kind::Levels => json!({
+            "type": "object",
+            "description": "alert levels per list: notification_settings[web_provider][]=50 (also email_provider, web_buyer, email_buyer); levels 50, 80, 90, 100, 120, 150, 200, 300",
+            "properties": {
+                "web_provider": {"type": "array", "items": {"type": "integer"}},
+                "email_provider": {"type": "array", "items": {"type": "integer"}},
+                "web_buyer": {"type": "array", "items": {"type": "integer"}},
+                "email_buyer": {"type": "array", "items": {"type": "integer"}},
+            },
+        }),
     }
 }
 

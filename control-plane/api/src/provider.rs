@@ -58,6 +58,19 @@ pub fn routes(r: &mut Routes) {
         "Create an access token (its value is shown once)",
         create_token,
     );
+    let prefs = "/admin/api/personal/notification_preferences.json";
+    r.get(
+        prefs,
+        own(Access::Read),
+        "The caller's e-mail notification preferences (those their sections allow)",
+        show_preferences,
+    );
+    r.patch(
+        prefs,
+        own(Access::Write),
+        "Turn e-mail notifications on or off (name=true|false)",
+        update_preferences,
+    );
     let token = "/admin/api/personal/access_tokens/{token_id}";
     r.get(token, own(Access::Read), "One access token", show_token);
     r.delete(token, own(Access::Write), "Delete an access token", delete_token);
@@ -169,4 +182,59 @@ async fn delete_token(
 ) -> Result<StatusCode, ApiError> {
     auth::delete_token(&app.db, me.user_id, path_id(&token)?).await?;
     Ok(StatusCode::OK)
+}
+
+fn preferences_user(caller: &Caller) -> Result<ProviderUserId, ApiError> {
+    caller.user_id.ok_or_else(|| {
+        ApiError::BadRequest("this token belongs to no provider user (the bootstrap token); use a user's token".into())
+    })
+}
+
+/// 3scale's shape: `{"notification_preferences": {"preferences": {name: on, …}}}`, only the
+/// notifications the caller's sections allow (Ch. 4.2).
+fn preferences_json(caller: &Caller, stored: &Map<String, Value>) -> Json<Value> {
+    let prefs: Map<String, Value> = tollgate_domain::notify::PREFERENCES
+        .iter()
+        .filter(|(_, section)| caller.may_enter(*section))
+        .map(|(name, _)| {
+            (
+                (*name).to_string(),
+                stored.get(*name).cloned().unwrap_or(Value::Bool(true)),
+            )
+        })
+        .collect();
+    wrap("notification_preferences", json!({ "preferences": prefs }))
+}
+
+async fn show_preferences(State(app): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    let stored = provider::notification_preferences(&app.db, preferences_user(&caller)?).await?;
+    Ok(preferences_json(&caller, &stored))
+}
+
+async fn update_preferences(State(app): State<AppState>, caller: Caller, p: Params) -> Result<Json<Value>, ApiError> {
+    let user = preferences_user(&caller)?;
+    let mut changes = Vec::new();
+    let mut errors = tollgate_domain::Invalid::default();
+    for (name, value) in &p.0 .0 {
+        let name = name
+            .strip_prefix("notification_preferences[")
+            .or_else(|| name.strip_prefix("preferences["))
+            .and_then(|n| n.strip_suffix(']'))
+            .unwrap_or(name);
+        let Some(section) = tollgate_domain::notify::preference_section(name) else {
+            continue;
+        };
+        if !caller.may_enter(section) {
+            errors.push(name, "is not a notification your sections allow");
+            continue;
+        }
+        match value.trim() {
+            "true" | "1" => changes.push((name.to_string(), true)),
+            "false" | "0" => changes.push((name.to_string(), false)),
+            _ => errors.push(name, "must be true or false"),
+        }
+    }
+    errors.or(())?;
+    let stored = provider::set_notification_preferences(&app.db, user, &changes).await?;
+    Ok(preferences_json(&caller, &stored))
 }

@@ -5,7 +5,8 @@
 use crate::routes::{guard, Guard, Guarded, Routes, ServiceScope};
 use crate::state::AppState;
 use crate::{
-    accounts, applications, billing, catalog, credits, crud, openapi, provider, service_management, stats, system,
+    accounts, alerts, applications, billing, catalog, credits, crud, openapi, provider, service_management, stats,
+    system, webhooks,
 };
 use axum::http::Method;
 use axum::response::Response;
@@ -28,6 +29,8 @@ pub fn table() -> Routes {
     credits::routes(&mut r);
     billing::routes(&mut r);
     stats::routes(&mut r);
+    webhooks::routes(&mut r);
+    alerts::routes(&mut r);
     r
 }
 

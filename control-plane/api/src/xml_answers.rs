@@ -47,7 +47,7 @@ pub async fn layer(State(app): State<AppState>, req: Request, next: Next) -> Res
         return Response::from_parts(parts, axum::body::Body::from(bytes));
     };
     if parts.status.is_success() {
-        if let Err(e) = enrich(&app, &mut value).await {
+        if let Err(e) = enrich(&app.db, &mut value).await {
             return crate::error::ApiError::from(e).into_response_as(Format::Xml);
         }
     }
@@ -79,7 +79,8 @@ fn applications(value: &mut Value) -> Vec<&mut Map<String, Value>> {
     }
 }
 
-async fn enrich(app: &AppState, value: &mut Value) -> Result<(), tollgate_store::StoreError> {
+/// Adds to an answer what 3scale's XML carries beyond its JSON (also a webhook's object).
+pub async fn enrich(db: &tollgate_store::Db, value: &mut Value) -> Result<(), tollgate_store::StoreError> {
     let mut apps = applications(value);
     if !apps.is_empty() {
         let mut ids: Vec<i64> = apps
@@ -88,7 +89,7 @@ async fn enrich(app: &AppState, value: &mut Value) -> Result<(), tollgate_store:
             .collect();
         ids.sort_unstable();
         ids.dedup();
-        let mut conn = app.db.pool.acquire().await?;
+        let mut conn = db.pool.acquire().await?;
         let plans = APPLICATION_PLAN
             .select(&mut conn, &[], Some(("id", &ids)), Page::FIRST)
             .await?;
@@ -120,7 +121,7 @@ async fn enrich(app: &AppState, value: &mut Value) -> Result<(), tollgate_store:
         let Some(id) = account.get("id").and_then(Value::as_i64) else {
             return Ok(());
         };
-        let users = crud::list(&app.db, &USERS, &[id], None, Page::FIRST).await?;
+        let users = crud::list(db, &USERS, &[id], None, Page::FIRST).await?;
         let users: Vec<Value> = users.iter().map(|u| serde_json::json!({"user": record(u)})).collect();
         account.insert("users".into(), Value::Array(users));
     }

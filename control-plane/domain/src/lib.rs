@@ -16,6 +16,8 @@
 //!   billing settings and the daily billing run's plan.
 //! - [`credits`]: prepaid credit units, rates, costs and the ledger's rules.
 //! - [`analytics`]: stats windows, time zones and buckets.
+//! - [`notify`]: the event catalogue, retry schedule, limit alert levels and notification
+//!   preferences.
 
 pub mod access;
 pub mod analytics;
@@ -31,6 +33,7 @@ pub mod invalid;
 pub mod invoice;
 pub mod limits;
 pub mod money;
+pub mod notify;
 pub mod periods;
 pub mod pricing;
 pub mod proration;

@@ -434,11 +434,30 @@ impl LimitUse {
 /// counters (not the usage tables: a minute's limit is there too, and nothing waits for a
 /// flush). Unordered.
 pub async fn limit_uses(db: &Db, counters: &Counters, service: ServiceId, now: DateTime<Utc>) -> Result<Vec<LimitUse>> {
-    let rows = sqlx::query(
+    limit_uses_of(db, counters, service, None, now).await
+}
+
+/// [`limit_uses`] of some applications only (`None`: all).
+pub async fn limit_uses_of(
+    db: &Db,
+    counters: &Counters,
+    service: ServiceId,
+    only: Option<&[ApplicationId]>,
+    now: DateTime<Utc>,
+) -> Result<Vec<LimitUse>> {
+    let filter = match only {
+        None => String::new(),
+        Some([]) => return Ok(Vec::new()),
+        Some(ids) => format!(
+            " AND a.id IN ({})",
+            ids.iter().map(|i| i.get().to_string()).collect::<Vec<_>>().join(",")
+        ),
+    };
+    let rows = sqlx::query(&format!(
         "SELECT a.id AS application_id, l.metric_id, m.system_name, l.period, l.value
          FROM applications a JOIN usage_limits l ON l.plan_id = a.plan_id JOIN metrics m ON m.id = l.metric_id
-         WHERE a.service_id = $1 AND a.state = 'live' ORDER BY a.id",
-    )
+         WHERE a.service_id = $1 AND a.state = 'live'{filter} ORDER BY a.id"
+    ))
     .bind(service.get())
     .fetch_all(&db.pool)
     .await?;

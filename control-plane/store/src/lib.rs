@@ -19,7 +19,10 @@
 //! - [`billing`]: settings, invoices, payments, the billing run.
 //! - [`contracts`], [`events`], [`leases`]: plan history, the event log, leases between
 //!   replicas.
+//! - [`outbox`], [`webhooks`], [`alerts`]: notifications — routing events to deliveries and
+//!   leasing them to a sender, webhook endpoints and their secrets, usage-limit alerts.
 
+pub mod alerts;
 pub mod analytics;
 pub mod auth;
 pub mod authrep;
@@ -35,9 +38,11 @@ pub mod events;
 pub mod hot_cache;
 pub mod integration_errors;
 pub mod leases;
+pub mod outbox;
 pub mod rows;
 pub mod time;
 pub mod usage;
+pub mod webhooks;
 
 pub use db::Db;
 pub use error::{Result, StoreError};

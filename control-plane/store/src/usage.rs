@@ -26,7 +26,13 @@ const CHUNK: usize = 500;
 /// write fails are handed back to the store, to be copied by the next flush. Returns the rows
 /// written.
 pub async fn flush(db: &Db, counters: &Counters) -> Result<usize> {
+    Ok(flush_moved(db, counters).await?.0)
+}
+
+/// [`flush`], also saying which applications' usage moved (what limit alerts check).
+pub async fn flush_moved(db: &Db, counters: &Counters) -> Result<(usize, Vec<ApplicationId>)> {
     let values = counters.take_changed_series().await?;
+    let moved: BTreeSet<i64> = values.iter().map(|v| v.key.app).collect();
     let mut written = 0;
     for (i, chunk) in values.chunks(CHUNK).enumerate() {
         if let Err(e) = write(db, chunk).await {
@@ -36,7 +42,7 @@ pub async fn flush(db: &Db, counters: &Counters) -> Result<usize> {
         written += chunk.len();
     }
     metrics::counter!("tollgate_usage_rows_flushed_total").increment(written as u64);
-    Ok(written)
+    Ok((written, moved.into_iter().map(ApplicationId::new).collect()))
 }
 
 /// Series values as rows: which table, the application, the metric or code, the hour and

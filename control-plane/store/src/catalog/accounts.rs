@@ -321,6 +321,16 @@ pub async fn send_message(db: &Db, account: AccountId, m: &NewMessage) -> Result
     .bind(crate::time::now())
     .fetch_one(&mut *tx)
     .await?;
+    let id: i64 = row.try_get("id")?;
+    crate::events::record_as(
+        &mut tx,
+        "message.sent",
+        Some(account),
+        None,
+        crate::events::Actor::Provider,
+        &serde_json::json!({"message": {"id": id, "subject": m.subject, "body": m.body}}),
+    )
+    .await?;
     tx.commit().await?;
     Ok(Message {
         id: row.try_get("id")?,

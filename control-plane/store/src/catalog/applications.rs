@@ -145,6 +145,7 @@ pub async fn create_key(db: &Db, account: AccountId, application: ApplicationId,
     of_account(&mut tx, account, application).await?;
     add_key(&mut tx, application, key).await?;
     let item = APPLICATION.find(&mut tx, &[account.get()], application.get()).await?;
+    super::webhook_events::emit(&mut tx, "application", "key_created", &item).await?;
     tx.commit().await?;
     Ok(item)
 }
@@ -160,6 +161,8 @@ pub async fn delete_key(db: &Db, account: AccountId, application: ApplicationId,
     if done.rows_affected() == 0 {
         return Err(StoreError::NotFound);
     }
+    let item = APPLICATION.find(&mut tx, &[account.get()], application.get()).await?;
+    super::webhook_events::emit(&mut tx, "application", "key_deleted", &item).await?;
     tx.commit().await?;
     Ok(())
 }

@@ -10,6 +10,7 @@ pub mod accounts;
 pub mod applications;
 pub mod backends;
 pub mod crud;
+pub mod json;
 pub mod mapping_rules;
 pub mod metrics;
 pub mod plans;
@@ -18,6 +19,7 @@ pub mod proxy;
 pub mod resource;
 pub mod services;
 pub mod subscriptions;
+pub mod webhook_events;
 
 pub use crud::{Entity, Parent};
 pub use resource::{Record, Resource};

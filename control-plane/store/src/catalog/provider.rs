@@ -305,3 +305,43 @@ async fn set_user_column(conn: &mut AnyConnection, user: ProviderUserId, column:
     .await?;
     Ok(())
 }
+
+/// A provider user's e-mail notification preferences as stored: the ones they set (what is
+/// not there is on).
+pub async fn notification_preferences(
+    db: &Db,
+    user: ProviderUserId,
+) -> Result<serde_json::Map<String, serde_json::Value>> {
+    let text: Option<String> = sqlx::query_scalar("SELECT notification_preferences FROM provider_users WHERE id = $1")
+        .bind(user.get())
+        .fetch_optional(&db.pool)
+        .await?;
+    let text = text.ok_or(StoreError::NotFound)?;
+    Ok(serde_json::from_str(&text).unwrap_or_default())
+}
+
+/// Sets some preferences, keeping the others; the stored preferences then.
+pub async fn set_notification_preferences(
+    db: &Db,
+    user: ProviderUserId,
+    changes: &[(String, bool)],
+) -> Result<serde_json::Map<String, serde_json::Value>> {
+    let mut tx = db.begin_write().await?;
+    let text: Option<String> = sqlx::query_scalar("SELECT notification_preferences FROM provider_users WHERE id = $1")
+        .bind(user.get())
+        .fetch_optional(&mut *tx)
+        .await?;
+    let mut prefs: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&text.ok_or(StoreError::NotFound)?).unwrap_or_default();
+    for (name, on) in changes {
+        prefs.insert(name.clone(), serde_json::Value::Bool(*on));
+    }
+    sqlx::query("UPDATE provider_users SET notification_preferences = $1, updated_at = $2 WHERE id = $3")
+        .bind(serde_json::Value::Object(prefs.clone()).to_string())
+        .bind(now())
+        .bind(user.get())
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(prefs)
+}

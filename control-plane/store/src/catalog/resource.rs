@@ -42,6 +42,9 @@ pub enum Kind {
     OneOf(&'static [&'static str]),
     /// A postal address, stored as a JSON document (written by its own call, never by a form).
     Address,
+    /// A service's usage-limit alert levels (3scale's `notification_settings`), given as
+    /// `name[web_provider][]=50&…`, stored and shown as a JSON object of lists.
+    Levels,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,7 +191,7 @@ pub fn set(values: &mut Values, name: &'static str, value: Val) {
 fn parse_field(f: &Field, raw: &str) -> Result<Val, String> {
     let raw_t = raw.trim();
     Ok(match f.kind {
-        Kind::Text | Kind::Address => Val::Text(raw.to_string()),
+        Kind::Text | Kind::Address | Kind::Levels => Val::Text(raw.to_string()),
         Kind::SystemName => {
             check_system_name(raw_t)?;
             Val::Text(raw_t.to_string())
@@ -230,6 +233,28 @@ fn parse_field(f: &Field, raw: &str) -> Result<Val, String> {
     })
 }
 
+/// Alert levels from `name[key][]` (or `name[key]`) for each of 3scale's four lists: `None`
+/// when none is given; lists not given stay empty.
+fn levels_given(p: &Form, name: &str) -> Option<Result<Val, String>> {
+    use tollgate_domain::notify::NotificationSettings;
+    let prefix = format!("{name}[");
+    if !p.0.iter().any(|(k, _)| k.starts_with(&prefix)) {
+        return None;
+    }
+    let mut settings = serde_json::Map::new();
+    for key in NotificationSettings::KEYS {
+        let values = p.all(&format!("{name}[{key}]"));
+        match NotificationSettings::parse_levels(key, &values) {
+            Ok(levels) => settings.insert(key.into(), serde_json::json!(levels)),
+            Err(e) => {
+                let why = e.0.first().map(|x| format!("{key}: {}", x.message));
+                return Some(Err(why.unwrap_or_default()));
+            }
+        };
+    }
+    Some(Ok(Val::Text(serde_json::Value::Object(settings).to_string())))
+}
+
 fn given<'p>(p: &'p Form, f: &Field) -> Option<&'p str> {
     p.get(f.name)
         .or_else(|| if f.alias.is_empty() { None } else { p.get(f.alias) })
@@ -246,6 +271,8 @@ pub enum Cell {
     /// Money shown as a number.
     Fee(Option<Decimal>),
     Address(Option<Address>),
+    /// A JSON document (alert levels).
+    Json(Option<serde_json::Value>),
 }
 
 /// What a behaviour adds to a record beyond its columns.
@@ -315,6 +342,14 @@ impl Resource {
         let mut errors = Invalid::default();
         // An address is written by its own call, never by a form.
         for f in self.fields.iter().filter(|f| f.kind != Kind::Address) {
+            if f.kind == Kind::Levels {
+                match levels_given(p, f.name) {
+                    Some(Ok(v)) => values.push((f.name, v)),
+                    Some(Err(e)) => errors.push(f.name, e),
+                    None => values.push((f.name, Val::NullText)),
+                }
+                continue;
+            }
             match (given(p, f), f.on_create) {
                 (Some(raw), _) if !(raw.trim().is_empty() && f.on_create == OnCreate::Required) => {
                     match parse_field(f, raw) {
@@ -340,6 +375,14 @@ impl Resource {
         let mut values = Vec::new();
         let mut errors = Invalid::default();
         for f in self.fields.iter().filter(|f| f.updatable && f.kind != Kind::Address) {
+            if f.kind == Kind::Levels {
+                match levels_given(p, f.name) {
+                    Some(Ok(v)) => values.push((f.name, v)),
+                    Some(Err(e)) => errors.push(f.name, e),
+                    None => {}
+                }
+                continue;
+            }
             let Some(raw) = given(p, f) else { continue };
             if raw.trim().is_empty() && f.stored && matches!(f.on_create, OnCreate::Required | OnCreate::Derived) {
                 errors.push(f.name, "can't be blank");
@@ -395,6 +438,10 @@ impl Resource {
                 Kind::Money => Cell::Money(decimal(f.name)?),
                 Kind::Fee => Cell::Fee(decimal(f.name)?),
                 Kind::Text | Kind::SystemName | Kind::OneOf(_) => Cell::Text(row.try_get::<Option<String>, _>(f.name)?),
+                Kind::Levels => Cell::Json(
+                    row.try_get::<Option<String>, _>(f.name)?
+                        .and_then(|s| serde_json::from_str(&s).ok()),
+                ),
                 Kind::Address => Cell::Address(
                     row.try_get::<Option<String>, _>(f.name)?
                         .and_then(|s| serde_json::from_str(&s).ok()),

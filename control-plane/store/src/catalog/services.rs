@@ -36,6 +36,7 @@ pub static SERVICE: Resource = Resource {
             Kind::OneOf(&["incomplete", "published", "hidden"]),
             OnCreate::Default("incomplete"),
         ),
+        field("notification_settings", Kind::Levels, OnCreate::Optional),
     ],
     unique_field: "system_name",
     transitions: &[],

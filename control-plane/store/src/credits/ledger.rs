@@ -162,6 +162,14 @@ pub async fn grant(db: &Db, account: AccountId, g: NewGrant) -> Result<Grant> {
     welcome(db, account).await?;
     let mut tx = db.begin_write().await?;
     let grant = insert_grant(&mut tx, account, &g).await?;
+    crate::events::record(
+        &mut tx,
+        "credits.granted",
+        account,
+        &serde_json::json!({"grant_id": grant.id, "amount": grant.amount.to_string(), "kind": grant.kind.as_str(),
+                            "expires_at": grant.expires_at, "note": grant.note}),
+    )
+    .await?;
     tx.commit().await?;
     Ok(grant)
 }

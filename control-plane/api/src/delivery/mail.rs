@@ -1,0 +1,335 @@
+//! E-mail: composed from the event and the templates in `templates/mail/` (plain text and
+//! HTML, checked at compile time), sent over SMTP with lettre. `TOLLGATE_SMTP_URL` is
+//! `smtp://host:port` (no TLS: a local relay or mail catcher), `smtp://…?tls=required`
+//! (STARTTLS), or `smtps://user:password@host:port`.
+
+use askama::Template;
+use lettre::message::{header::ContentType, Mailbox, MultiPart, SinglePart};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use serde_json::Value;
+use std::time::Instant;
+use tollgate_store::catalog::provider::ProviderAccount;
+use tollgate_store::outbox::{Attempt, Event};
+
+#[derive(Template)]
+#[template(path = "mail/notice.txt", escape = "none")]
+struct NoticeText<'a> {
+    heading: &'a str,
+    paragraphs: &'a [String],
+    facts: &'a [(String, String)],
+    org: &'a str,
+    support: Option<&'a str>,
+}
+
+#[derive(Template)]
+#[template(path = "mail/notice.html")]
+struct NoticeHtml<'a> {
+    heading: &'a str,
+    paragraphs: &'a [String],
+    facts: &'a [(String, String)],
+    org: &'a str,
+    support: Option<&'a str>,
+}
+
+/// An e-mail ready to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Composed {
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+}
+
+fn s<'a>(v: &'a Value, path: &[&str]) -> String {
+    let mut at: &'a Value = v;
+    for p in path {
+        at = at.get(*p).unwrap_or(&Value::Null);
+    }
+    match at {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// What an e-mail says, before the templates lay it out.
+struct Notice {
+    subject: String,
+    heading: String,
+    paragraphs: Vec<String>,
+    facts: Vec<(String, String)>,
+}
+
+fn notice(subject: String, paragraphs: Vec<String>, facts: Vec<(&str, String)>) -> Notice {
+    Notice {
+        heading: subject.clone(),
+        subject,
+        paragraphs,
+        facts: facts
+            .into_iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(l, v)| (l.to_string(), v))
+            .collect(),
+    }
+}
+
+fn alert(e: &Event) -> Notice {
+    let p = &e.payload;
+    let violation = s(p, &["alert", "kind"]) == "violation";
+    let app = s(p, &["application", "name"]);
+    let level = s(p, &["alert", "level"]);
+    notice(
+        format!(
+            "Application '{app}' limit {} - limit usage is above {level}%",
+            if violation { "violation" } else { "alert" }
+        ),
+        vec![format!(
+            "The application {app} has used {} of a limit.",
+            if violation { "all" } else { "most" }
+        )],
+        vec![
+            ("Usage", s(p, &["alert", "message"])),
+            ("Level", format!("{level}%")),
+            ("Utilization", s(p, &["alert", "utilization"])),
+        ],
+    )
+}
+
+fn invoice(e: &Event, what: &str, why: &str) -> Notice {
+    let p = &e.payload;
+    notice(
+        format!("Invoice {} {what}", s(p, &["friendly_id"])),
+        vec![why.to_string()],
+        vec![
+            ("Invoice", s(p, &["friendly_id"])),
+            (
+                "Amount",
+                format!("{} {}", s(p, &["cost"]), s(p, &["currency"]))
+                    .trim()
+                    .to_string(),
+            ),
+            (
+                "Amount charged",
+                format!("{} {}", s(p, &["amount"]), s(p, &["currency"]))
+                    .trim()
+                    .to_string(),
+            ),
+            ("Due on", s(p, &["due_on"])),
+            ("Next attempt", s(p, &["retry_on"])),
+        ],
+    )
+}
+
+/// The object a catalog event is about, named (`Acme`, `Acme's App`).
+fn object_name(e: &Event) -> String {
+    let (kind, _) = tollgate_domain::notify::threescale_shape(&e.kind).unwrap_or(("", ""));
+    let o = e.payload.get(kind).unwrap_or(&Value::Null);
+    [s(o, &["org_name"]), s(o, &["name"]), s(o, &["username"])]
+        .into_iter()
+        .find(|n| !n.is_empty())
+        .unwrap_or_else(|| s(o, &["id"]))
+}
+
+fn compose_notice(template: &str, e: &Event) -> Notice {
+    let name = object_name(e);
+    let p = &e.payload;
+    match template {
+        "provider/limit_alert_reached_provider" | "provider/limit_violation_reached_provider" | "buyer/limit_alert" => {
+            alert(e)
+        }
+        "buyer/upcoming_invoice_charge" => invoice(e, "issued", "A new invoice has been issued to your account."),
+        "buyer/invoice_charged" => invoice(e, "paid", "Your invoice was charged successfully. Thank you."),
+        "buyer/invoice_charge_failed_with_retry" | "provider/unsuccessfully_charged_invoice_provider" => invoice(
+            e,
+            "payment failed",
+            "Charging the invoice failed. It is unpaid and will be charged again.",
+        ),
+        "buyer/invoice_charge_failed_without_retry" | "provider/unsuccessfully_charged_invoice_final_provider" => {
+            invoice(
+                e,
+                "payment failed",
+                "Charging the invoice failed for the last time. It is now failed.",
+            )
+        }
+        "buyer/credit_card_expiring" | "provider/expired_credit_card_provider" => notice(
+            "Credit card about to expire".into(),
+            vec!["The credit card on file expires soon. Please update it to keep paying without interruption.".into()],
+            vec![("Expires on", s(p, &["expires_on"]))],
+        ),
+        "buyer/credits_low_balance" => notice(
+            "Your credit balance is low".into(),
+            vec!["Your prepaid credit balance has fallen below its threshold.".into()],
+            vec![("Balance", s(p, &["balance"])), ("Threshold", s(p, &["threshold"]))],
+        ),
+        "buyer/message" => Notice {
+            subject: s(p, &["message", "subject"]),
+            heading: s(p, &["message", "subject"]),
+            paragraphs: s(p, &["message", "body"]).split("\n\n").map(str::to_string).collect(),
+            facts: Vec::new(),
+        },
+        "provider/account_created" => notice(format!("New account created: {name}"), vec![], vec![]),
+        "provider/account_deleted" => notice(format!("Account deleted: {name}"), vec![], vec![]),
+        "provider/application_created" => notice(format!("New application created: {name}"), vec![], vec![]),
+        "provider/cinstance_cancellation" => notice(format!("Application deleted: {name}"), vec![], vec![]),
+        "provider/cinstance_plan_changed" => notice(format!("Application plan changed: {name}"), vec![], vec![]),
+        "provider/invoices_to_review" => invoice(
+            e,
+            "to review",
+            "An invoice was finalized: review it before it is issued.",
+        ),
+        other => notice(
+            format!("Notification: {}", e.kind),
+            vec![],
+            vec![("Template", other.to_string())],
+        ),
+    }
+}
+
+/// The e-mail `template` sends for `event` (`provider/<preference>` or `buyer/<mail>`).
+pub fn compose(template: &str, event: &Event, provider: &ProviderAccount) -> Composed {
+    let n = compose_notice(template, event);
+    let support = provider
+        .settings
+        .get("finance_support_email")
+        .map(String::as_str)
+        .filter(|s| !s.is_empty() && template.starts_with("buyer/"));
+    let text = NoticeText {
+        heading: &n.heading,
+        paragraphs: &n.paragraphs,
+        facts: &n.facts,
+        org: &provider.org_name,
+        support,
+    }
+    .render()
+    .unwrap_or_default();
+    let html = NoticeHtml {
+        heading: &n.heading,
+        paragraphs: &n.paragraphs,
+        facts: &n.facts,
+        org: &provider.org_name,
+        support,
+    }
+    .render()
+    .unwrap_or_default();
+    Composed {
+        subject: n.subject,
+        text,
+        html,
+    }
+}
+
+#[derive(Clone)]
+pub struct Mailer {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    from: Mailbox,
+}
+
+impl Mailer {
+    pub fn new(smtp_url: &str, from: &str) -> Result<Mailer, String> {
+        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(smtp_url)
+            .map_err(|e| format!("TOLLGATE_SMTP_URL: {e}"))?
+            .timeout(Some(super::http::TIMEOUT))
+            .build();
+        let from = from.parse().map_err(|e| format!("TOLLGATE_MAIL_FROM `{from}`: {e}"))?;
+        Ok(Mailer { transport, from })
+    }
+
+    pub async fn send(&self, to: &str, mail: &Composed, event_id: &str) -> Attempt {
+        let started = Instant::now();
+        let elapsed = || i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
+        let failed = |error: String| Attempt {
+            ok: false,
+            status: None,
+            latency_ms: elapsed(),
+            excerpt: String::new(),
+            error: Some(error),
+        };
+        let to: Mailbox = match to.parse() {
+            Ok(t) => t,
+            Err(e) => return failed(format!("`{to}` is not an address: {e}")),
+        };
+        let domain = self.from.email.domain().to_string();
+        let message = Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject(&mail.subject)
+            .message_id(Some(format!("<{event_id}@{domain}>")))
+            .multipart(
+                MultiPart::alternative()
+                    .singlepart(
+                        SinglePart::builder()
+                            .header(ContentType::TEXT_PLAIN)
+                            .body(mail.text.clone()),
+                    )
+                    .singlepart(
+                        SinglePart::builder()
+                            .header(ContentType::TEXT_HTML)
+                            .body(mail.html.clone()),
+                    ),
+            );
+        let message = match message {
+            Ok(m) => m,
+            Err(e) => return failed(e.to_string()),
+        };
+        match self.transport.send(message).await {
+            Ok(r) => Attempt {
+                ok: true,
+                status: Some(r.code().into()),
+                latency_ms: elapsed(),
+                excerpt: r.message().collect::<Vec<_>>().join(" "),
+                error: None,
+            },
+            Err(e) => failed(e.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::collections::BTreeMap;
+
+    fn provider() -> ProviderAccount {
+        ProviderAccount {
+            org_name: "Acme API".into(),
+            provider_key: String::new(),
+            settings: BTreeMap::from([("finance_support_email".into(), "billing@acme.test".into())]),
+            created_at: String::new(),
+            updated_at: String::new(),
+        }
+    }
+
+    fn event(kind: &str, payload: Value) -> Event {
+        Event {
+            id: 1,
+            uuid: "msg_1".into(),
+            kind: kind.into(),
+            account_id: None,
+            service_id: None,
+            actor: tollgate_store::events::Actor::System,
+            payload,
+            created_at: String::new(),
+        }
+    }
+
+    #[test]
+    fn alerts_say_3scales_subject_and_escape_html() {
+        let e = event(
+            "limit.alert",
+            json!({"alert": {"level": 100, "kind": "violation", "message": "hits per day: 4 of 4", "utilization": "1"},
+                   "application": {"name": "<b>App</b>"}}),
+        );
+        let m = compose("buyer/limit_alert", &e, &provider());
+        assert_eq!(
+            m.subject,
+            "Application '<b>App</b>' limit violation - limit usage is above 100%"
+        );
+        assert!(m.text.contains("Usage: hits per day: 4 of 4"), "{}", m.text);
+        assert!(m.text.contains("billing@acme.test"));
+        assert!(
+            m.html.contains("&lt;b&gt;App&lt;/b&gt;") && !m.html.contains("<b>App"),
+            "{}",
+            m.html
+        );
+    }
+}
