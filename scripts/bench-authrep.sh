@@ -4,7 +4,8 @@
 #   - the control plane with Redis counters,
 #   - redis-benchmark running the same Lua script with the same keys: the Redis path's limit.
 # Each authrep checks a daily limit on hits and moves 3 counters (day, month, hour); then the
-# same with the account prepaid (credit rating on: one more counter, the account's).
+# same with usage-limit alerts configured, and with the account prepaid (credit rating on: one
+# more counter, the account's).
 # For each store: the saturation rate and latency (wrk), then p50 and p99 at half that rate
 # (requests evenly spaced: `paced`, scripts/lib.sh). Last, the embedded control plane's memory
 # (RSS) with 100k applications cached: after authreps from every one of them.
@@ -66,6 +67,15 @@ row "authrep.xml, $duration, $conns connections" "requests/s" "p50" "p99" "p50 a
 printf '|%s|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..46})" "$(printf -- '-%.0s' {1..14})" "$(printf -- '-%.0s' {1..10})" "$(printf -- '-%.0s' {1..10})" "$(printf -- '-%.0s' {1..13})" "$(printf -- '-%.0s' {1..13})"
 start embedded
 measure "control plane, embedded counters"
+# Usage-limit alerts configured at every level for every recipient: they are checked after
+# each usage flush, off authrep's path, so this row should match the one above.
+levels=""
+for list in web_provider email_provider web_buyer email_buyer; do
+  for l in 50 80 90 100 120 150 200 300; do levels="$levels -d notification_settings%5B$list%5D%5B%5D=$l"; done
+done
+# shellcheck disable=SC2086
+api PUT "/admin/api/services/$sid.json" $levels >/dev/null
+measure "control plane, embedded, limit alerts configured"
 # Credit rating on: the same account prepaid, hits rated, a balance that never runs out. Each
 # authrep then also reads the account's wallet (cached) and moves its spent counter.
 hits_id="$(api GET "/admin/api/services/$sid/metrics.json" | json metrics 0 metric id)"

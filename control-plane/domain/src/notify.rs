@@ -255,7 +255,7 @@ pub fn is_violation(level: u16) -> bool {
 
 /// A provider user's e-mail notifications, as 3scale names them (Ch. 4.3), with the section a
 /// member needs to receive each.
-pub const PREFERENCES: [(&str, Section); 26] = [
+pub const PREFERENCES: [(&str, Section); 25] = [
     ("account_created", Section::Partners),
     ("account_deleted", Section::Partners),
     ("account_plan_change_requested", Section::Partners),
@@ -281,7 +281,6 @@ pub const PREFERENCES: [(&str, Section); 26] = [
     ("unsuccessfully_charged_invoice_final_provider", Section::Finance),
     ("unsuccessfully_charged_invoice_provider", Section::Finance),
     ("weekly_report", Section::Monitoring),
-    ("account_pending_approval", Section::Partners),
 ];
 
 /// The section a preference needs, if it is one.

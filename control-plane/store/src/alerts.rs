@@ -276,8 +276,8 @@ pub async fn count(db: &Db, f: &Filter, services: Option<&[i64]>) -> Result<i64>
 
 /// Moves one alert to `state` (`read`, `deleted`); the alert then. `services` as for [`list`].
 pub async fn set_state(db: &Db, id: i64, state: &str, services: Option<&[i64]>) -> Result<Alert> {
-    let f = Filter::default();
-    let cond = conditions(&Filter { state: None, ..f }, services).replace(" AND state <> 'deleted'", "");
+    // Any state may move (a deleted alert may be read again).
+    let cond = conditions(&Filter::default(), services).replace(" AND state <> 'deleted'", "");
     let done = sqlx::query(&format!("UPDATE alerts SET state = $1 WHERE id = $2 AND {cond}"))
         .bind(state)
         .bind(id)

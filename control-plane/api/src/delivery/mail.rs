@@ -129,6 +129,12 @@ fn object_name(e: &Event) -> String {
         .unwrap_or_else(|| s(o, &["id"]))
 }
 
+/// Whether a created account or application waits for approval (state `pending`).
+fn awaiting(e: &Event) -> bool {
+    let (kind, _) = tollgate_domain::notify::threescale_shape(&e.kind).unwrap_or(("", ""));
+    s(&e.payload, &[kind, "state"]) == "pending"
+}
+
 fn compose_notice(template: &str, e: &Event) -> Notice {
     let name = object_name(e);
     let p = &e.payload;
@@ -166,6 +172,18 @@ fn compose_notice(template: &str, e: &Event) -> Notice {
             paragraphs: s(p, &["message", "body"]).split("\n\n").map(str::to_string).collect(),
             facts: Vec::new(),
         },
+        "provider/account_created" | "provider/application_created" if awaiting(e) => notice(
+            format!(
+                "{} awaiting approval: {name}",
+                if e.kind.starts_with("account") {
+                    "Account"
+                } else {
+                    "Application"
+                }
+            ),
+            vec!["It waits for your approval (Audience > Accounts, or the application's page).".into()],
+            vec![],
+        ),
         "provider/account_created" => notice(format!("New account created: {name}"), vec![], vec![]),
         "provider/account_deleted" => notice(format!("Account deleted: {name}"), vec![], vec![]),
         "provider/application_created" => notice(format!("New application created: {name}"), vec![], vec![]),
@@ -327,9 +345,29 @@ mod tests {
         assert!(m.text.contains("Usage: hits per day: 4 of 4"), "{}", m.text);
         assert!(m.text.contains("billing@acme.test"));
         assert!(
-            m.html.contains("&lt;b&gt;App&lt;/b&gt;") && !m.html.contains("<b>App"),
+            m.html.contains("&#60;b&#62;App&#60;/b&#62;") && !m.html.contains("<b>App"),
             "{}",
             m.html
+        );
+    }
+
+    #[test]
+    fn applications_awaiting_approval_say_so() {
+        let e = event(
+            "application.created",
+            json!({"application": {"name": "App", "state": "pending"}}),
+        );
+        assert_eq!(
+            compose("provider/application_created", &e, &provider()).subject,
+            "Application awaiting approval: App"
+        );
+        let e = event(
+            "application.created",
+            json!({"application": {"name": "App", "state": "live"}}),
+        );
+        assert_eq!(
+            compose("provider/application_created", &e, &provider()).subject,
+            "New application created: App"
         );
     }
 }

@@ -150,7 +150,7 @@ pub async fn create_in(conn: &mut AnyConnection, e: &Entity, scope: &[i64], mut 
     let item = e.resource.insert(conn, scope, &values).await?;
     e.behaviour.after_create(conn, &item, &values).await?;
     let item = decorated_one(e, conn, item).await?;
-    webhook_events::changed(conn, e, "created", &item).await?;
+    webhook_events::changed(conn, "created", &item).await?;
     tracing::info!(entity = e.resource.name, id = item.id(), "created");
     Ok(item)
 }
@@ -176,10 +176,12 @@ pub async fn update(db: &Db, e: &Entity, scope: &[i64], id: i64, mut values: Val
         .await?;
     let item = e.resource.update(&mut tx, scope, id, &values).await?;
     let item = decorated_one(e, &mut tx, item).await?;
-    webhook_events::changed(&mut tx, e, "updated", &item).await?;
-    if webhook_events::type_of(e) == Some("application") && before.text("user_key") != item.text("user_key") {
-        webhook_events::changed(&mut tx, e, "user_key_updated", &item).await?;
-        webhook_events::changed(&mut tx, e, "key_updated", &item).await?;
+    webhook_events::changed(&mut tx, "updated", &item).await?;
+    if webhook_events::type_of(e.resource.table) == Some("application")
+        && before.text("user_key") != item.text("user_key")
+    {
+        webhook_events::changed(&mut tx, "user_key_updated", &item).await?;
+        webhook_events::changed(&mut tx, "key_updated", &item).await?;
     }
     tx.commit().await?;
     Ok(item)
@@ -202,9 +204,9 @@ pub async fn event_in(
         e.resource.transition(conn, scope, id, &event.name).await?
     };
     let item = decorated_one(e, conn, item).await?;
-    if let Some(kind) = webhook_events::type_of(e) {
+    if let Some(kind) = webhook_events::type_of(e.resource.table) {
         let action = webhook_events::action_of_event(kind, &event.name);
-        webhook_events::changed(conn, e, action, &item).await?;
+        webhook_events::changed(conn, action, &item).await?;
     }
     tracing::info!(entity = e.resource.name, id, event = event.name, "event");
     Ok(item)
@@ -220,10 +222,10 @@ pub async fn event(db: &Db, e: &Entity, scope: &[i64], id: i64, event: &EventInp
 pub async fn delete(db: &Db, e: &Entity, scope: &[i64], id: i64) -> Result<()> {
     let mut tx = db.begin_write().await?;
     e.parent.check(&mut tx, scope).await?;
-    if webhook_events::type_of(e).is_some() {
+    if webhook_events::type_of(e.resource.table).is_some() {
         let gone = e.resource.find(&mut tx, scope, id).await?;
         let gone = decorated_one(e, &mut tx, gone).await?;
-        webhook_events::changed(&mut tx, e, "deleted", &gone).await?;
+        webhook_events::changed(&mut tx, "deleted", &gone).await?;
     }
     e.resource.delete(&mut tx, scope, id).await?;
     tx.commit().await?;

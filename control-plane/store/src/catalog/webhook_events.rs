@@ -7,7 +7,6 @@
 //! Writes through the admin API are provider actions (3scale's `provider_actions` switch
 //! decides whether they reach its webhook).
 
-use super::crud::Entity;
 use super::resource::Record;
 use crate::error::Result;
 use crate::events::{record_as, Actor};
@@ -15,9 +14,9 @@ use serde_json::json;
 use sqlx::AnyConnection;
 use tollgate_domain::ids::{AccountId, ServiceId};
 
-/// The webhook type of an entity's records (`account`, `user`, `application`), if it has one.
-pub fn type_of(e: &Entity) -> Option<&'static str> {
-    match e.resource.table {
+/// The webhook type of a table's records (`account`, `user`, `application`), if it has one.
+pub fn type_of(table: &str) -> Option<&'static str> {
+    match table {
         "accounts" => Some("account"),
         "users" => Some("user"),
         "applications" => Some("application"),
@@ -34,9 +33,11 @@ pub fn action_of_event(kind: &str, event: &str) -> &'static str {
     }
 }
 
-/// Records `action` on `item` (of entity `e`), if the entity has webhook events.
-pub async fn changed(conn: &mut AnyConnection, e: &Entity, action: &str, item: &Record) -> Result<()> {
-    let Some(kind) = type_of(e) else { return Ok(()) };
+/// Records `action` on `item`, if its table has webhook events.
+pub async fn changed(conn: &mut AnyConnection, action: &str, item: &Record) -> Result<()> {
+    let Some(kind) = type_of(item.resource.table) else {
+        return Ok(());
+    };
     emit(conn, kind, action, item).await
 }
 
