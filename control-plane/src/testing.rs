@@ -171,6 +171,11 @@ impl TestApp {
         }
     }
 
+    /// The URL of the test's database (another control plane may share it).
+    pub fn database_url(&self) -> &str {
+        &self.database.url
+    }
+
     /// The name of the test's PostgreSQL database (`None` on SQLite).
     pub fn postgres_database(&self) -> Option<&str> {
         self.database.postgres.as_deref()

@@ -135,7 +135,7 @@ on_both_databases! {
         assert!(detail[0]["application_id"].is_i64());
 
         // Spending it all crossed the (default 0: off) threshold without an event.
-        let events: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events").fetch_one(&app.db.pool).await.unwrap();
+        let events: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE kind = 'credits.low_balance'").fetch_one(&app.db.pool).await.unwrap();
         assert_eq!(events, 0);
         // A new grant is enforced at once by this replica.
         app.post_form(&format!("/admin/api/accounts/{aid}/credit_grants.json"), &[("amount", "1")]).await;

@@ -691,3 +691,39 @@ async fn a_control_plane_killed_mid_delivery_delivers_after_restart_once_per_eve
     child.wait().unwrap();
     db.pool.close().await;
 }
+
+both!(two_control_planes_on_one_database_send_each_event_once);
+
+async fn two_control_planes_on_one_database_send_each_event_once(backend: Backend) {
+    let first = spawn(backend, |_| {}).await;
+    let url = first.database_url().to_string();
+    let second = spawn(backend, |c| c.database_url = url).await;
+    let receiver = Receiver::start(0).await;
+    endpoint(&first, &receiver.url(), &["account.created"]).await;
+    for i in 0..20 {
+        let app = if i % 2 == 0 { &first } else { &second };
+        signup(app, &format!("Org{i}")).await;
+    }
+    let got = receiver.wait_for("20 events", |r| r.len() >= 20).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let pending: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM deliveries WHERE state <> 'delivered'")
+            .fetch_one(&first.db.pool)
+            .await
+            .unwrap();
+        if pending == 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "deliveries left");
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let got = receiver.received().len().max(got.len());
+    let ids: std::collections::BTreeSet<String> = receiver
+        .received()
+        .iter()
+        .map(|r| header(r, "webhook-id").to_string())
+        .collect();
+    assert_eq!((got, ids.len()), (20, 20));
+    second.stop().await;
+    first.stop().await;
+}
