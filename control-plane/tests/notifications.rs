@@ -163,18 +163,10 @@ async fn threescale_webhook_gets_signed_xml(backend: Backend) {
     app.put_form("/admin/api/webhooks.json", &[("provider_actions", "false")])
         .await;
     signup(&app, "Initech").await;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let unrouted: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE routed_at IS NULL")
-            .fetch_one(&app.db.pool)
-            .await
-            .unwrap();
-        if unrouted == 0 {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "events not routed");
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
+    until("Initech's event routed", async || {
+        count(&app.db, "SELECT COUNT(*) FROM events WHERE routed_at IS NULL").await == 0
+    })
+    .await;
     app.put_form("/admin/api/webhooks.json", &[("provider_actions", "true")])
         .await;
     signup(&app, "Umbrella").await;
@@ -607,6 +599,12 @@ fn serve(url: &str, port: u16) -> std::process::Child {
         .unwrap()
 }
 
+/// A count the test polls for.
+async fn count(db: &tollgate::store::Db, sql: &str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(&db.pool).await.unwrap()
+}
+
+/// Polls `done` (up to 30 s).
 async fn until(what: &str, mut done: impl AsyncFnMut() -> bool) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while !done().await {
@@ -655,14 +653,13 @@ async fn a_control_plane_killed_mid_delivery_delivers_after_restart_once_per_eve
         assert_eq!(r.status(), 201);
     }
     let db = tollgate::store::Db::connect(&database.url).await.unwrap();
-    let tried = async || -> i64 {
-        sqlx::query_scalar("SELECT COUNT(*) FROM deliveries WHERE attempts >= 1 AND state = 'pending'")
-            .fetch_one(&db.pool)
-            .await
-            .unwrap()
-    };
     until("each delivery failed once (nobody listens)", async || {
-        tried().await == 3
+        count(
+            &db,
+            "SELECT COUNT(*) FROM deliveries WHERE attempts >= 1 AND state = 'pending'",
+        )
+        .await
+            == 3
     })
     .await;
     nix::sys::signal::kill(
@@ -677,13 +674,10 @@ async fn a_control_plane_killed_mid_delivery_delivers_after_restart_once_per_eve
         0,
     );
     let mut child = serve(&database.url, port);
-    let delivered = async || -> i64 {
-        sqlx::query_scalar("SELECT COUNT(*) FROM deliveries WHERE state = 'delivered'")
-            .fetch_one(&db.pool)
-            .await
-            .unwrap()
-    };
-    until("every delivery after the restart", async || delivered().await == 3).await;
+    until("every delivery after the restart", async || {
+        count(&db, "SELECT COUNT(*) FROM deliveries WHERE state = 'delivered'").await == 3
+    })
+    .await;
     let got = receiver.received();
     let ids: std::collections::BTreeSet<&str> = got.iter().map(|r| header(r, "webhook-id")).collect();
     assert_eq!((got.len(), ids.len()), (3, 3), "{got:#?}");
@@ -704,26 +698,14 @@ async fn two_control_planes_on_one_database_send_each_event_once(backend: Backen
         let app = if i % 2 == 0 { &first } else { &second };
         signup(app, &format!("Org{i}")).await;
     }
-    let got = receiver.wait_for("20 events", |r| r.len() >= 20).await;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let pending: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM deliveries WHERE state <> 'delivered'")
-            .fetch_one(&first.db.pool)
-            .await
-            .unwrap();
-        if pending == 0 {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "deliveries left");
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-    let got = receiver.received().len().max(got.len());
-    let ids: std::collections::BTreeSet<String> = receiver
-        .received()
-        .iter()
-        .map(|r| header(r, "webhook-id").to_string())
-        .collect();
-    assert_eq!((got, ids.len()), (20, 20));
+    receiver.wait_for("20 events", |r| r.len() >= 20).await;
+    until("every delivery done", async || {
+        count(&first.db, "SELECT COUNT(*) FROM deliveries WHERE state <> 'delivered'").await == 0
+    })
+    .await;
+    let got = receiver.received();
+    let ids: std::collections::BTreeSet<&str> = got.iter().map(|r| header(r, "webhook-id")).collect();
+    assert_eq!((got.len(), ids.len()), (20, 20));
     second.stop().await;
     first.stop().await;
 }

@@ -109,13 +109,13 @@ fn threescale_json(e: &Endpoint, with_secret: bool) -> Value {
     Value::Object(m)
 }
 
+/// The secrets that sign now: the current one, and the previous one while its overlap lasts.
 fn secrets(m: &mut Map<String, Value>, e: &Endpoint) {
-    m.insert("signing_secret".into(), json!(e.secret));
-    if let (Some(prev), Some(until)) = (&e.previous_secret, &e.previous_secret_until) {
-        if tollgate_store::time::now().as_str() < until.as_str() {
-            m.insert("previous_signing_secret".into(), json!(prev));
-            m.insert("previous_signing_secret_until".into(), json!(until));
-        }
+    let live = e.signing_secrets(&tollgate_store::time::now());
+    m.insert("signing_secret".into(), json!(live[0]));
+    if let Some(prev) = live.get(1) {
+        m.insert("previous_signing_secret".into(), json!(prev));
+        m.insert("previous_signing_secret_until".into(), json!(e.previous_secret_until));
     }
 }
 
@@ -250,10 +250,7 @@ async fn redeliver(
     State(app): State<AppState>,
     Path((endpoint, delivery)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let endpoint: i64 = path_id(&endpoint)?;
-    outbox::redeliver(&app.db, endpoint, path_id(&delivery)?).await?;
-    Ok(wrap(
-        "delivery",
-        json!({"id": path_id::<i64>(&delivery)?, "state": "pending"}),
-    ))
+    let delivery: i64 = path_id(&delivery)?;
+    outbox::redeliver(&app.db, path_id(&endpoint)?, delivery).await?;
+    Ok(wrap("delivery", json!({"id": delivery, "state": "pending"})))
 }

@@ -336,21 +336,10 @@ async fn load(db: &Db, id: i64) -> Result<Option<Claimed>> {
     let Some(row) = row else { return Ok(None) };
     let event = event_of(&row)?;
     let target = match row.try_get::<Option<i64>, _>("endpoint_id")? {
-        Some(endpoint) => {
-            let found = sqlx::query_scalar::<_, String>("SELECT kind FROM webhook_endpoints WHERE id = $1")
-                .bind(endpoint)
-                .fetch_optional(&db.pool)
-                .await?;
-            let e = match found.as_deref() {
-                Some("threescale") => webhooks::threescale(db).await?,
-                Some(_) => Some(webhooks::find(db, endpoint).await?),
-                None => None,
-            };
-            match e {
-                Some(e) => Target::Webhook(e),
-                None => return Ok(None),
-            }
-        }
+        Some(endpoint) => match webhooks::by_id(db, endpoint).await? {
+            Some(e) => Target::Webhook(e),
+            None => return Ok(None),
+        },
         None => Target::Email {
             to: row.try_get::<Option<String>, _>("email")?.unwrap_or_default(),
             template: row.try_get::<Option<String>, _>("template")?.unwrap_or_default(),

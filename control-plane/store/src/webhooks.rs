@@ -116,14 +116,21 @@ pub async fn active(conn: &mut AnyConnection) -> Result<Vec<Endpoint>> {
     rows.iter().map(from_row).collect()
 }
 
+/// One of Tollgate's endpoints (the API's view: 3scale's webhook has its own calls).
 pub async fn find(db: &Db, id: i64) -> Result<Endpoint> {
-    let row = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM webhook_endpoints WHERE id = $1 AND kind = 'json'"
-    ))
-    .bind(id)
-    .fetch_optional(&db.pool)
-    .await?;
-    row.as_ref().map(from_row).transpose()?.ok_or(StoreError::NotFound)
+    by_id(db, id)
+        .await?
+        .filter(|e| e.kind == Kind::Json)
+        .ok_or(StoreError::NotFound)
+}
+
+/// Any endpoint, 3scale's webhook included (the sender's view).
+pub async fn by_id(db: &Db, id: i64) -> Result<Option<Endpoint>> {
+    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM webhook_endpoints WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(&db.pool)
+        .await?;
+    row.as_ref().map(from_row).transpose()
 }
 
 /// 3scale's webhook, if it was ever set.

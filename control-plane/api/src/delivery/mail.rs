@@ -11,9 +11,8 @@ use std::time::Instant;
 use tollgate_store::catalog::provider::ProviderAccount;
 use tollgate_store::outbox::{Attempt, Event};
 
-#[derive(Template)]
-#[template(path = "mail/notice.txt", escape = "none")]
-struct NoticeText<'a> {
+/// What both parts of an e-mail lay out.
+struct Layout<'a> {
     heading: &'a str,
     paragraphs: &'a [String],
     facts: &'a [(String, String)],
@@ -22,13 +21,15 @@ struct NoticeText<'a> {
 }
 
 #[derive(Template)]
+#[template(path = "mail/notice.txt", escape = "none")]
+struct Text<'a> {
+    m: &'a Layout<'a>,
+}
+
+#[derive(Template)]
 #[template(path = "mail/notice.html")]
-struct NoticeHtml<'a> {
-    heading: &'a str,
-    paragraphs: &'a [String],
-    facts: &'a [(String, String)],
-    org: &'a str,
-    support: Option<&'a str>,
+struct Html<'a> {
+    m: &'a Layout<'a>,
 }
 
 /// An e-mail ready to send.
@@ -210,24 +211,15 @@ pub fn compose(template: &str, event: &Event, provider: &ProviderAccount) -> Com
         .get("finance_support_email")
         .map(String::as_str)
         .filter(|s| !s.is_empty() && template.starts_with("buyer/"));
-    let text = NoticeText {
+    let m = Layout {
         heading: &n.heading,
         paragraphs: &n.paragraphs,
         facts: &n.facts,
         org: &provider.org_name,
         support,
-    }
-    .render()
-    .unwrap_or_default();
-    let html = NoticeHtml {
-        heading: &n.heading,
-        paragraphs: &n.paragraphs,
-        facts: &n.facts,
-        org: &provider.org_name,
-        support,
-    }
-    .render()
-    .unwrap_or_default();
+    };
+    let text = Text { m: &m }.render().unwrap_or_default();
+    let html = Html { m: &m }.render().unwrap_or_default();
     Composed {
         subject: n.subject,
         text,

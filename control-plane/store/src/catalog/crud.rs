@@ -206,7 +206,7 @@ pub async fn event_in(
     let item = decorated_one(e, conn, item).await?;
     if let Some(kind) = webhook_events::type_of(e.resource.table) {
         let action = webhook_events::action_of_event(kind, &event.name);
-        webhook_events::changed(conn, action, &item).await?;
+        webhook_events::emit(conn, kind, action, &item).await?;
     }
     tracing::info!(entity = e.resource.name, id, event = event.name, "event");
     Ok(item)
