@@ -1,9 +1,19 @@
 #!/usr/bin/env bash
-# Renders envoy/envoy.yaml.tmpl and runs Envoy in the foreground.
+# Renders an Envoy bootstrap and runs Envoy in the foreground:
+#  - TOLLGATE_GATEWAY=staging or production: envoy/gateway.yaml.tmpl, a gateway the control
+#    plane configures over xDS (routes per product, clusters per backend, the filter with the
+#    environment's services);
+#  - unset: envoy/envoy.yaml.tmpl, the filter with a static configuration in front of one
+#    upstream (bring your own Envoy routes).
 #
+#   TOLLGATE_GATEWAY           staging | production: an xDS-configured gateway  (unset: static)
+#   TOLLGATE_XDS               host:port of the control plane's xDS server (127.0.0.1:18000)
+#   TOLLGATE_NODE_ID           the gateway's name in GET /admin/api/gateways.json (host-environment-port)
+#   TOLLGATE_CA_FILE           CA bundle for https backends (/etc/ssl/certs/ca-certificates.crt when present)
 #   TOLLGATE_CONTROL_PLANE     host:port of the control plane      (127.0.0.1:3000)
-#   TOLLGATE_ACCESS_TOKEN      token the filter fetches its configuration with (required with the filter)
-#   TOLLGATE_UPSTREAM          host:port of the API behind Envoy   (127.0.0.1:8000)
+#   TOLLGATE_ACCESS_TOKEN      admin token: the filter fetches its configuration with it, a gateway
+#                              presents it to xDS (required)
+#   TOLLGATE_UPSTREAM          host:port of the API behind Envoy   (127.0.0.1:8000; static only)
 #   TOLLGATE_ENVOY_PORT        listener port                       (8080)
 #   TOLLGATE_ENVOY_ADMIN_PORT  Envoy admin port                    (9901)
 #   TOLLGATE_FILTER            on | off: off is the same config without the filter   (on)
@@ -23,6 +33,8 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 
 cp_addr="${TOLLGATE_CONTROL_PLANE:-127.0.0.1:3000}"
+gateway="${TOLLGATE_GATEWAY:-}"
+xds_addr="${TOLLGATE_XDS:-127.0.0.1:18000}"
 upstream="${TOLLGATE_UPSTREAM:-127.0.0.1:8000}"
 filter="${TOLLGATE_FILTER:-on}"
 failure_mode="${TOLLGATE_FAILURE_MODE:-closed}"
@@ -33,6 +45,9 @@ die() { echo "envoy.sh: $*" >&2; exit 2; }
 hostport() { [[ "$1" =~ ^[A-Za-z0-9._-]+:[0-9]+$ ]] || die "$2 must be host:port, not '$1'"; }
 hostport "$cp_addr" TOLLGATE_CONTROL_PLANE
 hostport "$upstream" TOLLGATE_UPSTREAM
+hostport "$xds_addr" TOLLGATE_XDS
+case "$gateway" in ''|staging|production) ;; *) die "TOLLGATE_GATEWAY must be staging or production (or unset)" ;; esac
+[ -z "$gateway" ] || [ "$filter" = on ] || die "an xDS gateway always runs the filter (TOLLGATE_FILTER=off is for the static config)"
 case "$filter" in on|off) ;; *) die "TOLLGATE_FILTER must be on or off" ;; esac
 case "$failure_mode" in closed|open) ;; *) die "TOLLGATE_FAILURE_MODE must be closed or open" ;; esac
 limit_headers="${TOLLGATE_FILTER_LIMIT_HEADERS:-false}"
@@ -56,12 +71,25 @@ fi
 [ -n "$envoy" ] || die "no Envoy found (run scripts/setup.sh)"
 
 out="${TOLLGATE_ENVOY_CONFIG_OUT:-$(mktemp -t tollgate-envoy.XXXXXX.yaml)}"
-template="$root/envoy/envoy.yaml.tmpl"
+if [ -n "$gateway" ]; then
+  template="$root/envoy/gateway.yaml.tmpl"
+else
+  template="$root/envoy/envoy.yaml.tmpl"
+fi
 if [ "$filter" = off ]; then
   config="$(sed '/# BEGIN tollgate-filter/,/# END tollgate-filter/d' "$template")"
 else
   config="$(cat "$template")"
 fi
+# The filter's own settings, one JSON document: the static config carries it as the plugin
+# configuration; a gateway hands it to the control plane in its node metadata, and gets it
+# back with the environment's services.
+filter_json="{\"control_plane\": {\"cluster\": \"tollgate_control_plane\", \"authority\": \"$cp_addr\", \"timeout_ms\": ${TOLLGATE_CP_TIMEOUT_MS:-500}},"
+[ -n "$gateway" ] || filter_json+=" \"access_token\": \"$token\", \"refresh_interval_ms\": ${TOLLGATE_REFRESH_MS:-10000},"
+filter_json+=" \"cache_ttl_ms\": ${TOLLGATE_FILTER_CACHE_TTL_MS:-5000}, \"report_interval_ms\": ${TOLLGATE_REPORT_INTERVAL_MS:-1000},"
+filter_json+=" \"limit_headers\": $limit_headers, \"report_response_codes\": $response_codes, \"failure_mode\": \"$failure_mode\"}"
+ca_file="${TOLLGATE_CA_FILE:-}"
+[ -n "$ca_file" ] || [ ! -f /etc/ssl/certs/ca-certificates.crt ] || ca_file=/etc/ssl/certs/ca-certificates.crt
 shopt -u patsub_replacement 2>/dev/null || true
 subst() { config="${config//@$1@/$2}"; }
 subst ADMIN_PORT "${TOLLGATE_ENVOY_ADMIN_PORT:-9901}"
@@ -72,17 +100,16 @@ subst UPSTREAM_PORT "${upstream##*:}"
 subst CP_HOST "${cp_addr%:*}"
 subst CP_PORT "${cp_addr##*:}"
 subst CP_AUTHORITY "$cp_addr"
-subst CP_TIMEOUT_MS "${TOLLGATE_CP_TIMEOUT_MS:-500}"
-subst REFRESH_MS "${TOLLGATE_REFRESH_MS:-10000}"
-subst CACHE_TTL_MS "${TOLLGATE_FILTER_CACHE_TTL_MS:-5000}"
-subst REPORT_MS "${TOLLGATE_REPORT_INTERVAL_MS:-1000}"
-subst LIMIT_HEADERS "$limit_headers"
-subst RESPONSE_CODES "$response_codes"
+subst FILTER_JSON "$filter_json"
 subst ACCESS_TOKEN "$token"
-subst FAILURE_MODE "$failure_mode"
+subst ENVIRONMENT "$gateway"
+subst NODE_ID "${TOLLGATE_NODE_ID:-$(hostname)-$gateway-${TOLLGATE_ENVOY_PORT:-8080}}"
+subst CA_FILE "$ca_file"
+subst XDS_HOST "${xds_addr%:*}"
+subst XDS_PORT "${xds_addr##*:}"
 subst WASM "$wasm"
 printf '%s\n' "$config" > "$out"
 
-echo "envoy.sh: filter=$filter listen=:${TOLLGATE_ENVOY_PORT:-8080} admin=:${TOLLGATE_ENVOY_ADMIN_PORT:-9901} upstream=$upstream control-plane=$cp_addr config=$out" >&2
+echo "envoy.sh: ${gateway:+gateway=$gateway xds=$xds_addr }filter=$filter listen=:${TOLLGATE_ENVOY_PORT:-8080} admin=:${TOLLGATE_ENVOY_ADMIN_PORT:-9901} upstream=$upstream control-plane=$cp_addr config=$out" >&2
 exec "$envoy" -c "$out" --concurrency "${TOLLGATE_ENVOY_CONCURRENCY:-2}" --disable-hot-restart \
   --log-level "${TOLLGATE_ENVOY_LOG_LEVEL:-warn}" --component-log-level "wasm:info"

@@ -49,6 +49,19 @@ pub struct Config {
     pub webhook_allow_private: bool,
     /// `TOLLGATE_OUTBOX_POLL_MS`: how often an idle sender looks for new events.
     pub outbox_poll_ms: u64,
+    /// `TOLLGATE_XDS_LISTEN`: where Envoy's aggregated discovery service (gRPC) listens, or
+    /// `off`.
+    pub xds_listen: Option<SocketAddr>,
+    /// `TOLLGATE_XDS_POLL_MS`: how often the xDS server looks for new proxy-config versions
+    /// (a deploy or promote on any replica reaches gateways within this).
+    pub xds_poll_ms: u64,
+    /// `TOLLGATE_GATEWAY_DOMAIN`: the domain of products' default public hosts
+    /// (`{system_name}-staging.{domain}`, `{system_name}.{domain}`).
+    pub gateway_domain: String,
+    /// `TOLLGATE_STAGING_PORT`, `TOLLGATE_PRODUCTION_PORT`: the ports of the default public
+    /// endpoints (where the staging and production gateways listen).
+    pub staging_port: u16,
+    pub production_port: u16,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -80,6 +93,11 @@ impl Default for Config {
             webhook_max_attempts: 24,
             webhook_allow_private: false,
             outbox_poll_ms: 250,
+            xds_listen: Some(SocketAddr::from(([127, 0, 0, 1], 18000))),
+            xds_poll_ms: 200,
+            gateway_domain: "localhost".into(),
+            staging_port: 8081,
+            production_port: 8080,
         }
     }
 }
@@ -200,6 +218,37 @@ impl Config {
         if let Some(v) = set("TOLLGATE_OUTBOX_POLL_MS") {
             config.outbox_poll_ms = number("TOLLGATE_OUTBOX_POLL_MS", v)?;
         }
+        if let Some(v) = set("TOLLGATE_XDS_LISTEN") {
+            config.xds_listen = match v.as_str() {
+                "off" => None,
+                _ => Some(v.parse().map_err(|e| ConfigError::Env {
+                    var: "TOLLGATE_XDS_LISTEN",
+                    message: format!("`{v}` is not an address like 127.0.0.1:18000, or off ({e})"),
+                })?),
+            };
+        }
+        if let Some(v) = set("TOLLGATE_XDS_POLL_MS") {
+            config.xds_poll_ms = number("TOLLGATE_XDS_POLL_MS", v)?;
+        }
+        if let Some(v) = set("TOLLGATE_GATEWAY_DOMAIN") {
+            tollgate_domain::gateway::Endpoint::parse(&format!("http://{v}")).map_err(|e| ConfigError::Env {
+                var: "TOLLGATE_GATEWAY_DOMAIN",
+                message: format!("`{v}`: {e}"),
+            })?;
+            config.gateway_domain = v;
+        }
+        let port = |var: &'static str, v: String| -> Result<u16, ConfigError> {
+            v.parse().ok().filter(|n| *n > 0).ok_or_else(|| ConfigError::Env {
+                var,
+                message: format!("`{v}` is not a port (1-65535)"),
+            })
+        };
+        if let Some(v) = set("TOLLGATE_STAGING_PORT") {
+            config.staging_port = port("TOLLGATE_STAGING_PORT", v)?;
+        }
+        if let Some(v) = set("TOLLGATE_PRODUCTION_PORT") {
+            config.production_port = port("TOLLGATE_PRODUCTION_PORT", v)?;
+        }
         if !(config.database_url.starts_with("sqlite:") || config.database_url.starts_with("postgres")) {
             return Err(ConfigError::Env {
                 var: "TOLLGATE_DATABASE_URL",
@@ -250,6 +299,13 @@ mod tests {
     fn bad_values_name_the_variable() {
         let e = load(&[("TOLLGATE_LISTEN", "nope")]).unwrap_err().to_string();
         assert!(e.contains("TOLLGATE_LISTEN"), "{e}");
+        let e = load(&[("TOLLGATE_XDS_LISTEN", "18000")]).unwrap_err().to_string();
+        assert!(e.contains("TOLLGATE_XDS_LISTEN"), "{e}");
+        let e = load(&[("TOLLGATE_GATEWAY_DOMAIN", "a b")]).unwrap_err().to_string();
+        assert!(e.contains("TOLLGATE_GATEWAY_DOMAIN"), "{e}");
+        let e = load(&[("TOLLGATE_STAGING_PORT", "0")]).unwrap_err().to_string();
+        assert!(e.contains("TOLLGATE_STAGING_PORT"), "{e}");
+        assert_eq!(load(&[("TOLLGATE_XDS_LISTEN", "off")]).unwrap().xds_listen, None);
         let e = load(&[("TOLLGATE_DATABASE_URL", "mysql://x")]).unwrap_err().to_string();
         assert!(e.contains("TOLLGATE_DATABASE_URL"), "{e}");
     }

@@ -30,6 +30,8 @@ pub enum StartupError {
     Mail(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("xds: {0}")]
+    Xds(StoreError),
 }
 
 pub struct Application {
@@ -40,6 +42,8 @@ pub struct Application {
     billing_hour: Option<u32>,
     /// Delivers the outbox: webhooks and e-mail.
     sender: std::sync::Arc<tollgate_api::delivery::Sender>,
+    /// Envoy's aggregated discovery service, when configured.
+    xds: Option<(TcpListener, tollgate_xds::Snapshots)>,
 }
 
 /// The payment gateways the configuration names.
@@ -83,7 +87,11 @@ pub async fn database(config: &Config) -> Result<Db, StartupError> {
             source,
         })?;
     db.migrate().await?;
-    Ok(db)
+    Ok(db.with_gateway_defaults(tollgate_domain::gateway::GatewayDefaults {
+        domain: config.gateway_domain.clone(),
+        staging_port: config.staging_port,
+        production_port: config.production_port,
+    }))
 }
 
 /// The configured counter store: embedded (its counters loaded from the database) or Redis.
@@ -145,10 +153,23 @@ impl Application {
                 addr: config.listen,
                 source,
             })?;
+        let xds = match config.xds_listen {
+            None => None,
+            Some(addr) => {
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartupError::Bind { addr, source })?;
+                let snapshots = tollgate_xds::Snapshots::start(db.clone(), Duration::from_millis(config.xds_poll_ms))
+                    .await
+                    .map_err(StartupError::Xds)?;
+                Some((listener, snapshots))
+            }
+        };
         tollgate_api::metrics::handle();
         let sender = sender(config, &db)?;
         Ok(Self {
             sender,
+            xds,
             listener,
             usage_flush: Duration::from_millis(config.usage_flush_ms),
             state: AppState {
@@ -158,6 +179,7 @@ impl Application {
                     config.cache_ttl_ms,
                 ))),
                 gateways: gateways(config),
+                gateway_registry: Default::default(),
             },
             billing_hour: config.billing_hour,
         })
@@ -167,6 +189,11 @@ impl Application {
         self.listener
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// Where xDS listens (`None`: off).
+    pub fn xds_addr(&self) -> Option<SocketAddr> {
+        self.xds.as_ref().and_then(|(l, _)| l.local_addr().ok())
     }
 
     pub fn state(&self) -> &AppState {
@@ -194,6 +221,19 @@ impl Application {
                 stop.subscribe(),
             ))
         });
+        let xds = self.xds.map(|(listener, snapshots)| {
+            tracing::info!(addr = ?listener.local_addr().ok(), "xds listening");
+            let xds = tollgate_xds::Xds {
+                db: self.state.db.clone(),
+                snapshots,
+                registry: self.state.gateway_registry.clone(),
+                stopping: stop.subscribe(),
+            };
+            let mut stopped = stop.subscribe();
+            tokio::spawn(tollgate_xds::serve(listener, xds, async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            }))
+        });
         let app = tollgate_api::router(self.state.clone());
         let served = axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await;
         let _ = stop.send(true);
@@ -201,6 +241,13 @@ impl Application {
             let _ = schedule.await;
         }
         let _ = sender.await;
+        if let Some(xds) = xds {
+            match xds.await {
+                Ok(Err(e)) => tracing::error!(error = %e, "xds server failed"),
+                Err(e) => tracing::error!(error = %e, "xds server failed"),
+                Ok(Ok(())) => {}
+            }
+        }
         if let Err(e) = flusher.await {
             tracing::error!(error = %e, "usage flusher failed");
         }

@@ -21,6 +21,8 @@ pub enum Backend {
 
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// Where its xDS server listens.
+    pub xds_addr: Option<SocketAddr>,
     pub client: Client,
     pub db: tollgate_store::Db,
     /// The app's counter store (to flush usage without waiting for the flusher).
@@ -29,8 +31,18 @@ pub struct TestApp {
     pub cache: std::sync::Arc<tollgate_store::hot_cache::HotCache>,
     stop: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    config: Config,
     /// Declared last: dropped after the server, even when the test panics.
     database: FreshDatabase,
+}
+
+/// What a started control plane hands the test.
+struct Started {
+    addr: SocketAddr,
+    xds_addr: Option<SocketAddr>,
+    db: tollgate_store::Db,
+    counters: tollgate_store::counters::Counters,
+    cache: std::sync::Arc<tollgate_store::hot_cache::HotCache>,
 }
 
 pub fn postgres_admin_url() -> String {
@@ -147,28 +159,64 @@ impl TestApp {
             admin_token: Some(ADMIN_TOKEN.into()),
             // Billing runs only when a test asks for a date.
             billing_hour: None,
+            xds_listen: Some("127.0.0.1:0".parse().unwrap()),
             ..Config::default()
         };
         adjust(&mut config);
-        let app = Application::build(&config).await.expect("application starts");
-        let addr = app.local_addr();
-        let db = app.state().db.clone();
-        let counters = app.state().counters.clone();
-        let cache = app.state().cache.clone();
+        let (app, stop, server) = Self::start(&config).await;
+        TestApp {
+            addr: app.addr,
+            xds_addr: app.xds_addr,
+            client: Client::new(),
+            db: app.db,
+            counters: app.counters,
+            cache: app.cache,
+            stop: Some(stop),
+            server: Some(server),
+            config,
+            database,
+        }
+    }
+
+    async fn start(
+        config: &Config,
+    ) -> (
+        Started,
+        oneshot::Sender<()>,
+        tokio::task::JoinHandle<std::io::Result<()>>,
+    ) {
+        let app = Application::build(config).await.expect("application starts");
+        let started = Started {
+            addr: app.local_addr(),
+            xds_addr: app.xds_addr(),
+            db: app.state().db.clone(),
+            counters: app.state().counters.clone(),
+            cache: app.state().cache.clone(),
+        };
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(app.run_until(async {
             let _ = stopped.await;
         }));
-        TestApp {
-            addr,
-            client: Client::new(),
-            db,
-            counters,
-            cache,
-            stop: Some(stop),
-            server: Some(server),
-            database,
+        (started, stop, server)
+    }
+
+    /// Stops the control plane (gracefully) and starts it again on the same ports and database.
+    pub async fn restart(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
         }
+        if let Some(server) = self.server.take() {
+            server.await.unwrap().unwrap();
+        }
+        let mut config = self.config.clone();
+        config.listen = self.addr;
+        config.xds_listen = self.xds_addr;
+        let (app, stop, server) = Self::start(&config).await;
+        self.db = app.db;
+        self.counters = app.counters;
+        self.cache = app.cache;
+        self.stop = Some(stop);
+        self.server = Some(server);
     }
 
     /// The URL of the test's database (another control plane may share it).

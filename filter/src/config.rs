@@ -17,6 +17,26 @@ pub enum FailureMode {
     Open,
 }
 
+/// A gateway environment: `staging` serves the latest deployed (sandbox) configs,
+/// `production` the promoted ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Environment {
+    Staging,
+    #[default]
+    Production,
+}
+
+impl Environment {
+    /// Where the environment's proxy configs are fetched from.
+    pub fn proxy_configs_path(self) -> &'static str {
+        match self {
+            Environment::Staging => "/admin/api/account/proxy_configs/staging.json",
+            Environment::Production => "/admin/api/account/proxy_configs/production.json",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ControlPlane {
@@ -62,8 +82,18 @@ fn default_cache_max_entries() -> u32 {
 #[serde(deny_unknown_fields)]
 pub struct PluginConfig {
     pub control_plane: ControlPlane,
-    /// Admin access token used to fetch the proxy configurations.
+    /// Admin access token used to fetch the proxy configurations (not needed when the control
+    /// plane pushes them in `proxy_configs`).
+    #[serde(default)]
     pub access_token: String,
+    /// Which environment's proxy configs this gateway serves.
+    #[serde(default)]
+    pub environment: Environment,
+    /// The services themselves, as `/admin/api/account/proxy_configs/{environment}.json` lists
+    /// them: the control plane's xDS server pushes them here with every deploy or promote.
+    /// Given, the filter fetches nothing and serves exactly these.
+    #[serde(default)]
+    pub proxy_configs: Option<Vec<crate::service::ProxyConfigItem>>,
     /// How often the services' configuration is fetched again, in milliseconds.
     #[serde(default = "default_refresh_interval_ms")]
     pub refresh_interval_ms: u64,
@@ -139,8 +169,8 @@ impl PluginConfig {
         if !(1..=60_000).contains(&self.control_plane.timeout_ms) {
             return bad("control_plane.timeout_ms", "must be between 1 and 60000");
         }
-        if self.access_token.trim().is_empty() {
-            return bad("access_token", "must not be empty");
+        if self.access_token.trim().is_empty() && self.proxy_configs.is_none() {
+            return bad("access_token", "must not be empty unless proxy_configs are given");
         }
         if self.refresh_interval_ms < 100 {
             return bad("refresh_interval_ms", "must be at least 100");
@@ -204,6 +234,21 @@ mod tests {
             (5_000, 1_000, 500)
         );
         assert!(!c.report_response_codes);
+        assert_eq!(c.environment, Environment::Production);
+    }
+
+    #[test]
+    fn pushed_proxy_configs_need_no_token() {
+        let c = PluginConfig::parse(
+            br#"{"control_plane":{"cluster":"cp"},"environment":"staging","proxy_configs":[
+              {"proxy_config":{"version":2,"content":{"id":7,"proxy":{"hosts":["a.localhost"]}}}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(c.environment, Environment::Staging);
+        assert_eq!(c.proxy_configs.map(|p| p.len()), Some(1));
+        let err = PluginConfig::parse(br#"{"control_plane":{"cluster":"cp"},"environment":"qa","access_token":"t"}"#)
+            .unwrap_err();
+        assert_eq!(err.field, "environment");
     }
 
     #[test]

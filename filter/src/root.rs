@@ -21,7 +21,6 @@ use crate::vm::{self, SharedVm};
 use std::collections::HashMap;
 use std::rc::Rc;
 
-const PROXY_CONFIGS_PATH: &str = "/admin/api/account/proxy_configs/production.json";
 /// The root context's tick: report and refresh deadlines are checked this often.
 pub const TICK_MS: u64 = 100;
 /// How long the flusher lease lasts without renewal.
@@ -90,7 +89,7 @@ impl<H: Host> Root<H> {
     /// Reads the plugin configuration and prepares the shared data; false refuses it.
     pub fn configure(&mut self) -> bool {
         let host = &self.host;
-        let config = match PluginConfig::parse(&host.plugin_configuration()) {
+        let mut config = match PluginConfig::parse(&host.plugin_configuration()) {
             Ok(config) => config,
             Err(e) => {
                 host.log(Level::Error, &format!("tollgate: {e}"));
@@ -118,13 +117,25 @@ impl<H: Host> Root<H> {
                 "tollgate: no wake-up queue ({e}); misses wait for the next tick and are not collapsed across workers"
             ));
         }
-        {
-            let mut vm = self.vm.borrow_mut();
-            vm.queue = queue.ok();
-            vm.stats = Stats::define(&self.host);
-            vm.config = Some(Rc::new(config));
+        // Services pushed with the configuration (xDS) are served as they are, never fetched.
+        let pushed = config.proxy_configs.take().map(Services::from_items);
+        self.next_refresh_ms = if pushed.is_some() { u64::MAX } else { 0 };
+        let mut vm = self.vm.borrow_mut();
+        vm.queue = queue.ok();
+        vm.stats = Stats::define(&self.host);
+        vm.config = Some(Rc::new(config));
+        if let Some(services) = pushed {
+            self.host.log(
+                Level::Info,
+                &format!(
+                    "tollgate: configured with {} service(s), config version {}",
+                    services.services.len(),
+                    services.version
+                ),
+            );
+            vm.services = Some(Rc::new(services));
         }
-        self.next_refresh_ms = 0;
+        drop(vm);
         self.next_report_ms = now;
         true
     }
@@ -377,7 +388,7 @@ impl<H: Host> Root<H> {
         let auth = format!("Bearer {}", config.access_token);
         let headers = [
             (":method", "GET"),
-            (":path", PROXY_CONFIGS_PATH),
+            (":path", config.environment.proxy_configs_path()),
             (":authority", config.control_plane.authority.as_str()),
             ("authorization", auth.as_str()),
         ];

@@ -182,11 +182,12 @@ pub struct Services {
 struct ProxyConfigsDoc {
     proxy_configs: Vec<ProxyConfigItem>,
 }
-#[derive(Deserialize)]
-struct ProxyConfigItem {
+/// One entry of a proxy-configs list.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ProxyConfigItem {
     proxy_config: ProxyConfig,
 }
-#[derive(Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 struct ProxyConfig {
     #[serde(default)]
     version: u64,
@@ -199,9 +200,14 @@ impl Services {
         let de = &mut serde_json::Deserializer::from_slice(bytes);
         let doc: ProxyConfigsDoc =
             serde_path_to_error::deserialize(de).map_err(|e| format!("field `{}`: {}", e.path(), e.inner()))?;
-        let version = doc.proxy_configs.iter().map(|p| p.proxy_config.version).sum();
-        let services = doc.proxy_configs.into_iter().map(|p| p.proxy_config.content).collect();
-        Ok(Self { version, services })
+        Ok(Self::from_items(doc.proxy_configs))
+    }
+
+    /// The services of a proxy-configs list.
+    pub fn from_items(items: Vec<ProxyConfigItem>) -> Self {
+        let version = items.iter().map(|p| p.proxy_config.version).sum();
+        let services = items.into_iter().map(|p| p.proxy_config.content).collect();
+        Self { version, services }
     }
 
     /// The service for a request's authority: the one listing the host, else the only one.

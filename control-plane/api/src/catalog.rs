@@ -1,5 +1,5 @@
-//! A service's gateway settings and proxy configs (deploy, promote, what gateways load), and
-//! the plan endpoints beyond CRUD (every plan, copying one).
+//! A service's gateway settings and proxy configs (deploy, promote, what gateways load), the
+//! gateways connected over xDS, and the plan endpoints beyond CRUD (every plan, copying one).
 
 use crate::error::{path_id, ApiError};
 use crate::params::Params;
@@ -72,6 +72,12 @@ pub fn routes(r: &mut Routes) {
         all_configs,
     )
     .documented(&["/admin/api/account/proxy_configs/{environment}.json"]);
+    r.get(
+        "/admin/api/gateways.json",
+        read,
+        "Gateways connected over xDS: environment, acknowledged version, last error (this replica's)",
+        gateways,
+    );
     r.get(
         "/admin/api/application_plans.json",
         read,
@@ -151,6 +157,10 @@ async fn all_configs(
     let mut configs = proxy::latest_of_all(&app.db, environment(&env)?).await?;
     configs.retain(|c| who.may_see_service(c.service_id));
     Ok(wrap_list("proxy_configs", "proxy_config", configs))
+}
+
+async fn gateways(State(app): State<AppState>) -> Json<Value> {
+    wrap_list("gateways", "gateway", app.gateway_registry.list())
 }
 
 async fn all_plans(State(app): State<AppState>, who: Caller) -> Result<Json<Value>, ApiError> {

@@ -18,6 +18,10 @@ fn kind_schema(kind: Kind) -> Value {
         Kind::Fee => json!({"type": "number", "description": "decimal, at most 4 places"}),
         Kind::OneOf(words) => json!({"type": "string", "enum": words}),
         Kind::Address => json!({"type": "object"}),
+        Kind::Url => {
+            json!({"type": "string", "format": "uri", "description": "http or https URL without query, or empty"})
+        }
+        Kind::UsagePath => json!({"type": "string", "description": "a path prefix such as /v2"}),
         Kind::Levels => json!({
             "type": "object",
             "description": "alert levels per list: notification_settings[web_provider][]=50 (also email_provider, web_buyer, email_buyer); levels 50, 80, 90, 100, 120, 150, 200, 300",

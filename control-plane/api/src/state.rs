@@ -14,6 +14,8 @@ pub struct AppState {
     pub counters: Counters,
     pub cache: Arc<HotCache>,
     pub gateways: Gateways,
+    /// The Envoy gateways connected over xDS (`GET /admin/api/gateways.json`).
+    pub gateway_registry: Arc<tollgate_store::gateway_registry::GatewayRegistry>,
 }
 
 impl AppState {

@@ -9,7 +9,8 @@
 //!   APIs take (parsed into typed inputs next to each type: "parse, don't validate").
 //! - [`access`]: scopes, sections and who may do what.
 //! - [`catalog`]: states and credentials of services, accounts and applications, system names,
-//!   mapping-rule patterns; [`proxy`]: a service's gateway settings.
+//!   mapping-rule patterns; [`proxy`]: a service's gateway settings; [`gateway`]: endpoint
+//!   URLs and an environment's routing plan (what the xDS server serves).
 //! - [`periods`], [`counters`], [`limits`]: calendar periods, counter operations, plan limits.
 //! - [`money`], [`pricing`], [`proration`], [`invoice`], [`contracts`], [`billing`],
 //!   [`billing_plan`]: money, variable costs, fees by the day, invoice rules, plan history,
@@ -28,6 +29,7 @@ pub mod contracts;
 pub mod counters;
 pub mod credits;
 pub mod form;
+pub mod gateway;
 pub mod ids;
 pub mod invalid;
 pub mod invoice;

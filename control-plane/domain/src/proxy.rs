@@ -3,6 +3,7 @@
 //! answer when they refuse a request.
 
 use crate::form::Form;
+use crate::gateway::{Endpoint, GatewayDefaults};
 use crate::Invalid;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -113,9 +114,16 @@ impl ProxySettings {
                 *target = (!v.is_empty()).then(|| v.to_string());
             }
         };
-        opt(&mut self.api_backend, "api_backend");
-        opt(&mut self.endpoint, "endpoint");
-        opt(&mut self.sandbox_endpoint, "sandbox_endpoint");
+        for (target, name) in [
+            (&mut self.api_backend, "api_backend"),
+            (&mut self.endpoint, "endpoint"),
+            (&mut self.sandbox_endpoint, "sandbox_endpoint"),
+        ] {
+            opt(target, name);
+            if let Some(url) = target.as_deref() {
+                Endpoint::parse(url).map_err(|e| Invalid::field(name, e))?;
+            }
+        }
         if let Some(v) = p.get("credentials_location") {
             if !matches!(v, "query" | "headers" | "authorization") {
                 return Err(Invalid::field(
@@ -170,12 +178,17 @@ impl ProxySettings {
         [&self.endpoint, &self.sandbox_endpoint]
             .into_iter()
             .flatten()
-            .filter_map(|url| {
-                let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
-                let host = rest.split(['/', ':']).next().unwrap_or("");
-                (!host.is_empty()).then(|| host.to_string())
-            })
+            .filter_map(|url| Endpoint::parse(url).ok().map(|e| e.host))
             .collect()
+    }
+
+    /// The settings with the public endpoints a gateway serves the service under when none
+    /// are set (3scale gives every new product a staging and a production URL).
+    pub fn with_default_endpoints(mut self, system_name: &str, defaults: &GatewayDefaults) -> Self {
+        self.endpoint.get_or_insert_with(|| defaults.endpoint(system_name));
+        self.sandbox_endpoint
+            .get_or_insert_with(|| defaults.sandbox_endpoint(system_name));
+        self
     }
 }
 
@@ -200,6 +213,10 @@ mod tests {
         assert_eq!(s.other.keys().collect::<Vec<_>>(), vec!["support_email"]);
         let bad = Form::of(&[("credentials_location", "cookie")]);
         assert!(matches!(s.update_from(&bad), Err(Invalid(f)) if f[0].field == "credentials_location"));
+        let bad = Form::of(&[("api_backend", "ftp://files.example.com")]);
+        assert!(matches!(s.update_from(&bad), Err(Invalid(f)) if f[0].field == "api_backend"));
+        let bad = Form::of(&[("sandbox_endpoint", "http://x:70000")]);
+        assert!(matches!(s.update_from(&bad), Err(Invalid(f)) if f[0].field == "sandbox_endpoint"));
         let bad = Form::of(&[("error_status_no_match", "99")]);
         assert!(matches!(s.update_from(&bad), Err(Invalid(f)) if f[0].field == "error_status_no_match"));
     }

@@ -19,6 +19,7 @@
 //! - [`billing`]: settings, invoices, payments, the billing run.
 //! - [`contracts`], [`events`], [`leases`]: plan history, the event log, leases between
 //!   replicas.
+//! - [`gateway_registry`]: the gateways connected over xDS (in memory, per replica).
 //! - [`outbox`], [`webhooks`], [`alerts`]: notifications — routing events to deliveries and
 //!   leasing them to a sender, webhook endpoints and their secrets, usage-limit alerts.
 
@@ -35,6 +36,7 @@ pub mod credits;
 pub mod db;
 pub mod error;
 pub mod events;
+pub mod gateway_registry;
 pub mod hot_cache;
 pub mod integration_errors;
 pub mod leases;

@@ -21,7 +21,7 @@ pub static BACKEND: Resource = Resource {
         field("name", Kind::Text, OnCreate::Required),
         fixed("system_name", Kind::SystemName, OnCreate::Derived),
         field("description", Kind::Text, OnCreate::Default("")),
-        field("private_endpoint", Kind::Text, OnCreate::Default("")),
+        field("private_endpoint", Kind::Url, OnCreate::Default("")),
     ],
     unique_field: "system_name",
     transitions: &[],
@@ -38,7 +38,7 @@ pub static BACKEND_USAGE: Resource = Resource {
             updatable: false,
             ..aliased("backend_id", "backend_api_id", Kind::Id, OnCreate::Required)
         },
-        field("path", Kind::Text, OnCreate::Default("/")),
+        field("path", Kind::UsagePath, OnCreate::Default("/")),
     ],
     unique_field: "backend_id",
     transitions: &[],

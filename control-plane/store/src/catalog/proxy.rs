@@ -16,14 +16,28 @@ use tollgate_domain::catalog::{prefixed, Environment, Service};
 use tollgate_domain::ids::{ProxyConfigId, ServiceId};
 use tollgate_domain::proxy::ProxySettings;
 
+/// A service's settings; public endpoints not set read as the gateway defaults.
 pub async fn settings(db: &Db, service_id: ServiceId) -> Result<ProxySettings> {
-    let text: String = sqlx::query_scalar("SELECT settings FROM proxies WHERE service_id = $1")
-        .bind(service_id.get())
-        .fetch_optional(&db.pool)
-        .await?
-        .ok_or(StoreError::NotFound)?;
-    serde_json::from_str(&text)
-        .map_err(|e| StoreError::Internal(format!("proxy settings of service {service_id}: {e}")))
+    let row = sqlx::query(
+        "SELECT p.settings AS settings, s.system_name AS system_name FROM proxies p JOIN services s ON s.id = p.service_id
+         WHERE p.service_id = $1",
+    )
+    .bind(service_id.get())
+    .fetch_optional(&db.pool)
+    .await?
+    .ok_or(StoreError::NotFound)?;
+    parse_settings(
+        db,
+        service_id,
+        &row.try_get::<String, _>("settings")?,
+        &row.try_get::<String, _>("system_name")?,
+    )
+}
+
+fn parse_settings(db: &Db, service_id: ServiceId, text: &str, system_name: &str) -> Result<ProxySettings> {
+    let settings: ProxySettings = serde_json::from_str(text)
+        .map_err(|e| StoreError::Internal(format!("proxy settings of service {service_id}: {e}")))?;
+    Ok(settings.with_default_endpoints(system_name, &db.gateways))
 }
 
 /// Changes the settings with `change` (e.g. [`ProxySettings::update_from`] a form) and, as
@@ -35,13 +49,20 @@ pub async fn update_settings(
     change: impl FnOnce(&mut ProxySettings) -> Result<(), tollgate_domain::Invalid>,
 ) -> Result<ProxySettings> {
     let mut tx = db.begin_write().await?;
-    let text: String = sqlx::query_scalar("SELECT settings FROM proxies WHERE service_id = $1")
-        .bind(service_id.get())
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or(StoreError::NotFound)?;
-    let mut current: ProxySettings =
-        serde_json::from_str(&text).map_err(|e| StoreError::Internal(format!("proxy settings: {e}")))?;
+    let row = sqlx::query(
+        "SELECT p.settings AS settings, s.system_name AS system_name FROM proxies p JOIN services s ON s.id = p.service_id
+         WHERE p.service_id = $1",
+    )
+    .bind(service_id.get())
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(StoreError::NotFound)?;
+    let mut current = parse_settings(
+        db,
+        service_id,
+        &row.try_get::<String, _>("settings")?,
+        &row.try_get::<String, _>("system_name")?,
+    )?;
     change(&mut current)?;
     let text = serde_json::to_string(&current).map_err(|e| StoreError::Internal(e.to_string()))?;
     sqlx::query("UPDATE proxies SET settings = $1, updated_at = $2 WHERE service_id = $3")
@@ -123,6 +144,27 @@ async fn content(db: &Db, service: &Service) -> Result<Value> {
             }))
         })
         .collect::<Result<_, _>>()?;
+    // The backends the product routes to, by usage path (3scale's routing policy rules).
+    let backends = sqlx::query(
+        "SELECT u.path AS path, b.id AS id, b.system_name AS system_name, b.private_endpoint AS private_endpoint
+         FROM backend_usages u JOIN backend_apis b ON b.id = u.backend_id WHERE u.service_id = $1 ORDER BY u.id",
+    )
+    .bind(service.id.get())
+    .fetch_all(&db.pool)
+    .await?;
+    let backends: Vec<Value> = backends
+        .iter()
+        .map(|r| -> Result<Value, sqlx::Error> {
+            Ok(json!({
+                "path": r.try_get::<String, _>("path")?,
+                "backend_api": {
+                    "id": r.try_get::<i64, _>("id")?,
+                    "system_name": r.try_get::<String, _>("system_name")?,
+                    "private_endpoint": r.try_get::<String, _>("private_endpoint")?,
+                },
+            }))
+        })
+        .collect::<Result<_, _>>()?;
     let mut proxy = proxy_json(service, &settings);
     if let Value::Object(map) = &mut proxy {
         map.insert("hosts".into(), json!(settings.hosts()));
@@ -136,6 +178,7 @@ async fn content(db: &Db, service: &Service) -> Result<Value> {
         "backend_authentication_type": "service_token",
         "backend_authentication_value": service.service_token,
         "metrics": metrics,
+        "backend_api_configs": backends,
         "proxy": proxy,
     }))
 }
@@ -267,4 +310,19 @@ pub async fn latest_of_all(db: &Db, environment: Environment) -> Result<Vec<Prox
     .fetch_all(&db.pool)
     .await?;
     rows.iter().map(config_from_row).collect()
+}
+
+/// The latest version of every service's config in `environment`, by service id: what tells
+/// a gateway's configuration has moved (one small query, polled by the xDS server).
+pub async fn latest_versions(db: &Db, environment: Environment) -> Result<Vec<(i64, i64)>> {
+    let rows = sqlx::query(
+        "SELECT service_id, MAX(version) AS version FROM proxy_configs WHERE environment = $1
+         GROUP BY service_id ORDER BY service_id",
+    )
+    .bind(environment.as_str())
+    .fetch_all(&db.pool)
+    .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get::<i64, _>("service_id")?, r.try_get::<i64, _>("version")?)))
+        .collect()
 }

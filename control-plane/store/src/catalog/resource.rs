@@ -45,6 +45,11 @@ pub enum Kind {
     /// A service's usage-limit alert levels (3scale's `notification_settings`), given as
     /// `name[web_provider][]=50&…`, stored and shown as a JSON object of lists.
     Levels,
+    /// An `http(s)` URL a gateway sends traffic to, or empty (none yet); checked as
+    /// [`tollgate_domain::gateway::Endpoint`] parses it, so gateways never refuse it.
+    Url,
+    /// A backend usage's path, kept as 3scale normalizes it (`v2/` → `/v2`).
+    UsagePath,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -224,6 +229,13 @@ fn parse_field(f: &Field, raw: &str) -> Result<Val, String> {
             }
             Val::Text(d.normalize().to_string())
         }
+        Kind::Url => {
+            if !raw_t.is_empty() {
+                tollgate_domain::gateway::Endpoint::parse(raw_t)?;
+            }
+            Val::Text(raw_t.to_string())
+        }
+        Kind::UsagePath => Val::Text(tollgate_domain::gateway::usage_path(raw_t)?),
         Kind::OneOf(words) => {
             if !words.contains(&raw_t) {
                 return Err(format!("must be one of: {}", words.join(", ")));
@@ -437,7 +449,9 @@ impl Resource {
                 Kind::Bool => Cell::Bool(row.try_get::<Option<i64>, _>(f.name)?.map(|v| v != 0)),
                 Kind::Money => Cell::Money(decimal(f.name)?),
                 Kind::Fee => Cell::Fee(decimal(f.name)?),
-                Kind::Text | Kind::SystemName | Kind::OneOf(_) => Cell::Text(row.try_get::<Option<String>, _>(f.name)?),
+                Kind::Text | Kind::SystemName | Kind::OneOf(_) | Kind::Url | Kind::UsagePath => {
+                    Cell::Text(row.try_get::<Option<String>, _>(f.name)?)
+                }
                 Kind::Levels => Cell::Json(
                     row.try_get::<Option<String>, _>(f.name)?
                         .and_then(|s| serde_json::from_str(&s).ok()),

@@ -18,6 +18,8 @@ pub enum Engine {
 pub struct Db {
     pub pool: AnyPool,
     pub engine: Engine,
+    /// Where gateways serve a product whose settings name no public endpoint.
+    pub gateways: std::sync::Arc<tollgate_domain::gateway::GatewayDefaults>,
 }
 
 pub type Row = AnyRow;
@@ -68,7 +70,17 @@ impl Db {
         if engine == Engine::Sqlite {
             tokio::spawn(checkpoint_loop(pool.clone()));
         }
-        Ok(Self { pool, engine })
+        Ok(Self {
+            pool,
+            engine,
+            gateways: Default::default(),
+        })
+    }
+
+    /// The same handle with other gateway defaults (from the configuration).
+    pub fn with_gateway_defaults(mut self, defaults: tollgate_domain::gateway::GatewayDefaults) -> Self {
+        self.gateways = std::sync::Arc::new(defaults);
+        self
     }
 
     pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
