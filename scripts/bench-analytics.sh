@@ -127,7 +127,7 @@ except sqlite3.Error:
   echo "($database, $n applications: seeded $((n * 87600)) hourly rows in $((SECONDS - seeded_at)) s)" >&2
   local port
   port="$(free_port)"
-  TOLLGATE_DATABASE_URL="$url" TOLLGATE_LISTEN="127.0.0.1:$port" RUST_LOG=warn "$bin" serve >"$work/serve.log" 2>&1 &
+  TOLLGATE_DATABASE_URL="$url" TOLLGATE_LISTEN="127.0.0.1:$port" TOLLGATE_XDS_LISTEN=off RUST_LOG=warn "$bin" serve >"$work/serve.log" 2>&1 &
   server=$!
   local base="http://127.0.0.1:$port"
   for _ in $(seq 200); do curl -sf "$base/health" >/dev/null && break; sleep 0.05; done

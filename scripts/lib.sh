@@ -43,7 +43,7 @@ bench_control_plane() {
   sid="$(json service_id <<<"$seeded")"; plan="$(json plan_id <<<"$seeded")"; aid="$(json account_id <<<"$seeded")"
   key="$(json user_key <<<"$seeded")"; stoken="$(json service_token <<<"$seeded")"
   env TOLLGATE_LISTEN="127.0.0.1:$port" TOLLGATE_DATABASE_URL="sqlite://$dir/$label.db" TOLLGATE_ADMIN_TOKEN="$token" \
-    TOLLGATE_LOG_FORMAT=text RUST_LOG=warn ${3:+TOLLGATE_REDIS_URL="$3"} TOLLGATE_REDIS_PREFIX="bench:$$:" \
+    TOLLGATE_LOG_FORMAT=text TOLLGATE_XDS_LISTEN=off RUST_LOG=warn ${3:+TOLLGATE_REDIS_URL="$3"} TOLLGATE_REDIS_PREFIX="bench:$$:" \
     target/release/tollgate serve >"$dir/$label.log" 2>&1 &
   cp_pid=$!
   cp="http://127.0.0.1:$port"

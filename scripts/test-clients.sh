@@ -78,7 +78,7 @@ run_against() {
   log="$(mktemp -t tollgate-3scale-api.XXXXXX.log)"
   TOLLGATE_LISTEN="127.0.0.1:$port" TOLLGATE_DATABASE_URL="$database_url" TOLLGATE_ADMIN_TOKEN="$token" \
     TOLLGATE_STRIPE_API_BASE="$stripe_url" TOLLGATE_STRIPE_SECRET_KEY=sk_test_tollgate TOLLGATE_BILLING_HOUR=off \
-    TOLLGATE_USAGE_FLUSH_MS=100 RUST_LOG=warn "$bin" serve >"$log" 2>&1 &
+    TOLLGATE_USAGE_FLUSH_MS=100 TOLLGATE_XDS_LISTEN=off RUST_LOG=warn "$bin" serve >"$log" 2>&1 &
   local pid=$!
   for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break; sleep 0.1; done
   curl -fs -X PUT -H "Authorization: Bearer $token" -d payment_gateway=stripe -d charging_enabled=true \

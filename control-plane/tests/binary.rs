@@ -12,6 +12,8 @@ fn tollgate(dir: &std::path::Path) -> Command {
             "TOLLGATE_DATABASE_URL",
             format!("sqlite://{}", dir.join("t.db").display()),
         )
+        // Tests run side by side: no fixed xDS port.
+        .env("TOLLGATE_XDS_LISTEN", "off")
         .current_dir(dir);
     cmd
 }

@@ -588,6 +588,7 @@ fn serve(url: &str, port: u16) -> std::process::Child {
         .env("TOLLGATE_LISTEN", format!("127.0.0.1:{port}"))
         .env("TOLLGATE_ADMIN_TOKEN", tollgate::testing::ADMIN_TOKEN)
         .env("TOLLGATE_BILLING_HOUR", "off")
+        .env("TOLLGATE_XDS_LISTEN", "off")
         .env("TOLLGATE_WEBHOOK_ALLOW_PRIVATE", "1")
         .env("TOLLGATE_WEBHOOK_RETRY_MS", "100")
         .env("TOLLGATE_OUTBOX_POLL_MS", "20")

@@ -119,10 +119,10 @@ impl ProxySettings {
             (&mut self.endpoint, "endpoint"),
             (&mut self.sandbox_endpoint, "sandbox_endpoint"),
         ] {
-            opt(target, name);
-            if let Some(url) = target.as_deref() {
+            if let Some(url) = p.get(name).filter(|v| !v.is_empty()) {
                 Endpoint::parse(url).map_err(|e| Invalid::field(name, e))?;
             }
+            opt(target, name);
         }
         if let Some(v) = p.get("credentials_location") {
             if !matches!(v, "query" | "headers" | "authorization") {
