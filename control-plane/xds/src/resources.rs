@@ -22,7 +22,7 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
 };
 use envoy_types::pb::envoy::extensions::wasm::v3::{plugin_config, FailurePolicy, PluginConfig, VmConfig};
 use envoy_types::pb::envoy::r#type::matcher::v3::{RegexMatchAndSubstitute, RegexMatcher};
-use envoy_types::pb::google::protobuf::{Any, Duration, StringValue};
+use envoy_types::pb::google::protobuf::{Duration, StringValue};
 use envoy_types::util::pack_any;
 use prost::Name;
 use tollgate_domain::gateway::{Endpoint, Plan, Rewrite, Route, Scheme, VirtualHost};
@@ -190,11 +190,6 @@ pub fn filter(node: &GatewayNode, configuration: String) -> TypedExtensionConfig
         name: FILTER.into(),
         typed_config: Some(pack_any(wasm)),
     }
-}
-
-/// A resource as a discovery response carries it.
-pub fn any<T: Name + prost::Message>(value: T) -> Any {
-    pack_any(value)
 }
 
 #[cfg(test)]

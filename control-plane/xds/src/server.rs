@@ -10,14 +10,16 @@
 //! same way), the next one is.
 
 use crate::node::GatewayNode;
-use crate::resources::{self, any, cluster_type, filter_type, routes_type};
+use crate::resources::{self, cluster_type, filter_type, routes_type};
 use crate::snapshot::{Snapshot, Snapshots};
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryService;
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
 use envoy_types::pb::google::protobuf::Any;
-use std::collections::{BTreeSet, HashMap};
+use envoy_types::util::pack_any;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
@@ -78,8 +80,8 @@ struct Sent {
     version: Option<String>,
     /// What was sent under that nonce.
     wire_version: String,
-    /// Clusters: the names sent.
-    clusters: BTreeSet<String>,
+    /// Clusters: what was sent, by name.
+    clusters: BTreeMap<String, Cluster>,
 }
 
 /// One gateway's stream.
@@ -256,7 +258,7 @@ impl Session {
                 if self
                     .sent
                     .get(&Kind::Clusters)
-                    .is_some_and(|c| c.clusters != self.routed_clusters)
+                    .is_some_and(|c| !c.clusters.keys().eq(self.routed_clusters.iter()))
                 {
                     return self.send(Kind::Clusters, snapshot).await;
                 }
@@ -284,30 +286,31 @@ impl Session {
     async fn send(&mut self, kind: Kind, snapshot: &Snapshot) -> Result<(), Closed> {
         self.nonces += 1;
         let nonce = self.nonces.to_string();
-        let mut cluster_names = BTreeSet::new();
+        let mut sent_clusters = BTreeMap::new();
         let mut wire_version = snapshot.version.clone();
         let resources: Vec<Any> = match kind {
             Kind::Clusters => {
                 let wanted = used_clusters(snapshot);
-                let mut clusters = resources::clusters(&snapshot.plan, &self.node);
+                sent_clusters = resources::clusters(&snapshot.plan, &self.node)
+                    .into_iter()
+                    .map(|c| (c.name.clone(), c))
+                    .collect();
                 // Keep what the gateway's current routes still send to until they change.
                 if let Some(previous) = self.sent.get(&Kind::Clusters) {
-                    let kept: Vec<String> = self
+                    let kept: Vec<(String, Cluster)> = self
                         .routed_clusters
                         .difference(&wanted)
-                        .filter(|c| previous.clusters.contains(*c))
-                        .cloned()
+                        .filter_map(|name| previous.clusters.get(name).map(|c| (name.clone(), c.clone())))
                         .collect();
                     if !kept.is_empty() {
                         wire_version.push_str("+kept");
-                        clusters.extend(previous_clusters(&kept, &self.node));
+                        sent_clusters.extend(kept);
                     }
                 }
-                cluster_names = clusters.iter().map(|c| c.name.clone()).collect();
-                clusters.into_iter().map(any).collect()
+                sent_clusters.values().cloned().map(pack_any).collect()
             }
-            Kind::Routes => vec![any(resources::route_configuration(&snapshot.plan))],
-            Kind::Filter => vec![any(resources::filter(
+            Kind::Routes => vec![pack_any(resources::route_configuration(&snapshot.plan))],
+            Kind::Filter => vec![pack_any(resources::filter(
                 &self.node,
                 self.node.filter_configuration(&snapshot.proxy_configs),
             ))],
@@ -324,7 +327,7 @@ impl Session {
         sent.version = Some(snapshot.version.clone());
         sent.wire_version = wire_version;
         if kind == Kind::Clusters {
-            sent.clusters = cluster_names;
+            sent.clusters = sent_clusters;
         }
         self.out.send(Ok(response)).await.map_err(|_| Closed)
     }
@@ -335,19 +338,4 @@ struct Closed;
 
 fn used_clusters(snapshot: &Snapshot) -> BTreeSet<String> {
     snapshot.plan.upstreams.iter().map(|u| u.cluster_name()).collect()
-}
-
-/// Clusters by name as they were made (the name is the endpoint's scheme, host and port).
-fn previous_clusters(
-    names: &[String],
-    node: &GatewayNode,
-) -> Vec<envoy_types::pb::envoy::config::cluster::v3::Cluster> {
-    let plan = tollgate_domain::gateway::Plan {
-        upstreams: names
-            .iter()
-            .filter_map(|n| tollgate_domain::gateway::Endpoint::parse(n).ok())
-            .collect(),
-        ..Default::default()
-    };
-    resources::clusters(&plan, node)
 }

@@ -16,28 +16,26 @@ use tollgate_domain::catalog::{prefixed, Environment, Service};
 use tollgate_domain::ids::{ProxyConfigId, ServiceId};
 use tollgate_domain::proxy::ProxySettings;
 
+const SETTINGS_SQL: &str = "SELECT p.settings AS settings, s.system_name AS system_name
+     FROM proxies p JOIN services s ON s.id = p.service_id WHERE p.service_id = $1";
+
 /// A service's settings; public endpoints not set read as the gateway defaults.
 pub async fn settings(db: &Db, service_id: ServiceId) -> Result<ProxySettings> {
-    let row = sqlx::query(
-        "SELECT p.settings AS settings, s.system_name AS system_name FROM proxies p JOIN services s ON s.id = p.service_id
-         WHERE p.service_id = $1",
-    )
-    .bind(service_id.get())
-    .fetch_optional(&db.pool)
-    .await?
-    .ok_or(StoreError::NotFound)?;
-    parse_settings(
-        db,
-        service_id,
-        &row.try_get::<String, _>("settings")?,
-        &row.try_get::<String, _>("system_name")?,
-    )
+    let row = sqlx::query(SETTINGS_SQL)
+        .bind(service_id.get())
+        .fetch_optional(&db.pool)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    parse_settings(db, service_id, &row)
 }
 
-fn parse_settings(db: &Db, service_id: ServiceId, text: &str, system_name: &str) -> Result<ProxySettings> {
-    let settings: ProxySettings = serde_json::from_str(text)
+/// The settings in a row of [`SETTINGS_SQL`].
+fn parse_settings(db: &Db, service_id: ServiceId, row: &crate::db::Row) -> Result<ProxySettings> {
+    let text: String = row.try_get("settings")?;
+    let system_name: String = row.try_get("system_name")?;
+    let settings: ProxySettings = serde_json::from_str(&text)
         .map_err(|e| StoreError::Internal(format!("proxy settings of service {service_id}: {e}")))?;
-    Ok(settings.with_default_endpoints(system_name, &db.gateways))
+    Ok(settings.with_default_endpoints(&system_name, &db.gateways))
 }
 
 /// Changes the settings with `change` (e.g. [`ProxySettings::update_from`] a form) and, as
@@ -49,20 +47,12 @@ pub async fn update_settings(
     change: impl FnOnce(&mut ProxySettings) -> Result<(), tollgate_domain::Invalid>,
 ) -> Result<ProxySettings> {
     let mut tx = db.begin_write().await?;
-    let row = sqlx::query(
-        "SELECT p.settings AS settings, s.system_name AS system_name FROM proxies p JOIN services s ON s.id = p.service_id
-         WHERE p.service_id = $1",
-    )
-    .bind(service_id.get())
-    .fetch_optional(&mut *tx)
-    .await?
-    .ok_or(StoreError::NotFound)?;
-    let mut current = parse_settings(
-        db,
-        service_id,
-        &row.try_get::<String, _>("settings")?,
-        &row.try_get::<String, _>("system_name")?,
-    )?;
+    let row = sqlx::query(SETTINGS_SQL)
+        .bind(service_id.get())
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    let mut current = parse_settings(db, service_id, &row)?;
     change(&mut current)?;
     let text = serde_json::to_string(&current).map_err(|e| StoreError::Internal(e.to_string()))?;
     sqlx::query("UPDATE proxies SET settings = $1, updated_at = $2 WHERE service_id = $3")
