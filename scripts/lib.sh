@@ -33,17 +33,18 @@ paced() {
 # bench_control_plane LABEL DIR [REDIS_URL]: seeds (`tollgate seed demo`, the run command's seed
 # path) and starts target/release/tollgate (SQLite in DIR, Redis counters if given) with an
 # application allowed a trillion hits a day, its proxy config deployed and promoted. Sets cp,
-# cp_pid, token, sid, plan, aid, key, stoken.
+# cp_pid, token, sid, plan, aid, key, stoken. BENCH_API_BACKEND: the product's api_backend;
+# BENCH_XDS: host:port of the control plane's xDS server (off when unset).
 bench_control_plane() {
   local label="$1" dir="$2" port seeded
   port="$(free_port)"; token="bench-token"
   seeded="$(env TOLLGATE_DATABASE_URL="sqlite://$dir/$label.db" RUST_LOG=warn target/release/tollgate seed demo \
     --service Bench --system-name bench --plan Bench --limit day=1000000000000 --org-name Bench --username bench \
-    --email bench@example.com --application Bench)"
+    --email bench@example.com --application Bench ${BENCH_API_BACKEND:+--api-backend "$BENCH_API_BACKEND"})"
   sid="$(json service_id <<<"$seeded")"; plan="$(json plan_id <<<"$seeded")"; aid="$(json account_id <<<"$seeded")"
   key="$(json user_key <<<"$seeded")"; stoken="$(json service_token <<<"$seeded")"
   env TOLLGATE_LISTEN="127.0.0.1:$port" TOLLGATE_DATABASE_URL="sqlite://$dir/$label.db" TOLLGATE_ADMIN_TOKEN="$token" \
-    TOLLGATE_LOG_FORMAT=text TOLLGATE_XDS_LISTEN=off RUST_LOG=warn ${3:+TOLLGATE_REDIS_URL="$3"} TOLLGATE_REDIS_PREFIX="bench:$$:" \
+    TOLLGATE_LOG_FORMAT=text TOLLGATE_XDS_LISTEN="${BENCH_XDS:-off}" RUST_LOG=warn ${3:+TOLLGATE_REDIS_URL="$3"} TOLLGATE_REDIS_PREFIX="bench:$$:" \
     target/release/tollgate serve >"$dir/$label.log" 2>&1 &
   cp_pid=$!
   cp="http://127.0.0.1:$port"

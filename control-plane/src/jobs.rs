@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 use tollgate_store::counters::Counters;
-use tollgate_store::{alerts, batches, credits, usage, Db};
+use tollgate_store::{alerts, batches, credits, Db};
 
 /// Flushes every `interval` until `stop` fires, then once more (so a graceful shutdown leaves
 /// nothing unflushed).
@@ -26,20 +26,8 @@ pub async fn flush_loop(db: Db, counters: Counters, interval: Duration, mut stop
 /// One beat: usage, then what prepaid accounts spent (which reads the usage tables), expiries,
 /// and report batch ids older than a day. A step that fails is retried at the next beat.
 pub async fn flush_once(db: &Db, counters: &Counters) {
-    match usage::flush_moved(db, counters).await {
-        Ok((0, _)) => {}
-        Ok((n, moved)) => {
-            tracing::debug!(rows = n, "usage flushed");
-            // Limit alerts, for the applications whose usage moved: off authrep's path.
-            match alerts::detect(db, counters, &moved, chrono::Utc::now()).await {
-                Ok(0) => {}
-                Ok(n) => tracing::debug!(alerts = n, "limit alerts raised"),
-                Err(e) => {
-                    tracing::warn!(error = %e, "checking limit alerts failed; checked again when usage next moves")
-                }
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, "usage flush failed; retrying at the next tick"),
+    if let Err(e) = alerts::flush_usage(db, counters).await {
+        tracing::warn!(error = %e, "usage flush failed; retrying at the next tick");
     }
     match credits::flush(db, counters).await {
         Ok(0) => {}

@@ -63,6 +63,9 @@ struct DemoArgs {
     /// The application's key (generated if not given).
     #[arg(long)]
     user_key: Option<String>,
+    /// The product's API backend (`http://127.0.0.1:8000`): where its gateways route it.
+    #[arg(long)]
+    api_backend: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -126,6 +129,7 @@ async fn main() -> ExitCode {
                 email,
                 application,
                 user_key,
+                api_backend,
                 ..
             } = *args;
             let demo = tollgate::seed::Demo {
@@ -139,6 +143,7 @@ async fn main() -> ExitCode {
                 email: Some(email),
                 application,
                 user_key,
+                api_backend,
             };
             seed(&config, &demo).await
         }

@@ -32,6 +32,8 @@ pub struct Demo {
     pub application: String,
     /// Generated when `None`.
     pub user_key: Option<String>,
+    /// The product's `api_backend` (where its gateways route it), e.g. the demo upstream.
+    pub api_backend: Option<String>,
 }
 
 impl Default for Demo {
@@ -48,6 +50,7 @@ impl Default for Demo {
             email: Some("demo@example.com".into()),
             application: "Demo App".into(),
             user_key: None,
+            api_backend: None,
         }
     }
 }
@@ -66,6 +69,7 @@ impl Demo {
             email: Some("alice@acme.test".into()),
             application: "App".into(),
             user_key: Some(user_key.into()),
+            api_backend: None,
         }
     }
 }
@@ -93,6 +97,21 @@ pub async fn demo(db: &Db, d: &Demo) -> Result<Seeded> {
         .clone()
         .unwrap_or_else(|| tollgate_domain::catalog::system_name_from(&d.service));
     if let Some(found) = existing(db, &system_name).await? {
+        // A demo seeded before gateways routed products has no api_backend: given one, it
+        // gets it (once), deployed and promoted.
+        if let Some(url) = &d.api_backend {
+            if proxy::settings(db, found.service_id).await?.api_backend.is_none() {
+                let deployed = set_api_backend(db, found.service_id, url).await?;
+                proxy::promote(
+                    db,
+                    found.service_id,
+                    Environment::Sandbox,
+                    deployed.version,
+                    Environment::Production,
+                )
+                .await?;
+            }
+        }
         return Ok(found);
     }
     let values = services::SERVICE.values_for_create(&form(&[("name", &d.service), ("system_name", &system_name)]))?;
@@ -125,7 +144,10 @@ pub async fn demo(db: &Db, d: &Demo) -> Result<Seeded> {
     }
     let values = applications::APPLICATION.values_for_create(&form(&app))?;
     let application = crud::create(db, &applications::APPLICATIONS, &[account.get()], values).await?;
-    let deployed = proxy::deploy(db, sid).await?;
+    let deployed = match &d.api_backend {
+        Some(url) => set_api_backend(db, sid, url).await?,
+        None => proxy::deploy(db, sid).await?,
+    };
     proxy::promote(db, sid, Environment::Sandbox, deployed.version, Environment::Production).await?;
     Ok(Seeded {
         service_id: sid,
@@ -136,6 +158,13 @@ pub async fn demo(db: &Db, d: &Demo) -> Result<Seeded> {
         user_key: application.text("user_key").unwrap_or_default().to_string(),
         service_token: services::find(db, sid).await?.service_token,
     })
+}
+
+/// Sets the service's `api_backend`; the update deploys it (as 3scale's proxy update does):
+/// the sandbox config made.
+async fn set_api_backend(db: &Db, service: ServiceId, url: &str) -> Result<proxy::ProxyConfig> {
+    proxy::update_settings(db, service, |p| p.update_from(&form(&[("api_backend", url)]))).await?;
+    proxy::find_config(db, service, Environment::Sandbox, None).await
 }
 
 async fn hits(db: &Db, service: ServiceId) -> Result<MetricId> {

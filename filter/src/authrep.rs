@@ -61,12 +61,12 @@ pub fn unavailable(failure_mode: FailureMode) -> Outcome {
     }
 }
 
-/// The response for a cached or fresh denial, with the service's own texts: 403 for keys
-/// and suspended applications, 429 with `Retry-After` for limits, 402 with the purchase link
-/// for exhausted credits.
+/// The response for a cached or fresh denial, with the service's own texts: 403 for keys,
+/// suspended applications and disabled metrics, 429 with `Retry-After` for limits, 402 with
+/// the purchase link for exhausted credits.
 pub fn denial_response(service: &Service, denial: &Denial, retry_after_secs: Option<u64>) -> ErrorResponse {
     match denial {
-        Denial::KeyInvalid | Denial::Suspended => service.proxy.auth_failed(),
+        Denial::KeyInvalid | Denial::Suspended | Denial::Disabled => service.proxy.auth_failed(),
         Denial::LimitsExceeded => {
             let mut r = service.proxy.limits_exceeded();
             if let Some(secs) = retry_after_secs {
@@ -163,6 +163,9 @@ pub fn after_authrep(
             None => Step::Serve {
                 count: if fetch.counted { Count::No } else { Count::Yes },
             },
+            Some(Denial::LimitsExceeded) if entry.quotas.iter().any(|q| q.disables()) => {
+                Step::Reply(denial_response(service, &Denial::Disabled, None))
+            }
             Some(denial) => {
                 let retry = entry
                     .quotas
@@ -319,6 +322,20 @@ mod tests {
         assert_eq!(
             (r.status, r.headers.clone()),
             (429, vec![("retry-after".into(), "86399".into())])
+        );
+        // A limit of 0 disables the metric: a failed authorization, not a wait (APIcast's), and
+        // so is the cached entry's next verdict.
+        let disabled = br#"{"authorized":false,"rejection_reason":"limits_exceeded","usage_reports":[{"metric":"hits","period":"month","ends_at":86400,"max_value":0,"current_value":0}]}"#;
+        let (step, cached) = flow(Some(409), disabled, None, FailureMode::Closed);
+        let Step::Reply(r) = step else { panic!() };
+        assert_eq!((r.status, r.headers.is_empty()), (403, true), "{r:?}");
+        let usage = vec![("hits".to_string(), 1)];
+        assert_eq!(
+            crate::cache::consult(cached.as_ref(), &usage, 1),
+            crate::cache::Verdict::Deny {
+                denial: Denial::Disabled,
+                retry_after_secs: None
+            }
         );
         let broke = br#"{"authorized":false,"rejection_reason":"credits_exhausted","purchase_url":"https://b"}"#;
         let Step::Reply(r) = flow(Some(409), broke, None, FailureMode::Closed).0 else {

@@ -26,6 +26,17 @@ pub enum Denial {
     CreditsExhausted { purchase_url: Option<String> },
     /// A limit is reached (only ever the answer's verdict, see [`Quota::confirmed`]).
     LimitsExceeded,
+    /// The limit reached is 0: the plan leaves the metric out (3scale's "disabled" metric).
+    /// Refused as a failed authorization, as APIcast does (THREESCALE-2755), since waiting
+    /// does not help. Only ever a verdict, never stored: the entry says `LimitsExceeded`.
+    Disabled,
+}
+
+impl Quota {
+    /// Whether a limit of 0 (a disabled metric) refuses the request, rather than a used-up one.
+    pub fn disables(&self) -> bool {
+        self.confirmed && self.max == 0 && !self.is_credits()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -154,6 +165,11 @@ pub fn refusal(entry: &Entry, usage: &Usage, now_ms: u64) -> Option<Verdict> {
                 Some(d @ Denial::CreditsExhausted { .. }) => d.clone(),
                 _ => Denial::CreditsExhausted { purchase_url: None },
             },
+            retry_after_secs: None,
+        }
+    } else if short.disables() {
+        Verdict::Deny {
+            denial: Denial::Disabled,
             retry_after_secs: None,
         }
     } else if short.confirmed {

@@ -118,7 +118,7 @@ impl<H: Host> Root<H> {
             ));
         }
         // Services pushed with the configuration (xDS) are served as they are, never fetched.
-        let pushed = config.proxy_configs.take().map(Services::from_items);
+        let pushed = config.proxy_configs.take().map(Services::pushed);
         self.next_refresh_ms = if pushed.is_some() { u64::MAX } else { 0 };
         let mut vm = self.vm.borrow_mut();
         vm.queue = queue.ok();

@@ -176,6 +176,11 @@ fn strip_port(authority: &str) -> &str {
 pub struct Services {
     pub version: u64,
     pub services: Vec<Service>,
+    /// Only a service's own hosts select it. Set for the services a gateway's control plane
+    /// pushes: that gateway routes nothing but the products' hosts, and a request for another
+    /// host (a product not deployed there yet) is nobody's. A static configuration in front
+    /// of the user's own routes lets its only service take any host.
+    pub exact_hosts: bool,
 }
 
 #[derive(Deserialize)]
@@ -207,16 +212,29 @@ impl Services {
     pub fn from_items(items: Vec<ProxyConfigItem>) -> Self {
         let version = items.iter().map(|p| p.proxy_config.version).sum();
         let services = items.into_iter().map(|p| p.proxy_config.content).collect();
-        Self { version, services }
+        Self {
+            version,
+            services,
+            exact_hosts: false,
+        }
     }
 
-    /// The service for a request's authority: the one listing the host, else the only one.
+    /// [`Services::from_items`], pushed by the control plane with a gateway's routes.
+    pub fn pushed(items: Vec<ProxyConfigItem>) -> Self {
+        Self {
+            exact_hosts: true,
+            ..Self::from_items(items)
+        }
+    }
+
+    /// The service for a request's authority: the one listing the host, else the only one
+    /// (unless hosts are [exact](Services::exact_hosts)).
     pub fn for_authority(&self, authority: &str) -> Option<&Service> {
         self.services
             .iter()
             .find(|s| s.serves_host(authority))
             .or(match self.services.as_slice() {
-                [only] => Some(only),
+                [only] if !self.exact_hosts => Some(only),
                 _ => None,
             })
     }
@@ -250,6 +268,12 @@ mod tests {
         let s = Services::parse_proxy_configs(DOC.as_bytes()).unwrap();
         assert_eq!(s.for_authority("api.example.com:8080").map(|s| s.id), Some(7));
         assert_eq!(s.for_authority("other").map(|s| s.id), Some(7));
+        let pushed = Services {
+            exact_hosts: true,
+            ..s.clone()
+        };
+        assert_eq!(pushed.for_authority("api.example.com").map(|s| s.id), Some(7));
+        assert_eq!(pushed.for_authority("other"), None, "a product not deployed here");
         let mut two = s.clone();
         two.services.push(Service {
             id: 8,

@@ -108,9 +108,17 @@ on_both_databases! {
         let (s, body, _) = until(&c, &url("/b/x"), |s, _| s == 200).await;
         assert_eq!((s, body["path"].as_str()), (200, Some("/x")), "{body}");
         assert_eq!(body["headers"]["host"], b.to_string());
+        // Slashes merged, as in APIcast: `/a//items` is `/a/items`.
+        let (s, body, _) = until(&c, &url("/a//items/7"), |s, _| s == 200).await;
+        assert_eq!((s, body["path"].as_str()), (200, Some("/base/items/7")), "{body}");
         // `/ab` is neither `/a` nor below it; nothing routes it.
         let (s, _, _) = until(&c, &url("/ab"), |_, _| true).await;
         assert_eq!(s, 404);
+        // A host no product here has is nobody's, even with a single product (the key is not
+        // tried against it).
+        let other = client(&envoy, &["elsewhere.localhost"]);
+        let (s, body, _) = until(&other, &format!("http://elsewhere.localhost:{}/a/x?user_key=xds-key", envoy.port), |_, _| true).await;
+        assert_eq!(s, 404, "{body}");
         // The filter is on every route: a wrong key is refused before any backend.
         let (s, _, _) = until(&c, &format!("http://{host}:{}/a/x?user_key=nope", envoy.port), |_, _| true).await;
         assert_eq!(s, 403);
@@ -185,6 +193,48 @@ on_both_databases! {
         let (s, list) = app.get_json("/admin/api/gateways.json").await;
         assert_eq!(s, 200);
         assert_eq!(list["gateways"].as_array().unwrap().len(), 2, "{list}");
+
+        // A backend taken out of the product: staging stops routing to it (its cluster goes
+        // once Envoy has acknowledged routes without it), /b keeps working, nothing is refused.
+        let (_, usages) = app.get_json(&format!("/admin/api/services/{sid}/backend_usages.json")).await;
+        let usage_a = usages["backend_usages"]
+            .as_array()
+            .or(usages.as_array())
+            .unwrap_or_else(|| panic!("{usages}"))
+            .iter()
+            .map(|u| &u["backend_usage"])
+            .find(|u| u["path"] == "/a")
+            .unwrap_or_else(|| panic!("{usages}"))["id"]
+            .as_i64()
+            .unwrap();
+        let (s, _) = app
+            .send_form(reqwest::Method::DELETE, &format!("/admin/api/services/{sid}/backend_usages/{usage_a}.json"), &[])
+            .await;
+        assert_eq!(s, 200);
+        let (s, _) = app.post_form(&format!("/admin/api/services/{sid}/proxy/deploy.json"), &[]).await;
+        assert_eq!(s, 201);
+        let (s, _, _) = until(&cs, &staging_url("/a/x"), |s, _| s == 404).await;
+        assert_eq!(s, 404, "no route to the backend removed
+{}", staging.output());
+        let (s, _, _) = until(&cs, &staging_url("/b/paid"), |_, _| true).await;
+        assert_eq!(s, 200);
+        let start = Instant::now();
+        let staging_entry = loop {
+            let (_, list) = app.get_json("/admin/api/gateways.json").await;
+            let g = list["gateways"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|g| g["gateway"].clone())
+                .find(|g| g["environment"] == "staging")
+                .unwrap();
+            if g["versions"]["clusters"] == g["offered_version"] || start.elapsed() > Duration::from_secs(10) {
+                break g;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(staging_entry["versions"]["clusters"], staging_entry["offered_version"], "the kept cluster dropped: {staging_entry}");
+        assert!(staging_entry["last_error"].is_null(), "{staging_entry}");
         drop((staging, production));
     }
 }

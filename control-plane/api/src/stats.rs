@@ -176,7 +176,18 @@ struct Usage {
     previous_total: Option<i64>,
 }
 
+/// Copies what the counters hold into the usage tables before a read, so that a stats answer
+/// includes every call counted before it was asked (as 3scale's stats follow its reports).
+/// A failed flush is logged; the answer is then what the tables hold, and the usage beat
+/// retries.
+async fn flush_first(app: &AppState) {
+    if let Err(e) = tollgate_store::alerts::flush_usage(&app.db, &app.counters).await {
+        tracing::warn!(error = %e, "usage flush before a stats read failed; answering from the usage tables");
+    }
+}
+
 async fn usage_of(app: &AppState, owner: Owner, measure: &Measure, p: &Params) -> Result<Usage, ApiError> {
+    flush_first(app).await;
     let window = Window::parse(&window_params(p), zone(app).await?, now())?;
     let rows = store::series(&app.db, owner, measure, &window.buckets).await?;
     let values = fill(&window.buckets, &rows);
@@ -500,6 +511,7 @@ async fn top_applications(State(app): State<AppState>, Path(id): Path<String>, u
             let metric = metric_named(&app, Owner::Service(service), &p).await?;
             let window = TopWindow::parse(&window_params(&p), zone(&app).await?)?;
             let (from, to) = window.range();
+            flush_first(&app).await;
             let ranked = store::top_applications(&app.db, service, metric.id, from, to, TOP).await?;
             let ids: Vec<ApplicationId> = ranked.iter().map(|(a, _)| *a).collect();
             let infos = store::applications(&app.db, &ids).await?;

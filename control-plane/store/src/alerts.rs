@@ -37,6 +37,25 @@ pub fn settings_of(text: Option<&str>) -> Option<NotificationSettings> {
     Some(s)
 }
 
+/// The usage flush with its limit alerts: copies the counters that moved into the usage tables
+/// ([`crate::usage::flush_moved`]), then checks the limits of the applications whose usage moved.
+/// Every flush goes through here — the usage beat, the billing run, and a stats request (which
+/// flushes first, so that it reads every call counted before it) —, since a flush that skipped
+/// the check would hide those applications' crossings from the next one. A failed check is
+/// logged and not retried until their usage moves again. Returns the usage rows written.
+pub async fn flush_usage(db: &Db, counters: &Counters) -> Result<usize> {
+    let (written, moved) = crate::usage::flush_moved(db, counters).await?;
+    if written > 0 {
+        tracing::debug!(rows = written, "usage flushed");
+        match detect(db, counters, &moved, Utc::now()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(alerts = n, "limit alerts raised"),
+            Err(e) => tracing::warn!(error = %e, "checking limit alerts failed; checked again when usage next moves"),
+        }
+    }
+    Ok(written)
+}
+
 /// Raises the alerts the usage of `apps` calls for now; how many were raised.
 pub async fn detect(db: &Db, counters: &Counters, apps: &[ApplicationId], now: DateTime<Utc>) -> Result<usize> {
     if apps.is_empty() {

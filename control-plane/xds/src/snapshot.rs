@@ -4,7 +4,8 @@
 //!
 //! A watcher per environment polls the proxy-config versions (one small query) and rebuilds
 //! the snapshot when they move, so a deploy on any control-plane replica reaches the gateways
-//! connected to every replica.
+//! connected to every replica. A deploy or promote on this replica wakes the watchers at once
+//! ([`tollgate_store::Db::proxy_configs_changed`]).
 
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -146,11 +147,16 @@ async fn watcher(
 ) -> Result<watch::Receiver<Arc<Snapshot>>, tollgate_store::StoreError> {
     let first = load(&db, environment).await?;
     let (tx, rx) = watch::channel(Arc::new(first));
+    let mut written_here = db.proxy_configs.subscribe();
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(poll);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            ticker.tick().await;
+            // The poll (other replicas' deploys), or at once for this process' own.
+            tokio::select! {
+                _ = ticker.tick() => {}
+                Ok(()) = written_here.changed() => {}
+            }
             if tx.is_closed() {
                 return;
             }

@@ -96,7 +96,7 @@ pub async fn run(
         return Err(RunError::Busy);
     }
     let result = match counters {
-        Some(counters) => match crate::usage::flush(db, counters).await {
+        Some(counters) => match crate::alerts::flush_usage(db, counters).await {
             Ok(_) => run_locked(db, gateways, date).await,
             Err(e) => Err(e),
         },

@@ -221,7 +221,10 @@ async fn insert_config(
         .fetch_one(&db.pool)
         .await;
         match inserted {
-            Ok(row) => return config_from_row(&row),
+            Ok(row) => {
+                db.proxy_configs_changed();
+                return config_from_row(&row);
+            }
             Err(e) if is_unique_violation(&e) => continue,
             Err(e) => return Err(e.into()),
         }

@@ -20,6 +20,10 @@ pub struct Db {
     pub engine: Engine,
     /// Where gateways serve a product whose settings name no public endpoint.
     pub gateways: std::sync::Arc<tollgate_domain::gateway::GatewayDefaults>,
+    /// Bumped when this process writes a proxy config (a deploy or a promote), so that the
+    /// xDS watchers look at once rather than at their next poll; other replicas' writes reach
+    /// them at the poll.
+    pub proxy_configs: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 pub type Row = AnyRow;
@@ -74,7 +78,13 @@ impl Db {
             pool,
             engine,
             gateways: Default::default(),
+            proxy_configs: std::sync::Arc::new(tokio::sync::watch::Sender::new(0)),
         })
+    }
+
+    /// Tells the xDS watchers that a proxy config was written.
+    pub fn proxy_configs_changed(&self) {
+        self.proxy_configs.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// The same handle with other gateway defaults (from the configuration).
