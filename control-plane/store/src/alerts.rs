@@ -44,7 +44,12 @@ pub fn settings_of(text: Option<&str>) -> Option<NotificationSettings> {
 /// the check would hide those applications' crossings from the next one. A failed check is
 /// logged and not retried until their usage moves again. Returns the usage rows written.
 pub async fn flush_usage(db: &Db, counters: &Counters) -> Result<usize> {
-    let (written, moved) = crate::usage::flush_moved(db, counters).await?;
+    // One flush at a time in this process: a stats read's flush must not find the counters
+    // already taken by a beat still writing them, and read the tables before it commits.
+    let (written, moved) = {
+        let _one_at_a_time = db.usage_flush.lock().await;
+        crate::usage::flush_moved(db, counters).await?
+    };
     if written > 0 {
         tracing::debug!(rows = written, "usage flushed");
         match detect(db, counters, &moved, Utc::now()).await {

@@ -24,6 +24,10 @@ pub struct Db {
     /// xDS watchers look at once rather than at their next poll; other replicas' writes reach
     /// them at the poll.
     pub proxy_configs: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
+    /// Held by a usage flush from taking the moved counters to committing them, so that a
+    /// flush which finds nothing to take (another just took it) waits until that one is in
+    /// the tables: what a stats read relies on ([`crate::alerts::flush_usage`]).
+    pub usage_flush: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 pub type Row = AnyRow;
@@ -79,6 +83,7 @@ impl Db {
             engine,
             gateways: Default::default(),
             proxy_configs: std::sync::Arc::new(tokio::sync::watch::Sender::new(0)),
+            usage_flush: Default::default(),
         })
     }
 
