@@ -37,7 +37,10 @@ upstream="127.0.0.1:${TOLLGATE_DEMO_UPSTREAM_PORT:-8000}"
 
 # The demo (once; seeding again answers what is there): a product routed to the demo upstream,
 # with a plan of 10 calls a minute, an account with an application, deployed and promoted.
-user_key="$(target/release/tollgate seed demo --api-backend "http://$upstream" | json user_key)"
+# The console's admin: `admin`, with a password made once and kept in .tollgate-console-password.
+password_file="$root/.tollgate-console-password"
+[ -s "$password_file" ] || head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$password_file"
+user_key="$(target/release/tollgate seed demo --api-backend "http://$upstream" --console-password-file "$password_file" | json user_key)"
 
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
@@ -71,6 +74,7 @@ auth="Authorization: Bearer \$(cat $token_file)"
 cat <<MSG
 
 Tollgate is running.
+  console             $cp/console/   (sign in as admin, password: $(cat "$password_file"))
   control plane       $cp   (admin token in $token_file; xDS on $TOLLGATE_XDS_LISTEN)
   production gateway  $prod   (Envoy admin http://127.0.0.1:9901)
   staging gateway     $staging   (Envoy admin http://127.0.0.1:9902)

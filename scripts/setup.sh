@@ -61,6 +61,8 @@ if [ "${TOLLGATE_SETUP_SERVICES:-1}" != 0 ]; then
   # poppler: the invoice PDF tests render the PDF (pdftoppm) and read its text (pdftotext).
   if ! command -v pdftoppm >/dev/null; then apt_install poppler-utils; fi
   if ! command -v redis-server >/dev/null; then apt_install redis-server; fi
+  # The console's browser tests drive Debian's Chromium headless over WebDriver.
+  if ! command -v chromedriver >/dev/null; then apt_install chromium chromium-driver; fi
   if ! (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then
     say "starting redis-server on 127.0.0.1:6379"
     redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null

@@ -49,6 +49,9 @@ pub struct Config {
     pub webhook_allow_private: bool,
     /// `TOLLGATE_OUTBOX_POLL_MS`: how often an idle sender looks for new events.
     pub outbox_poll_ms: u64,
+    /// `TOLLGATE_CONSOLE_IDLE_MINUTES`: a console session ends after this long without a
+    /// request.
+    pub console_idle_minutes: u64,
     /// `TOLLGATE_XDS_LISTEN`: where Envoy's aggregated discovery service (gRPC) listens, or
     /// `off`.
     pub xds_listen: Option<SocketAddr>,
@@ -93,6 +96,7 @@ impl Default for Config {
             webhook_max_attempts: 24,
             webhook_allow_private: false,
             outbox_poll_ms: 250,
+            console_idle_minutes: 30,
             xds_listen: Some(SocketAddr::from(([127, 0, 0, 1], 18000))),
             xds_poll_ms: 200,
             gateway_domain: "localhost".into(),
@@ -217,6 +221,10 @@ impl Config {
         }
         if let Some(v) = set("TOLLGATE_OUTBOX_POLL_MS") {
             config.outbox_poll_ms = number("TOLLGATE_OUTBOX_POLL_MS", v)?;
+        }
+        if let Some(v) = set("TOLLGATE_CONSOLE_IDLE_MINUTES") {
+            config.console_idle_minutes = number("TOLLGATE_CONSOLE_IDLE_MINUTES", v)?.min(525_600);
+            // a year at most
         }
         if let Some(v) = set("TOLLGATE_XDS_LISTEN") {
             config.xds_listen = match v.as_str() {

@@ -66,6 +66,9 @@ struct DemoArgs {
     /// The product's API backend (`http://127.0.0.1:8000`): where its gateways route it.
     #[arg(long)]
     api_backend: Option<String>,
+    /// Also make sure of a console admin `admin` with this password (read from the file).
+    #[arg(long)]
+    console_password_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -130,6 +133,7 @@ async fn main() -> ExitCode {
                 application,
                 user_key,
                 api_backend,
+                console_password_file,
                 ..
             } = *args;
             let demo = tollgate::seed::Demo {
@@ -145,7 +149,7 @@ async fn main() -> ExitCode {
                 user_key,
                 api_backend,
             };
-            seed(&config, &demo).await
+            seed(&config, &demo, console_password_file.as_deref()).await
         }
     };
     match result {
@@ -182,9 +186,17 @@ async fn migrate(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-async fn seed(config: &Config, demo: &tollgate::seed::Demo) -> Result<(), Box<dyn std::error::Error>> {
+async fn seed(
+    config: &Config,
+    demo: &tollgate::seed::Demo,
+    console_password_file: Option<&std::path::Path>,
+) -> Result<(), Box<dyn std::error::Error>> {
     let db = tollgate::startup::database(config).await?;
     tollgate::store::catalog::provider::ensure(&db).await?;
+    if let Some(file) = console_password_file {
+        let password = std::fs::read_to_string(file)?;
+        tollgate::seed::console_admin(&db, "admin", password.trim()).await?;
+    }
     let seeded = tollgate::seed::demo(&db, demo).await?;
     println!("{}", serde_json::to_string(&seeded)?);
     Ok(())

@@ -200,6 +200,27 @@ async fn existing(db: &Db, system_name: &str) -> Result<Option<Seeded>> {
     }))
 }
 
+/// Makes sure the provider has an active admin `username` who signs in to the console with
+/// `password` (created once; an existing user keeps their password). Made through the same
+/// resource as `POST /admin/api/users.json`.
+pub async fn console_admin(db: &Db, username: &str, password: &str) -> Result<()> {
+    let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM provider_users WHERE username = $1")
+        .bind(username)
+        .fetch_optional(&db.pool)
+        .await?;
+    if exists.is_some() {
+        return Ok(());
+    }
+    let values = tollgate_store::catalog::provider::PROVIDER_USER.values_for_create(&form(&[
+        ("username", username),
+        ("password", password),
+        ("role", "admin"),
+        ("state", "active"),
+    ]))?;
+    crud::create(db, &tollgate_store::catalog::provider::PROVIDER_USERS, &[], values).await?;
+    Ok(())
+}
+
 /// `PERIOD=N` (`minute=10`), as `tollgate seed demo --limit` takes it.
 pub fn parse_limit(s: &str) -> std::result::Result<(Period, i64), String> {
     let (period, value) = s

@@ -180,6 +180,7 @@ impl Application {
                 ))),
                 gateways: gateways(config),
                 gateway_registry: Default::default(),
+                console_idle: chrono::Duration::minutes(config.console_idle_minutes.min(525_600) as i64),
             },
             billing_hour: config.billing_hour,
         })
@@ -235,6 +236,8 @@ impl Application {
             }))
         });
         let app = tollgate_api::router(self.state.clone());
+        // The client's address reaches handlers (the console throttles sign-ins by it).
+        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
         let served = axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await;
         let _ = stop.send(true);
         if let Some(schedule) = schedule {

@@ -259,6 +259,28 @@ impl TestApp {
         self.send_form(Method::PUT, path, form).await
     }
 
+    /// A provider user made as 3scale's API makes one (`POST /admin/api/users.json` with a
+    /// password, e-mail `{username}@provider.test`, then activated), an admin when `admin`;
+    /// its id.
+    pub async fn provider_user(&self, username: &str, password: &str, admin: bool) -> i64 {
+        let email = format!("{username}@provider.test");
+        let (s, user) = self
+            .post_form(
+                "/admin/api/users.json",
+                &[("username", username), ("email", &email), ("password", password)],
+            )
+            .await;
+        assert_eq!(s, 201, "{user}");
+        assert!(user["user"].get("password").is_none(), "never shown: {user}");
+        let id = user["user"]["id"].as_i64().unwrap();
+        let events: &[&str] = if admin { &["activate", "admin"] } else { &["activate"] };
+        for event in events {
+            let (s, _) = self.put_form(&format!("/admin/api/users/{id}/{event}.json"), &[]).await;
+            assert_eq!(s, 200, "{event}");
+        }
+        id
+    }
+
     /// The demo of [`crate::seed`] with an application holding `user_key` (a service, a plan,
     /// an account and the application; the service deployed and promoted). Returns (service,
     /// application) as the API shows them.

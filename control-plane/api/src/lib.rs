@@ -21,6 +21,7 @@ pub mod alerts;
 pub mod applications;
 pub mod billing;
 pub mod catalog;
+pub mod console;
 pub mod credits;
 pub mod crud;
 pub mod delivery;

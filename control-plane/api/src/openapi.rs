@@ -22,6 +22,7 @@ fn kind_schema(kind: Kind) -> Value {
             json!({"type": "string", "format": "uri", "description": "http or https URL without query, or empty"})
         }
         Kind::UsagePath => json!({"type": "string", "description": "a path prefix such as /v2"}),
+        Kind::Password => json!({"type": "string", "format": "password", "minLength": 6, "writeOnly": true}),
         Kind::Levels => json!({
             "type": "object",
             "description": "alert levels per list: notification_settings[web_provider][]=50 (also email_provider, web_buyer, email_buyer); levels 50, 80, 90, 100, 120, 150, 200, 300",

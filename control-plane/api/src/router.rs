@@ -41,7 +41,8 @@ async fn invalidate_on_admin_writes(
     next: axum::middleware::Next,
 ) -> Response {
     let write = !matches!(*req.method(), Method::GET | Method::HEAD);
-    let admin = req.uri().path().starts_with("/admin/") || req.uri().path().starts_with("/api/");
+    let path = req.uri().path();
+    let admin = path.starts_with("/admin/") || path.starts_with("/api/") || path.starts_with("/console/");
     let response = next.run(req).await;
     if write && admin && response.status().as_u16() < 400 {
         cache.invalidate();
@@ -82,6 +83,7 @@ pub fn mount(table: Routes, state: AppState) -> Router {
     }
     router
         .layer(middleware::from_fn_with_state(state.clone(), crate::xml_answers::layer))
+        .merge(crate::console::router())
         .with_state(state)
         .layer(Extension(document))
         .layer(middleware::from_fn_with_state(cache, invalidate_on_admin_writes))

@@ -16,6 +16,8 @@ pub struct AppState {
     pub gateways: Gateways,
     /// The Envoy gateways connected over xDS (`GET /admin/api/gateways.json`).
     pub gateway_registry: Arc<tollgate_store::gateway_registry::GatewayRegistry>,
+    /// How long a console session lives without a request (`TOLLGATE_CONSOLE_IDLE_MINUTES`).
+    pub console_idle: chrono::Duration,
 }
 
 impl AppState {

@@ -40,5 +40,6 @@ pub mod periods;
 pub mod pricing;
 pub mod proration;
 pub mod proxy;
+pub mod sign_in;
 
 pub use invalid::Invalid;

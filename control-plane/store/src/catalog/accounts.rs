@@ -51,6 +51,7 @@ pub static ACCOUNT: Resource = Resource {
 pub const USER_FIELDS: &[Field] = &[
     field("username", Kind::Text, OnCreate::Required),
     field("email", Kind::Text, OnCreate::Optional),
+    field("password", Kind::Password, OnCreate::Optional),
     fixed("role", Kind::OneOf(Role::WORDS), OnCreate::Default("member")),
     fixed("state", Kind::OneOf(UserState::WORDS), OnCreate::Default("pending")),
 ];

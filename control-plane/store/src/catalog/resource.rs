@@ -50,6 +50,9 @@ pub enum Kind {
     Url,
     /// A backend usage's path, kept as 3scale normalizes it (`v2/` → `/v2`).
     UsagePath,
+    /// A password: checked ([`tollgate_domain::sign_in::check_password`]), stored as its
+    /// argon2id hash ([`crate::passwords`]), never shown.
+    Password,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -236,6 +239,10 @@ fn parse_field(f: &Field, raw: &str) -> Result<Val, String> {
             Val::Text(raw_t.to_string())
         }
         Kind::UsagePath => Val::Text(tollgate_domain::gateway::usage_path(raw_t)?),
+        Kind::Password => {
+            tollgate_domain::sign_in::check_password(raw)?;
+            Val::Text(crate::passwords::hash(raw).map_err(|e| e.to_string())?)
+        }
         Kind::OneOf(words) => {
             if !words.contains(&raw_t) {
                 return Err(format!("must be one of: {}", words.join(", ")));
@@ -460,6 +467,7 @@ impl Resource {
                     row.try_get::<Option<String>, _>(f.name)?
                         .and_then(|s| serde_json::from_str(&s).ok()),
                 ),
+                Kind::Password => continue,
             };
             cells.push((f.name, cell));
         }

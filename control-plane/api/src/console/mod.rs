@@ -1,0 +1,31 @@
+//! The provider console under `/console/`: server-rendered pages (askama templates, checked
+//! at compile time), a stylesheet compiled into the binary, nothing fetched from elsewhere.
+//!
+//! Every page takes a [`Screen`] extractor naming the permission it needs: the extractor
+//! finds the session (no session: a redirect to sign-in, and no data), builds the same
+//! [`Principal`](tollgate_domain::access::Principal) the API's guard builds for a token, and
+//! refuses what the user's role, sections or services do not allow — a handler cannot forget
+//! the check, since the page's data comes through the extractor. Forms carry the session's
+//! CSRF token, and [`Submitted`] refuses a form without it. The pages call the same store
+//! functions as the API.
+
+mod pages;
+mod render;
+mod session;
+
+pub use session::{Screen, Staff, Submitted};
+
+use crate::state::AppState;
+use axum::routing::{get, post};
+use axum::Router;
+
+/// The console's routes (outside the API's route table and its OpenAPI document: the
+/// [`Screen`] extractor is their guard).
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/console", get(pages::to_dashboard))
+        .route("/console/", get(pages::dashboard))
+        .route("/console/sign_in", get(pages::sign_in_form).post(pages::sign_in))
+        .route("/console/sign_out", post(pages::sign_out))
+        .route("/console/assets/console.css", get(pages::stylesheet))
+}

@@ -1,0 +1,213 @@
+//! The console's pages: sign-in, sign-out, the dashboard.
+
+use super::render::html;
+use super::session::{
+    client_address, cookie, form_fields, over_tls, same_token, Dashboard, Refused, Screen, Submitted, SESSION_COOKIE,
+    SIGN_IN_CSRF_COOKIE,
+};
+use crate::state::AppState;
+use askama::Template;
+use axum::extract::{Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum_extra::extract::cookie::CookieJar;
+use std::collections::HashMap;
+use tollgate_domain::sign_in::Throttle;
+use tollgate_store::console::Refusal;
+
+/// The frame every signed-in page lives in: the navigation of 3scale's admin portal.
+pub struct Frame<'a> {
+    pub title: &'a str,
+    pub section: &'a str,
+    pub username: &'a str,
+    pub csrf: &'a str,
+}
+
+impl Frame<'_> {
+    /// The guide's sections; `None`: not in the console yet (its screens are next; the admin
+    /// API does all of it today), shown but not a link.
+    pub const SECTIONS: [(&'static str, Option<&'static str>); 6] = [
+        ("Dashboard", Some("/console/")),
+        ("Audience", None),
+        ("Products", None),
+        ("Billing", None),
+        ("Analytics", None),
+        ("Settings", None),
+    ];
+}
+
+/// The console's stylesheet, in the binary.
+const CSS: &str = include_str!("../../assets/console.css");
+
+pub async fn stylesheet() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=300"),
+        ],
+        CSS,
+    )
+        .into_response()
+}
+
+pub async fn to_dashboard() -> Redirect {
+    Redirect::permanent("/console/")
+}
+
+/// Where to go after signing in: a console path only (never another site).
+fn next_of(q: &HashMap<String, String>) -> String {
+    q.get("next")
+        .filter(|n| n.starts_with("/console/") && !n.starts_with("//") && !n.contains('\\'))
+        .cloned()
+        .unwrap_or_else(|| "/console/".into())
+}
+
+#[derive(Template)]
+#[template(path = "console/sign_in.html")]
+struct SignInPage<'a> {
+    csrf: &'a str,
+    next: &'a str,
+    login: &'a str,
+    error: Option<String>,
+}
+
+pub async fn sign_in_form(jar: CookieJar, req: Request) -> Response {
+    let (parts, _) = req.into_parts();
+    let q: HashMap<String, String> = Query::try_from_uri(&parts.uri).map(|q| q.0).unwrap_or_default();
+    sign_in_page(jar, &parts, &next_of(&q), "", None, StatusCode::OK)
+}
+
+/// The form, with a fresh CSRF cookie (double submit).
+fn sign_in_page(
+    jar: CookieJar,
+    parts: &axum::http::request::Parts,
+    next: &str,
+    login: &str,
+    error: Option<String>,
+    status: StatusCode,
+) -> Response {
+    let csrf = tollgate_store::auth::generate_token();
+    let jar = jar.add(cookie(SIGN_IN_CSRF_COOKIE, csrf.clone(), over_tls(parts)));
+    let page = SignInPage {
+        csrf: &csrf,
+        next,
+        login,
+        error,
+    };
+    (status, jar, html(page)).into_response()
+}
+
+pub async fn sign_in(State(app): State<AppState>, jar: CookieJar, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let fields = match form_fields(&parts, body).await {
+        Ok(f) => f,
+        Err(r) => return r.into_response(),
+    };
+    let field = |k: &str| fields.get(k).map(String::as_str).unwrap_or("");
+    let next = next_of(&fields);
+    let expected = jar
+        .get(SIGN_IN_CSRF_COOKIE)
+        .map(|c| c.value().to_string())
+        .unwrap_or_default();
+    if !same_token(Some(field("_csrf")), &expected) {
+        return Refused::Csrf.into_response();
+    }
+    let (login, password) = (field("login").trim(), field("password"));
+    if login.is_empty() || password.is_empty() {
+        let error = Some("Enter your user name or e-mail and your password.".to_string());
+        return sign_in_page(jar, &parts, &next, login, error, StatusCode::UNPROCESSABLE_ENTITY);
+    }
+    let now = chrono::Utc::now();
+    let address = client_address(&parts);
+    let outcome = tollgate_store::console::sign_in(&app.db, &Throttle::default(), login, password, &address, now).await;
+    let refusal = match outcome {
+        Ok(Ok(signed)) => {
+            let jar = jar
+                .remove(cookie(SIGN_IN_CSRF_COOKIE, String::new(), over_tls(&parts)))
+                .add(cookie(SESSION_COOKIE, signed.cookie, over_tls(&parts)));
+            return (jar, Redirect::to(&next)).into_response();
+        }
+        Ok(Err(r)) => r,
+        Err(e) => return Refused::from(e).into_response(),
+    };
+    let wait = |at: chrono::DateTime<chrono::Utc>| {
+        let secs = (at - now).num_seconds().max(1);
+        format!(
+            "Too many wrong passwords. Try again in {secs} seconds (at {} UTC).",
+            at.format("%H:%M:%S")
+        )
+    };
+    let (status, error, retry) = match refusal {
+        Refusal::Invalid { retry_at: None } => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Wrong user name, e-mail or password.".to_string(),
+            None,
+        ),
+        Refusal::Invalid { retry_at: Some(at) } | Refusal::Throttled { retry_at: at } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            wait(at),
+            Some((at - now).num_seconds().max(1)),
+        ),
+        Refusal::NotActive => (
+            StatusCode::FORBIDDEN,
+            "Your user is not active (pending activation or suspended). Ask an admin of this provider.".to_string(),
+            None,
+        ),
+    };
+    let mut response = sign_in_page(jar, &parts, &next, login, Some(error), status);
+    if let Some(secs) = retry {
+        if let Ok(v) = secs.to_string().parse() {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+    }
+    response
+}
+
+pub async fn sign_out(State(app): State<AppState>, jar: CookieJar, form: Submitted<Dashboard>) -> Response {
+    let _ = &form.fields;
+    if let Some(c) = jar.get(SESSION_COOKIE) {
+        if let Err(e) = tollgate_store::console::sign_out(&app.db, c.value()).await {
+            return Refused::from(e).into_response();
+        }
+    }
+    let jar = jar.remove(cookie(SESSION_COOKIE, String::new(), false));
+    (jar, Redirect::to("/console/sign_in")).into_response()
+}
+
+#[derive(Template)]
+#[template(path = "console/dashboard.html")]
+struct DashboardPage<'a> {
+    frame: Frame<'a>,
+    d: tollgate_store::console::Dashboard,
+    staging: Vec<String>,
+    production: Vec<String>,
+}
+
+pub async fn dashboard(State(app): State<AppState>, screen: Screen<Dashboard>) -> Response {
+    let d = match tollgate_store::console::dashboard(&app.db, screen.principal.services(), chrono::Utc::now()).await {
+        Ok(d) => d,
+        Err(e) => return Refused::from(e).into_response(),
+    };
+    // Where each product is called: its public endpoints (the defaults when none is set).
+    let (mut staging, mut production) = (Vec::new(), Vec::new());
+    for (id, _, _) in &d.products {
+        match tollgate_store::catalog::proxy::settings(&app.db, tollgate_domain::ids::ServiceId::new(*id)).await {
+            Ok(p) => {
+                staging.push(p.sandbox_endpoint.unwrap_or_default());
+                production.push(p.endpoint.unwrap_or_default());
+            }
+            Err(e) => return Refused::from(e).into_response(),
+        }
+    }
+    html(DashboardPage {
+        frame: Frame {
+            title: "Dashboard",
+            section: "Dashboard",
+            username: &screen.username,
+            csrf: &screen.session.csrf_token,
+        },
+        d,
+        staging,
+        production,
+    })
+}

@@ -1,0 +1,49 @@
+//! Rendering a console page: the headers every page is sent with, and the page that only
+//! says something (errors, refusals).
+
+use askama::Template;
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+
+#[derive(Template)]
+#[template(path = "console/message.html")]
+struct Message<'a> {
+    title: &'a str,
+    text: &'a str,
+}
+
+/// A page that only says something (errors, refusals).
+fn message_page(title: &str, text: &str) -> String {
+    Message { title, text }.render().unwrap_or_else(|_| title.to_string())
+}
+
+/// A console page, never cached, never framed, posting only to itself.
+pub fn html(t: impl Template) -> Response {
+    match t.render() {
+        Ok(body) => (SECURITY_HEADERS, Html(body)).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "console template");
+            message(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Something went wrong",
+                "The error is logged.",
+            )
+        }
+    }
+}
+
+/// What every console page is sent with.
+pub const SECURITY_HEADERS: [(header::HeaderName, &str); 4] = [
+    (header::CACHE_CONTROL, "no-store"),
+    (
+        header::CONTENT_SECURITY_POLICY,
+        "default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+    ),
+    (header::X_FRAME_OPTIONS, "DENY"),
+    (header::REFERRER_POLICY, "same-origin"),
+];
+
+/// A message page with `status`.
+pub fn message(status: StatusCode, title: &str, text: &str) -> Response {
+    (status, SECURITY_HEADERS, Html(message_page(title, text))).into_response()
+}

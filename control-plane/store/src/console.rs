@@ -1,0 +1,308 @@
+//! The console's sign-in and sessions: a provider user signs in with their user name or
+//! e-mail and password; a session is a random value in a cookie, stored only as its SHA-256,
+//! with the CSRF token the session's forms carry. Wrong passwords are throttled per user name
+//! and per client address ([`tollgate_domain::sign_in::Throttle`]). Only active users sign in.
+
+use crate::auth::{generate_token, hash_token};
+use crate::db::{Db, Engine};
+use crate::error::{Result, StoreError};
+use chrono::{DateTime, Duration, SecondsFormat, Utc};
+use sqlx::Row;
+use tollgate_domain::catalog::UserState;
+use tollgate_domain::ids::ProviderUserId;
+use tollgate_domain::sign_in::{session_alive, Failures, Throttle};
+
+/// A live session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub user_id: ProviderUserId,
+    pub csrf_token: String,
+}
+
+/// A session just made: the cookie's value (shown to the browser once, kept only hashed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedIn {
+    pub cookie: String,
+    pub session: Session,
+}
+
+/// Why a sign-in was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Wrong name or password; `retry_at` when this failure locked the key.
+    Invalid { retry_at: Option<DateTime<Utc>> },
+    /// Too many wrong passwords: the password was not checked.
+    Throttled { retry_at: DateTime<Utc> },
+    /// The user exists and the password is right, but the user is pending or suspended.
+    NotActive,
+}
+
+fn stamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+fn parse_stamp(s: &str) -> Result<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| StoreError::Internal(format!("stored time `{s}`: {e}")))
+}
+
+fn keys(login: &str, address: &str) -> [String; 2] {
+    [
+        format!("user:{}", login.trim().to_lowercase()),
+        format!("addr:{address}"),
+    ]
+}
+
+async fn failures(db: &Db, key: &str) -> Result<Option<Failures>> {
+    let row = sqlx::query("SELECT failures, first_at, locked_until FROM sign_in_failures WHERE key = $1")
+        .bind(key)
+        .fetch_optional(&db.pool)
+        .await?;
+    row.map(|r| failures_of(&r)).transpose()
+}
+
+fn failures_of(r: &crate::db::Row) -> Result<Failures> {
+    Ok(Failures {
+        failures: u32::try_from(r.try_get::<i64, _>("failures")?).unwrap_or(u32::MAX),
+        first_at: parse_stamp(&r.try_get::<String, _>("first_at")?)?,
+        locked_until: r
+            .try_get::<Option<String>, _>("locked_until")?
+            .map(|s| parse_stamp(&s))
+            .transpose()?,
+    })
+}
+
+/// Counts one more wrong password against `key` (one transaction, the row locked, so
+/// concurrent guesses all count); when the key is locked now.
+async fn fail(db: &Db, policy: &Throttle, key: &str, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>> {
+    let mut tx = db.begin_write().await?;
+    sqlx::query(
+        "INSERT INTO sign_in_failures (key, failures, first_at, locked_until) VALUES ($1, 0, $2, NULL)
+         ON CONFLICT (key) DO NOTHING",
+    )
+    .bind(key)
+    .bind(stamp(now))
+    .execute(&mut *tx)
+    .await?;
+    let lock = if db.engine == Engine::Postgres {
+        " FOR UPDATE"
+    } else {
+        ""
+    };
+    let row = sqlx::query(&format!(
+        "SELECT failures, first_at, locked_until FROM sign_in_failures WHERE key = $1{lock}"
+    ))
+    .bind(key)
+    .fetch_one(&mut *tx)
+    .await?;
+    let next = policy.after_failure(Some(&failures_of(&row)?), now);
+    sqlx::query("UPDATE sign_in_failures SET failures = $1, first_at = $2, locked_until = $3 WHERE key = $4")
+        .bind(i64::from(next.failures))
+        .bind(stamp(next.first_at))
+        .bind(next.locked_until.map(stamp))
+        .bind(key)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(next.locked_until)
+}
+
+/// Signs `login` (user name or e-mail) in with `password`, from client `address`.
+pub async fn sign_in(
+    db: &Db,
+    policy: &Throttle,
+    login: &str,
+    password: &str,
+    address: &str,
+    now: DateTime<Utc>,
+) -> Result<std::result::Result<SignedIn, Refusal>> {
+    let keys = keys(login, address);
+    let mut locked = None;
+    for key in &keys {
+        locked = locked.max(policy.retry_at(failures(db, key).await?.as_ref(), now));
+    }
+    if let Some(retry_at) = locked {
+        return Ok(Err(Refusal::Throttled { retry_at }));
+    }
+    let row = sqlx::query(
+        "SELECT id, password, state FROM provider_users WHERE username = $1 OR lower(email) = lower($1) ORDER BY id LIMIT 1",
+    )
+    .bind(login.trim())
+    .fetch_optional(&db.pool)
+    .await?;
+    let found = match row {
+        Some(r) => Some((
+            ProviderUserId::new(r.try_get("id")?),
+            r.try_get::<Option<String>, _>("password")?,
+            r.try_get::<String, _>("state")?,
+        )),
+        None => None,
+    };
+    // The hash is checked off the async threads (tens of milliseconds of CPU, by design).
+    let (password, stored) = (password.to_string(), found.as_ref().and_then(|f| f.1.clone()));
+    let right = tokio::task::spawn_blocking(move || match stored {
+        Some(stored) => crate::passwords::verify(&password, &stored),
+        None => {
+            crate::passwords::verify_nobody(&password);
+            false
+        }
+    })
+    .await
+    .map_err(|e| StoreError::Internal(e.to_string()))?;
+    match found {
+        Some((user, _, state)) if right => {
+            sqlx::query("DELETE FROM sign_in_failures WHERE key = $1")
+                .bind(&keys[0])
+                .execute(&db.pool)
+                .await?;
+            if UserState::parse(&state) != Some(UserState::Active) {
+                return Ok(Err(Refusal::NotActive));
+            }
+            Ok(Ok(start(db, user, now).await?))
+        }
+        _ => {
+            let mut retry_at = None;
+            for key in &keys {
+                retry_at = retry_at.max(fail(db, policy, key, now).await?);
+            }
+            Ok(Err(Refusal::Invalid { retry_at }))
+        }
+    }
+}
+
+/// A new session for `user`.
+pub async fn start(db: &Db, user: ProviderUserId, now: DateTime<Utc>) -> Result<SignedIn> {
+    let (cookie, csrf_token) = (generate_token(), generate_token());
+    sqlx::query(
+        "INSERT INTO console_sessions (id_hash, user_id, csrf_token, created_at, last_seen_at) VALUES ($1, $2, $3, $4, $4)",
+    )
+    .bind(hash_token(&cookie))
+    .bind(user.get())
+    .bind(&csrf_token)
+    .bind(stamp(now))
+    .execute(&db.pool)
+    .await?;
+    Ok(SignedIn {
+        cookie,
+        session: Session {
+            user_id: user,
+            csrf_token,
+        },
+    })
+}
+
+/// The live session a cookie holds, seen now (its idle time starts again); `None` for an
+/// unknown cookie or one idle for `idle` or longer (which ends it).
+pub async fn session(db: &Db, cookie: &str, now: DateTime<Utc>, idle: Duration) -> Result<Option<Session>> {
+    let id_hash = hash_token(cookie);
+    let row = sqlx::query("SELECT user_id, csrf_token, last_seen_at FROM console_sessions WHERE id_hash = $1")
+        .bind(&id_hash)
+        .fetch_optional(&db.pool)
+        .await?;
+    let Some(r) = row else { return Ok(None) };
+    let last_seen = parse_stamp(&r.try_get::<String, _>("last_seen_at")?)?;
+    if !session_alive(last_seen, now, idle) {
+        sign_out(db, cookie).await?;
+        return Ok(None);
+    }
+    // Touched at most once a minute: a page's requests do not each write.
+    if now - last_seen >= Duration::minutes(1) {
+        sqlx::query("UPDATE console_sessions SET last_seen_at = $1 WHERE id_hash = $2")
+            .bind(stamp(now))
+            .bind(&id_hash)
+            .execute(&db.pool)
+            .await?;
+    }
+    Ok(Some(Session {
+        user_id: ProviderUserId::new(r.try_get("user_id")?),
+        csrf_token: r.try_get("csrf_token")?,
+    }))
+}
+
+/// Ends the session a cookie holds (nothing if there is none).
+pub async fn sign_out(db: &Db, cookie: &str) -> Result<()> {
+    sqlx::query("DELETE FROM console_sessions WHERE id_hash = $1")
+        .bind(hash_token(cookie))
+        .execute(&db.pool)
+        .await?;
+    Ok(())
+}
+
+/// A provider user's name, as the console shows who is signed in.
+pub async fn username(db: &Db, user: ProviderUserId) -> Result<String> {
+    sqlx::query_scalar("SELECT username FROM provider_users WHERE id = $1")
+        .bind(user.get())
+        .fetch_optional(&db.pool)
+        .await?
+        .ok_or(StoreError::AccessDenied)
+}
+
+/// What the dashboard shows (3scale's: the provider's day at a glance), for a user who sees
+/// `services` (`None`: all).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dashboard {
+    /// Products the user sees: id, name, system name.
+    pub products: Vec<(i64, String, String)>,
+    pub signups_this_month: i64,
+    pub accounts_pending: i64,
+    pub applications_pending: i64,
+    /// The latest events: kind, when.
+    pub recent_events: Vec<(String, String)>,
+}
+
+pub async fn dashboard(
+    db: &Db,
+    services: Option<&[tollgate_domain::ids::ServiceId]>,
+    now: DateTime<Utc>,
+) -> Result<Dashboard> {
+    let visible = |id: i64| services.is_none_or(|s| s.iter().any(|x| x.get() == id));
+    let products = sqlx::query("SELECT id, name, system_name FROM services ORDER BY name, id")
+        .fetch_all(&db.pool)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok((
+                r.try_get::<i64, _>("id")?,
+                r.try_get("name")?,
+                r.try_get("system_name")?,
+            ))
+        })
+        .collect::<Result<Vec<(i64, String, String)>>>()?
+        .into_iter()
+        .filter(|(id, _, _)| visible(*id))
+        .collect();
+    let month_start = format!("{}-01", now.format("%Y-%m"));
+    let count = |sql: &'static str| async move {
+        sqlx::query_scalar::<_, i64>(sql)
+            .bind(month_start.clone())
+            .fetch_one(&db.pool)
+            .await
+    };
+    let signups_this_month = count("SELECT COUNT(*) FROM accounts WHERE created_at >= $1").await?;
+    let accounts_pending = sqlx::query_scalar("SELECT COUNT(*) FROM accounts WHERE state = 'pending'")
+        .fetch_one(&db.pool)
+        .await?;
+    let applications_pending = sqlx::query_scalar("SELECT COUNT(*) FROM applications WHERE state = 'pending'")
+        .fetch_one(&db.pool)
+        .await?;
+    // Members see the events of their services only (as their notifications).
+    let recent_events = sqlx::query("SELECT kind, created_at, service_id FROM events ORDER BY id DESC LIMIT 200")
+        .fetch_all(&db.pool)
+        .await?
+        .iter()
+        .filter(|r| {
+            let service: Option<i64> = r.try_get("service_id").unwrap_or(None);
+            services.is_none() || service.is_some_and(visible)
+        })
+        .take(10)
+        .map(|r| Ok((r.try_get("kind")?, r.try_get("created_at")?)))
+        .collect::<Result<_>>()?;
+    Ok(Dashboard {
+        products,
+        signups_this_month,
+        accounts_pending,
+        applications_pending,
+        recent_events,
+    })
+}
