@@ -173,6 +173,24 @@ on_both_databases! {
         let page = browser().get(app.url("/console/")).header("cookie", format!("tollgate_session={cookie}"))
             .send().await.unwrap().text().await.unwrap();
         assert!(page.contains("Mine") && !page.contains("Theirs"), "only their services: {page}");
+        // Their own tokens, with the API's checks: a scope outside their sections is refused
+        // next to its field; a form without the session's token is refused.
+        let csrf = page.split("name=\"_csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_string();
+        let post = |form: Vec<(&'static str, String)>| {
+            browser().post(app.url("/console/settings/tokens")).header("cookie", format!("tollgate_session={cookie}")).form(&form).send()
+        };
+        let r = post(vec![("_csrf", csrf.clone()), ("name", "bot".into()), ("scopes[]", "finance".into()), ("permission", "ro".into())]).await.unwrap();
+        assert_eq!(r.status(), 422);
+        assert!(r.text().await.unwrap().contains("Scopes `finance` needs the finance section"));
+        let r = post(vec![("name", "bot".into()), ("scopes[]", "account_management".into()), ("permission", "ro".into())]).await.unwrap();
+        assert_eq!(r.status(), 403, "no CSRF token");
+        let r = post(vec![("_csrf", csrf.clone()), ("name", "bot".into()), ("scopes[]", "account_management".into()), ("permission", "ro".into())]).await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(r.text().await.unwrap().contains("id=\"token-value\""));
+        let owned: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM access_tokens WHERE user_id = $1").bind(id)
+            .fetch_one(&app.db.pool).await.unwrap();
+        assert_eq!(owned, 1, "one token, the member's own");
+
         // A suspended user's session ends at once.
         let (s, _) = app.send_form(reqwest::Method::PUT, &format!("/admin/api/users/{id}/suspend.json"), &[]).await;
         assert_eq!(s, 200);

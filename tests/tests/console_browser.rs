@@ -115,6 +115,29 @@ on_both_databases! {
         assert!(products.contains("Payments API") && products.contains("http://payments-staging.localhost:8081"), "{products}");
         b.screenshot("console-dashboard").await;
 
+        // Settings › Tokens: a token without scopes is refused next to the field; one with
+        // them is shown once and works against the admin API.
+        b.click("nav a[href='/console/settings/tokens']").await;
+        assert_eq!(b.text("main h1").await, "Access tokens");
+        b.fill("#token-name", "Deploy bot").await;
+        b.click("form.card button[type=submit]").await;
+        assert_eq!(b.text("#scopes-error").await, "Scopes can't be blank");
+        let kept = b.find("#token-name").await.prop("value").await.unwrap();
+        assert_eq!(kept.as_deref(), Some("Deploy bot"), "what was typed is kept");
+        b.click("input[value=account_management]").await;
+        b.click("input[name=permission][value=rw]").await;
+        b.click("form.card button[type=submit]").await;
+        let value = b.text("#token-value").await;
+        b.screenshot("console-tokens").await;
+        let r = reqwest::Client::new()
+            .get(app.url("/admin/api/services.json"))
+            .bearer_auth(&value)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "the token the console made works");
+        assert!(b.text("table").await.contains("Deploy bot"));
+
         // Sign out (the form carries the session's CSRF token): back to sign-in, and the
         // dashboard is gone.
         b.click("form.who button").await;

@@ -12,6 +12,7 @@
 mod pages;
 mod render;
 mod session;
+mod tokens;
 
 pub use session::{Screen, Staff, Submitted};
 
@@ -27,5 +28,6 @@ pub fn router() -> Router<AppState> {
         .route("/console/", get(pages::dashboard))
         .route("/console/sign_in", get(pages::sign_in_form).post(pages::sign_in))
         .route("/console/sign_out", post(pages::sign_out))
+        .route("/console/settings/tokens", get(tokens::list).post(tokens::create))
         .route("/console/assets/console.css", get(pages::stylesheet))
 }

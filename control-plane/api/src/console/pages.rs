@@ -32,7 +32,7 @@ impl Frame<'_> {
         ("Products", None),
         ("Billing", None),
         ("Analytics", None),
-        ("Settings", None),
+        ("Settings", Some("/console/settings/tokens")),
     ];
 }
 
@@ -55,11 +55,10 @@ pub async fn to_dashboard() -> Redirect {
 }
 
 /// Where to go after signing in: a console path only (never another site).
-fn next_of(q: &HashMap<String, String>) -> String {
-    q.get("next")
-        .filter(|n| n.starts_with("/console/") && !n.starts_with("//") && !n.contains('\\'))
-        .cloned()
-        .unwrap_or_else(|| "/console/".into())
+fn next_of(next: Option<&str>) -> String {
+    next.filter(|n| n.starts_with("/console/") && !n.starts_with("//") && !n.contains('\\'))
+        .unwrap_or("/console/")
+        .to_string()
 }
 
 #[derive(Template)]
@@ -74,7 +73,14 @@ struct SignInPage<'a> {
 pub async fn sign_in_form(jar: CookieJar, req: Request) -> Response {
     let (parts, _) = req.into_parts();
     let q: HashMap<String, String> = Query::try_from_uri(&parts.uri).map(|q| q.0).unwrap_or_default();
-    sign_in_page(jar, &parts, &next_of(&q), "", None, StatusCode::OK)
+    sign_in_page(
+        jar,
+        &parts,
+        &next_of(q.get("next").map(String::as_str)),
+        "",
+        None,
+        StatusCode::OK,
+    )
 }
 
 /// The form, with a fresh CSRF cookie (double submit).
@@ -103,8 +109,8 @@ pub async fn sign_in(State(app): State<AppState>, jar: CookieJar, req: Request) 
         Ok(f) => f,
         Err(r) => return r.into_response(),
     };
-    let field = |k: &str| fields.get(k).map(String::as_str).unwrap_or("");
-    let next = next_of(&fields);
+    let field = |k: &str| fields.get(k).unwrap_or("");
+    let next = next_of(fields.get("next"));
     let expected = jar
         .get(SIGN_IN_CSRF_COOKIE)
         .map(|c| c.value().to_string())
@@ -163,8 +169,7 @@ pub async fn sign_in(State(app): State<AppState>, jar: CookieJar, req: Request) 
     response
 }
 
-pub async fn sign_out(State(app): State<AppState>, jar: CookieJar, form: Submitted<Dashboard>) -> Response {
-    let _ = &form.fields;
+pub async fn sign_out(State(app): State<AppState>, jar: CookieJar, _form: Submitted<Dashboard>) -> Response {
     if let Some(c) = jar.get(SESSION_COOKIE) {
         if let Err(e) = tollgate_store::console::sign_out(&app.db, c.value()).await {
             return Refused::from(e).into_response();

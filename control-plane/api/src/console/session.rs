@@ -7,10 +7,10 @@ use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
-use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::net::SocketAddr;
 use tollgate_domain::access::{Access, Permission, Principal, Scope, Section, TokenPermission};
+use tollgate_domain::form::Form;
 use tollgate_domain::ids::TokenId;
 use tollgate_store::console::Session;
 
@@ -192,10 +192,10 @@ where
 }
 
 /// A form posted from page `P` by a signed-in user allowed it, carrying the session's CSRF
-/// token (`_csrf`); its fields.
+/// token (`_csrf`); its fields, as the API's handlers take them.
 pub struct Submitted<P: Page> {
     pub screen: Screen<P>,
-    pub fields: HashMap<String, String>,
+    pub form: Form,
 }
 
 impl<P: Page, S> FromRequest<S> for Submitted<P>
@@ -208,19 +208,16 @@ where
     async fn from_request(req: Request, state: &S) -> Result<Self, Refused> {
         let (mut parts, body) = req.into_parts();
         let screen = Screen::<P>::from_request_parts(&mut parts, state).await?;
-        let fields = form_fields(&parts, body).await?;
-        if !same_token(
-            fields.get("_csrf").map(String::as_str),
-            &screen.staff.session.csrf_token,
-        ) {
+        let form = form_fields(&parts, body).await?;
+        if !same_token(form.get("_csrf"), &screen.staff.session.csrf_token) {
             return Err(Refused::Csrf);
         }
-        Ok(Submitted { screen, fields })
+        Ok(Submitted { screen, form })
     }
 }
 
-/// An urlencoded form's fields (at most 1 MiB).
-pub async fn form_fields(parts: &Parts, body: axum::body::Body) -> Result<HashMap<String, String>, Refused> {
+/// An urlencoded form's fields, in order (at most 1 MiB).
+pub async fn form_fields(parts: &Parts, body: axum::body::Body) -> Result<Form, Refused> {
     let urlencoded = parts
         .headers
         .get(header::CONTENT_TYPE)
@@ -230,7 +227,7 @@ pub async fn form_fields(parts: &Parts, body: axum::body::Body) -> Result<HashMa
         return Err(Refused::Csrf);
     }
     let bytes = axum::body::to_bytes(body, 1 << 20).await.map_err(|_| Refused::Csrf)?;
-    Ok(form_urlencoded::parse(&bytes).into_owned().collect())
+    Ok(Form(form_urlencoded::parse(&bytes).into_owned().collect()))
 }
 
 /// Compares a token in constant time.
@@ -243,4 +240,11 @@ pub fn same_token(given: Option<&str>, expected: &str) -> bool {
 pub struct Dashboard;
 impl Page for Dashboard {
     const PERMISSION: Permission = Permission::new(Scope::AccountManagement, Access::Read, Section::Any);
+}
+
+/// Settings › Personal › Tokens: anyone signed in, for their own tokens (as the API's
+/// `/admin/api/personal/access_tokens`).
+pub struct Tokens;
+impl Page for Tokens {
+    const PERMISSION: Permission = Permission::new(Scope::AccountManagement, Access::Write, Section::Any);
 }
