@@ -223,8 +223,8 @@ impl Config {
             config.outbox_poll_ms = number("TOLLGATE_OUTBOX_POLL_MS", v)?;
         }
         if let Some(v) = set("TOLLGATE_CONSOLE_IDLE_MINUTES") {
+            // A year at most (and so a Duration that fits).
             config.console_idle_minutes = number("TOLLGATE_CONSOLE_IDLE_MINUTES", v)?.min(525_600);
-            // a year at most
         }
         if let Some(v) = set("TOLLGATE_XDS_LISTEN") {
             config.xds_listen = match v.as_str() {

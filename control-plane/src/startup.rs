@@ -180,7 +180,7 @@ impl Application {
                 ))),
                 gateways: gateways(config),
                 gateway_registry: Default::default(),
-                console_idle: chrono::Duration::minutes(config.console_idle_minutes.min(525_600) as i64),
+                console_idle: chrono::Duration::minutes(config.console_idle_minutes as i64),
             },
             billing_hour: config.billing_hour,
         })

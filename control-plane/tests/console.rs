@@ -135,6 +135,10 @@ on_both_databases! {
             .send().await.unwrap();
         assert_eq!(r.status(), 403);
         assert!(cookies(&r).iter().all(|(n, _)| n != "tollgate_session"));
+        // A body that is not a form is a 400 that says so, not a CSRF refusal.
+        let r = browser().post(app.url("/console/sign_in")).json(&serde_json::json!({"login": "ops"})).send().await.unwrap();
+        assert_eq!(r.status(), 400);
+        assert!(r.text().await.unwrap().contains("The form could not be read"));
     }
 
     async fn wrong_passwords_are_throttled_per_user_and_address(app: &TestApp) {

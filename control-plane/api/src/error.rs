@@ -72,13 +72,11 @@ impl From<RunError> for ApiError {
 
 /// `{"errors": {"field": ["message", …]}}`, fields in the order first named.
 pub fn errors_json(invalid: &Invalid) -> Value {
-    let mut errors = Map::new();
-    for e in &invalid.0 {
-        let entry = errors.entry(e.field.clone()).or_insert_with(|| Value::Array(vec![]));
-        if let Value::Array(list) = entry {
-            list.push(Value::String(e.message.clone()));
-        }
-    }
+    let errors: Map<String, Value> = invalid
+        .by_field()
+        .into_iter()
+        .map(|(field, messages)| (field.to_string(), json!(messages)))
+        .collect();
     json!({ "errors": errors })
 }
 

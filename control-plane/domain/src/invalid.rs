@@ -55,6 +55,19 @@ impl Invalid {
         self.0.is_empty()
     }
 
+    /// Each field's messages, fields in the order first named (what the API's `errors` object
+    /// and a screen's field errors show).
+    pub fn by_field(&self) -> Vec<(&str, Vec<&str>)> {
+        let mut fields: Vec<(&str, Vec<&str>)> = Vec::new();
+        for e in &self.0 {
+            match fields.iter_mut().find(|(f, _)| *f == e.field) {
+                Some((_, messages)) => messages.push(&e.message),
+                None => fields.push((&e.field, vec![&e.message])),
+            }
+        }
+        fields
+    }
+
     /// `Ok(value)` when nothing was found wrong.
     pub fn or<T>(self, value: T) -> Result<T, Invalid> {
         if self.0.is_empty() {

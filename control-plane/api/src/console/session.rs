@@ -70,6 +70,8 @@ pub enum Refused {
     Forbidden,
     /// The form did not carry the session's CSRF token.
     Csrf,
+    /// The body was not a form (or over 1 MiB).
+    BadForm,
     Internal(String),
 }
 
@@ -89,6 +91,11 @@ impl IntoResponse for Refused {
                 StatusCode::FORBIDDEN,
                 "The form has expired",
                 "The form was not sent from this console session (a missing or stale security token). Go back, reload the page and try again.",
+            ),
+            Refused::BadForm => message(
+                StatusCode::BAD_REQUEST,
+                "The form could not be read",
+                "The request did not carry an HTML form (application/x-www-form-urlencoded, at most 1 MiB).",
             ),
             Refused::Internal(e) => {
                 tracing::error!(error = %e, "console");
@@ -224,9 +231,11 @@ pub async fn form_fields(parts: &Parts, body: axum::body::Body) -> Result<Form, 
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
     if !urlencoded {
-        return Err(Refused::Csrf);
+        return Err(Refused::BadForm);
     }
-    let bytes = axum::body::to_bytes(body, 1 << 20).await.map_err(|_| Refused::Csrf)?;
+    let bytes = axum::body::to_bytes(body, 1 << 20)
+        .await
+        .map_err(|_| Refused::BadForm)?;
     Ok(Form(form_urlencoded::parse(&bytes).into_owned().collect()))
 }
 

@@ -95,10 +95,11 @@ pub async fn create(State(app): State<AppState>, sent: Submitted<Tokens>) -> Res
             .await
         }
         Err(tollgate_store::StoreError::Invalid(invalid)) => {
-            let mut errors: BTreeMap<String, Vec<String>> = BTreeMap::new();
-            for e in invalid.0 {
-                errors.entry(e.field.clone()).or_default().push(e.message.clone());
-            }
+            let errors = invalid
+                .by_field()
+                .into_iter()
+                .map(|(field, messages)| (field.to_string(), messages.iter().map(|m| m.to_string()).collect()))
+                .collect();
             page(&app, &sent.screen, Some(&sent.form), errors, None).await
         }
         Err(e) => Refused::from(e).into_response(),
