@@ -168,8 +168,9 @@ on_both_databases! {
     async fn members_see_only_what_their_role_allows(app: &TestApp) {
         let id = app.provider_user("member", "correct horse", false).await;
         let (_, s1) = app.post_form("/admin/api/services.json", &[("name", "Mine")]).await;
-        let (_, _s2) = app.post_form("/admin/api/services.json", &[("name", "Theirs")]).await;
+        let (_, s2) = app.post_form("/admin/api/services.json", &[("name", "Theirs")]).await;
         let mine = s1["service"]["id"].as_i64().unwrap().to_string();
+        let theirs = s2["service"]["id"].as_i64().unwrap().to_string();
         let (s, _) = app.send_form(reqwest::Method::PUT, &format!("/admin/api/users/{id}/permissions.json"),
             &[("allowed_service_ids[]", &mine), ("allowed_sections[]", "plans")]).await;
         assert_eq!(s, 200);
@@ -177,6 +178,18 @@ on_both_databases! {
         let page = browser().get(app.url("/console/")).header("cookie", format!("tollgate_session={cookie}"))
             .send().await.unwrap().text().await.unwrap();
         assert!(page.contains("Mine") && !page.contains("Theirs"), "only their services: {page}");
+        // A foreign service's pages are refused, not merely unlisted; so is a section they lack.
+        let get = |path: String| browser().get(app.url(&path)).header("cookie", format!("tollgate_session={cookie}")).send();
+        let r = get(format!("/console/services/{mine}")).await.unwrap();
+        assert_eq!(r.status(), 200);
+        for path in [format!("/console/services/{theirs}"), format!("/console/services/{theirs}/metrics"),
+                     format!("/console/services/{theirs}/application_plans/new"), "/console/accounts".to_string()] {
+            let r = get(path.clone()).await.unwrap();
+            assert_eq!(r.status(), 403, "{path}");
+            assert!(!r.text().await.unwrap().contains("Theirs"), "{path} shows nothing of it");
+        }
+        let listed = get("/console/services".into()).await.unwrap().text().await.unwrap();
+        assert!(listed.contains("Mine") && !listed.contains("Theirs"), "{listed}");
         // Their own tokens, with the API's checks: a scope outside their sections is refused
         // next to its field; a form without the session's token is refused.
         let csrf = page.split("name=\"_csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_string();

@@ -55,12 +55,26 @@ impl Browser {
 
     /// The element `css` names, once the page shows it (pages load after a click).
     async fn find(&self, css: &str) -> fantoccini::elements::Element {
-        self.client
+        match self
+            .client
             .wait()
             .at_most(Duration::from_secs(10))
             .for_element(Locator::Css(css))
             .await
-            .unwrap_or_else(|e| panic!("{css}: {e}"))
+        {
+            Ok(e) => e,
+            Err(e) => {
+                self.screenshot("failure").await;
+                let url = self
+                    .client
+                    .current_url()
+                    .await
+                    .map(|u| u.to_string())
+                    .unwrap_or_default();
+                let source = self.client.source().await.unwrap_or_default();
+                panic!("{css}: {e} (at {url}; the page is in target/screenshots/failure.png)\n{source}")
+            }
+        }
     }
 
     async fn text(&self, css: &str) -> String {
@@ -69,6 +83,17 @@ impl Browser {
 
     async fn click(&self, css: &str) {
         self.find(css).await.click().await.unwrap();
+    }
+
+    /// Clicks what leads to another page (a link, a submit button) and waits for that page.
+    async fn go(&self, css: &str) {
+        let old = self.client.find(Locator::Css("html")).await.unwrap();
+        self.click(css).await;
+        let start = Instant::now();
+        while old.tag_name().await.is_ok() {
+            assert!(start.elapsed() < Duration::from_secs(10), "{css} led nowhere");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     async fn fill(&self, css: &str, value: &str) {
@@ -145,6 +170,155 @@ on_both_databases! {
         assert_eq!(b.text("h1").await, "Sign in to the console");
         c.goto(&app.url("/console/")).await.unwrap();
         assert!(c.current_url().await.unwrap().as_str().contains("/console/sign_in"));
+        b.client.clone().close().await.unwrap();
+    }
+}
+
+/// The last path segment of the page the browser shows (the id of a record just made).
+async fn shown_id(c: &Client) -> String {
+    let url = c.current_url().await.unwrap();
+    url.path().rsplit('/').next().unwrap().to_string()
+}
+
+on_both_databases! {
+    async fn a_product_an_account_and_an_application_made_and_managed_in_the_console(app: &TestApp) {
+        app.provider_user("ops", "correct horse", true).await;
+        let b = Browser::start().await;
+        let c = &b.client;
+        c.goto(&app.url("/console/sign_in")).await.unwrap();
+        b.fill("#login", "ops").await;
+        b.fill("#password", "correct horse").await;
+        b.go("button[type=submit]").await;
+        b.find("nav [aria-current=page]").await;
+
+        // Products › a new product (its name is required: refused next to the field first).
+        b.go("nav a[href='/console/services']").await;
+        b.go("a.button[href='/console/services/new']").await;
+        b.go("form.card button[type=submit]").await;
+        assert_eq!(b.text("#e-name").await, "Name can't be blank");
+        b.fill("#f-name", "Weather API").await;
+        b.fill("#f-system_name", "weather").await;
+        b.go("form.card button[type=submit]").await;
+        assert!(b.text("main h1").await.contains("Weather API"));
+        let sid = shown_id(c).await;
+
+        // A metric, and a method under hits (Ch. 19).
+        c.goto(&app.url(&format!("/console/services/{sid}/metrics/new"))).await.unwrap();
+        b.fill("#f-friendly_name", "Forecasts").await;
+        b.fill("#f-system_name", "forecasts").await;
+        b.fill("#f-unit", "call").await;
+        b.go("form.card button[type=submit]").await;
+        let forecasts = shown_id(c).await;
+        let (_, metrics) = app.get_json(&format!("/admin/api/services/{sid}/metrics.json")).await;
+        let hits = metrics["metrics"].as_array().unwrap().iter()
+            .find(|m| m["metric"]["system_name"] == "hits").unwrap()["metric"]["id"].as_i64().unwrap();
+        c.goto(&app.url(&format!("/console/services/{sid}/metrics/{hits}/methods/new"))).await.unwrap();
+        b.fill("#f-friendly_name", "Daily").await;
+        b.fill("#f-system_name", "daily").await;
+        b.go("form.card button[type=submit]").await;
+        let daily = shown_id(c).await;
+
+        // A mapping rule counting the metric.
+        c.goto(&app.url(&format!("/console/services/{sid}/proxy/mapping_rules/new"))).await.unwrap();
+        b.find("#f-http_method").await.select_by_value("GET").await.unwrap();
+        b.fill("#f-pattern", "/forecast").await;
+        b.find("#f-metric_id").await.select_by_label("Forecasts (forecasts)").await.unwrap();
+        b.fill("#f-delta", "2").await;
+        b.go("form.card button[type=submit]").await;
+        let (_, rules) = app.get_json(&format!("/admin/api/services/{sid}/proxy/mapping_rules.json")).await;
+        let rule = rules["mapping_rules"].as_array().unwrap().iter()
+            .find(|r| r["mapping_rule"]["pattern"] == "/forecast").expect("the rule, through the API");
+        assert_eq!(rule["mapping_rule"]["metric_id"].as_i64().unwrap().to_string(), forecasts);
+        assert_eq!(rule["mapping_rule"]["delta"], 2);
+
+        // Two plans; on Basic a daily limit and a pricing rule on the metric (Ch. 20–22).
+        let mut plan_ids = Vec::new();
+        for name in ["Basic", "Pro"] {
+            c.goto(&app.url(&format!("/console/services/{sid}/application_plans/new"))).await.unwrap();
+            b.fill("#f-name", name).await;
+            b.fill("#f-cost_per_month", if name == "Pro" { "49" } else { "0" }).await;
+            b.go("form.card button[type=submit]").await;
+            plan_ids.push(shown_id(c).await);
+        }
+        let (basic, pro) = (&plan_ids[0], &plan_ids[1]);
+        c.goto(&app.url(&format!("/console/services/{sid}/application_plans/{basic}"))).await.unwrap();
+        b.go(&format!("a[href='/console/application_plans/{basic}/metrics/{forecasts}/limits']")).await;
+        b.go("a.button").await;
+        b.find("#f-period").await.select_by_value("day").await.unwrap();
+        b.fill("#f-value", "-1").await;
+        b.go("form.card button[type=submit]").await;
+        assert_eq!(b.text("#e-value").await, "Value must be greater than or equal to 0");
+        b.fill("#f-value", "5").await;
+        b.go("form.card button[type=submit]").await;
+        c.goto(&app.url(&format!("/console/application_plans/{basic}/metrics/{forecasts}/pricing_rules/new"))).await.unwrap();
+        b.fill("#f-min", "1").await;
+        b.fill("#f-cost_per_unit", "0.05").await;
+        b.go("form.card button[type=submit]").await;
+        let (_, limits) = app.get_json(&format!("/admin/api/application_plans/{basic}/metrics/{forecasts}/limits.json")).await;
+        assert_eq!(limits["limits"][0]["limit"]["value"], 5, "{limits}");
+        assert_eq!(limits["limits"][0]["limit"]["period"], "day", "{limits}");
+        let (_, rules) = app.get_json(&format!("/admin/api/application_plans/{basic}/metrics/{forecasts}/pricing_rules.json")).await;
+        assert_eq!(rules["pricing_rules"][0]["pricing_rule"]["cost_per_unit"], "0.05", "{rules}");
+        let _ = daily;
+
+        // Audience › a new account, signed up with its admin user (Ch. 7), and an application.
+        c.goto(&app.url("/console/accounts/new")).await.unwrap();
+        b.fill("#f-org_name", "Acme").await;
+        b.fill("#f-username", "acme").await;
+        b.fill("#f-email", "ops@acme.test").await;
+        b.fill("#f-password", "secret123").await;
+        b.go("form.card button[type=submit]").await;
+        let aid = shown_id(c).await;
+        let (s, found) = app.get_json("/admin/api/accounts/find.json?email=ops%40acme.test").await;
+        assert_eq!(s, 200, "{found}");
+        assert_eq!(found["account"]["id"].as_i64().unwrap().to_string(), aid);
+        b.go(&format!("a[href='/console/accounts/{aid}/applications']")).await;
+        b.go("a.button").await;
+        b.fill("#f-name", "Acme Forecasts").await;
+        b.find("#f-plan_id").await.select_by_value(basic).await.unwrap();
+        b.go("form.card button[type=submit]").await;
+        let app_id = shown_id(c).await;
+        let key = b.find("#f-user_key").await.prop("value").await.unwrap().unwrap();
+        let token = app.service_token(sid.parse().unwrap()).await;
+        let authrep = |key: String| {
+            let url = app.url(&format!(
+                "/transactions/authrep.xml?service_token={token}&service_id={sid}&user_key={key}&usage%5Bforecasts%5D=1"));
+            async move { reqwest::get(url).await.unwrap().status().as_u16() }
+        };
+        assert_eq!(authrep(key.clone()).await, 200, "the new application's key works");
+
+        // Audience › Applications: found by its key (Ch. 13).
+        b.go("nav a[href='/console/accounts']").await;
+        b.go("nav.sub a[href='/console/applications']").await;
+        b.fill("#q", &key).await;
+        b.go("form[role=search] button").await;
+        let table = b.text("table tbody").await;
+        assert!(table.contains("Acme Forecasts") && table.contains(&key), "{table}");
+        b.screenshot("console-applications").await;
+        b.go("table tbody a").await;
+        assert_eq!(shown_id(c).await, app_id);
+
+        // Change its plan (Ch. 16), then suspend it (Ch. 9): both seen through the API, and
+        // the suspension through authrep.
+        b.find("form[action$='/events/change_plan'] select").await.select_by_value(pro).await.unwrap();
+        b.go("form[action$='/events/change_plan'] button").await;
+        b.find("form[action$='/events/suspend']").await;
+        b.screenshot("console-application").await;
+        let path = format!("/admin/api/accounts/{aid}/applications/{app_id}.json");
+        let (_, shown) = app.get_json(&path).await;
+        assert_eq!(shown["application"]["plan_id"].as_i64().unwrap().to_string(), *pro, "{shown}");
+        b.go("form[action$='/events/suspend'] button").await;
+        b.find("form[action$='/events/resume']").await;
+        let (_, shown) = app.get_json(&path).await;
+        assert_eq!(shown["application"]["state"], "suspended", "{shown}");
+        assert_eq!(authrep(key.clone()).await, 409, "a suspended application is refused");
+
+        // Deleting asks first; cancelling keeps it.
+        b.go("a.button.danger").await;
+        assert!(b.text("#confirm-h").await.starts_with("Delete Application"));
+        b.screenshot("console-confirm-delete").await;
+        b.go("section[role=alertdialog] a").await;
+        assert_eq!(app.get_json(&path).await.0, 200);
         b.client.clone().close().await.unwrap();
     }
 }

@@ -225,7 +225,7 @@ pub fn routes(r: &mut Routes) {
 type PathMap = Path<HashMap<String, String>>;
 
 /// The ids of the path parameters that make up the entity's scope, in order.
-fn scope(m: &Mount, path: &HashMap<String, String>) -> Result<Vec<i64>, ApiError> {
+pub(crate) fn scope(m: &Mount, path: &HashMap<String, String>) -> Result<Vec<i64>, ApiError> {
     m.entity
         .parent
         .params()
@@ -234,7 +234,7 @@ fn scope(m: &Mount, path: &HashMap<String, String>) -> Result<Vec<i64>, ApiError
         .collect()
 }
 
-fn id(m: &Mount, path: &HashMap<String, String>) -> Result<i64, ApiError> {
+pub(crate) fn id(m: &Mount, path: &HashMap<String, String>) -> Result<i64, ApiError> {
     path_id(path.get(m.id_param).map(String::as_str).unwrap_or(""))
 }
 

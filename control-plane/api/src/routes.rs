@@ -317,36 +317,43 @@ async fn authorized(g: &Guarded, req: Request) -> Result<Request, ApiError> {
     if !principal.allows(g.permission) {
         return Err(ApiError::AccessDenied);
     }
-    if principal.services().is_some() && g.scope != ServiceScope::None {
-        let path = RawPathParams::from_request_parts(&mut parts, &())
-            .await
-            .map_err(|_| ApiError::NotFound)?;
-        let param = |name: &str| path.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string());
-        let service = match g.scope {
-            ServiceScope::Service => Some(crate::error::path_id::<ServiceId>(
-                &param("service_id").unwrap_or_default(),
-            )?),
-            ServiceScope::ApplicationPlan => {
-                let plan: PlanId = crate::error::path_id(&param("plan_id").unwrap_or_default())?;
-                let mut conn = g
-                    .app
-                    .db
-                    .pool
-                    .acquire()
-                    .await
-                    .map_err(tollgate_store::StoreError::from)?;
-                tollgate_store::catalog::services::of_plan(&mut conn, plan).await?
-            }
-            ServiceScope::None => None,
-        };
-        if service.is_some_and(|s| !principal.may_see_service(s)) {
-            return Err(ApiError::AccessDenied);
-        }
-    }
+    check_path_service(&g.app.db, &principal, g.scope, &mut parts).await?;
     let mut req = Request::from_parts(parts, axum::body::Body::empty());
     req.extensions_mut().insert(params);
     req.extensions_mut().insert(Caller(principal));
     Ok(req)
+}
+
+/// For members limited to some services: refuses a path that names another service — its
+/// `{service_id}`, or its application plan's (the API's guard and the console's).
+pub(crate) async fn check_path_service(
+    db: &tollgate_store::db::Db,
+    principal: &Principal,
+    scope: ServiceScope,
+    parts: &mut Parts,
+) -> Result<(), ApiError> {
+    if principal.services().is_none() || scope == ServiceScope::None {
+        return Ok(());
+    }
+    let path = RawPathParams::from_request_parts(parts, &())
+        .await
+        .map_err(|_| ApiError::NotFound)?;
+    let param = |name: &str| path.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string());
+    let service = match scope {
+        ServiceScope::Service => Some(crate::error::path_id::<ServiceId>(
+            &param("service_id").unwrap_or_default(),
+        )?),
+        ServiceScope::ApplicationPlan => {
+            let plan: PlanId = crate::error::path_id(&param("plan_id").unwrap_or_default())?;
+            let mut conn = db.pool.acquire().await.map_err(tollgate_store::StoreError::from)?;
+            tollgate_store::catalog::services::of_plan(&mut conn, plan).await?
+        }
+        ServiceScope::None => None,
+    };
+    match service.is_some_and(|s| !principal.may_see_service(s)) {
+        true => Err(ApiError::AccessDenied),
+        false => Ok(()),
+    }
 }
 
 #[cfg(test)]

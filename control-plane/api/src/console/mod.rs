@@ -9,8 +9,10 @@
 //! CSRF token, and [`Submitted`] refuses a form without it. The pages call the same store
 //! functions as the API.
 
+mod guard;
 mod pages;
 mod render;
+mod resources;
 mod session;
 mod tokens;
 
@@ -22,8 +24,8 @@ use axum::Router;
 
 /// The console's routes (outside the API's route table and its OpenAPI document: the
 /// [`Screen`] extractor is their guard).
-pub fn router() -> Router<AppState> {
-    Router::new()
+pub fn router(app: AppState) -> Router<AppState> {
+    resources::router(app)
         .route("/console", get(pages::to_dashboard))
         .route("/console/", get(pages::dashboard))
         .route("/console/sign_in", get(pages::sign_in_form).post(pages::sign_in))

@@ -28,12 +28,30 @@ impl Frame<'_> {
     /// API does all of it today), shown but not a link.
     pub const SECTIONS: [(&'static str, Option<&'static str>); 6] = [
         ("Dashboard", Some("/console/")),
-        ("Audience", None),
-        ("Products", None),
+        ("Audience", Some("/console/accounts")),
+        ("Products", Some("/console/services")),
         ("Billing", None),
         ("Analytics", None),
         ("Settings", Some("/console/settings/tokens")),
     ];
+}
+
+impl Frame<'_> {
+    /// The screens of each section, under its heading.
+    pub fn subsections(&self) -> &'static [(&'static str, &'static str)] {
+        match self.section {
+            "Audience" => &[
+                ("Accounts", "/console/accounts"),
+                ("Applications", "/console/applications"),
+            ],
+            "Products" => &[("Products", "/console/services"), ("Backends", "/console/backend_apis")],
+            "Settings" => &[
+                ("Access tokens", "/console/settings/tokens"),
+                ("Users", "/console/users"),
+            ],
+            _ => &[],
+        }
+    }
 }
 
 /// The console's stylesheet, in the binary.
@@ -92,7 +110,13 @@ fn sign_in_page(
     error: Option<String>,
     status: StatusCode,
 ) -> Response {
-    let csrf = tollgate_store::auth::generate_token();
+    // One token per browser until it signs in: a second load of the form (a prefetch, another
+    // tab) must not make the first one stale.
+    let csrf = jar
+        .get(SIGN_IN_CSRF_COOKIE)
+        .map(|c| c.value().to_string())
+        .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
+        .unwrap_or_else(tollgate_store::auth::generate_token);
     let jar = jar.add(cookie(SIGN_IN_CSRF_COOKIE, csrf.clone(), over_tls(parts)));
     let page = SignInPage {
         csrf: &csrf,

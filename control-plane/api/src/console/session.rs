@@ -68,6 +68,8 @@ pub enum Refused {
     },
     /// Signed in, but not allowed this page.
     Forbidden,
+    /// No such page (or record).
+    NotFound,
     /// The form did not carry the session's CSRF token.
     Csrf,
     /// The body was not a form (or over 1 MiB).
@@ -86,6 +88,11 @@ impl IntoResponse for Refused {
                 StatusCode::FORBIDDEN,
                 "Access denied",
                 "Your role does not include this section. An admin can change your permissions in Settings › Users.",
+            ),
+            Refused::NotFound => message(
+                StatusCode::NOT_FOUND,
+                "Not found",
+                "There is nothing here: it may have been deleted, or the address is mistyped.",
             ),
             Refused::Csrf => message(
                 StatusCode::FORBIDDEN,
@@ -109,6 +116,19 @@ impl From<tollgate_store::StoreError> for Refused {
     fn from(e: tollgate_store::StoreError) -> Self {
         match e {
             tollgate_store::StoreError::AccessDenied => Refused::Forbidden,
+            tollgate_store::StoreError::NotFound => Refused::NotFound,
+            e => Refused::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<crate::error::ApiError> for Refused {
+    fn from(e: crate::error::ApiError) -> Self {
+        use crate::error::ApiError;
+        match e {
+            ApiError::AccessDenied => Refused::Forbidden,
+            ApiError::NotFound | ApiError::NotFoundNamed(_) => Refused::NotFound,
+            ApiError::BadRequest(_) => Refused::BadForm,
             e => Refused::Internal(e.to_string()),
         }
     }

@@ -242,6 +242,19 @@ pub async fn signup(db: &Db, s: Signup) -> Result<Record> {
     Ok(created)
 }
 
+/// The accounts with a user whose user name or e-mail contains `term` (the console's account
+/// search), at most 500.
+pub async fn with_user_matching(db: &Db, term: &str) -> Result<Vec<i64>> {
+    let like = super::resource::like_pattern(term);
+    Ok(sqlx::query_scalar(
+        "SELECT DISTINCT account_id FROM users
+         WHERE LOWER(username) LIKE $1 OR LOWER(COALESCE(email, '')) LIKE $1 LIMIT 500",
+    )
+    .bind(like)
+    .fetch_all(&db.pool)
+    .await?)
+}
+
 /// `find.json`: the account with a user of this username or e-mail, or this user id.
 pub async fn find(db: &Db, lookup: &AccountLookup) -> Result<Record> {
     let id: Option<i64> = match lookup {

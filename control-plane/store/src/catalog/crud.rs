@@ -4,7 +4,7 @@
 //! [`Behaviour`] and writes — so nothing is half-written. Lists are decorated in one query and
 //! always bounded by a page.
 
-use super::resource::{Behaviour, EventInput, Record, Resource, Values, Write};
+use super::resource::{Behaviour, EventInput, Listing, Record, Resource, Values, Write};
 use super::webhook_events;
 use crate::db::Db;
 use crate::error::{Result, StoreError};
@@ -112,20 +112,43 @@ async fn decorated_one(e: &Entity, conn: &mut AnyConnection, item: Record) -> Re
 
 /// One page of the rows in `scope`, optionally only those whose `column` is one of `ids`.
 pub async fn list(db: &Db, e: &Entity, scope: &[i64], only: Option<(&str, &[i64])>, page: Page) -> Result<Vec<Record>> {
+    list_listed(db, e, scope, only, &Listing::default(), page).await
+}
+
+/// [`list`], searched and ordered as `listing` says (the console's tables).
+pub async fn list_listed(
+    db: &Db,
+    e: &Entity,
+    scope: &[i64],
+    only: Option<(&str, &[i64])>,
+    listing: &Listing<'_>,
+    page: Page,
+) -> Result<Vec<Record>> {
     let mut conn = db.pool.acquire().await?;
     e.parent.check(&mut conn, scope).await?;
     let items = e
         .resource
-        .select(&mut conn, &e.resource.scope_filters(scope), only, page)
+        .select_listed(&mut conn, &e.resource.scope_filters(scope), only, listing, page)
         .await?;
     decorated(e, &mut conn, items).await
 }
 
 /// How many records [`list`] pages through.
 pub async fn count(db: &Db, e: &Entity, scope: &[i64], only: Option<(&str, &[i64])>) -> Result<i64> {
+    count_listed(db, e, scope, only, &Listing::default()).await
+}
+
+/// How many records [`list_listed`] pages through.
+pub async fn count_listed(
+    db: &Db,
+    e: &Entity,
+    scope: &[i64],
+    only: Option<(&str, &[i64])>,
+    listing: &Listing<'_>,
+) -> Result<i64> {
     let mut conn = db.pool.acquire().await?;
     e.resource
-        .count(&mut conn, &e.resource.scope_filters(scope), only)
+        .count_listed(&mut conn, &e.resource.scope_filters(scope), only, listing)
         .await
 }
 

@@ -279,6 +279,28 @@ fn given<'p>(p: &'p Form, f: &Field) -> Option<&'p str> {
         .or_else(|| if f.alias.is_empty() { None } else { p.get(f.alias) })
 }
 
+/// A case-insensitive "contains" pattern for `LOWER(column) LIKE`: the term lowered, its
+/// wildcards dropped (a search for `50%` looks for `50`).
+pub fn like_pattern(term: &str) -> String {
+    format!("%{}%", term.trim().to_lowercase().replace(['%', '_'], ""))
+}
+
+/// How a list is cut beyond its filters: a search over its text columns, and an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Listing<'a> {
+    pub search: Option<&'a str>,
+    /// Rows the search also finds, whatever their text (e.g. accounts by their users' e-mails).
+    pub or_ids: &'a [i64],
+    pub order: Option<Order>,
+}
+
+/// A list's order: one of the resource's columns ([`Resource::sortable`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Order {
+    pub column: &'static str,
+    pub descending: bool,
+}
+
 /// One cell of a [`Record`], typed by its field's kind.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Cell {
@@ -490,8 +512,25 @@ impl Resource {
         only: Option<(&str, &[i64])>,
         page: Page,
     ) -> Result<Vec<Record>> {
+        self.select_listed(conn, filters, only, &Listing::default(), page).await
+    }
+
+    /// [`Resource::select`], also matching `listing`'s search and in its order.
+    pub async fn select_listed(
+        &'static self,
+        conn: &mut AnyConnection,
+        filters: &[(&str, Val)],
+        only: Option<(&str, &[i64])>,
+        listing: &Listing<'_>,
+        page: Page,
+    ) -> Result<Vec<Record>> {
+        let (search, term) = self.search_condition(filters.len() + 1, listing);
+        let order = match listing.order {
+            Some(o) => format!("{} {}, id", o.column, if o.descending { "DESC" } else { "ASC" }),
+            None => "id".into(),
+        };
         let sql = format!(
-            "SELECT {} FROM {} WHERE 1 = 1{} ORDER BY id LIMIT {} OFFSET {}",
+            "SELECT {} FROM {} WHERE 1 = 1{}{search} ORDER BY {order} LIMIT {} OFFSET {}",
             self.columns(),
             self.table,
             conditions(filters, only),
@@ -501,6 +540,9 @@ impl Resource {
         let mut q = sqlx::query(&sql);
         for (_, v) in filters {
             q = bind(q, v);
+        }
+        if let Some(term) = term {
+            q = q.bind(term);
         }
         let rows = q.fetch_all(&mut *conn).await?;
         rows.iter().map(|r| self.record(r)).collect()
@@ -513,8 +555,20 @@ impl Resource {
         filters: &[(&str, Val)],
         only: Option<(&str, &[i64])>,
     ) -> Result<i64> {
+        self.count_listed(conn, filters, only, &Listing::default()).await
+    }
+
+    /// How many rows [`Resource::select_listed`] pages through.
+    pub async fn count_listed(
+        &'static self,
+        conn: &mut AnyConnection,
+        filters: &[(&str, Val)],
+        only: Option<(&str, &[i64])>,
+        listing: &Listing<'_>,
+    ) -> Result<i64> {
+        let (search, term) = self.search_condition(filters.len() + 1, listing);
         let sql = format!(
-            "SELECT COUNT(*) AS n FROM {} WHERE 1 = 1{}",
+            "SELECT COUNT(*) AS n FROM {} WHERE 1 = 1{}{search}",
             self.table,
             conditions(filters, only)
         );
@@ -522,7 +576,52 @@ impl Resource {
         for (_, v) in filters {
             q = bind(q, v);
         }
+        if let Some(term) = term {
+            q = q.bind(term);
+        }
         Ok(q.fetch_one(&mut *conn).await?.try_get("n")?)
+    }
+
+    /// The columns a search looks in: the stored text fields.
+    pub fn searchable(&self) -> impl Iterator<Item = &Field> {
+        self.stored()
+            .filter(|f| matches!(f.kind, Kind::Text | Kind::SystemName | Kind::Url | Kind::OneOf(_)))
+    }
+
+    /// A column a list may be ordered by (`id`, a stored field, the timestamps), as declared:
+    /// what is put in SQL is the declaration's name, never the client's text.
+    pub fn sortable(&self, name: &str) -> Option<&'static str> {
+        ["id", "created_at", "updated_at"]
+            .into_iter()
+            .find(|c| *c == name)
+            .or_else(|| {
+                self.fields
+                    .iter()
+                    .find(|f| {
+                        f.stored && f.name == name && !matches!(f.kind, Kind::Password | Kind::Address | Kind::Levels)
+                    })
+                    .map(|f| f.name)
+            })
+    }
+
+    /// ` AND (LOWER(a) LIKE $n OR …)` and its one parameter, for a search.
+    fn search_condition(&self, param: usize, listing: &Listing) -> (String, Option<String>) {
+        let Some(term) = listing.search.map(str::trim).filter(|t| !t.is_empty()) else {
+            return (String::new(), None);
+        };
+        let columns: Vec<String> = self
+            .searchable()
+            .map(|f| format!("LOWER(COALESCE({}, '')) LIKE ${param}", f.name))
+            .collect();
+        let mut columns = columns;
+        if !listing.or_ids.is_empty() {
+            let ids: Vec<String> = listing.or_ids.iter().map(i64::to_string).collect();
+            columns.push(format!("id IN ({})", ids.join(", ")));
+        }
+        if columns.is_empty() {
+            return (" AND 1 = 0".into(), None);
+        }
+        (format!(" AND ({})", columns.join(" OR ")), Some(like_pattern(term)))
     }
 
     /// The one row with this id in `scope`, or not found.
