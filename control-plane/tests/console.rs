@@ -76,6 +76,39 @@ async fn session(app: &TestApp, login: &str, password: &str) -> String {
 }
 
 on_both_databases! {
+    async fn lists_page_sort_and_search_and_the_sign_in_form_keeps_its_token(app: &TestApp) {
+        app.provider_user("ops", "correct horse", true).await;
+        for i in 1..=25 {
+            let (s, _) = app.post_form("/admin/api/services.json", &[("name", &format!("Product {i:02}"))]).await;
+            assert_eq!(s, 201);
+        }
+        let cookie = session(app, "ops", "correct horse").await;
+        let get = |path: &str| browser().get(app.url(path)).header("cookie", format!("tollgate_session={cookie}")).send();
+        let page = get("/console/services").await.unwrap().text().await.unwrap();
+        assert!(page.contains("1–20 of 25") && page.contains("rel=\"next\""), "{page}");
+        assert!(page.contains("Product 01") && !page.contains("Product 21"), "id order, 20 a page");
+        let page = get("/console/services?sort=-name").await.unwrap().text().await.unwrap();
+        assert!(page.contains("Product 25") && !page.contains("Product 05"), "by name, descending");
+        assert!(page.contains("aria-sort=\"descending\""));
+        let page = get("/console/services?sort=-name&page=2").await.unwrap().text().await.unwrap();
+        assert!(page.contains("21–25 of 25") && page.contains("Product 01"), "{page}");
+        let page = get("/console/services?q=product%201").await.unwrap().text().await.unwrap();
+        assert!(page.contains("1–10 of 10") && page.contains("Product 10") && !page.contains("Product 20"), "{page}");
+        let r = get("/console/services?sort=name;DROP%20TABLE%20services&page=x").await.unwrap();
+        assert_eq!(r.status(), 200, "an unknown order or page is ignored, never put in SQL");
+
+        // A second load of the sign-in form (another tab, a prefetch) leaves the first valid.
+        let (token, first) = sign_in_form(app).await;
+        let again = browser().get(app.url("/console/sign_in")).header("cookie", format!("tollgate_sign_in={first}"))
+            .send().await.unwrap();
+        let kept = cookies(&again).into_iter().find(|(n, _)| n == "tollgate_sign_in").unwrap().1;
+        assert_eq!(kept, first);
+        let r = browser().post(app.url("/console/sign_in")).header("cookie", format!("tollgate_sign_in={kept}"))
+            .form(&[("_csrf", token.as_str()), ("login", "ops"), ("password", "correct horse"), ("next", "/console/")])
+            .send().await.unwrap();
+        assert_eq!(r.status(), 303, "the first form's token still signs in");
+    }
+
     async fn sign_in_makes_a_session_and_sign_out_ends_it(app: &TestApp) {
         app.provider_user("ops", "correct horse", true).await;
         // No session: to sign-in, and no data in the answer.

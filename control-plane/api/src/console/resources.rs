@@ -52,6 +52,15 @@ fn fill(template: &str, path: &PathMap) -> String {
     out
 }
 
+/// The first id of a scope (the service or account a screen hangs off); its route always has
+/// one, so a missing one is a mistake of ours, not a panic.
+fn owner_of(scope: &[i64]) -> Result<i64, crate::error::ApiError> {
+    scope
+        .first()
+        .copied()
+        .ok_or_else(|| crate::error::ApiError::Internal("a screen without its owner in the path".into()))
+}
+
 /// The services a member is limited to, as raw ids (`None`: all).
 fn service_ids(c: &Cleared) -> Option<Vec<i64>> {
     c.staff
@@ -258,7 +267,8 @@ async fn choices(
                     .text("system_name")
                     .is_some_and(|s| s == "hits" || s.starts_with("hits."))
                 {
-                    let methods = store::list(db, method_entity, &[scope[0], metric.id()], None, Page::FIRST).await?;
+                    let methods =
+                        store::list(db, method_entity, &[owner_of(scope)?, metric.id()], None, Page::FIRST).await?;
                     all.push(metric);
                     all.extend(methods);
                 } else {
@@ -779,7 +789,7 @@ async fn item_page(
         children.retain(|(_, l)| l != "Methods");
     }
     if is(m, &plans::APPLICATION_PLANS) {
-        let service = scope[0];
+        let service = owner_of(&scope)?;
         let all = store::list(&app.db, &metrics::METRICS, &[service], None, Page::FIRST).await?;
         let mut with_methods = Vec::new();
         for metric in all {
@@ -803,7 +813,7 @@ async fn item_page(
     }
     let keys = match is(m, &applications::APPLICATIONS) {
         true => {
-            let account = AccountId::new(scope[0]);
+            let account = AccountId::new(owner_of(&scope)?);
             let found = applications::account_keys(&app.db, account, ApplicationId::new(id)).await?;
             Some((found, format!("{item}/keys")))
         }
@@ -983,7 +993,7 @@ async fn key_change(app: &AppState, c: &Cleared, path: &PathMap, add: bool) -> R
     let done = async {
         let scope = crate::crud::scope(m, path)?;
         let id = ApplicationId::new(crate::crud::id(m, path)?);
-        let account = AccountId::new(scope[0]);
+        let account = AccountId::new(owner_of(&scope)?);
         let key = c.form.text("key").map(str::to_string);
         if add {
             let key = key.unwrap_or_else(|| tollgate_store::auth::generate_token()[..32].to_string());

@@ -609,11 +609,12 @@ impl Resource {
         let Some(term) = listing.search.map(str::trim).filter(|t| !t.is_empty()) else {
             return (String::new(), None);
         };
-        let columns: Vec<String> = self
+        let mut columns: Vec<String> = self
             .searchable()
             .map(|f| format!("LOWER(COALESCE({}, '')) LIKE ${param}", f.name))
             .collect();
-        let mut columns = columns;
+        // The pattern is bound only when a column uses it (the parameter count must match).
+        let pattern = (!columns.is_empty()).then(|| like_pattern(term));
         if !listing.or_ids.is_empty() {
             let ids: Vec<String> = listing.or_ids.iter().map(i64::to_string).collect();
             columns.push(format!("id IN ({})", ids.join(", ")));
@@ -621,7 +622,7 @@ impl Resource {
         if columns.is_empty() {
             return (" AND 1 = 0".into(), None);
         }
-        (format!(" AND ({})", columns.join(" OR ")), Some(like_pattern(term)))
+        (format!(" AND ({})", columns.join(" OR ")), pattern)
     }
 
     /// The one row with this id in `scope`, or not found.
