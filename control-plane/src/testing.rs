@@ -11,6 +11,8 @@ use serde_json::Value;
 use std::net::SocketAddr;
 use tokio::sync::oneshot;
 
+pub mod console;
+
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 
 #[derive(Debug, Clone, Copy)]

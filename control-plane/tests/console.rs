@@ -4,76 +4,8 @@
 //! for without a session shows nothing; members refused what their role does not hold.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a panic is a failure report
 
-use reqwest::redirect::Policy;
 use tollgate::on_both_databases;
-use tollgate::testing::TestApp;
-
-fn browser() -> reqwest::Client {
-    reqwest::Client::builder().redirect(Policy::none()).build().unwrap()
-}
-
-/// `name=value` of each Set-Cookie.
-fn cookies(r: &reqwest::Response) -> Vec<(String, String)> {
-    r.headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .filter_map(|v| {
-            v.split(';')
-                .next()?
-                .split_once('=')
-                .map(|(n, v)| (n.to_string(), v.to_string()))
-        })
-        .collect()
-}
-
-/// The sign-in form's CSRF token and cookie.
-async fn sign_in_form(app: &TestApp) -> (String, String) {
-    let r = browser().get(app.url("/console/sign_in")).send().await.unwrap();
-    let cookie = cookies(&r)
-        .into_iter()
-        .find(|(n, _)| n == "tollgate_sign_in")
-        .unwrap()
-        .1;
-    let body = r.text().await.unwrap();
-    let token = body
-        .split("name=\"_csrf\" value=\"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .to_string();
-    (token, cookie)
-}
-
-/// Posts the sign-in form; the response.
-async fn sign_in(app: &TestApp, login: &str, password: &str) -> reqwest::Response {
-    let (token, cookie) = sign_in_form(app).await;
-    browser()
-        .post(app.url("/console/sign_in"))
-        .header("cookie", format!("tollgate_sign_in={cookie}"))
-        .form(&[
-            ("_csrf", token.as_str()),
-            ("login", login),
-            ("password", password),
-            ("next", "/console/"),
-        ])
-        .send()
-        .await
-        .unwrap()
-}
-
-/// Signs in; the session cookie.
-async fn session(app: &TestApp, login: &str, password: &str) -> String {
-    let r = sign_in(app, login, password).await;
-    assert_eq!(r.status(), 303, "{:?}", r.text().await);
-    cookies(&r)
-        .into_iter()
-        .find(|(n, _)| n == "tollgate_session")
-        .unwrap()
-        .1
-}
+use tollgate::testing::console::{browser, cookies, session, sign_in, sign_in_form};
 
 on_both_databases! {
     async fn lists_page_sort_and_search_and_the_sign_in_form_keeps_its_token(app: &TestApp) {

@@ -30,37 +30,57 @@ pub type Usage = Vec<(String, u64)>;
 
 /// Adds up the deltas of every rule matching the request. `None`: no rule matched.
 pub fn usage_for(rules: &[MappingRule], method: &str, path_and_query: &str) -> Option<Usage> {
-    let (path, query) = match path_and_query.split_once('?') {
-        Some((p, q)) => (p, q),
-        None => (path_and_query, ""),
-    };
+    let (path, query) = split(path_and_query);
     // Proxy configs list their rules in position order: then there is nothing to sort.
     if rules.is_sorted_by_key(|r| r.position) {
-        return scan(rules.iter(), method, path, query);
+        return add_up(matched(rules.iter(), method, path, query));
     }
     let mut ordered: Vec<&MappingRule> = rules.iter().collect();
     ordered.sort_by_key(|r| r.position);
-    scan(ordered.into_iter(), method, path, query)
+    add_up(matched(ordered.into_iter(), method, path, query))
 }
 
-/// [`usage_for`] over rules in position order.
-fn scan<'a>(rules: impl Iterator<Item = &'a MappingRule>, method: &str, path: &str, query: &str) -> Option<Usage> {
+/// The rules a request matches, in the order they count, up to the first matching `last`
+/// rule: what [`usage_for`] adds up (the console's mapping-rule tester shows them).
+pub fn matching<'a>(rules: &'a [MappingRule], method: &str, path_and_query: &str) -> Vec<&'a MappingRule> {
+    let (path, query) = split(path_and_query);
+    let mut ordered: Vec<&MappingRule> = rules.iter().collect();
+    ordered.sort_by_key(|r| r.position);
+    matched(ordered.into_iter(), method, path, query).collect()
+}
+
+fn split(path_and_query: &str) -> (&str, &str) {
+    path_and_query.split_once('?').unwrap_or((path_and_query, ""))
+}
+
+/// The rules (in position order) that match, until a matching rule marked `last`.
+fn matched<'a, 'r>(
+    rules: impl Iterator<Item = &'a MappingRule> + 'r,
+    method: &'r str,
+    path: &'r str,
+    query: &'r str,
+) -> impl Iterator<Item = &'a MappingRule> + 'r
+where
+    'a: 'r,
+{
+    let mut stopped = false;
+    rules
+        .filter(move |rule| {
+            (rule.http_method.eq_ignore_ascii_case(method) || rule.http_method.eq_ignore_ascii_case("ANY"))
+                && rule_matches(&rule.pattern, path, query)
+        })
+        .take_while(move |rule| !std::mem::replace(&mut stopped, rule.last))
+}
+
+/// The deltas of `rules`, one entry per metric. `None`: no rule.
+fn add_up<'a>(rules: impl Iterator<Item = &'a MappingRule>) -> Option<Usage> {
     let mut usage: Usage = Vec::new();
     let mut matched = false;
     for rule in rules {
-        if !rule.http_method.eq_ignore_ascii_case(method) && !rule.http_method.eq_ignore_ascii_case("ANY") {
-            continue;
-        }
-        if !rule_matches(&rule.pattern, path, query) {
-            continue;
-        }
         matched = true;
         match usage.iter_mut().find(|(m, _)| *m == rule.metric_system_name) {
             Some((_, d)) => *d = d.saturating_add(rule.delta),
             None => usage.push((rule.metric_system_name.clone(), rule.delta)),
-        }
-        if rule.last {
-            break;
         }
     }
     matched.then_some(usage)
@@ -198,5 +218,10 @@ mod tests {
         rules[0].position = 1;
         rules[2].position = 2;
         assert_eq!(usage_for(&rules, "GET", "/a"), Some(vec![("hits".into(), 2)]));
+        // The tester's view: the rules that counted, in order, the `last` one ending the scan.
+        assert_eq!(matching(&rules, "GET", "/a"), vec![&rules[1]]);
+        rules[1].last = false;
+        assert_eq!(matching(&rules, "GET", "/a?x=1"), vec![&rules[1], &rules[0], &rules[2]]);
+        assert!(matching(&rules, "POST", "/a").is_empty());
     }
 }

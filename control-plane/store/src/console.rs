@@ -6,7 +6,7 @@
 use crate::auth::{generate_token, hash_token};
 use crate::db::{Db, Engine};
 use crate::error::{Result, StoreError};
-use chrono::{DateTime, Duration, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike, Duration, SecondsFormat, Utc};
 use sqlx::Row;
 use tollgate_domain::catalog::UserState;
 use tollgate_domain::ids::ProviderUserId;
@@ -118,11 +118,7 @@ pub async fn sign_in(
     now: DateTime<Utc>,
 ) -> Result<std::result::Result<SignedIn, Refusal>> {
     let keys = keys(login, address);
-    let mut locked = None;
-    for key in &keys {
-        locked = locked.max(policy.retry_at(failures(db, key).await?.as_ref(), now));
-    }
-    if let Some(retry_at) = locked {
+    if let Some(retry_at) = locked_until(db, policy, &keys, now).await? {
         return Ok(Err(Refusal::Throttled { retry_at }));
     }
     let row = sqlx::query(
@@ -139,17 +135,7 @@ pub async fn sign_in(
         )),
         None => None,
     };
-    // The hash is checked off the async threads (tens of milliseconds of CPU, by design).
-    let (password, stored) = (password.to_string(), found.as_ref().and_then(|f| f.1.clone()));
-    let right = tokio::task::spawn_blocking(move || match stored {
-        Some(stored) => crate::passwords::verify(&password, &stored),
-        None => {
-            crate::passwords::verify_nobody(&password);
-            false
-        }
-    })
-    .await
-    .map_err(|e| StoreError::Internal(e.to_string()))?;
+    let right = matches_hash(password, found.as_ref().and_then(|f| f.1.clone())).await?;
     match found {
         Some((user, _, state)) if right => {
             sqlx::query("DELETE FROM sign_in_failures WHERE key = $1")
@@ -161,14 +147,85 @@ pub async fn sign_in(
             }
             Ok(Ok(start(db, user, now).await?))
         }
-        _ => {
-            let mut retry_at = None;
-            for key in &keys {
-                retry_at = retry_at.max(fail(db, policy, key, now).await?);
-            }
-            Ok(Err(Refusal::Invalid { retry_at }))
-        }
+        _ => Ok(Err(Refusal::Invalid {
+            retry_at: fail_all(db, policy, &keys, now).await?,
+        })),
     }
+}
+
+/// When the first of `keys` that is locked out opens again (`None`: none is).
+async fn locked_until(
+    db: &Db,
+    policy: &Throttle,
+    keys: &[String],
+    now: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>> {
+    let mut locked = None;
+    for key in keys {
+        locked = locked.max(policy.retry_at(failures(db, key).await?.as_ref(), now));
+    }
+    Ok(locked)
+}
+
+/// A wrong password counted against every key; when they may try again, if locked out now.
+async fn fail_all(db: &Db, policy: &Throttle, keys: &[String], now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>> {
+    let mut retry_at = None;
+    for key in keys {
+        retry_at = retry_at.max(fail(db, policy, key, now).await?);
+    }
+    Ok(retry_at)
+}
+
+/// Whether `password` is the one `stored` hashes (no user: the same work, then no). The hash
+/// is checked off the async threads (tens of milliseconds of CPU, by design).
+async fn matches_hash(password: &str, stored: Option<String>) -> Result<bool> {
+    let password = password.to_string();
+    tokio::task::spawn_blocking(move || match stored {
+        Some(stored) => crate::passwords::verify(&password, &stored),
+        None => {
+            crate::passwords::verify_nobody(&password);
+            false
+        }
+    })
+    .await
+    .map_err(|e| StoreError::Internal(e.to_string()))
+}
+
+/// Checks a signed-in user's current password before it is changed, throttled as signing in
+/// is (a stolen session cannot guess the password faster than a sign-in form could).
+pub async fn verify_password(
+    db: &Db,
+    policy: &Throttle,
+    user: ProviderUserId,
+    password: &str,
+    address: &str,
+    now: DateTime<Utc>,
+) -> Result<std::result::Result<(), Refusal>> {
+    let row = sqlx::query("SELECT username, password FROM provider_users WHERE id = $1")
+        .bind(user.get())
+        .fetch_optional(&db.pool)
+        .await?
+        .ok_or(StoreError::AccessDenied)?;
+    let keys = keys(&row.try_get::<String, _>("username")?, address);
+    if let Some(retry_at) = locked_until(db, policy, &keys, now).await? {
+        return Ok(Err(Refusal::Throttled { retry_at }));
+    }
+    if matches_hash(password, row.try_get("password")?).await? {
+        return Ok(Ok(()));
+    }
+    Ok(Err(Refusal::Invalid {
+        retry_at: fail_all(db, policy, &keys, now).await?,
+    }))
+}
+
+/// Ends every session of `user` but the one with `csrf_token` (after a password change).
+pub async fn end_other_sessions(db: &Db, user: ProviderUserId, csrf_token: &str) -> Result<u64> {
+    let done = sqlx::query("DELETE FROM console_sessions WHERE user_id = $1 AND csrf_token <> $2")
+        .bind(user.get())
+        .bind(csrf_token)
+        .execute(&db.pool)
+        .await?;
+    Ok(done.rows_affected())
 }
 
 /// A new session for `user`.
@@ -242,13 +299,26 @@ pub async fn username(db: &Db, user: ProviderUserId) -> Result<String> {
 /// `services` (`None`: all).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dashboard {
-    /// Products the user sees: id, name, system name.
-    pub products: Vec<(i64, String, String)>,
+    /// Products the user sees, by name.
+    pub products: Vec<DashboardProduct>,
     pub signups_this_month: i64,
     pub accounts_pending: i64,
     pub applications_pending: i64,
     /// The latest events: kind, when.
     pub recent_events: Vec<(String, String)>,
+}
+
+/// A product on the dashboard: where it is called and its traffic (flushed `hits`, UTC day
+/// and month so far — what Analytics shows for the same periods).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DashboardProduct {
+    pub id: i64,
+    pub name: String,
+    pub system_name: String,
+    pub staging: String,
+    pub production: String,
+    pub hits_today: i64,
+    pub hits_this_month: i64,
 }
 
 pub async fn dashboard(
@@ -257,21 +327,46 @@ pub async fn dashboard(
     now: DateTime<Utc>,
 ) -> Result<Dashboard> {
     let visible = |id: i64| services.is_none_or(|s| s.iter().any(|x| x.get() == id));
-    let products = sqlx::query("SELECT id, name, system_name FROM services ORDER BY name, id")
+    let rows = sqlx::query("SELECT id, name, system_name FROM services ORDER BY name, id")
         .fetch_all(&db.pool)
-        .await?
-        .iter()
-        .map(|r| {
-            Ok((
-                r.try_get::<i64, _>("id")?,
-                r.try_get("name")?,
-                r.try_get("system_name")?,
-            ))
-        })
-        .collect::<Result<Vec<(i64, String, String)>>>()?
-        .into_iter()
-        .filter(|(id, _, _)| visible(*id))
-        .collect();
+        .await?;
+    let (day, month) = (
+        now.date_naive().and_time(chrono::NaiveTime::MIN).and_utc().timestamp(),
+        now.date_naive()
+            .with_day(1)
+            .unwrap_or(now.date_naive())
+            .and_time(chrono::NaiveTime::MIN)
+            .and_utc()
+            .timestamp(),
+    );
+    let until = now.timestamp() + 1;
+    let mut products = Vec::new();
+    for r in &rows {
+        let id: i64 = r.try_get("id")?;
+        if !visible(id) {
+            continue;
+        }
+        let service = tollgate_domain::ids::ServiceId::new(id);
+        let proxy = crate::catalog::proxy::settings(db, service).await?;
+        let hits = crate::analytics::metric(db, crate::analytics::Owner::Service(service), "hits")
+            .await?
+            .map(|m| m.id);
+        let total = |from: i64| async move {
+            match hits {
+                Some(m) => crate::usage::total(db, crate::usage::Scope::Service(service), m, from, until).await,
+                None => Ok(0),
+            }
+        };
+        products.push(DashboardProduct {
+            id,
+            name: r.try_get("name")?,
+            system_name: r.try_get("system_name")?,
+            staging: proxy.sandbox_endpoint.unwrap_or_default(),
+            production: proxy.endpoint.unwrap_or_default(),
+            hits_today: total(day).await?,
+            hits_this_month: total(month).await?,
+        });
+    }
     let month_start = format!("{}-01", now.format("%Y-%m"));
     let count = |sql: &'static str| async move {
         sqlx::query_scalar::<_, i64>(sql)

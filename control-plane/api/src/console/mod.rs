@@ -9,8 +9,11 @@
 //! CSRF token, and [`Submitted`] refuses a form without it. The pages call the same store
 //! functions as the API.
 
+mod bulk;
 mod guard;
+mod integration;
 mod pages;
+mod personal;
 mod render;
 mod resources;
 mod session;
@@ -25,11 +28,22 @@ use axum::Router;
 /// The console's routes (outside the API's route table and its OpenAPI document: the
 /// [`Screen`] extractor is their guard).
 pub fn router(app: AppState) -> Router<AppState> {
-    resources::router(app)
+    resources::router(app.clone())
+        .merge(integration::router(app.clone()))
+        .merge(bulk::router(app))
         .route("/console", get(pages::to_dashboard))
         .route("/console/", get(pages::dashboard))
         .route("/console/sign_in", get(pages::sign_in_form).post(pages::sign_in))
         .route("/console/sign_out", post(pages::sign_out))
         .route("/console/settings/tokens", get(tokens::list).post(tokens::create))
+        .route(
+            "/console/settings/tokens/{token_id}/delete",
+            get(tokens::confirm_delete).post(tokens::delete),
+        )
+        .route(
+            "/console/settings/personal",
+            get(personal::show).post(personal::update_details),
+        )
+        .route("/console/settings/personal/password", post(personal::change_password))
         .route("/console/assets/console.css", get(pages::stylesheet))
 }

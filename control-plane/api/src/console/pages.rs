@@ -46,6 +46,7 @@ impl Frame<'_> {
             ],
             "Products" => &[("Products", "/console/services"), ("Backends", "/console/backend_apis")],
             "Settings" => &[
+                ("Personal details", "/console/settings/personal"),
                 ("Access tokens", "/console/settings/tokens"),
                 ("Users", "/console/users"),
             ],
@@ -208,8 +209,6 @@ pub async fn sign_out(State(app): State<AppState>, jar: CookieJar, _form: Submit
 struct DashboardPage<'a> {
     frame: Frame<'a>,
     d: tollgate_store::console::Dashboard,
-    staging: Vec<String>,
-    production: Vec<String>,
 }
 
 pub async fn dashboard(State(app): State<AppState>, screen: Screen<Dashboard>) -> Response {
@@ -217,17 +216,6 @@ pub async fn dashboard(State(app): State<AppState>, screen: Screen<Dashboard>) -
         Ok(d) => d,
         Err(e) => return Refused::from(e).into_response(),
     };
-    // Where each product is called: its public endpoints (the defaults when none is set).
-    let (mut staging, mut production) = (Vec::new(), Vec::new());
-    for (id, _, _) in &d.products {
-        match tollgate_store::catalog::proxy::settings(&app.db, tollgate_domain::ids::ServiceId::new(*id)).await {
-            Ok(p) => {
-                staging.push(p.sandbox_endpoint.unwrap_or_default());
-                production.push(p.endpoint.unwrap_or_default());
-            }
-            Err(e) => return Refused::from(e).into_response(),
-        }
-    }
     html(DashboardPage {
         frame: Frame {
             title: "Dashboard",
@@ -236,7 +224,5 @@ pub async fn dashboard(State(app): State<AppState>, screen: Screen<Dashboard>) -
             csrf: &screen.session.csrf_token,
         },
         d,
-        staging,
-        production,
     })
 }

@@ -26,10 +26,10 @@ use tollgate_domain::form::{Form, Page};
 use tollgate_domain::ids::{AccountId, ApplicationId};
 use tollgate_store::catalog::crud as store;
 use tollgate_store::catalog::resource::{Cell, EventInput, Field, Kind, Listing, OnCreate, Order, Record};
-use tollgate_store::catalog::{accounts, applications, backends, mapping_rules, metrics, plans};
+use tollgate_store::catalog::{accounts, applications, backends, mapping_rules, metrics, plans, services};
 
 type PathMap = HashMap<String, String>;
-type Errors = BTreeMap<String, Vec<String>>;
+pub type Errors = BTreeMap<String, Vec<String>>;
 
 /// A list's rows per page.
 const PER_PAGE: i64 = 20;
@@ -108,6 +108,8 @@ pub fn router(app: AppState) -> Router<AppState> {
             records
                 .route(&format!("{item}/keys"), post(add_key))
                 .route(&format!("{item}/keys/delete"), post(delete_key))
+        } else if is(m, &plans::APPLICATION_PLANS) {
+            records.route(&format!("{item}/copy"), post(move |s, c, p| copy_plan(m, s, c, p)))
         } else {
             records
         };
@@ -143,7 +145,7 @@ pub fn router(app: AppState) -> Router<AppState> {
 
 /// Every account's applications as one list (the API's `/admin/api/applications.json`); rows
 /// lead to the application's page under its account.
-static ALL_APPLICATIONS: Mount = Mount {
+pub static ALL_APPLICATIONS: Mount = Mount {
     collection: "/admin/api/applications",
     id_param: "application_id",
     entity: &applications::APPLICATIONS,
@@ -174,6 +176,8 @@ pub fn label(name: &str) -> String {
         ("private_endpoint", "Private base URL"),
         ("last", "Last (stop matching after this rule)"),
         ("email", "E-mail"),
+        ("ids", "Selection"),
+        ("body", "Message"),
     ];
     if let Some((_, l)) = known.iter().find(|(k, _)| *k == name) {
         return l.to_string();
@@ -355,7 +359,23 @@ async fn inputs(
     Ok(out)
 }
 
-fn errors_of(invalid: &tollgate_domain::Invalid) -> Errors {
+/// Messages no field shows, as sentences: "Plan can't be blank. Selection …".
+fn sentences<'e>(errors: impl Iterator<Item = (&'e String, &'e Vec<String>)>) -> String {
+    errors
+        .map(|(k, v)| match k.as_str() {
+            "base" => v.join("; "),
+            k => format!("{} {}", label(k), v.join("; ")),
+        })
+        .collect::<Vec<_>>()
+        .join(". ")
+}
+
+/// A refusal as one text (a page without fields to put it next to, e.g. a bulk action's).
+pub fn refusal_text(invalid: &tollgate_domain::Invalid) -> String {
+    sentences(errors_of(invalid).iter())
+}
+
+pub fn errors_of(invalid: &tollgate_domain::Invalid) -> Errors {
     invalid
         .by_field()
         .into_iter()
@@ -421,6 +441,28 @@ struct ListPage<'a> {
     summary: String,
     prev: Option<String>,
     next: Option<String>,
+    /// What a bulk action did or why it was refused.
+    notice: Option<Notice>,
+    bulk: Option<BulkBar>,
+}
+
+/// The outcome of a bulk action, above the list.
+pub enum Notice {
+    Done(String),
+    Refused(String),
+}
+
+/// The bar under a list whose rows can be ticked (3scale Ch. 10).
+pub struct BulkBar {
+    pub action: &'static str,
+    pub events: &'static [(&'static str, &'static str)],
+    /// An application list's plan change: the plans to move to.
+    pub plans: Vec<(String, String)>,
+}
+
+/// The accounts' mount (Audience › Accounts).
+pub fn accounts_mount() -> &'static Mount {
+    MOUNTS.iter().find(|m| is(m, &accounts::ACCOUNTS)).unwrap_or(&MOUNTS[0])
 }
 
 /// The query of a list link (search, order, page).
@@ -439,13 +481,19 @@ fn list_query(search: &str, sort: &str, page: i64) -> String {
 }
 
 async fn list(m: &'static Mount, State(app): State<AppState>, c: Cleared, Path(path): Path<PathMap>) -> Response {
-    match list_page(m, &app, &c, &path).await {
+    match list_page(m, &app, &c, &path, None).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
 }
 
-async fn list_page(m: &'static Mount, app: &AppState, c: &Cleared, path: &PathMap) -> Result<Response, Refused> {
+pub async fn list_page(
+    m: &'static Mount,
+    app: &AppState,
+    c: &Cleared,
+    path: &PathMap,
+    notice: Option<Notice>,
+) -> Result<Response, Refused> {
     let all_applications = std::ptr::eq(m, &ALL_APPLICATIONS);
     let scope = match all_applications {
         true => Vec::new(),
@@ -533,20 +581,61 @@ async fn list_page(m: &'static Mount, app: &AppState, c: &Cleared, path: &PathMa
     let prev = (page > 1).then(|| format!("{base}?{}", list_query(&search, &sort, page - 1)));
     let next = (first + PER_PAGE < total).then(|| format!("{base}?{}", list_query(&search, &sort, page + 1)));
     let title = label(res.collection);
-    Ok(html(ListPage {
-        frame: frame(c, &title, m),
-        back: back_of(m, path),
-        noun: res.name.replace('_', " "),
-        columns,
-        rows,
-        search,
-        base,
-        sort,
-        can_create: !all_applications,
-        summary,
-        prev,
-        next,
-    }))
+    let bulk = match (all_applications, is(m, &accounts::ACCOUNTS)) {
+        (true, _) => {
+            let services = service_ids(c);
+            let plans = plans::all_application_plans(&app.db, services.as_deref()).await?;
+            let names: HashMap<i64, String> = store::list(&app.db, &services::SERVICES, &[], None, Page::FIRST)
+                .await?
+                .iter()
+                .map(|s| (s.id(), title_of(s)))
+                .collect();
+            Some(BulkBar {
+                action: "/console/applications/bulk",
+                events: super::bulk::APPLICATION_ACTIONS,
+                plans: plans
+                    .iter()
+                    .map(|p| {
+                        let service = names.get(&p.int("service_id").unwrap_or_default());
+                        let service = service.map(String::as_str).unwrap_or("?");
+                        (p.id().to_string(), format!("{service} › {}", title_of(p)))
+                    })
+                    .collect(),
+            })
+        }
+        (false, true) => Some(BulkBar {
+            action: "/console/accounts/bulk",
+            events: super::bulk::ACCOUNT_ACTIONS,
+            plans: Vec::new(),
+        }),
+        _ => None,
+    };
+    let refused = matches!(notice, Some(Notice::Refused(_)));
+    let status = if refused {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        html(ListPage {
+            frame: frame(c, &title, m),
+            back: back_of(m, path),
+            noun: res.name.replace('_', " "),
+            columns,
+            rows,
+            search,
+            base,
+            sort,
+            can_create: !all_applications,
+            summary,
+            prev,
+            next,
+            notice,
+            bulk,
+        }),
+    )
+        .into_response())
 }
 
 #[derive(Template)]
@@ -668,6 +757,8 @@ async fn create(m: &'static Mount, State(app): State<AppState>, c: Cleared, Path
 pub struct EventButton {
     pub action: String,
     pub label: String,
+    /// What the button sends besides the CSRF token.
+    pub hidden: Vec<(&'static str, &'static str)>,
     /// The plans to choose from (a plan change).
     pub plans: Vec<(String, String)>,
 }
@@ -699,17 +790,61 @@ async fn event_buttons(app: &AppState, m: &Mount, record: &Record, item: &str) -
         .map(|t| EventButton {
             action: format!("{item}/events/{}", t.event),
             label: label(t.event),
+            hidden: Vec::new(),
             plans: Vec::new(),
         })
         .collect();
+    // A state moved by an update (a plan's publish | hide): a button per state it is not in.
+    if let Some(Kind::OneOf(moves)) = res.field("state_event").map(|f| f.kind) {
+        for &to in moves {
+            let reached = match to {
+                "publish" => "published",
+                "hide" => "hidden",
+                other => other,
+            };
+            if state != reached {
+                out.push(EventButton {
+                    action: item.to_string(),
+                    label: label(to),
+                    hidden: vec![("state_event", to)],
+                    plans: Vec::new(),
+                });
+            }
+        }
+    }
+    if is(m, &plans::APPLICATION_PLANS) {
+        out.push(EventButton {
+            action: format!("{item}/copy"),
+            label: "Copy (with its limits and pricing rules)".into(),
+            hidden: Vec::new(),
+            plans: Vec::new(),
+        });
+    }
     for e in m.entity.behaviour.events() {
-        let plans = match *e {
+        let (plans, current) = match *e {
             "change_plan" if is(m, &applications::APPLICATIONS) => {
                 let service = record.int("service_id").unwrap_or_default();
-                store::list(&app.db, &plans::APPLICATION_PLANS, &[service], None, Page::FIRST).await?
+                let current = store::find(
+                    &app.db,
+                    &plans::APPLICATION_PLANS,
+                    &[service],
+                    record.int("plan_id").unwrap_or_default(),
+                )
+                .await
+                .ok();
+                let all = store::list(&app.db, &plans::APPLICATION_PLANS, &[service], None, Page::FIRST).await?;
+                (all, current)
             }
-            "change_plan" => store::list(&app.db, &plans::ACCOUNT_PLANS, &[], None, Page::FIRST).await?,
-            _ => Vec::new(),
+            "change_plan" => (
+                store::list(&app.db, &plans::ACCOUNT_PLANS, &[], None, Page::FIRST).await?,
+                None,
+            ),
+            _ => (Vec::new(), None),
+        };
+        let today = chrono::Utc::now().date_naive();
+        let option = |p: &Record| match &current {
+            Some(old) => format!("{} — {}", title_of(p), proration_note(old, p, today)),
+            None => title_of(p),
         };
         let custom = record.flag("custom").unwrap_or(false) || record.extra.iter().any(|(n, _)| *n == "custom_plan");
         let offered = match *e {
@@ -725,15 +860,42 @@ async fn event_buttons(app: &AppState, m: &Mount, record: &Record, item: &str) -
                     "default" => "Make default".into(),
                     _ => label(e),
                 },
+                hidden: Vec::new(),
                 plans: plans
                     .iter()
                     .filter(|p| p.id() != record.int("plan_id").unwrap_or_default())
-                    .map(|p| (p.id().to_string(), title_of(p)))
+                    .map(|p| (p.id().to_string(), option(p)))
                     .collect(),
             });
         }
     }
     Ok(out)
+}
+
+/// What moving an application from plan `old` to `new` on `today` adds to this month's
+/// invoice when billing is on (the lines [`tollgate_domain::proration::change`] makes).
+fn proration_note(old: &Record, new: &Record, today: chrono::NaiveDate) -> String {
+    let fee = |p: &Record| p.money("cost_per_month").unwrap_or_default();
+    let (from, to) = (fee(old), fee(new));
+    let lines = tollgate_domain::proration::change(from, to, today);
+    if lines.is_empty() {
+        return format!(
+            "{}/month; not an upgrade: nothing refunded or charged this month",
+            to.normalize()
+        );
+    }
+    let parts: Vec<String> = lines
+        .iter()
+        .map(|l| match l {
+            tollgate_domain::proration::Line::Refund(a) => format!("refunds {}", (-*a).normalize()),
+            tollgate_domain::proration::Line::Upgrade(a) => format!("charges {}", a.normalize()),
+        })
+        .collect();
+    format!(
+        "{}/month; today {} for the rest of the month",
+        to.normalize(),
+        parts.join(" and ")
+    )
 }
 
 async fn item_page(
@@ -785,6 +947,15 @@ async fn item_page(
         .filter(|o| o.entity.parent.params().len() == m.entity.parent.params().len() + 1)
         .map(|o| (fill(&base_of(o), path), label(o.entity.resource.collection)))
         .collect();
+    if is(m, &services::SERVICES) {
+        children.insert(
+            0,
+            (
+                format!("{item}/integration"),
+                "Integration: settings, deploy and promote, test the mapping rules".into(),
+            ),
+        );
+    }
     if is(m, &metrics::METRICS) && record.text("system_name") != Some("hits") {
         children.retain(|(_, l)| l != "Methods");
     }
@@ -825,15 +996,11 @@ async fn item_page(
     } else {
         StatusCode::UNPROCESSABLE_ENTITY
     };
-    let base_error = errors
-        .iter()
-        .filter(|(k, _)| !fields.iter().any(|f| f.name == k.as_str()))
-        .map(|(k, v)| match k.as_str() {
-            "base" => v.join("; "),
-            k => format!("{} {}", label(k), v.join("; ")),
-        })
-        .collect::<Vec<_>>()
-        .join(". ");
+    let base_error = sentences(
+        errors
+            .iter()
+            .filter(|(k, _)| !fields.iter().any(|f| f.name == k.as_str())),
+    );
     Ok((
         status,
         html(ItemPage {
@@ -913,12 +1080,12 @@ async fn event(m: &'static Mount, State(app): State<AppState>, c: Cleared, Path(
 
 #[derive(Template)]
 #[template(path = "console/confirm.html")]
-struct ConfirmPage<'a> {
-    frame: Frame<'a>,
-    what: String,
-    consequence: String,
-    action: String,
-    back: String,
+pub struct ConfirmPage<'a> {
+    pub frame: Frame<'a>,
+    pub what: String,
+    pub consequence: String,
+    pub action: String,
+    pub back: String,
 }
 
 /// What deleting takes with it, as the guide warns (Ch. 18: a product with its plans and
@@ -1008,6 +1175,24 @@ async fn key_change(app: &AppState, c: &Cleared, path: &PathMap, add: bool) -> R
     match done {
         Ok(()) => Redirect::to(&fill(&item_of(m), path)).into_response(),
         Err(e) => refused_on_item(m, app, c, path, e, None).await,
+    }
+}
+
+/// Copies an application plan with its limits and pricing rules (the API's copy) and opens
+/// the copy (in the original's state).
+async fn copy_plan(m: &'static Mount, State(app): State<AppState>, c: Cleared, Path(path): Path<PathMap>) -> Response {
+    let done = async {
+        let id = tollgate_domain::ids::PlanId::new(crate::crud::id(m, &path)?);
+        Ok::<_, crate::error::ApiError>(plans::copy_plan(&app.db, id, None, None).await?)
+    }
+    .await;
+    match done {
+        Ok(copied) => {
+            let mut p = path.clone();
+            p.insert(m.id_param.to_string(), copied.id().to_string());
+            Redirect::to(&fill(&item_of(m), &p)).into_response()
+        }
+        Err(e) => refused_on_item(m, &app, &c, &path, e, None).await,
     }
 }
 

@@ -223,6 +223,8 @@ where
 pub struct Submitted<P: Page> {
     pub screen: Screen<P>,
     pub form: Form,
+    /// Where the form came from (what the password throttle counts by).
+    pub address: String,
 }
 
 impl<P: Page, S> FromRequest<S> for Submitted<P>
@@ -239,7 +241,11 @@ where
         if !same_token(form.get("_csrf"), &screen.staff.session.csrf_token) {
             return Err(Refused::Csrf);
         }
-        Ok(Submitted { screen, form })
+        Ok(Submitted {
+            screen,
+            form,
+            address: client_address(&parts),
+        })
     }
 }
 
@@ -269,6 +275,12 @@ pub fn same_token(given: Option<&str>, expected: &str) -> bool {
 pub struct Dashboard;
 impl Page for Dashboard {
     const PERMISSION: Permission = Permission::new(Scope::AccountManagement, Access::Read, Section::Any);
+}
+
+/// Settings › Personal › Personal details: anyone signed in, for themselves.
+pub struct Personal;
+impl Page for Personal {
+    const PERMISSION: Permission = Permission::new(Scope::AccountManagement, Access::Write, Section::Any);
 }
 
 /// Settings › Personal › Tokens: anyone signed in, for their own tokens (as the API's

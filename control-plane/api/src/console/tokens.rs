@@ -8,9 +8,9 @@ use super::render::html;
 use super::session::{Refused, Screen, Submitted, Tokens};
 use crate::state::AppState;
 use askama::Template;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use std::collections::BTreeMap;
 use tollgate_domain::form::FromForm;
 use tollgate_store::auth::{self, NewToken, Token};
@@ -95,13 +95,53 @@ pub async fn create(State(app): State<AppState>, sent: Submitted<Tokens>) -> Res
             .await
         }
         Err(tollgate_store::StoreError::Invalid(invalid)) => {
-            let errors = invalid
-                .by_field()
-                .into_iter()
-                .map(|(field, messages)| (field.to_string(), messages.iter().map(|m| m.to_string()).collect()))
-                .collect();
-            page(&app, &sent.screen, Some(&sent.form), errors, None).await
+            page(
+                &app,
+                &sent.screen,
+                Some(&sent.form),
+                super::resources::errors_of(&invalid),
+                None,
+            )
+            .await
         }
+        Err(e) => Refused::from(e).into_response(),
+    }
+}
+
+/// Asks before deleting a token: whatever uses it is refused from then on.
+pub async fn confirm_delete(State(app): State<AppState>, screen: Screen<Tokens>, Path(id): Path<String>) -> Response {
+    let shown = async {
+        let id = crate::error::path_id(&id)?;
+        let token = auth::find_token(&app.db, screen.principal.user_id, id).await?;
+        let what = format!("access token “{}”", token.name);
+        let title = format!("Delete {what}?");
+        Ok::<_, crate::error::ApiError>(html(super::resources::ConfirmPage {
+            frame: Frame {
+                title: &title,
+                section: "Settings",
+                username: &screen.username,
+                csrf: &screen.session.csrf_token,
+            },
+            what,
+            consequence: "Scripts and tools that call the API with it are refused from then on.".into(),
+            action: format!("/console/settings/tokens/{}/delete", id.get()),
+            back: "/console/settings/tokens".into(),
+        }))
+    }
+    .await;
+    shown.unwrap_or_else(|e| Refused::from(e).into_response())
+}
+
+/// Deletes one of the user's own tokens (the API's `DELETE /personal/access_tokens/{id}`).
+pub async fn delete(State(app): State<AppState>, Path(id): Path<String>, sent: Submitted<Tokens>) -> Response {
+    let done = async {
+        let id = crate::error::path_id(&id)?;
+        auth::delete_token(&app.db, sent.screen.principal.user_id, id).await?;
+        Ok::<_, crate::error::ApiError>(())
+    }
+    .await;
+    match done {
+        Ok(()) => Redirect::to("/console/settings/tokens").into_response(),
         Err(e) => Refused::from(e).into_response(),
     }
 }

@@ -324,7 +324,59 @@ pub struct Message {
 /// Stores a message to an account.
 pub async fn send_message(db: &Db, account: AccountId, m: &NewMessage) -> Result<Message> {
     let mut tx = db.begin_write().await?;
-    ACCOUNT.find(&mut tx, &[], account.get()).await?;
+    let sent = send_message_in(&mut tx, account, m).await?;
+    tx.commit().await?;
+    Ok(sent)
+}
+
+/// Sends the same message to every account of `ids` (3scale Ch. 10's bulk "Send email"):
+/// to all of them or, if one is gone, to none.
+pub async fn send_messages(db: &Db, ids: &[AccountId], m: &NewMessage) -> Result<Vec<Message>> {
+    let mut tx = db.begin_write().await?;
+    let mut sent = Vec::with_capacity(ids.len());
+    for &account in ids {
+        sent.push(
+            send_message_in(&mut tx, account, m)
+                .await
+                .map_err(|e| missing_in_ids(e, account))?,
+        );
+    }
+    tx.commit().await?;
+    Ok(sent)
+}
+
+/// Moves every account of `ids` by `event` (approve, reject, suspend, resume…): all of them
+/// or none, in one transaction; a refusal names the account.
+pub async fn bulk(db: &Db, ids: &[AccountId], event: &str) -> Result<Vec<Record>> {
+    let input = EventInput {
+        name: event.to_string(),
+        plan_id: None,
+    };
+    let mut tx = db.begin_write().await?;
+    let mut done = Vec::with_capacity(ids.len());
+    for &id in ids {
+        let item = crud::event_in(&mut tx, &ACCOUNTS, &[], id.get(), &input)
+            .await
+            .map_err(|e| match missing_in_ids(e, id) {
+                StoreError::Invalid(invalid) => StoreError::Invalid(invalid.prefixed(&format!("account {id}: "))),
+                other => other,
+            })?;
+        done.push(item);
+    }
+    tx.commit().await?;
+    Ok(done)
+}
+
+/// A bulk action's missing account is the request's mistake: named under `ids`.
+fn missing_in_ids(e: StoreError, account: AccountId) -> StoreError {
+    match e {
+        StoreError::NotFound => StoreError::invalid("ids", format!("account {account} does not exist")),
+        other => other,
+    }
+}
+
+async fn send_message_in(conn: &mut AnyConnection, account: AccountId, m: &NewMessage) -> Result<Message> {
+    ACCOUNT.find(conn, &[], account.get()).await?;
     let row = sqlx::query(
         "INSERT INTO messages (account_id, subject, body, created_at) VALUES ($1, $2, $3, $4)
          RETURNING id, subject, body, created_at",
@@ -333,11 +385,11 @@ pub async fn send_message(db: &Db, account: AccountId, m: &NewMessage) -> Result
     .bind(&m.subject)
     .bind(&m.body)
     .bind(crate::time::now())
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut *conn)
     .await?;
     let id: i64 = row.try_get("id")?;
     crate::events::record_as(
-        &mut tx,
+        conn,
         "message.sent",
         Some(account),
         None,
@@ -345,9 +397,8 @@ pub async fn send_message(db: &Db, account: AccountId, m: &NewMessage) -> Result
         &serde_json::json!({"message": {"id": id, "subject": m.subject, "body": m.body}}),
     )
     .await?;
-    tx.commit().await?;
     Ok(Message {
-        id: row.try_get("id")?,
+        id,
         account_id: account,
         subject: row.try_get("subject")?,
         body: row.try_get("body")?,

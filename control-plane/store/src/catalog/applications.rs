@@ -369,13 +369,7 @@ pub async fn bulk(
     let mut tx = db.begin_write().await?;
     let mut done = Vec::with_capacity(ids.len());
     for id in ids {
-        let current = APPLICATION.find_any(&mut tx, id.get()).await.map_err(|e| match e {
-            StoreError::NotFound => StoreError::invalid("ids", format!("application {id} does not exist")),
-            other => other,
-        })?;
-        if !may_see(ServiceId::new(current.int("service_id").unwrap_or_default())) {
-            return Err(StoreError::AccessDenied);
-        }
+        let current = named_in_ids(&mut tx, *id, &may_see).await?;
         let scope = [current.int("account_id").unwrap_or_default()];
         let item = event_in(&mut tx, &APPLICATIONS, &scope, id.get(), &event)
             .await
@@ -387,6 +381,46 @@ pub async fn bulk(
     }
     tx.commit().await?;
     Ok(done)
+}
+
+/// An application a bulk request names: missing is the request's mistake (under `ids`), on a
+/// service the caller does not see is refused.
+async fn named_in_ids(
+    conn: &mut AnyConnection,
+    id: ApplicationId,
+    may_see: &impl Fn(ServiceId) -> bool,
+) -> Result<Record> {
+    let current = APPLICATION.find_any(conn, id.get()).await.map_err(|e| match e {
+        StoreError::NotFound => StoreError::invalid("ids", format!("application {id} does not exist")),
+        other => other,
+    })?;
+    if !may_see(ServiceId::new(current.int("service_id").unwrap_or_default())) {
+        return Err(StoreError::AccessDenied);
+    }
+    Ok(current)
+}
+
+/// The accounts owning the applications of `ids`, each once, in the order named (who a bulk
+/// message to applications goes to), checked as [`bulk`] checks them.
+pub async fn accounts_of(
+    db: &Db,
+    ids: &[ApplicationId],
+    may_see: impl Fn(ServiceId) -> bool,
+) -> Result<Vec<AccountId>> {
+    let mut conn = db.pool.acquire().await?;
+    let mut out: Vec<AccountId> = Vec::new();
+    for &id in ids {
+        let account = AccountId::new(
+            named_in_ids(&mut conn, id, &may_see)
+                .await?
+                .int("account_id")
+                .unwrap_or_default(),
+        );
+        if !out.contains(&account) {
+            out.push(account);
+        }
+    }
+    Ok(out)
 }
 
 /// The plan an application is on, as a record (for `find`-style answers).

@@ -76,6 +76,44 @@ pub fn proxy_json(service: &Service, s: &ProxySettings) -> Value {
     v
 }
 
+/// The mapping rules gateways apply to the service, in order: the product's rules, then each
+/// used backend's rules under the backend's path (as 3scale merges them: a backend used at
+/// `/v2` with rule `/items` maps `/v2/items`). What a deploy sends as `proxy_rules`.
+pub async fn proxy_rules(db: &Db, service_id: ServiceId) -> Result<Vec<Value>> {
+    let rules = sqlx::query(
+        "SELECT r.id AS id, r.http_method AS http_method, r.pattern AS pattern, r.delta AS delta, r.position AS position,
+                r.last AS last, r.metric_id AS metric_id, m.system_name AS system_name, '' AS prefix,
+                0 AS backend_order
+         FROM mapping_rules r JOIN metrics m ON m.id = r.metric_id
+         WHERE r.service_id = $1
+         UNION ALL
+         SELECT r.id AS id, r.http_method AS http_method, r.pattern AS pattern, r.delta AS delta, r.position AS position,
+                r.last AS last, r.metric_id AS metric_id, m.system_name AS system_name, u.path AS prefix,
+                u.id AS backend_order
+         FROM mapping_rules r JOIN metrics m ON m.id = r.metric_id JOIN backend_usages u ON u.backend_id = r.backend_id
+         WHERE u.service_id = $1
+         ORDER BY backend_order, position, id",
+    )
+    .bind(service_id.get())
+    .fetch_all(&db.pool)
+    .await?;
+    Ok(rules
+        .iter()
+        .map(|r| -> Result<Value, sqlx::Error> {
+            Ok(json!({
+                "id": r.try_get::<i64, _>("id")?,
+                "http_method": r.try_get::<String, _>("http_method")?,
+                "pattern": prefixed(&r.try_get::<String, _>("prefix")?, &r.try_get::<String, _>("pattern")?),
+                "delta": r.try_get::<i64, _>("delta")?,
+                "position": r.try_get::<i64, _>("position")?,
+                "last": r.try_get::<i64, _>("last")? != 0,
+                "metric_id": r.try_get::<i64, _>("metric_id")?,
+                "metric_system_name": r.try_get::<String, _>("system_name")?,
+            }))
+        })
+        .collect::<Result<_, _>>()?)
+}
+
 /// The gateway's view of a service now: what `deploy` snapshots.
 async fn content(db: &Db, service: &Service) -> Result<Value> {
     let settings = settings(db, service.id).await?;
@@ -100,40 +138,7 @@ async fn content(db: &Db, service: &Service) -> Result<Value> {
             }))
         })
         .collect::<Result<_, _>>()?;
-    // The product's rules, then each used backend's rules under the backend's path (as 3scale
-    // merges them): a backend used at `/v2` with rule `/items` maps `/v2/items`.
-    let rules = sqlx::query(
-        "SELECT r.id AS id, r.http_method AS http_method, r.pattern AS pattern, r.delta AS delta, r.position AS position,
-                r.last AS last, r.metric_id AS metric_id, m.system_name AS system_name, '' AS prefix,
-                0 AS backend_order
-         FROM mapping_rules r JOIN metrics m ON m.id = r.metric_id
-         WHERE r.service_id = $1
-         UNION ALL
-         SELECT r.id AS id, r.http_method AS http_method, r.pattern AS pattern, r.delta AS delta, r.position AS position,
-                r.last AS last, r.metric_id AS metric_id, m.system_name AS system_name, u.path AS prefix,
-                u.id AS backend_order
-         FROM mapping_rules r JOIN metrics m ON m.id = r.metric_id JOIN backend_usages u ON u.backend_id = r.backend_id
-         WHERE u.service_id = $1
-         ORDER BY backend_order, position, id",
-    )
-    .bind(service.id.get())
-    .fetch_all(&db.pool)
-    .await?;
-    let rules: Vec<Value> = rules
-        .iter()
-        .map(|r| -> Result<Value, sqlx::Error> {
-            Ok(json!({
-                "id": r.try_get::<i64, _>("id")?,
-                "http_method": r.try_get::<String, _>("http_method")?,
-                "pattern": prefixed(&r.try_get::<String, _>("prefix")?, &r.try_get::<String, _>("pattern")?),
-                "delta": r.try_get::<i64, _>("delta")?,
-                "position": r.try_get::<i64, _>("position")?,
-                "last": r.try_get::<i64, _>("last")? != 0,
-                "metric_id": r.try_get::<i64, _>("metric_id")?,
-                "metric_system_name": r.try_get::<String, _>("system_name")?,
-            }))
-        })
-        .collect::<Result<_, _>>()?;
+    let rules = proxy_rules(db, service.id).await?;
     // The backends the product routes to, by usage path (3scale's routing policy rules).
     let backends = sqlx::query(
         "SELECT u.path AS path, b.id AS id, b.system_name AS system_name, b.private_endpoint AS private_endpoint

@@ -358,6 +358,14 @@ impl Record {
         }
     }
 
+    /// A money cell (a price or a fee).
+    pub fn money(&self, name: &str) -> Option<Decimal> {
+        match self.cell(name) {
+            Some(Cell::Money(v) | Cell::Fee(v)) => *v,
+            _ => None,
+        }
+    }
+
     pub fn flag(&self, name: &str) -> Option<bool> {
         match self.cell(name) {
             Some(Cell::Bool(v)) => *v,

@@ -1,0 +1,272 @@
+//! The console's working screens over HTTP, each effect checked through the API: the
+//! dashboard's traffic, a plan change's proration, publishing and copying plans, a product's
+//! integration (settings, deploy, promote, the mapping-rule tester), bulk actions on accounts
+//! and applications, personal details and password, and deleting a token. The browser flows
+//! are in tests/tests/console_browser.rs.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a panic is a failure report
+
+use chrono::Utc;
+use serde_json::Value;
+use tollgate::on_both_databases;
+use tollgate::testing::console::{session, Console};
+
+async fn change(console: &Console, current: &str, new: &str, again: &str) -> tollgate::testing::console::Page {
+    console
+        .post(
+            "/console/settings/personal/password",
+            &[
+                ("current_password", current),
+                ("password", new),
+                ("password_confirmation", again),
+            ],
+        )
+        .await
+}
+
+fn id(v: &Value, kind: &str) -> i64 {
+    v[kind]["id"].as_i64().unwrap_or_else(|| panic!("no {kind} id in {v}"))
+}
+
+on_both_databases! {
+    async fn the_dashboard_shows_traffic_and_plan_screens_prorate_publish_and_copy(app: &TestApp) {
+        let (service, application) = app.seed("dash-key").await;
+        let sid = id(&service, "service");
+        let token = app.service_token(sid).await;
+        for _ in 0..3 {
+            let r = app.client.get(app.url(&format!(
+                "/transactions/authrep.json?service_id={sid}&service_token={token}&user_key=dash-key&usage%5Bhits%5D=1"
+            ))).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+        }
+        tollgate_store::usage::flush(&app.db, &app.counters).await.unwrap();
+        app.provider_user("ops", "correct horse", true).await;
+        let console = Console::sign_in(app, "ops", "correct horse").await;
+        let page = console.get("/console/").await.body;
+        assert!(page.contains("Hits today") && page.matches("<td class=\"num\">3</td>").count() == 2, "{page}");
+
+        // A plan change shows what it adds to the month: an upgrade refunds and charges.
+        let plans = format!("/admin/api/services/{sid}/application_plans.json");
+        let (_, silver) = app.post_form(&plans, &[("name", "Silver"), ("cost_per_month", "200")]).await;
+        let (_, gold) = app.post_form(&plans, &[("name", "Gold"), ("cost_per_month", "300")]).await;
+        let (silver, gold) = (id(&silver, "application_plan"), id(&gold, "application_plan"));
+        let account = application["application"]["account_id"].as_i64().unwrap();
+        let app_id = id(&application, "application");
+        let (s, _) = app.send_form(reqwest::Method::PUT,
+            &format!("/admin/api/accounts/{account}/applications/{app_id}/change_plan.json"),
+            &[("plan_id", &silver.to_string())]).await;
+        assert_eq!(s, 200);
+        let page = console.get(&format!("/console/accounts/{account}/applications/{app_id}")).await.body;
+        let lines = tollgate_domain::proration::change(200.into(), 300.into(), Utc::now().date_naive());
+        let (tollgate_domain::proration::Line::Refund(refund), tollgate_domain::proration::Line::Upgrade(charge)) =
+            (&lines[0], &lines[1]) else { panic!("{lines:?}") };
+        let expected = format!("Gold — 300/month; today refunds {} and charges {}", (-*refund).normalize(), charge.normalize());
+        assert!(page.contains(&expected), "{expected} in {page}");
+        assert!(page.contains("not an upgrade: nothing refunded or charged"), "the cheaper plan: {page}");
+
+        // Publish and hide are buttons; the state moves through the API's update.
+        let plan_page = format!("/console/services/{sid}/application_plans/{gold}");
+        let page = console.get(&plan_page).await.body;
+        assert!(page.contains("value=\"publish\"") && !page.contains("value=\"hide\""), "{page}");
+        let r = console.post(&plan_page, &[("state_event", "publish")]).await;
+        assert_eq!((r.status, r.location.as_str()), (303, plan_page.as_str()));
+        let (_, shown) = app.get_json(&format!("/admin/api/services/{sid}/application_plans/{gold}.json")).await;
+        assert_eq!(shown["application_plan"]["state"], "published");
+        assert!(console.get(&plan_page).await.body.contains("value=\"hide\""));
+
+        // Copy: a new plan with the original's limits, opened at once.
+        let (_, metrics) = app.get_json(&format!("/admin/api/services/{sid}/metrics.json")).await;
+        let hits = metrics["metrics"][0]["metric"]["id"].as_i64().unwrap();
+        let (s, _) = app.post_form(&format!("/admin/api/application_plans/{gold}/metrics/{hits}/limits.json"),
+            &[("period", "month"), ("value", "1000")]).await;
+        assert_eq!(s, 201);
+        let r = console.post(&format!("{plan_page}/copy"), &[]).await;
+        assert_eq!(r.status, 303);
+        let copy: i64 = r.location.rsplit('/').next().unwrap().parse().unwrap();
+        assert_ne!(copy, gold);
+        let (_, copied) = app.get_json(&format!("/admin/api/services/{sid}/application_plans/{copy}.json")).await;
+        assert_eq!(copied["application_plan"]["name"], "Gold (copy)");
+        let (_, limits) = app.get_json(&format!("/admin/api/application_plans/{copy}/metrics/{hits}/limits.json")).await;
+        assert_eq!(limits["limits"][0]["limit"]["value"], 1000, "{limits}");
+    }
+
+    async fn integration_settings_deploy_promote_and_the_mapping_rule_tester(app: &TestApp) {
+        let (service, _) = app.seed("int-key").await;
+        let sid = id(&service, "service");
+        let (_, metrics) = app.get_json(&format!("/admin/api/services/{sid}/metrics.json")).await;
+        let hits = metrics["metrics"][0]["metric"]["id"].as_i64().unwrap();
+        let (_, search) = app.post_form(&format!("/admin/api/services/{sid}/metrics/{hits}/methods.json"),
+            &[("friendly_name", "Search")]).await;
+        let search = id(&search, "method").to_string();
+        let rules = format!("/admin/api/services/{sid}/proxy/mapping_rules.json");
+        let (s, body) = app.post_form(&rules, &[("http_method", "GET"), ("pattern", "/search?q={q}"),
+            ("metric_id", &search), ("delta", "2"), ("last", "true"), ("position", "0")]).await;
+        assert_eq!(s, 201, "{body}");
+        app.provider_user("ops", "correct horse", true).await;
+        let console = Console::sign_in(app, "ops", "correct horse").await;
+        let base = format!("/console/services/{sid}/integration");
+        let page = console.get(&base).await;
+        assert_eq!(page.status, 200);
+        assert!(console.get(&format!("/console/services/{sid}")).await.body.contains(&base), "linked from the product");
+
+        // A bad URL is refused next to its field, and nothing is saved.
+        let r = console.post(&base, &[("api_backend", "not a url"), ("error_status_no_match", "418")]).await;
+        assert_eq!(r.status, 422);
+        assert!(r.body.contains("id=\"e-api_backend\""), "{}", r.body);
+        let (_, proxy) = app.get_json(&format!("/admin/api/services/{sid}/proxy.json")).await;
+        assert_eq!(proxy["proxy"]["error_status_no_match"], 404);
+        let latest = |env: &'static str| {
+            let path = format!("/admin/api/services/{sid}/proxy/configs/{env}/latest.json");
+            async move { app.get_json(&path).await.1["proxy_config"]["version"].as_i64() }
+        };
+        let before = latest("sandbox").await.unwrap_or(0);
+        let r = console.post(&base, &[("error_status_no_match", "418"), ("error_no_match", "No such thing")]).await;
+        assert_eq!((r.status, r.location.as_str()), (303, base.as_str()));
+        let (_, proxy) = app.get_json(&format!("/admin/api/services/{sid}/proxy.json")).await;
+        assert_eq!(proxy["proxy"]["error_status_no_match"], 418);
+        assert!(proxy["proxy"].get("_csrf").is_none(), "the form's token is not a setting: {proxy}");
+        let staging = latest("sandbox").await.unwrap();
+        assert_eq!(staging, before + 1, "saving deploys to staging");
+        let r = console.post(&format!("{base}/deploy"), &[]).await;
+        assert_eq!(r.status, 303);
+        let staging = latest("sandbox").await.unwrap();
+        assert_eq!(staging, before + 2);
+        let page = console.get(&base).await.body;
+        assert!(page.contains(&format!("Promote v{staging} to production")), "{page}");
+        let r = console.post(&format!("{base}/promote"), &[("version", &staging.to_string())]).await;
+        assert_eq!(r.status, 303);
+        let (_, production) = app.get_json(&format!("/admin/api/services/{sid}/proxy/configs/production/latest.json")).await;
+        assert_eq!(production["proxy_config"]["content"]["proxy"]["error_status_no_match"], 418);
+        assert!(!console.get(&base).await.body.contains("Promote v"), "nothing left to promote");
+
+        // The tester: the gateway's matcher over the rules as they are.
+        let page = console.get(&format!("{base}?method=GET&path=%2Fsearch%3Fq%3Dcats")).await.body;
+        assert!(page.contains("id=\"test-result\"") && page.contains("<code>search</code> +2"), "{page}");
+        assert!(page.contains("yes: matching stops here"), "the last rule ends the scan: {page}");
+        assert!(!page.contains("<code>hits</code> +1"), "the root rule is never reached: {page}");
+        let page = console.get(&format!("{base}?method=GET&path=items")).await.body;
+        assert!(page.contains("<code>hits</code> +1") && page.contains("<code>GET /items</code>"), "{page}");
+        let page = console.get(&format!("{base}?method=DELETE&path=%2Fitems")).await.body;
+        assert!(page.contains("No mapping rule matches") && page.contains("418 No such thing"), "{page}");
+    }
+
+    async fn bulk_actions_on_accounts_and_applications_are_all_or_none(app: &TestApp) {
+        let (service, application) = app.seed("bulk-key").await;
+        let sid = id(&service, "service");
+        let account = application["application"]["account_id"].as_i64().unwrap();
+        let plan = application["application"]["plan_id"].as_i64().unwrap().to_string();
+        let (_, other) = app.post_form("/admin/api/accounts.json", &[("org_name", "Beta"), ("username", "bob"),
+            ("email", "bob@beta.test")]).await;
+        let other = id(&other, "account");
+        for a in [account, other] {
+            let (s, _) = app.send_form(reqwest::Method::PUT, &format!("/admin/api/accounts/{a}/make_pending.json"), &[]).await;
+            assert_eq!(s, 200);
+        }
+        app.provider_user("ops", "correct horse", true).await;
+        let console = Console::sign_in(app, "ops", "correct horse").await;
+        let listed = console.get("/console/accounts").await.body;
+        assert!(listed.contains(&format!("name=\"ids\" value=\"{other}\"")) && listed.contains("id=\"bulk-approve\""));
+        let (a, b) = (account.to_string(), other.to_string());
+        let r = console.post("/console/accounts/bulk", &[("ids", &a), ("ids", &b), ("action", "approve")]).await;
+        assert_eq!(r.status, 200);
+        assert!(r.body.contains("Approved 2 accounts."), "{}", r.body);
+        let state = |a: i64| async move { app.get_json(&format!("/admin/api/accounts/{a}.json")).await.1["account"]["state"].clone() };
+        assert_eq!((state(account).await, state(other).await), ("approved".into(), "approved".into()));
+        // One refused: none done, and the refusal names the account.
+        let (s, _) = app.send_form(reqwest::Method::PUT, &format!("/admin/api/accounts/{other}/make_pending.json"), &[]).await;
+        assert_eq!(s, 200);
+        let r = console.post("/console/accounts/bulk", &[("ids", &b), ("ids", &a), ("action", "reject")]).await;
+        assert_eq!(r.status, 422);
+        assert!(r.body.contains("Nothing was changed") && r.body.contains(&format!("account {account}")), "{}", r.body);
+        assert_eq!(state(other).await, "pending", "the first one was rolled back");
+        let r = console.post("/console/accounts/bulk", &[("action", "approve")]).await;
+        assert!(r.status == 422 && r.body.contains("Selection select at least one"), "{}", r.body);
+        let r = console.post("/console/accounts/bulk", &[("ids", &a), ("ids", &b), ("action", "message"), ("subject", "Hi")]).await;
+        assert!(r.status == 422 && r.body.contains("Message can"), "{}", r.body);
+        let r = console.post("/console/accounts/bulk", &[("ids", &a), ("ids", &b), ("action", "message"),
+            ("subject", "Maintenance"), ("body", "Sunday 02:00 UTC")]).await;
+        assert!(r.body.contains("Sent the message to 2 accounts."), "{}", r.body);
+        let sent: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE subject = 'Maintenance'")
+            .fetch_one(&app.db.pool).await.unwrap();
+        assert_eq!(sent, 2);
+
+        // Applications: suspend both, move both, message their one account.
+        let (s, second) = app.post_form(&format!("/admin/api/accounts/{account}/applications.json"),
+            &[("name", "Second"), ("plan_id", &plan)]).await;
+        assert_eq!(s, 201, "{second}");
+        let (one, two) = (id(&application, "application").to_string(), id(&second, "application").to_string());
+        let listed = console.get("/console/applications").await.body;
+        assert!(listed.contains("id=\"bulk-plan\"") && listed.contains("Echo API › Basic"), "{listed}");
+        let r = console.post("/console/applications/bulk", &[("ids", &one), ("ids", &two), ("action", "suspend")]).await;
+        assert!(r.body.contains("Suspended 2 applications."), "{}", r.body);
+        let (_, gold) = app.post_form(&format!("/admin/api/services/{sid}/application_plans.json"), &[("name", "Gold")]).await;
+        let gold = id(&gold, "application_plan").to_string();
+        let r = console.post("/console/applications/bulk", &[("ids", &one), ("ids", &two), ("action", "change_plan"),
+            ("plan_id", &gold)]).await;
+        assert!(r.body.contains("Moved 2 applications to the new plan."), "{}", r.body);
+        for x in [&one, &two] {
+            let (_, shown) = app.get_json(&format!("/admin/api/accounts/{account}/applications/{x}.json")).await;
+            assert_eq!(shown["application"]["state"], "suspended");
+            assert_eq!(shown["application"]["plan_id"].as_i64().unwrap().to_string(), gold);
+        }
+        let r = console.post("/console/applications/bulk", &[("ids", &one), ("ids", &two), ("action", "message"),
+            ("body", "Your keys rotate")]).await;
+        assert!(r.body.contains("Sent the message to 1 developer account."), "{}", r.body);
+
+        // A member without the audience section is refused the bulk screens.
+        let member = app.provider_user("member", "correct horse", false).await;
+        let (s, _) = app.send_form(reqwest::Method::PUT, &format!("/admin/api/users/{member}/permissions.json"),
+            &[("allowed_sections[]", "plans")]).await;
+        assert_eq!(s, 200);
+        let theirs = Console::sign_in(app, "member", "correct horse").await;
+        let r = theirs.post("/console/applications/bulk", &[("ids", &one), ("action", "resume")]).await;
+        assert_eq!(r.status, 403);
+    }
+
+    async fn personal_details_password_and_token_deletion(app: &TestApp) {
+        let me = app.provider_user("ops", "correct horse", true).await;
+        app.provider_user("taken", "correct horse", true).await;
+        let console = Console::sign_in(app, "ops", "correct horse").await;
+        let elsewhere = Console::sign_in(app, "ops", "correct horse").await;
+        let page = console.get("/console/settings/personal").await.body;
+        assert!(page.contains("value=\"ops\"") && page.contains("autocomplete=\"current-password\""), "{page}");
+
+        let r = console.post("/console/settings/personal", &[("username", "taken"), ("email", "ops@provider.test")]).await;
+        assert_eq!(r.status, 422);
+        assert!(r.body.contains("id=\"e-username\""), "{}", r.body);
+        let r = console.post("/console/settings/personal", &[("username", "ops"), ("email", "ops@new.test")]).await;
+        assert_eq!((r.status, r.location.as_str()), (303, "/console/settings/personal?saved=details"));
+        let (_, user) = app.get_json(&format!("/admin/api/users/{me}.json")).await;
+        assert_eq!(user["user"]["email"], "ops@new.test");
+
+        let r = change(&console, "wrong horse", "battery staple", "battery staple").await;
+        assert!(r.status == 422 && r.body.contains("Current password is not your password"), "{}", r.body);
+        let r = change(&console, "correct horse", "battery staple", "battery stapel").await;
+        assert!(r.status == 422 && r.body.contains("id=\"e-password_confirmation\""), "{}", r.body);
+        let r = change(&console, "correct horse", "short", "short").await;
+        assert!(r.status == 422 && r.body.contains("New password is too short"), "{}", r.body);
+        assert!(!r.body.contains("value=\"short\""), "a password is never put back into a page");
+        let r = change(&console, "correct horse", "battery staple", "battery staple").await;
+        assert_eq!((r.status, r.location.as_str()), (303, "/console/settings/personal?saved=password"));
+        assert_eq!(console.get("/console/").await.status, 200, "this session goes on");
+        assert_eq!(elsewhere.get("/console/").await.status, 303, "the other session is signed out");
+        session(app, "ops", "battery staple").await;
+
+        // A token is deleted behind a confirmation; another user's token is not found.
+        let r = console.post("/console/settings/tokens", &[("name", "bot"), ("scopes[]", "stats"), ("permission", "ro")]).await;
+        assert_eq!(r.status, 200);
+        let token: i64 = sqlx::query_scalar("SELECT id FROM access_tokens WHERE user_id = $1")
+            .bind(me).fetch_one(&app.db.pool).await.unwrap();
+        let confirm = format!("/console/settings/tokens/{token}/delete");
+        assert!(console.get("/console/settings/tokens").await.body.contains(&confirm));
+        let page = console.get(&confirm).await;
+        assert!(page.status == 200 && page.body.contains("Delete access token “bot”?"), "{}", page.body);
+        let theirs = Console::sign_in(app, "taken", "correct horse").await;
+        assert_eq!(theirs.get(&confirm).await.status, 404);
+        assert_eq!(theirs.post(&confirm, &[]).await.status, 404);
+        let r = console.post(&confirm, &[]).await;
+        assert_eq!((r.status, r.location.as_str()), (303, "/console/settings/tokens"));
+        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM access_tokens WHERE user_id = $1")
+            .bind(me).fetch_one(&app.db.pool).await.unwrap();
+        assert_eq!(left, 0);
+    }
+}
