@@ -167,6 +167,7 @@ impl Application {
         };
         tollgate_api::metrics::handle();
         let sender = sender(config, &db)?;
+        let mailer = sender.mail.clone();
         Ok(Self {
             sender,
             xds,
@@ -181,6 +182,7 @@ impl Application {
                 gateways: gateways(config),
                 gateway_registry: Default::default(),
                 console_idle: chrono::Duration::minutes(config.console_idle_minutes as i64),
+                mailer,
             },
             billing_hour: config.billing_hour,
         })

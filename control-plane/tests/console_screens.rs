@@ -8,7 +8,8 @@
 use chrono::Utc;
 use serde_json::Value;
 use tollgate::on_both_databases;
-use tollgate::testing::console::{session, Console};
+use tollgate::testing::console::{browser, cookies, csrf_of, session, Console};
+use tollgate::testing::{Backend, MailCatcher, TestApp};
 
 async fn change(console: &Console, current: &str, new: &str, again: &str) -> tollgate::testing::console::Page {
     console
@@ -268,5 +269,247 @@ on_both_databases! {
         let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM access_tokens WHERE user_id = $1")
             .bind(me).fetch_one(&app.db.pool).await.unwrap();
         assert_eq!(left, 0);
+    }
+}
+
+/// Opens an invitation link as a browser without a session: the form's token and cookie.
+async fn invitation_form(app: &TestApp, link: &str) -> (u16, String, String) {
+    let r = browser().get(app.url(link)).send().await.unwrap();
+    let status = r.status().as_u16();
+    let cookie = cookies(&r)
+        .into_iter()
+        .find(|(n, _)| n == "tollgate_sign_in")
+        .map(|c| c.1)
+        .unwrap_or_default();
+    (status, csrf_of(&r.text().await.unwrap()), cookie)
+}
+
+async fn accept(app: &TestApp, link: &str, csrf: &str, cookie: &str, form: &[(&str, &str)]) -> reqwest::Response {
+    let mut fields = vec![("_csrf", csrf)];
+    fields.extend_from_slice(form);
+    browser()
+        .post(app.url(link))
+        .header("cookie", format!("tollgate_sign_in={cookie}"))
+        .form(&fields)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// An invitation e-mailed over SMTP, accepted once: the invitee is signed in as a member.
+async fn invitations_are_emailed_and_open_once(backend: Backend) {
+    let mail = MailCatcher::start().await;
+    let smtp = mail.url();
+    let app = TestApp::spawn_with(backend, |c| c.smtp_url = Some(smtp)).await;
+    let app = &app;
+    app.provider_user("ops", "correct horse", true).await;
+    let console = Console::sign_in(app, "ops", "correct horse").await;
+    let r = console
+        .post("/console/settings/invitations", &[("email", "not an address")])
+        .await;
+    assert!(r.status == 422 && r.body.contains("id=\"e-email\""), "{}", r.body);
+    let r = console
+        .post(
+            "/console/settings/invitations",
+            &[("email", "new.colleague@provider.test")],
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert!(r.body.contains("The invitation was e-mailed"), "{}", r.body);
+    let url = r
+        .body
+        .split("<code id=\"invitation-link\">")
+        .nth(1)
+        .unwrap()
+        .split('<')
+        .next()
+        .unwrap()
+        .to_string();
+    let link = url
+        .split_once("/console/invitations/")
+        .map(|(_, t)| format!("/console/invitations/{t}"))
+        .unwrap();
+    let token = link.rsplit('/').next().unwrap().to_string();
+    let got = mail.wait_for("the invitation", |m| !m.is_empty()).await;
+    let unfolded = got[0].replace("=\r\n", "").replace("=\n", "");
+    assert!(
+        unfolded.contains("new.colleague@provider.test") && unfolded.contains("Invitation to join"),
+        "{unfolded}"
+    );
+    assert!(unfolded.contains(&token), "the link is in the mail");
+    let stored: String = sqlx::query_scalar("SELECT token_hash FROM invitations")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_ne!(stored, token, "only the token's hash is kept");
+
+    // The link's form: CSRF, matching passwords, a free user name; then signed in.
+    let (status, csrf, cookie) = invitation_form(app, &link).await;
+    assert_eq!(status, 200);
+    let r = accept(
+        app,
+        &link,
+        "forged",
+        &cookie,
+        &[
+            ("username", "neo"),
+            ("password", "battery staple"),
+            ("password_confirmation", "battery staple"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), 403);
+    let r = accept(
+        app,
+        &link,
+        &csrf,
+        &cookie,
+        &[
+            ("username", "neo"),
+            ("password", "battery staple"),
+            ("password_confirmation", "other"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), 422);
+    let r = accept(
+        app,
+        &link,
+        &csrf,
+        &cookie,
+        &[
+            ("username", "ops"),
+            ("password", "battery staple"),
+            ("password_confirmation", "battery staple"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), 422, "the user name is taken");
+    assert!(r.text().await.unwrap().contains("id=\"e-username\""));
+    let r = accept(
+        app,
+        &link,
+        &csrf,
+        &cookie,
+        &[
+            ("username", "neo"),
+            ("password", "battery staple"),
+            ("password_confirmation", "battery staple"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), 303);
+    assert!(
+        cookies(&r).iter().any(|(n, _)| n == "tollgate_session"),
+        "signed in at once"
+    );
+    let (_, users) = app.get_json("/admin/api/users.json").await;
+    let neo = users["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["user"]["username"] == "neo")
+        .unwrap()
+        .clone();
+    assert_eq!(neo["user"]["state"], "active");
+    assert_eq!(neo["user"]["role"], "member");
+    assert_eq!(neo["user"]["email"], "new.colleague@provider.test");
+    // Once only; the list shows it accepted.
+    assert_eq!(invitation_form(app, &link).await.0, 404);
+    let listed = console.get("/console/settings/invitations").await.body;
+    assert!(
+        listed.contains("new.colleague@provider.test") && !listed.contains("not yet"),
+        "{listed}"
+    );
+    // A cancelled invitation stops opening.
+    let r = console
+        .post("/console/settings/invitations", &[("email", "second@provider.test")])
+        .await;
+    let second = r
+        .body
+        .split("/console/invitations/")
+        .nth(1)
+        .unwrap()
+        .split('<')
+        .next()
+        .unwrap()
+        .to_string();
+    let id: i64 = sqlx::query_scalar("SELECT id FROM invitations WHERE email = 'second@provider.test'")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        console
+            .post(&format!("/console/settings/invitations/{id}/delete"), &[])
+            .await
+            .status,
+        303
+    );
+    assert_eq!(
+        invitation_form(app, &format!("/console/invitations/{second}")).await.0,
+        404
+    );
+}
+
+#[tokio::test]
+async fn invitations_on_sqlite() {
+    invitations_are_emailed_and_open_once(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn invitations_on_postgres() {
+    invitations_are_emailed_and_open_once(Backend::Postgres).await;
+}
+
+on_both_databases! {
+    async fn member_permissions_notification_preferences_and_usage_rules(app: &TestApp) {
+        let member = app.provider_user("member", "correct horse", false).await;
+        app.provider_user("ops", "correct horse", true).await;
+        let (_, mine) = app.post_form("/admin/api/services.json", &[("name", "Mine")]).await;
+        let mine = id(&mine, "service").to_string();
+        let console = Console::sign_in(app, "ops", "correct horse").await;
+        let page = console.get(&format!("/console/users/{member}")).await.body;
+        assert!(page.contains("Sections this member may use") && page.contains("value=\"monitoring\""), "{page}");
+        let r = console.post(&format!("/console/users/{member}/permissions"),
+            &[("allowed_sections[]", "partners"), ("allowed_sections[]", "monitoring"), ("allowed_service_ids[]", &mine)]).await;
+        assert_eq!(r.status, 303);
+        let (_, held) = app.get_json(&format!("/admin/api/users/{member}/permissions.json")).await;
+        assert_eq!(held["permissions"]["allowed_sections"], serde_json::json!(["partners", "monitoring"]));
+        assert_eq!(held["permissions"]["allowed_service_ids"], serde_json::json!([mine.parse::<i64>().unwrap()]));
+        let r = console.post(&format!("/console/users/{member}/permissions"), &[("allowed_service_ids[]", "999999")]).await;
+        assert!(r.status == 422 && r.body.contains("service 999999 does not exist"), "{}", r.body);
+        // Nothing ticked: no sections (not "unchanged").
+        let r = console.post(&format!("/console/users/{member}/permissions"), &[("allowed_service_ids[]", &mine)]).await;
+        assert_eq!(r.status, 303);
+        let (_, held) = app.get_json(&format!("/admin/api/users/{member}/permissions.json")).await;
+        assert_eq!(held["permissions"]["allowed_sections"], serde_json::json!([]));
+        assert!(!console.get("/console/users").await.body.is_empty());
+        let (s, _) = app.send_form(reqwest::Method::PUT, &format!("/admin/api/users/{member}/permissions.json"),
+            &[("allowed_sections[]", "monitoring")]).await;
+        assert_eq!(s, 200);
+
+        // Notifications: a member sees their sections' only; unticking turns one off.
+        let theirs = Console::sign_in(app, "member", "correct horse").await;
+        let page = theirs.get("/console/settings/notifications").await.body;
+        assert!(page.contains("id=\"n-daily_report\"") && !page.contains("id=\"n-account_created\""), "{page}");
+        let r = theirs.post("/console/settings/notifications", &[("daily_report", "0"), ("weekly_report", "0"),
+            ("weekly_report", "1")]).await;
+        assert_eq!((r.status, r.location.as_str()), (303, "/console/settings/notifications?saved"));
+        let stored = tollgate_store::catalog::provider::notification_preferences(
+            &app.db, tollgate_domain::ids::ProviderUserId::new(member)).await.unwrap();
+        assert_eq!((stored["daily_report"].clone(), stored["weekly_report"].clone()), (false.into(), true.into()));
+        let r = theirs.post("/console/settings/notifications", &[("account_created", "0")]).await;
+        assert!(r.status == 422 && r.body.contains("not a notification your sections allow"), "{}", r.body);
+        assert!(!theirs.get("/console/settings/notifications").await.body.contains("id=\"n-daily_report\" checked"));
+
+        // Usage rules: provider settings, through the API's update; members without settings refused.
+        let page = console.get("/console/accounts/settings").await.body;
+        assert!(page.contains("id=\"r-signups_enabled\" checked") && !page.contains("id=\"r-account_approval_required\" checked"), "{page}");
+        let r = console.post("/console/accounts/settings", &[("account_approval_required", "1")]).await;
+        assert_eq!(r.status, 303);
+        let (_, provider) = app.get_json("/admin/api/provider.json").await;
+        assert_eq!(provider["account"]["signups_enabled"], "false");
+        assert_eq!(provider["account"]["account_approval_required"], "true");
+        assert_eq!(theirs.get("/console/accounts/settings").await.status, 403);
     }
 }

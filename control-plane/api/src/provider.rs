@@ -193,16 +193,11 @@ fn preferences_user(caller: &Caller) -> Result<ProviderUserId, ApiError> {
 /// 3scale's shape: `{"notification_preferences": {"preferences": {name: on, …}}}`, only the
 /// notifications the caller's sections allow (Ch. 4.2).
 fn preferences_json(caller: &Caller, stored: &Map<String, Value>) -> Json<Value> {
-    let prefs: Map<String, Value> = tollgate_domain::notify::PREFERENCES
-        .iter()
-        .filter(|(_, section)| caller.may_enter(*section))
-        .map(|(name, _)| {
-            (
-                (*name).to_string(),
-                stored.get(*name).cloned().unwrap_or(Value::Bool(true)),
-            )
-        })
-        .collect();
+    let prefs: Map<String, Value> =
+        tollgate_domain::notify::visible_preferences(caller, |n| stored.get(n).and_then(Value::as_bool))
+            .into_iter()
+            .map(|(name, _, on)| (name.to_string(), Value::Bool(on)))
+            .collect();
     wrap("notification_preferences", json!({ "preferences": prefs }))
 }
 
@@ -213,28 +208,8 @@ async fn show_preferences(State(app): State<AppState>, caller: Caller) -> Result
 
 async fn update_preferences(State(app): State<AppState>, caller: Caller, p: Params) -> Result<Json<Value>, ApiError> {
     let user = preferences_user(&caller)?;
-    let mut changes = Vec::new();
-    let mut errors = tollgate_domain::Invalid::default();
-    for (name, value) in &p.0 .0 {
-        let name = name
-            .strip_prefix("notification_preferences[")
-            .or_else(|| name.strip_prefix("preferences["))
-            .and_then(|n| n.strip_suffix(']'))
-            .unwrap_or(name);
-        let Some(section) = tollgate_domain::notify::preference_section(name) else {
-            continue;
-        };
-        if !caller.may_enter(section) {
-            errors.push(name, "is not a notification your sections allow");
-            continue;
-        }
-        match value.trim() {
-            "true" | "1" => changes.push((name.to_string(), true)),
-            "false" | "0" => changes.push((name.to_string(), false)),
-            _ => errors.push(name, "must be true or false"),
-        }
-    }
-    errors.or(())?;
+    let pairs = p.0 .0.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+    let changes = tollgate_domain::notify::preference_changes(&caller, pairs)?;
     let stored = provider::set_notification_preferences(&app.db, user, &changes).await?;
     Ok(preferences_json(&caller, &stored))
 }

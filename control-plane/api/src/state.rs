@@ -18,6 +18,8 @@ pub struct AppState {
     pub gateway_registry: Arc<tollgate_store::gateway_registry::GatewayRegistry>,
     /// How long a console session lives without a request (`TOLLGATE_CONSOLE_IDLE_MINUTES`).
     pub console_idle: chrono::Duration,
+    /// SMTP, when configured (`TOLLGATE_SMTP_URL`): what the console sends invitations with.
+    pub mailer: Option<crate::delivery::mail::Mailer>,
 }
 
 impl AppState {

@@ -283,6 +283,56 @@ pub const PREFERENCES: [(&str, Section); 25] = [
     ("weekly_report", Section::Monitoring),
 ];
 
+/// The preferences `who` may hold (their sections'), each with whether it is on: what is not
+/// stored is on (3scale's default). `stored` maps names to whether they are on.
+pub fn visible_preferences(
+    who: &crate::access::Principal,
+    stored: impl Fn(&str) -> Option<bool>,
+) -> Vec<(&'static str, Section, bool)> {
+    PREFERENCES
+        .iter()
+        .filter(|(_, section)| who.may_enter(*section))
+        .map(|(name, section)| (*name, *section, stored(name).unwrap_or(true)))
+        .collect()
+}
+
+/// The changes a form asks of `who`'s preferences (`name=true|false|1|0`, also as
+/// `notification_preferences[name]` or `preferences[name]`); other fields are ignored, a
+/// preference outside their sections or a value not a flag is refused, named. A name given
+/// twice counts as its last value (a checkbox after its hidden `0`).
+pub fn preference_changes<'f>(
+    who: &crate::access::Principal,
+    form: impl IntoIterator<Item = (&'f str, &'f str)>,
+) -> Result<Vec<(String, bool)>, Invalid> {
+    let mut changes: Vec<(String, bool)> = Vec::new();
+    let mut errors = Invalid::default();
+    for (name, value) in form {
+        let name = name
+            .strip_prefix("notification_preferences[")
+            .or_else(|| name.strip_prefix("preferences["))
+            .and_then(|n| n.strip_suffix(']'))
+            .unwrap_or(name);
+        let Some(section) = preference_section(name) else {
+            continue;
+        };
+        if !who.may_enter(section) {
+            errors.push(name, "is not a notification your sections allow");
+            continue;
+        }
+        let on = match value.trim() {
+            "true" | "1" => true,
+            "false" | "0" => false,
+            _ => {
+                errors.push(name, "must be true or false");
+                continue;
+            }
+        };
+        changes.retain(|(n, _)| n != name);
+        changes.push((name.to_string(), on));
+    }
+    errors.or(changes)
+}
+
 /// The section a preference needs, if it is one.
 pub fn preference_section(name: &str) -> Option<Section> {
     PREFERENCES.iter().find(|(n, _)| *n == name).map(|(_, s)| *s)

@@ -40,6 +40,7 @@ pub mod events;
 pub mod gateway_registry;
 pub mod hot_cache;
 pub mod integration_errors;
+pub mod invitations;
 pub mod leases;
 pub mod outbox;
 pub mod passwords;

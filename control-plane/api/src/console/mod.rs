@@ -12,12 +12,16 @@
 mod bulk;
 mod guard;
 mod integration;
+mod invitations;
+mod notifications;
 mod pages;
 mod personal;
 mod render;
 mod resources;
 mod session;
+mod signup;
 mod tokens;
+mod users;
 
 pub use session::{Screen, Staff, Submitted};
 
@@ -45,5 +49,19 @@ pub fn router(app: AppState) -> Router<AppState> {
             get(personal::show).post(personal::update_details),
         )
         .route("/console/settings/personal/password", post(personal::change_password))
+        .route("/console/accounts/settings", get(signup::show).post(signup::update))
+        .route(
+            "/console/settings/notifications",
+            get(notifications::show).post(notifications::update),
+        )
+        .route(
+            "/console/settings/invitations",
+            get(invitations::list).post(invitations::create),
+        )
+        .route("/console/settings/invitations/{id}/delete", post(invitations::delete))
+        .route(
+            "/console/invitations/{token}",
+            get(invitations::accept_form).post(invitations::accept),
+        )
         .route("/console/assets/console.css", get(pages::stylesheet))
 }

@@ -43,12 +43,15 @@ impl Frame<'_> {
             "Audience" => &[
                 ("Accounts", "/console/accounts"),
                 ("Applications", "/console/applications"),
+                ("Usage rules", "/console/accounts/settings"),
             ],
             "Products" => &[("Products", "/console/services"), ("Backends", "/console/backend_apis")],
             "Settings" => &[
                 ("Personal details", "/console/settings/personal"),
+                ("Notifications", "/console/settings/notifications"),
                 ("Access tokens", "/console/settings/tokens"),
                 ("Users", "/console/users"),
+                ("Invitations", "/console/settings/invitations"),
             ],
             _ => &[],
         }
@@ -111,14 +114,7 @@ fn sign_in_page(
     error: Option<String>,
     status: StatusCode,
 ) -> Response {
-    // One token per browser until it signs in: a second load of the form (a prefetch, another
-    // tab) must not make the first one stale.
-    let csrf = jar
-        .get(SIGN_IN_CSRF_COOKIE)
-        .map(|c| c.value().to_string())
-        .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
-        .unwrap_or_else(tollgate_store::auth::generate_token);
-    let jar = jar.add(cookie(SIGN_IN_CSRF_COOKIE, csrf.clone(), over_tls(parts)));
+    let (jar, csrf) = pre_session_csrf(jar, parts);
     let page = SignInPage {
         csrf: &csrf,
         next,
@@ -126,6 +122,41 @@ fn sign_in_page(
         error,
     };
     (status, jar, html(page)).into_response()
+}
+
+/// The CSRF token of a form shown before there is a session (sign-in, an invitation's
+/// acceptance): a double-submit cookie. One token per browser until it signs in: a second load
+/// of the form (a prefetch, another tab) must not make the first one stale.
+pub fn pre_session_csrf(jar: CookieJar, parts: &axum::http::request::Parts) -> (CookieJar, String) {
+    let csrf = jar
+        .get(SIGN_IN_CSRF_COOKIE)
+        .map(|c| c.value().to_string())
+        .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
+        .unwrap_or_else(tollgate_store::auth::generate_token);
+    let jar = jar.add(cookie(SIGN_IN_CSRF_COOKIE, csrf.clone(), over_tls(parts)));
+    (jar, csrf)
+}
+
+/// Whether a form sent before there is a session carries its cookie's token.
+pub fn pre_session_csrf_ok(jar: &CookieJar, form: &tollgate_domain::form::Form) -> bool {
+    let expected = jar
+        .get(SIGN_IN_CSRF_COOKIE)
+        .map(|c| c.value().to_string())
+        .unwrap_or_default();
+    same_token(form.get("_csrf"), &expected)
+}
+
+/// Signs `signed` in: the session cookie set, the pre-session token dropped, on to `next`.
+pub fn signed_in(
+    jar: CookieJar,
+    parts: &axum::http::request::Parts,
+    signed: tollgate_store::console::SignedIn,
+    next: &str,
+) -> Response {
+    let jar = jar
+        .remove(cookie(SIGN_IN_CSRF_COOKIE, String::new(), over_tls(parts)))
+        .add(cookie(SESSION_COOKIE, signed.cookie, over_tls(parts)));
+    (jar, Redirect::to(next)).into_response()
 }
 
 pub async fn sign_in(State(app): State<AppState>, jar: CookieJar, req: Request) -> Response {
@@ -136,11 +167,7 @@ pub async fn sign_in(State(app): State<AppState>, jar: CookieJar, req: Request) 
     };
     let field = |k: &str| fields.get(k).unwrap_or("");
     let next = next_of(fields.get("next"));
-    let expected = jar
-        .get(SIGN_IN_CSRF_COOKIE)
-        .map(|c| c.value().to_string())
-        .unwrap_or_default();
-    if !same_token(Some(field("_csrf")), &expected) {
+    if !pre_session_csrf_ok(&jar, &fields) {
         return Refused::Csrf.into_response();
     }
     let (login, password) = (field("login").trim(), field("password"));
@@ -152,12 +179,7 @@ pub async fn sign_in(State(app): State<AppState>, jar: CookieJar, req: Request) 
     let address = client_address(&parts);
     let outcome = tollgate_store::console::sign_in(&app.db, &Throttle::default(), login, password, &address, now).await;
     let refusal = match outcome {
-        Ok(Ok(signed)) => {
-            let jar = jar
-                .remove(cookie(SIGN_IN_CSRF_COOKIE, String::new(), over_tls(&parts)))
-                .add(cookie(SESSION_COOKIE, signed.cookie, over_tls(&parts)));
-            return (jar, Redirect::to(&next)).into_response();
-        }
+        Ok(Ok(signed)) => return signed_in(jar, &parts, signed, &next),
         Ok(Err(r)) => r,
         Err(e) => return Refused::from(e).into_response(),
     };

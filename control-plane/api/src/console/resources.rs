@@ -26,7 +26,7 @@ use tollgate_domain::form::{Form, Page};
 use tollgate_domain::ids::{AccountId, ApplicationId};
 use tollgate_store::catalog::crud as store;
 use tollgate_store::catalog::resource::{Cell, EventInput, Field, Kind, Listing, OnCreate, Order, Record};
-use tollgate_store::catalog::{accounts, applications, backends, mapping_rules, metrics, plans, services};
+use tollgate_store::catalog::{accounts, applications, backends, mapping_rules, metrics, plans, provider, services};
 
 type PathMap = HashMap<String, String>;
 pub type Errors = BTreeMap<String, Vec<String>>;
@@ -110,6 +110,8 @@ pub fn router(app: AppState) -> Router<AppState> {
                 .route(&format!("{item}/keys/delete"), post(delete_key))
         } else if is(m, &plans::APPLICATION_PLANS) {
             records.route(&format!("{item}/copy"), post(move |s, c, p| copy_plan(m, s, c, p)))
+        } else if is(m, &provider::PROVIDER_USERS) {
+            records.route(&format!("{item}/permissions"), post(super::users::update_permissions))
         } else {
             records
         };
@@ -777,6 +779,8 @@ struct ItemPage<'a> {
     delete_href: String,
     /// An application's keys, with the address that adds and deletes them.
     keys: Option<(Vec<String>, String)>,
+    /// A member's sections and services.
+    permissions: Option<super::users::PermissionsForm>,
 }
 
 /// The events a record can take now, as buttons.
@@ -990,6 +994,13 @@ async fn item_page(
         }
         false => None,
     };
+    let permissions = match is(m, &provider::PROVIDER_USERS) {
+        true => {
+            let refused = errors.get("permissions").map(|e| e.join("; ")).unwrap_or_default();
+            super::users::permissions_form(app, id, refused).await?
+        }
+        false => None,
+    };
     let title = format!("{} “{}”", label(res.name), title_of(&record));
     let status = if errors.is_empty() {
         StatusCode::OK
@@ -999,7 +1010,7 @@ async fn item_page(
     let base_error = sentences(
         errors
             .iter()
-            .filter(|(k, _)| !fields.iter().any(|f| f.name == k.as_str())),
+            .filter(|(k, _)| !fields.iter().any(|f| f.name == k.as_str()) && k.as_str() != "permissions"),
     );
     Ok((
         status,
@@ -1014,9 +1025,27 @@ async fn item_page(
             children,
             delete_href: format!("{item}/delete"),
             keys,
+            permissions,
         }),
     )
         .into_response())
+}
+
+/// A provider user's page with a refused permissions change next to the form.
+pub async fn user_page_with(app: &AppState, c: &Cleared, path: &PathMap, refused: String) -> Result<Response, Refused> {
+    let m = MOUNTS
+        .iter()
+        .find(|m| is(m, &provider::PROVIDER_USERS))
+        .unwrap_or(&MOUNTS[0]);
+    item_page(
+        m,
+        app,
+        c,
+        path,
+        None,
+        Errors::from([("permissions".to_string(), vec![refused])]),
+    )
+    .await
 }
 
 async fn show(m: &'static Mount, State(app): State<AppState>, c: Cleared, Path(path): Path<PathMap>) -> Response {
@@ -1097,6 +1126,9 @@ fn consequence_of(m: &Mount) -> &'static str {
         "application_plan" => "A plan with applications on it cannot be deleted: move them to another plan first.",
         "metric" => "Its methods, the limits and pricing rules on it and the mapping rules that count it go with it.",
         "application" => "Its keys stop working at once.",
+        "service_subscription" => {
+            "The account is unsubscribed from the product (3scale Ch. 15); it can subscribe again."
+        }
         _ => "This cannot be undone.",
     }
 }

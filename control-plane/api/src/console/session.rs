@@ -277,6 +277,18 @@ impl Page for Dashboard {
     const PERMISSION: Permission = Permission::new(Scope::AccountManagement, Access::Read, Section::Any);
 }
 
+/// Settings › Users › Invitations: who may manage users (the settings section, writing).
+pub struct Invitations;
+impl Page for Invitations {
+    const PERMISSION: Permission = Permission::new(Scope::AccountManagement, Access::Write, Section::Settings);
+}
+
+/// Audience › Accounts › Usage rules: the provider's settings (the settings section).
+pub struct UsageRules;
+impl Page for UsageRules {
+    const PERMISSION: Permission = Permission::new(Scope::AccountManagement, Access::Write, Section::Settings);
+}
+
 /// Settings › Personal › Personal details: anyone signed in, for themselves.
 pub struct Personal;
 impl Page for Personal {

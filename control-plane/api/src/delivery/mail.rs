@@ -205,12 +205,36 @@ fn compose_notice(template: &str, e: &Event) -> Notice {
 
 /// The e-mail `template` sends for `event` (`provider/<preference>` or `buyer/<mail>`).
 pub fn compose(template: &str, event: &Event, provider: &ProviderAccount) -> Composed {
-    let n = compose_notice(template, event);
     let support = provider
         .settings
         .get("finance_support_email")
         .map(String::as_str)
         .filter(|s| !s.is_empty() && template.starts_with("buyer/"));
+    laid_out(compose_notice(template, event), provider, support)
+}
+
+/// The e-mail inviting someone to the provider's console (sent at once, not through the
+/// outbox: the link is a credential, never an event webhooks could see).
+pub fn invitation(provider: &ProviderAccount, url: &str) -> Composed {
+    let n = notice(
+        format!("Invitation to join {} on Tollgate", provider.org_name),
+        vec![
+            format!(
+                "You are invited to the API management console of {}.",
+                provider.org_name
+            ),
+            format!("Open this link to choose your user name and password: {url}"),
+            format!(
+                "The link works once, for {} days.",
+                tollgate_store::invitations::VALID_DAYS
+            ),
+        ],
+        vec![],
+    );
+    laid_out(n, provider, None)
+}
+
+fn laid_out(n: Notice, provider: &ProviderAccount, support: Option<&str>) -> Composed {
     let m = Layout {
         heading: &n.heading,
         paragraphs: &n.paragraphs,
