@@ -322,3 +322,66 @@ on_both_databases! {
         b.client.clone().close().await.unwrap();
     }
 }
+
+on_both_databases! {
+    async fn a_product_integrated_applications_handled_in_bulk_and_a_colleague_invited(app: &TestApp) {
+        let (service, application) = app.seed("bulk-browser-key").await;
+        let sid = service["service"]["id"].as_i64().unwrap();
+        let account = application["application"]["account_id"].as_i64().unwrap();
+        let plan = application["application"]["plan_id"].as_i64().unwrap().to_string();
+        let (s, second) = app.post_form(&format!("/admin/api/accounts/{account}/applications.json"),
+            &[("name", "Second App"), ("plan_id", &plan)]).await;
+        assert_eq!(s, 201, "{second}");
+        app.provider_user("ops", "correct horse", true).await;
+        let b = Browser::start().await;
+        let c = &b.client;
+        c.goto(&app.url("/console/sign_in")).await.unwrap();
+        b.fill("#login", "ops").await;
+        b.fill("#password", "correct horse").await;
+        b.go("button[type=submit]").await;
+
+        // Products › the product › Integration: test a path, change a setting, promote.
+        c.goto(&app.url(&format!("/console/services/{sid}"))).await.unwrap();
+        b.go(&format!("a[href='/console/services/{sid}/integration']")).await;
+        b.find("#t-method").await.select_by_value("GET").await.unwrap();
+        b.fill("#t-path", "/weather?city=Kyoto").await;
+        b.go("form[method=get] button").await;
+        let result = b.text("#test-result").await;
+        assert!(result.contains("GET /weather?city=Kyoto counts hits +1"), "{result}");
+        b.screenshot("console-integration").await;
+        b.fill("#f-error_status_no_match", "418").await;
+        b.go("form.card button[type=submit]").await;
+        b.go("form[action$='/integration/promote'] button").await;
+        let (_, production) = app.get_json(&format!("/admin/api/services/{sid}/proxy/configs/production/latest.json")).await;
+        assert_eq!(production["proxy_config"]["content"]["proxy"]["error_status_no_match"], 418, "{production}");
+
+        // Audience › Applications: tick both, suspend both (Ch. 10).
+        c.goto(&app.url("/console/applications")).await.unwrap();
+        for row in b.client.find_all(Locator::Css("input[name=ids]")).await.unwrap() {
+            row.click().await.unwrap();
+        }
+        b.go("#bulk-suspend").await;
+        assert_eq!(b.text("#notice").await, "Suspended 2 applications.");
+        b.screenshot("console-bulk").await;
+        let (_, all) = app.get_json("/admin/api/applications.json").await;
+        let states: Vec<_> = all["applications"].as_array().unwrap().iter().map(|a| a["application"]["state"].clone()).collect();
+        assert_eq!(states, vec![serde_json::json!("suspended"); 2]);
+
+        // Settings › Invitations: the link (no SMTP here) opens once, for the invitee.
+        c.goto(&app.url("/console/settings/invitations")).await.unwrap();
+        b.fill("#invite-email", "kim@provider.test").await;
+        b.go("form[action='/console/settings/invitations'] button").await;
+        let link = b.text("#invitation-link").await;
+        b.screenshot("console-invitations").await;
+        b.go("form.who button").await;
+        c.goto(&link).await.unwrap();
+        b.fill("#f-username", "kim").await;
+        b.fill("#f-password", "kim's secret").await;
+        b.fill("#f-password_confirmation", "kim's secret").await;
+        b.go("form button[type=submit]").await;
+        assert_eq!(b.text("form.who span").await, "kim", "the invitee is signed in");
+        let (_, users) = app.get_json("/admin/api/users.json").await;
+        assert!(users["users"].as_array().unwrap().iter().any(|u| u["user"]["username"] == "kim"), "{users}");
+        b.client.clone().close().await.unwrap();
+    }
+}

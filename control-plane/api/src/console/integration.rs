@@ -11,7 +11,7 @@
 
 use super::guard::{guard, Clearance, Cleared};
 use super::pages::Frame;
-use super::render::html;
+use super::render::{html, when};
 use super::resources::{errors_of, Errors, Input};
 use super::session::Refused;
 use crate::error::ApiError;

@@ -8,7 +8,7 @@
 //! is a session, so it carries the sign-in form's double-submit CSRF token.
 
 use super::pages::{pre_session_csrf, pre_session_csrf_ok, signed_in, Frame};
-use super::render::{html, message};
+use super::render::{html, message, when};
 use super::resources::{errors_of, Errors, Input};
 use super::session::{form_fields, Invitations, Refused, Screen, Submitted};
 use crate::error::ApiError;

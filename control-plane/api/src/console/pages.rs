@@ -1,6 +1,6 @@
 //! The console's pages: sign-in, sign-out, the dashboard.
 
-use super::render::html;
+use super::render::{html, when};
 use super::session::{
     client_address, cookie, form_fields, over_tls, same_token, Dashboard, Refused, Screen, Submitted, SESSION_COOKIE,
     SIGN_IN_CSRF_COOKIE,

@@ -47,3 +47,22 @@ pub const SECURITY_HEADERS: [(header::HeaderName, &str); 4] = [
 pub fn message(status: StatusCode, title: &str, text: &str) -> Response {
     (status, SECURITY_HEADERS, Html(message_page(title, text))).into_response()
 }
+
+/// A stored time (RFC 3339) as a screen shows it: `3 Dec 2026, 10:18 UTC` (as stored when it
+/// is not one).
+pub fn when(stored: &str) -> String {
+    match chrono::DateTime::parse_from_rfc3339(stored) {
+        Ok(t) => t.with_timezone(&chrono::Utc).format("%-d %b %Y, %H:%M UTC").to_string(),
+        Err(_) => stored.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn times_read_as_dates() {
+        assert_eq!(super::when("2026-12-03T10:18:58Z"), "3 Dec 2026, 10:18 UTC");
+        assert_eq!(super::when("2026-12-03T19:18:58+09:00"), "3 Dec 2026, 10:18 UTC");
+        assert_eq!(super::when("2026-12-03"), "2026-12-03");
+    }
+}

@@ -179,6 +179,8 @@ pub fn label(name: &str) -> String {
         ("last", "Last (stop matching after this rule)"),
         ("email", "E-mail"),
         ("ids", "Selection"),
+        ("service_id", "Product"),
+        ("account_id", "Account"),
         ("body", "Message"),
     ];
     if let Some((_, l)) = known.iter().find(|(k, _)| *k == name) {
@@ -220,6 +222,38 @@ pub fn shown(c: &Cell) -> String {
             .unwrap_or_default(),
         Cell::Json(Some(j)) => j.to_string(),
         _ => String::new(),
+    }
+}
+
+/// Names keyed by (field, id): what the reference cells of a page are called.
+type Names = HashMap<(&'static str, i64), String>;
+
+/// The names of the reference cells (plan, product, account, metric, backend) of `records`.
+async fn reference_names(
+    app: &AppState,
+    table: &str,
+    records: &[&Record],
+    fields: &[&'static str],
+) -> Result<Names, Refused> {
+    let mut out = Names::new();
+    for &field in fields {
+        let Some(target) = tollgate_store::catalog::names::target(table, field) else {
+            continue;
+        };
+        let ids: Vec<i64> = records.iter().filter_map(|r| r.int(field)).collect();
+        for (id, name) in tollgate_store::catalog::names::of(&app.db, target, &ids).await? {
+            out.insert((field, id), name);
+        }
+    }
+    Ok(out)
+}
+
+/// A cell as text, a reference by its name.
+fn cell_text(field: &'static str, c: &Cell, names: &Names) -> String {
+    match c {
+        Cell::Int(Some(id)) => names.get(&(field, *id)).cloned().unwrap_or_else(|| shown(c)),
+        Cell::Text(Some(t)) if field.ends_with("_at") => super::render::when(t),
+        _ => shown(c),
     }
 }
 
@@ -557,6 +591,11 @@ pub async fn list_page(
             }
         })
         .collect();
+    let names = {
+        let refs: Vec<&Record> = items.iter().collect();
+        let fields: Vec<&'static str> = shown_fields.iter().map(|f| f.name).collect();
+        reference_names(app, res.table, &refs, &fields).await?
+    };
     let rows = items
         .iter()
         .map(|r| {
@@ -570,7 +609,7 @@ pub async fn list_page(
             cells.extend(
                 shown_fields
                     .iter()
-                    .map(|f| r.cell(f.name).map(shown).unwrap_or_default()),
+                    .map(|f| r.cell(f.name).map(|c| cell_text(f.name, c, &names)).unwrap_or_default()),
             );
             (fill(&item, &p), cells)
         })
@@ -928,11 +967,13 @@ async fn item_page(
         },
     )
     .await?;
+    let cell_names: Vec<&'static str> = record.cells.iter().map(|(n, _)| *n).collect();
+    let names = reference_names(app, res.table, &[&record], &cell_names).await?;
     let mut facts: Vec<(String, String)> = record
         .cells
         .iter()
         .filter(|(n, _)| !fields.iter().any(|f| f.name == *n))
-        .map(|(n, cell)| (label(n), shown(cell)))
+        .map(|(n, cell)| (label(n), cell_text(n, cell, &names)))
         .collect();
     for (n, extra) in &record.extra {
         if let tollgate_store::catalog::resource::Extra::Text(t) = extra {

@@ -4,7 +4,7 @@
 //! only hold scopes whose sections they hold).
 
 use super::pages::Frame;
-use super::render::html;
+use super::render::{html, when};
 use super::session::{Refused, Screen, Submitted, Tokens};
 use crate::state::AppState;
 use askama::Template;

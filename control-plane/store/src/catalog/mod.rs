@@ -13,6 +13,7 @@ pub mod crud;
 pub mod json;
 pub mod mapping_rules;
 pub mod metrics;
+pub mod names;
 pub mod plans;
 pub mod provider;
 pub mod proxy;
