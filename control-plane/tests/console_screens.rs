@@ -513,3 +513,108 @@ on_both_databases! {
         assert_eq!(theirs.get("/console/accounts/settings").await.status, 403);
     }
 }
+
+on_both_databases! {
+    async fn user_keys_regenerate_rules_list_by_position_and_accounts_take_a_billing_address(app: &TestApp) {
+        let (service, application) = app.seed("old-key").await;
+        let sid = id(&service, "service");
+        let account = application["application"]["account_id"].as_i64().unwrap();
+        let app_id = id(&application, "application");
+        app.provider_user("ops", "correct horse", true).await;
+        let console = Console::sign_in(app, "ops", "correct horse").await;
+
+        // Regenerate: a new random key, the old one refused by authrep.
+        let page = format!("/console/accounts/{account}/applications/{app_id}");
+        assert!(console.get(&page).await.body.contains("Regenerate user key"));
+        let r = console.post(&format!("{page}/user_key"), &[]).await;
+        assert_eq!((r.status, r.location.as_str()), (303, page.as_str()));
+        let (_, shown) = app.get_json(&format!("/admin/api/accounts/{account}/applications/{app_id}.json")).await;
+        let new = shown["application"]["user_key"].as_str().unwrap().to_string();
+        assert!(new != "old-key" && new.len() >= 32, "{new}");
+        let token = app.service_token(sid).await;
+        let authrep = |key: String| {
+            let url = app.url(&format!("/transactions/authrep.json?service_id={sid}&service_token={token}&user_key={key}"));
+            async move { app.client.get(url).send().await.unwrap().status().as_u16() }
+        };
+        assert_eq!(authrep("old-key".into()).await, 403);
+        assert_eq!(authrep(new).await, 200);
+
+        // Mapping rules are listed in the order they are matched.
+        let rules = format!("/admin/api/services/{sid}/proxy/mapping_rules.json");
+        let (_, metrics) = app.get_json(&format!("/admin/api/services/{sid}/metrics.json")).await;
+        let hits = metrics["metrics"][0]["metric"]["id"].as_i64().unwrap().to_string();
+        for (pattern, position) in [("/zebra", "0"), ("/aardvark", "9")] {
+            let (s, body) = app.post_form(&rules, &[("http_method", "GET"), ("pattern", pattern), ("metric_id", &hits),
+                ("delta", "1"), ("position", position)]).await;
+            assert_eq!(s, 201, "{body}");
+        }
+        let listed = console.get(&format!("/console/services/{sid}/proxy/mapping_rules")).await.body;
+        let (zebra, aardvark) = (listed.find("/zebra").unwrap(), listed.find("/aardvark").unwrap());
+        assert!(zebra < aardvark, "position 0 before position 9");
+
+        // A billing address: refused next to its field, then saved as the API shows it.
+        let account_page = format!("/console/accounts/{account}");
+        assert!(console.get(&account_page).await.body.contains("id=\"address-h\""));
+        let r = console.post(&format!("{account_page}/billing_address"),
+            &[("name", "Acme Ltd"), ("address1", "1 Main St"), ("city", "Kyoto"), ("country", "")]).await;
+        assert_eq!(r.status, 422);
+        assert!(r.body.contains("id=\"e-country\"") && r.body.contains("value=\"Kyoto\""), "{}", r.body);
+        let r = console.post(&format!("{account_page}/billing_address"),
+            &[("name", "Acme Ltd"), ("address1", "1 Main St"), ("city", "Kyoto"), ("country", "Japan"), ("zip", "600-8216")]).await;
+        assert_eq!((r.status, r.location.as_str()), (303, account_page.as_str()));
+        let (_, shown) = app.get_json(&format!("/admin/api/accounts/{account}.json")).await;
+        assert_eq!(shown["account"]["billing_address"]["city"], "Kyoto", "{shown}");
+        assert_eq!(shown["account"]["billing_address"]["zip"], "600-8216");
+        assert!(console.get(&account_page).await.body.contains("value=\"600-8216\""));
+    }
+}
+
+on_both_databases! {
+    async fn analytics_charts_the_apis_figures_with_their_csv(app: &TestApp) {
+        let (service, _) = app.seed("stats-key").await;
+        let sid = id(&service, "service");
+        app.provider_user("ops", "correct horse", true).await;
+        let console = Console::sign_in(app, "ops", "correct horse").await;
+        let page = console.get("/console/analytics/usage").await;
+        assert_eq!(page.status, 200);
+        assert!(page.body.contains("There is no data available for the selected period"), "{}", page.body);
+
+        let token = app.service_token(sid).await;
+        for code in ["200", "200", "404"] {
+            let path = format!("/transactions/authrep.json?service_id={sid}&service_token={token}&user_key=stats-key\
+                &usage%5Bhits%5D=2&log%5Bcode%5D={code}");
+            assert_eq!(app.client.get(app.url(&path)).send().await.unwrap().status(), 200);
+        }
+        let page = console.get(&format!("/console/analytics/usage?service_id={sid}&metric_name=hits&period=day")).await.body;
+        assert!(page.contains("<span id=\"usage-total\">6</span>") && page.contains("<svg"), "{page}");
+        assert!(page.contains("class=\"c2xx\"") && page.contains("class=\"c4xx\""), "classes in their colours: {page}");
+        assert!(page.contains("2XX <strong>2</strong>") && page.contains("4XX <strong>1</strong>"), "{page}");
+        // The chart agrees with the API; its CSV is the API's CSV.
+        let (_, api) = app.get_json(&format!("/stats/services/{sid}/usage.json?metric_name=hits&period=day")).await;
+        assert_eq!(api["total"], 6, "{api}");
+        let csv = console.get(&format!("/console/analytics/usage.csv?service_id={sid}&metric_name=hits&period=day")).await;
+        assert_eq!(csv.status, 200);
+        let r = app.admin(reqwest::Method::GET, &format!("/stats/services/{sid}/usage.csv?metric_name=hits&period=day"))
+            .send().await.unwrap().text().await.unwrap();
+        assert_eq!(csv.body, r);
+        assert!(csv.body.starts_with("Metric System Name,Metric Name,Date,Value"));
+        // A custom range, and a bad one said on the page.
+        let today = chrono::Utc::now().format("%Y-%m-%d");
+        let page = console.get(&format!("/console/analytics/usage?service_id={sid}&metric_name=hits&since={today}")).await.body;
+        assert!(page.contains("<span id=\"usage-total\">6</span>"), "{page}");
+        let page = console.get(&format!("/console/analytics/usage?service_id={sid}&metric_name=nope")).await;
+        assert!(page.status == 200 && page.body.contains("id=\"analytics-error\""), "{}", page.body);
+
+        // Members: their products only.
+        let member = app.provider_user("member", "correct horse", false).await;
+        let (_, other) = app.post_form("/admin/api/services.json", &[("name", "Other")]).await;
+        let other = id(&other, "service").to_string();
+        let (s, _) = app.send_form(reqwest::Method::PUT, &format!("/admin/api/users/{member}/permissions.json"),
+            &[("allowed_sections[]", "monitoring"), ("allowed_service_ids[]", &other)]).await;
+        assert_eq!(s, 200);
+        let theirs = Console::sign_in(app, "member", "correct horse").await;
+        assert_eq!(theirs.get(&format!("/console/analytics/usage?service_id={sid}")).await.status, 403);
+        assert_eq!(theirs.get(&format!("/console/analytics/usage.csv?service_id={sid}&metric_name=hits")).await.status, 403);
+        assert!(!theirs.get("/console/analytics/usage").await.body.contains("Echo API"));
+    }
+}

@@ -355,6 +355,22 @@ on_both_databases! {
         let (_, production) = app.get_json(&format!("/admin/api/services/{sid}/proxy/configs/production/latest.json")).await;
         assert_eq!(production["proxy_config"]["content"]["proxy"]["error_status_no_match"], 418, "{production}");
 
+        // Analytics › Usage: calls made through authrep, charted with their response classes.
+        let token = app.service_token(sid).await;
+        for code in ["200", "200", "200", "201", "404", "503"] {
+            let url = app.url(&format!("/transactions/authrep.json?service_id={sid}&service_token={token}\
+                &user_key=bulk-browser-key&usage%5Bhits%5D=1&log%5Bcode%5D={code}"));
+            assert_eq!(reqwest::get(url).await.unwrap().status(), 200);
+        }
+        b.go("nav a[href='/console/analytics/usage']").await;
+        b.find("#a-period").await.select_by_value("day").await.unwrap();
+        b.go("form.filters button").await;
+        assert_eq!(b.text("#usage-total").await, "6");
+        b.find("svg.chart rect.c5xx").await;
+        b.screenshot("console-analytics").await;
+        let csv = b.find("#csv-link").await.attr("href").await.unwrap().unwrap();
+        assert!(csv.starts_with("/console/analytics/usage.csv?"), "{csv}");
+
         // Audience › Applications: tick both, suspend both (Ch. 10).
         c.goto(&app.url("/console/applications")).await.unwrap();
         for row in b.client.find_all(Locator::Css("input[name=ids]")).await.unwrap() {

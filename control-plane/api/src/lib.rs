@@ -26,6 +26,7 @@ pub mod credits;
 pub mod crud;
 pub mod delivery;
 pub mod error;
+pub mod mailer;
 pub mod metrics;
 pub mod openapi;
 pub mod params;

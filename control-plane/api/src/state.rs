@@ -19,7 +19,7 @@ pub struct AppState {
     /// How long a console session lives without a request (`TOLLGATE_CONSOLE_IDLE_MINUTES`).
     pub console_idle: chrono::Duration,
     /// SMTP, when configured (`TOLLGATE_SMTP_URL`): what the console sends invitations with.
-    pub mailer: Option<crate::delivery::mail::Mailer>,
+    pub mailer: Option<crate::mailer::Mailer>,
 }
 
 impl AppState {

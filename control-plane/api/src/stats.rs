@@ -169,11 +169,45 @@ enum Subject {
 }
 
 /// A window's values, total and (unless skipped) previous total.
-struct Usage {
-    window: Window,
-    values: Vec<i64>,
-    total: i64,
+pub(crate) struct Usage {
+    pub(crate) window: Window,
+    pub(crate) values: Vec<i64>,
+    pub(crate) total: i64,
     previous_total: Option<i64>,
+}
+
+/// A service's usage as the console's Analytics charts it: the API's own answer (window,
+/// values, CSV) for `metric_name`, or for responses with `response_code` when given.
+pub(crate) struct Charted {
+    pub(crate) usage: Usage,
+    pub(crate) name: String,
+    pub(crate) csv: String,
+}
+
+pub(crate) async fn service_chart(app: &AppState, service: ServiceId, p: &Params) -> Result<Charted, ApiError> {
+    let owner = Owner::Service(service);
+    let (usage, subject) = match p.get("response_code") {
+        Some(raw) => {
+            let (shown, stored) = response_code(raw)?;
+            let usage = usage_of(app, owner, &Measure::ResponseCode(stored), p).await?;
+            (usage, Subject::Code(shown))
+        }
+        None => {
+            let metric = metric_named(app, owner, p).await?;
+            let usage = usage_of(app, owner, &Measure::Metric(metric.id), p).await?;
+            (usage, Subject::Metric(metric))
+        }
+    };
+    let rendered = render_usage(&usage, &subject, None, None);
+    let name = match &subject {
+        Subject::Metric(m) => m.friendly_name.clone(),
+        Subject::Code(c) => c.clone(),
+    };
+    Ok(Charted {
+        usage,
+        name,
+        csv: rendered.csv,
+    })
 }
 
 /// Copies what the counters hold into the usage tables before a read, so that a stats answer

@@ -6,7 +6,7 @@
 //! The answer is the same list again, with what was done (or refused) above it.
 
 use super::guard::{guard, Clearance, Cleared};
-use super::resources::{accounts_mount, list_page, refusal_text, Notice, ALL_APPLICATIONS};
+use super::resources::{accounts_mount, list_page, refusal_text, Notice, ACCOUNT_ACTIONS, ALL_APPLICATIONS};
 use super::session::Refused;
 use crate::error::ApiError;
 use crate::routes::ServiceScope;
@@ -35,16 +35,6 @@ pub fn router(app: AppState) -> Router<AppState> {
             guard,
         ))
 }
-
-/// What each list's bar offers: the form's `action` value and the button's label.
-pub const ACCOUNT_ACTIONS: &[(&str, &str)] = &[
-    ("approve", "Approve"),
-    ("reject", "Reject"),
-    ("suspend", "Suspend"),
-    ("resume", "Resume"),
-];
-pub const APPLICATION_ACTIONS: &[(&str, &str)] =
-    &[("approve", "Approve"), ("suspend", "Suspend"), ("resume", "Resume")];
 
 fn done_text(action: &str, n: usize, noun: &str) -> String {
     let noun = if n == 1 { noun.to_string() } else { format!("{noun}s") };

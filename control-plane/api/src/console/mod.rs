@@ -9,7 +9,9 @@
 //! CSRF token, and [`Submitted`] refuses a form without it. The pages call the same store
 //! functions as the API.
 
+mod analytics;
 mod bulk;
+mod chart;
 mod guard;
 mod integration;
 mod invitations;
@@ -50,6 +52,9 @@ pub fn router(app: AppState) -> Router<AppState> {
         )
         .route("/console/settings/personal/password", post(personal::change_password))
         .route("/console/accounts/settings", get(signup::show).post(signup::update))
+        .route("/console/analytics", get(analytics::to_usage))
+        .route("/console/analytics/usage", get(analytics::usage))
+        .route("/console/analytics/usage.csv", get(analytics::usage_csv))
         .route(
             "/console/settings/notifications",
             get(notifications::show).post(notifications::update),

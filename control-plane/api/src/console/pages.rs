@@ -31,7 +31,7 @@ impl Frame<'_> {
         ("Audience", Some("/console/accounts")),
         ("Products", Some("/console/services")),
         ("Billing", None),
-        ("Analytics", None),
+        ("Analytics", Some("/console/analytics/usage")),
         ("Settings", Some("/console/settings/tokens")),
     ];
 }
@@ -46,6 +46,7 @@ impl Frame<'_> {
                 ("Usage rules", "/console/accounts/settings"),
             ],
             "Products" => &[("Products", "/console/services"), ("Backends", "/console/backend_apis")],
+            "Analytics" => &[("Usage", "/console/analytics/usage")],
             "Settings" => &[
                 ("Personal details", "/console/settings/personal"),
                 ("Notifications", "/console/settings/notifications"),

@@ -108,10 +108,13 @@ pub fn router(app: AppState) -> Router<AppState> {
             records
                 .route(&format!("{item}/keys"), post(add_key))
                 .route(&format!("{item}/keys/delete"), post(delete_key))
+                .route(&format!("{item}/user_key"), post(regenerate_user_key))
         } else if is(m, &plans::APPLICATION_PLANS) {
             records.route(&format!("{item}/copy"), post(move |s, c, p| copy_plan(m, s, c, p)))
+        } else if is(m, &accounts::ACCOUNTS) {
+            records.route(&format!("{item}/billing_address"), post(set_billing_address))
         } else if is(m, &provider::PROVIDER_USERS) {
-            records.route(&format!("{item}/permissions"), post(super::users::update_permissions))
+            records.route(&format!("{item}/permissions"), post(update_permissions))
         } else {
             records
         };
@@ -496,6 +499,16 @@ pub struct BulkBar {
     pub plans: Vec<(String, String)>,
 }
 
+/// What each list's bulk bar offers: the form's `action` value and the button's label.
+pub const ACCOUNT_ACTIONS: &[(&str, &str)] = &[
+    ("approve", "Approve"),
+    ("reject", "Reject"),
+    ("suspend", "Suspend"),
+    ("resume", "Resume"),
+];
+pub const APPLICATION_ACTIONS: &[(&str, &str)] =
+    &[("approve", "Approve"), ("suspend", "Suspend"), ("resume", "Resume")];
+
 /// The accounts' mount (Audience › Accounts).
 pub fn accounts_mount() -> &'static Mount {
     MOUNTS.iter().find(|m| is(m, &accounts::ACCOUNTS)).unwrap_or(&MOUNTS[0])
@@ -539,10 +552,19 @@ pub async fn list_page(
     let search = c.form.text("q").unwrap_or("").to_string();
     let sort = c.form.text("sort").unwrap_or("").to_string();
     let order = sort.strip_prefix('-').unwrap_or(&sort);
-    let order = res.sortable(order).map(|column| Order {
-        column,
-        descending: sort.starts_with('-'),
-    });
+    // Rules are matched in position order: that is their list's order unless another is asked.
+    let order = res
+        .sortable(order)
+        .map(|column| Order {
+            column,
+            descending: sort.starts_with('-'),
+        })
+        .or_else(|| {
+            res.sortable("position").map(|column| Order {
+                column,
+                descending: false,
+            })
+        });
     let page: i64 = c
         .form
         .parse("page")
@@ -633,7 +655,7 @@ pub async fn list_page(
                 .collect();
             Some(BulkBar {
                 action: "/console/applications/bulk",
-                events: super::bulk::APPLICATION_ACTIONS,
+                events: APPLICATION_ACTIONS,
                 plans: plans
                     .iter()
                     .map(|p| {
@@ -646,7 +668,7 @@ pub async fn list_page(
         }
         (false, true) => Some(BulkBar {
             action: "/console/accounts/bulk",
-            events: super::bulk::ACCOUNT_ACTIONS,
+            events: ACCOUNT_ACTIONS,
             plans: Vec::new(),
         }),
         _ => None,
@@ -820,6 +842,8 @@ struct ItemPage<'a> {
     keys: Option<(Vec<String>, String)>,
     /// A member's sections and services.
     permissions: Option<super::users::PermissionsForm>,
+    /// An account's billing address form: where it posts, its controls.
+    address: Option<(String, Vec<Input>)>,
 }
 
 /// The events a record can take now, as buttons.
@@ -854,6 +878,14 @@ async fn event_buttons(app: &AppState, m: &Mount, record: &Record, item: &str) -
                 });
             }
         }
+    }
+    if is(m, &applications::APPLICATIONS) && record.text("user_key").is_some_and(|k| !k.is_empty()) {
+        out.push(EventButton {
+            action: format!("{item}/user_key"),
+            label: "Regenerate user key".into(),
+            hidden: Vec::new(),
+            plans: Vec::new(),
+        });
     }
     if is(m, &plans::APPLICATION_PLANS) {
         out.push(EventButton {
@@ -1042,17 +1074,22 @@ async fn item_page(
         }
         false => None,
     };
+    let address = match is(m, &accounts::ACCOUNTS) {
+        true => Some((
+            format!("{item}/billing_address"),
+            address_inputs(&record, sent, &errors),
+        )),
+        false => None,
+    };
     let title = format!("{} “{}”", label(res.name), title_of(&record));
     let status = if errors.is_empty() {
         StatusCode::OK
     } else {
         StatusCode::UNPROCESSABLE_ENTITY
     };
-    let base_error = sentences(
-        errors
-            .iter()
-            .filter(|(k, _)| !fields.iter().any(|f| f.name == k.as_str()) && k.as_str() != "permissions"),
-    );
+    let base_error = sentences(errors.iter().filter(|(k, _)| {
+        !fields.iter().any(|f| f.name == k.as_str()) && k.as_str() != "permissions" && !k.starts_with("address.")
+    }));
     Ok((
         status,
         html(ItemPage {
@@ -1067,9 +1104,71 @@ async fn item_page(
             delete_href: format!("{item}/delete"),
             keys,
             permissions,
+            address,
         }),
     )
         .into_response())
+}
+
+/// The billing address controls of an account's page: as sent after a refusal (errors keyed
+/// `address.<part>`), else as stored.
+fn address_inputs(record: &Record, sent: Option<&Form>, errors: &Errors) -> Vec<Input> {
+    let stored = match record.cell("billing_address") {
+        Some(Cell::Address(Some(a))) => serde_json::to_value(a).unwrap_or_default(),
+        _ => serde_json::Value::Null,
+    };
+    tollgate_domain::catalog::ADDRESS_FIELDS
+        .iter()
+        .map(|&part| Input {
+            name: part,
+            label: match part {
+                "address1" => "Address".into(),
+                "address2" => "Address (line 2)".into(),
+                "zip" => "ZIP / postal code".into(),
+                "state" => "State / region".into(),
+                other => label(other),
+            },
+            control: "text",
+            value: sent
+                .and_then(|f| f.get(part))
+                .map(str::to_string)
+                .or_else(|| stored.get(part).and_then(|v| v.as_str()).map(str::to_string))
+                .unwrap_or_default(),
+            options: Vec::new(),
+            errors: errors
+                .get(&format!("address.{part}"))
+                .map(|e| e.join("; "))
+                .unwrap_or_default(),
+            required: matches!(part, "name" | "address1" | "city" | "country"),
+        })
+        .collect()
+}
+
+/// Sets a member's sections and services to exactly what was ticked.
+async fn update_permissions(State(app): State<AppState>, c: Cleared, Path(path): Path<PathMap>) -> Response {
+    let raw = path.get("user_id").cloned().unwrap_or_default();
+    let done = async {
+        let user: tollgate_domain::ids::ProviderUserId = crate::error::path_id(&raw)?;
+        // Nothing ticked is an empty list, not "unchanged": the form always sends both.
+        let mut form = c.form.clone();
+        form.0.push(("allowed_sections[]".into(), "[]".into()));
+        form.0.push(("allowed_service_ids[]".into(), "[]".into()));
+        provider::update_permissions(
+            &app.db,
+            user,
+            <provider::PermissionsPatch as tollgate_domain::form::FromForm>::from_form(&form)?,
+        )
+        .await?;
+        Ok::<_, crate::error::ApiError>(())
+    }
+    .await;
+    match done {
+        Ok(()) => Redirect::to(&format!("/console/users/{raw}")).into_response(),
+        Err(crate::error::ApiError::Invalid(invalid)) => user_page_with(&app, &c, &path, refusal_text(&invalid))
+            .await
+            .unwrap_or_else(IntoResponse::into_response),
+        Err(e) => Refused::from(e).into_response(),
+    }
 }
 
 /// A provider user's page with a refused permissions change next to the form.
@@ -1225,6 +1324,54 @@ async fn add_key(State(app): State<AppState>, c: Cleared, Path(path): Path<PathM
 
 async fn delete_key(State(app): State<AppState>, c: Cleared, Path(path): Path<PathMap>) -> Response {
     key_change(&app, &c, &path, false).await
+}
+
+/// A new random user key (3scale Ch. 9 "Regenerate"): the old one stops working at once.
+async fn regenerate_user_key(State(app): State<AppState>, c: Cleared, Path(path): Path<PathMap>) -> Response {
+    let m = application_mount();
+    let done = async {
+        let scope = crate::crud::scope(m, &path)?;
+        let id = crate::crud::id(m, &path)?;
+        let key = tollgate_store::auth::generate_token();
+        let values = m
+            .entity
+            .resource
+            .values_for_update(&Form::of(&[("user_key", &key)]))
+            .map_err(tollgate_store::StoreError::Invalid)?;
+        store::update(&app.db, m.entity, &scope, id, values).await?;
+        Ok::<_, crate::error::ApiError>(())
+    }
+    .await;
+    match done {
+        Ok(()) => Redirect::to(&fill(&item_of(m), &path)).into_response(),
+        Err(e) => refused_on_item(m, &app, &c, &path, e, None).await,
+    }
+}
+
+/// An account's billing address (invoices print it), set as the API's
+/// `PUT /accounts/{id}/billing_address.json` sets it; refusals next to their fields.
+async fn set_billing_address(State(app): State<AppState>, c: Cleared, Path(path): Path<PathMap>) -> Response {
+    let m = accounts_mount();
+    let done = async {
+        let id = AccountId::new(crate::crud::id(m, &path)?);
+        let address = <tollgate_domain::invoice::Address as tollgate_domain::form::FromForm>::from_form(&c.form)?;
+        accounts::set_billing_address(&app.db, id, &address).await?;
+        Ok::<_, crate::error::ApiError>(())
+    }
+    .await;
+    match done {
+        Ok(()) => Redirect::to(&fill(&item_of(m), &path)).into_response(),
+        Err(crate::error::ApiError::Invalid(invalid)) => {
+            let errors = errors_of(&invalid)
+                .into_iter()
+                .map(|(k, v)| (format!("address.{k}"), v))
+                .collect();
+            item_page(m, &app, &c, &path, Some(&c.form), errors)
+                .await
+                .unwrap_or_else(IntoResponse::into_response)
+        }
+        Err(e) => Refused::from(e).into_response(),
+    }
 }
 
 /// Adds a key (the one given, or a generated one) or deletes one: the API's functions.

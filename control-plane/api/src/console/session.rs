@@ -289,6 +289,12 @@ impl Page for UsageRules {
     const PERMISSION: Permission = Permission::new(Scope::AccountManagement, Access::Write, Section::Settings);
 }
 
+/// Analytics: the stats scope, reading, in the monitoring section (as the Analytics API).
+pub struct Analytics;
+impl Page for Analytics {
+    const PERMISSION: Permission = Permission::new(Scope::Stats, Access::Read, Section::Monitoring);
+}
+
 /// Settings › Personal › Personal details: anyone signed in, for themselves.
 pub struct Personal;
 impl Page for Personal {

@@ -3,20 +3,14 @@
 //! `PUT /admin/api/users/{id}/permissions.json` (the checks, the unknown-service refusal); an
 //! admin holds everything, so the form is a member's only.
 
-use super::guard::Cleared;
-use super::resources::refusal_text;
 use super::session::Refused;
-use crate::error::ApiError;
 use crate::state::AppState;
-use axum::extract::{Path, State};
-use axum::response::{IntoResponse, Redirect, Response};
-use std::collections::HashMap;
 use tollgate_domain::access::Section;
 use tollgate_domain::catalog::Role;
-use tollgate_domain::form::{FromForm, Page};
+use tollgate_domain::form::Page;
 use tollgate_domain::ids::ProviderUserId;
 use tollgate_store::catalog::crud as store;
-use tollgate_store::catalog::provider::{self, PermissionsPatch};
+use tollgate_store::catalog::provider;
 use tollgate_store::catalog::services;
 
 /// What a section lets a member do, as 3scale's user form says it.
@@ -76,30 +70,4 @@ pub async fn permissions_form(app: &AppState, id: i64, error: String) -> Result<
             .collect(),
         error,
     }))
-}
-
-/// Sets a member's sections and services to exactly what was ticked.
-pub async fn update_permissions(
-    State(app): State<AppState>,
-    c: Cleared,
-    Path(path): Path<HashMap<String, String>>,
-) -> Response {
-    let raw = path.get("user_id").cloned().unwrap_or_default();
-    let done = async {
-        let user: ProviderUserId = crate::error::path_id(&raw)?;
-        // Nothing ticked is an empty list, not "unchanged": the form always sends both.
-        let mut form = c.form.clone();
-        form.0.push(("allowed_sections[]".into(), "[]".into()));
-        form.0.push(("allowed_service_ids[]".into(), "[]".into()));
-        provider::update_permissions(&app.db, user, PermissionsPatch::from_form(&form)?).await?;
-        Ok::<_, ApiError>(())
-    }
-    .await;
-    match done {
-        Ok(()) => Redirect::to(&format!("/console/users/{raw}")).into_response(),
-        Err(ApiError::Invalid(invalid)) => super::resources::user_page_with(&app, &c, &path, refusal_text(&invalid))
-            .await
-            .unwrap_or_else(IntoResponse::into_response),
-        Err(e) => Refused::from(e).into_response(),
-    }
 }

@@ -1,15 +1,11 @@
 //! E-mail: composed from the event and the templates in `templates/mail/` (plain text and
-//! HTML, checked at compile time), sent over SMTP with lettre. `TOLLGATE_SMTP_URL` is
-//! `smtp://host:port` (no TLS: a local relay or mail catcher), `smtp://…?tls=required`
-//! (STARTTLS), or `smtps://user:password@host:port`.
+//! HTML, checked at compile time), sent by [`crate::mailer`].
 
+pub use crate::mailer::{Composed, Mailer};
 use askama::Template;
-use lettre::message::{header::ContentType, Mailbox, MultiPart, SinglePart};
-use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde_json::Value;
-use std::time::Instant;
 use tollgate_store::catalog::provider::ProviderAccount;
-use tollgate_store::outbox::{Attempt, Event};
+use tollgate_store::outbox::Event;
 
 /// What both parts of an e-mail lay out.
 struct Layout<'a> {
@@ -30,14 +26,6 @@ struct Text<'a> {
 #[template(path = "mail/notice.html")]
 struct Html<'a> {
     m: &'a Layout<'a>,
-}
-
-/// An e-mail ready to send.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Composed {
-    pub subject: String,
-    pub text: String,
-    pub html: String,
 }
 
 fn s<'a>(v: &'a Value, path: &[&str]) -> String {
@@ -248,72 +236,6 @@ fn laid_out(n: Notice, provider: &ProviderAccount, support: Option<&str>) -> Com
         subject: n.subject,
         text,
         html,
-    }
-}
-
-#[derive(Clone)]
-pub struct Mailer {
-    transport: AsyncSmtpTransport<Tokio1Executor>,
-    from: Mailbox,
-}
-
-impl Mailer {
-    pub fn new(smtp_url: &str, from: &str) -> Result<Mailer, String> {
-        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(smtp_url)
-            .map_err(|e| format!("TOLLGATE_SMTP_URL: {e}"))?
-            .timeout(Some(super::http::TIMEOUT))
-            .build();
-        let from = from.parse().map_err(|e| format!("TOLLGATE_MAIL_FROM `{from}`: {e}"))?;
-        Ok(Mailer { transport, from })
-    }
-
-    pub async fn send(&self, to: &str, mail: &Composed, event_id: &str) -> Attempt {
-        let started = Instant::now();
-        let elapsed = || i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
-        let failed = |error: String| Attempt {
-            ok: false,
-            status: None,
-            latency_ms: elapsed(),
-            excerpt: String::new(),
-            error: Some(error),
-        };
-        let to: Mailbox = match to.parse() {
-            Ok(t) => t,
-            Err(e) => return failed(format!("`{to}` is not an address: {e}")),
-        };
-        let domain = self.from.email.domain().to_string();
-        let message = Message::builder()
-            .from(self.from.clone())
-            .to(to)
-            .subject(&mail.subject)
-            .message_id(Some(format!("<{event_id}@{domain}>")))
-            .multipart(
-                MultiPart::alternative()
-                    .singlepart(
-                        SinglePart::builder()
-                            .header(ContentType::TEXT_PLAIN)
-                            .body(mail.text.clone()),
-                    )
-                    .singlepart(
-                        SinglePart::builder()
-                            .header(ContentType::TEXT_HTML)
-                            .body(mail.html.clone()),
-                    ),
-            );
-        let message = match message {
-            Ok(m) => m,
-            Err(e) => return failed(e.to_string()),
-        };
-        match self.transport.send(message).await {
-            Ok(r) => Attempt {
-                ok: true,
-                status: Some(r.code().into()),
-                latency_ms: elapsed(),
-                excerpt: r.message().collect::<Vec<_>>().join(" "),
-                error: None,
-            },
-            Err(e) => failed(e.to_string()),
-        }
     }
 }
 
