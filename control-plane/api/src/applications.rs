@@ -80,16 +80,7 @@ async fn bulk(
     Path(action): Path<String>,
     p: Params,
 ) -> Result<Json<Value>, ApiError> {
-    let action = match action.strip_suffix(".json").unwrap_or(&action) {
-        "approve" => BulkAction::Approve,
-        "suspend" => BulkAction::Suspend,
-        "resume" => BulkAction::Resume,
-        "change_plan" => BulkAction::ChangePlan(
-            p.parse("plan_id")?
-                .ok_or_else(|| ApiError::invalid("plan_id", "can't be blank"))?,
-        ),
-        _ => return Err(ApiError::NotFound),
-    };
+    let action = BulkAction::parse(action.strip_suffix(".json").unwrap_or(&action), &p)?.ok_or(ApiError::NotFound)?;
     let mut ids = Vec::new();
     for raw in p.all("ids") {
         ids.push(

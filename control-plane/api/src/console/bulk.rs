@@ -113,22 +113,13 @@ async fn on_applications(State(app): State<AppState>, c: Cleared) -> Response {
     let done = async {
         let ids: Vec<ApplicationId> = ids(&c)?;
         let action = action_of(&c);
-        let bulk = match action {
-            "message" => {
-                let to = applications::accounts_of(&app.db, &ids, &may_see).await?;
-                accounts::send_messages(&app.db, &to, &NewMessage::from_form(&c.form)?).await?;
-                return Ok(done_text(action, to.len(), "developer account"));
-            }
-            "approve" => BulkAction::Approve,
-            "suspend" => BulkAction::Suspend,
-            "resume" => BulkAction::Resume,
-            "change_plan" => BulkAction::ChangePlan(
-                c.form
-                    .parse("plan_id")?
-                    .ok_or_else(|| ApiError::invalid("plan_id", "can't be blank"))?,
-            ),
-            _ => return Err(ApiError::invalid("action", "is not an action on applications")),
-        };
+        if action == "message" {
+            let to = applications::accounts_of(&app.db, &ids, &may_see).await?;
+            accounts::send_messages(&app.db, &to, &NewMessage::from_form(&c.form)?).await?;
+            return Ok(done_text(action, to.len(), "developer account"));
+        }
+        let bulk = BulkAction::parse(action, &c.form)?
+            .ok_or_else(|| ApiError::invalid("action", "is not an action on applications"))?;
         applications::bulk(&app.db, &ids, bulk, &may_see).await?;
         Ok(done_text(action, ids.len(), "application"))
     }

@@ -339,6 +339,26 @@ pub enum BulkAction {
     ChangePlan(PlanId),
 }
 
+impl BulkAction {
+    /// The action named `action` (`approve`, `suspend`, `resume`, `change_plan` with the form's
+    /// `plan_id`); `None` for a name that is not one.
+    pub fn parse(
+        action: &str,
+        form: &tollgate_domain::form::Form,
+    ) -> Result<Option<BulkAction>, tollgate_domain::Invalid> {
+        Ok(Some(match action {
+            "approve" => BulkAction::Approve,
+            "suspend" => BulkAction::Suspend,
+            "resume" => BulkAction::Resume,
+            "change_plan" => BulkAction::ChangePlan(
+                form.parse("plan_id")?
+                    .ok_or_else(|| tollgate_domain::Invalid::field("plan_id", "can't be blank"))?,
+            ),
+            _ => return Ok(None),
+        }))
+    }
+}
+
 /// Applies `action` to every application of `ids`, all of them or none (one transaction).
 /// `may_see` checks each application's service for the caller.
 pub async fn bulk(
