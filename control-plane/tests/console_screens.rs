@@ -571,13 +571,20 @@ on_both_databases! {
 
 on_both_databases! {
     async fn analytics_charts_the_apis_figures_with_their_csv(app: &TestApp) {
-        let (service, _) = app.seed("stats-key").await;
+        let (service, application) = app.seed("stats-key").await;
         let sid = id(&service, "service");
+        app.limit_hits(&service, &application, "day", 7).await;
         app.provider_user("ops", "correct horse", true).await;
         let console = Console::sign_in(app, "ops", "correct horse").await;
         let page = console.get("/console/analytics/usage").await;
         assert_eq!(page.status, 200);
         assert!(page.body.contains("There is no data available for the selected period"), "{}", page.body);
+        assert!(page.body.contains("No integration errors"), "{}", page.body);
+        tollgate_store::integration_errors::record(&app.db, tollgate_domain::ids::ServiceId::new(sid), "report",
+            "usage of unknown metric `frobs`").await.unwrap();
+        let listed = console.get("/console/analytics/usage").await.body;
+        let errors = listed.split("id=\"integration-errors\"").nth(1).expect("the integration errors table");
+        assert!(errors.contains("usage of unknown metric `frobs`") && errors.contains("<code>report</code>"), "{errors}");
 
         let token = app.service_token(sid).await;
         for code in ["200", "200", "404"] {
@@ -589,6 +596,11 @@ on_both_databases! {
         assert!(page.contains("<span id=\"usage-total\">6</span>") && page.contains("<svg"), "{page}");
         assert!(page.contains("class=\"c2xx\"") && page.contains("class=\"c4xx\""), "classes in their colours: {page}");
         assert!(page.contains("2XX <strong>2</strong>") && page.contains("4XX <strong>1</strong>"), "{page}");
+        // Top applications and limits near their end, as the API ranks them.
+        let top = page.split("id=\"top-applications\"").nth(1).expect("the top applications table");
+        assert!(top.contains(">App</a>") && top.contains("<td class=\"num\">6</td>"), "{top}");
+        let near = page.split("id=\"near-limits\"").nth(1).expect("6 of 7 a day is near its limit");
+        assert!(near.contains("<td class=\"num\">7</td>") && near.contains("85.71%"), "{near}");
         // The chart agrees with the API; its CSV is the API's CSV.
         let (_, api) = app.get_json(&format!("/stats/services/{sid}/usage.json?metric_name=hits&period=day")).await;
         assert_eq!(api["total"], 6, "{api}");

@@ -368,6 +368,8 @@ on_both_databases! {
         assert_eq!(b.text("#usage-total").await, "6");
         b.find("svg.chart rect.c5xx").await;
         b.screenshot("console-analytics").await;
+        c.execute("document.getElementById('codes-h').scrollIntoView()", vec![]).await.unwrap();
+        b.screenshot("console-analytics-codes").await;
         let csv = b.find("#csv-link").await.attr("href").await.unwrap().unwrap();
         assert!(csv.starts_with("/console/analytics/usage.csv?"), "{csv}");
 

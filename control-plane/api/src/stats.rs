@@ -180,6 +180,8 @@ pub(crate) struct Usage {
 /// values, CSV) for `metric_name`, or for responses with `response_code` when given.
 pub(crate) struct Charted {
     pub(crate) usage: Usage,
+    /// The metric charted (`None`: a response code).
+    pub(crate) metric: Option<tollgate_domain::ids::MetricId>,
     pub(crate) name: String,
     pub(crate) csv: String,
 }
@@ -199,12 +201,17 @@ pub(crate) async fn service_chart(app: &AppState, service: ServiceId, p: &Params
         }
     };
     let rendered = render_usage(&usage, &subject, None, None);
+    let metric = match &subject {
+        Subject::Metric(m) => Some(m.id),
+        Subject::Code(_) => None,
+    };
     let name = match &subject {
         Subject::Metric(m) => m.friendly_name.clone(),
         Subject::Code(c) => c.clone(),
     };
     Ok(Charted {
         usage,
+        metric,
         name,
         csv: rendered.csv,
     })
@@ -546,17 +553,54 @@ async fn top_applications(State(app): State<AppState>, Path(id): Path<String>, u
             let window = TopWindow::parse(&window_params(&p), zone(&app).await?)?;
             let (from, to) = window.range();
             flush_first(&app).await;
-            let ranked = store::top_applications(&app.db, service, metric.id, from, to, TOP).await?;
-            let ids: Vec<ApplicationId> = ranked.iter().map(|(a, _)| *a).collect();
-            let infos = store::applications(&app.db, &ids).await?;
-            let top: Vec<(&AppInfo, i64)> = ranked
-                .iter()
-                .filter_map(|(id, v)| infos.iter().find(|i| i.id == *id).map(|i| (i, *v)))
-                .collect();
+            let ranked = top_of(&app, service, metric.id, from, to).await?;
+            let top: Vec<(&AppInfo, i64)> = ranked.iter().map(|(i, v)| (i, *v)).collect();
             Ok(render_top(&top, &metric, &window))
         }
         .await,
     )
+}
+
+/// The service's [`TOP`] applications by `metric` in `[from, to)`, most first, with what
+/// they used (the API's top applications and the console's).
+pub(crate) async fn top_of(
+    app: &AppState,
+    service: ServiceId,
+    metric: tollgate_domain::ids::MetricId,
+    from: i64,
+    to: i64,
+) -> Result<Vec<(AppInfo, i64)>, ApiError> {
+    let ranked = store::top_applications(&app.db, service, metric, from, to, TOP).await?;
+    let ids: Vec<ApplicationId> = ranked.iter().map(|(a, _)| *a).collect();
+    let infos = store::applications(&app.db, &ids).await?;
+    Ok(ranked
+        .iter()
+        .filter_map(|(id, v)| infos.iter().find(|i| i.id == *id).map(|i| (i.clone(), *v)))
+        .collect())
+}
+
+/// The service's limits used at least `threshold` percent now, most used first, at most
+/// `count`, each with its application (the API's applications near limits and the console's).
+pub(crate) async fn near_limits_of(
+    app: &AppState,
+    service: ServiceId,
+    threshold: rust_decimal::Decimal,
+    count: usize,
+) -> Result<Vec<(AppInfo, store::LimitUse)>, ApiError> {
+    let mut uses = store::limit_uses(&app.db, &app.counters, service, now()).await?;
+    uses.retain(|u| rust_decimal::Decimal::new(u.used_per_10k(), 2) >= threshold);
+    uses.sort_by(|a, b| {
+        b.used_per_10k()
+            .cmp(&a.used_per_10k())
+            .then(a.application.get().cmp(&b.application.get()))
+    });
+    uses.truncate(count);
+    let ids: Vec<ApplicationId> = uses.iter().map(|u| u.application).collect();
+    let infos = store::applications(&app.db, &ids).await?;
+    Ok(uses
+        .into_iter()
+        .filter_map(|u| infos.iter().find(|i| i.id == u.application).map(|i| (i.clone(), u)))
+        .collect())
 }
 
 fn render_top(top: &[(&AppInfo, i64)], metric: &MetricInfo, w: &TopWindow) -> Rendered {
@@ -677,21 +721,11 @@ async fn near_limits(
         None => 20,
         Some(_) => Page::from_form(&p)?.per_page,
     };
-    let mut uses = store::limit_uses(&app.db, &app.counters, service, now()).await?;
-    uses.retain(|u| rust_decimal::Decimal::new(u.used_per_10k(), 2) >= threshold);
-    uses.sort_by(|a, b| {
-        b.used_per_10k()
-            .cmp(&a.used_per_10k())
-            .then(a.application.get().cmp(&b.application.get()))
-    });
-    uses.truncate(count as usize);
-    let ids: Vec<ApplicationId> = uses.iter().map(|u| u.application).collect();
-    let infos = store::applications(&app.db, &ids).await?;
-    let items: Vec<Value> = uses
+    let near = near_limits_of(&app, service, threshold, count as usize).await?;
+    let items: Vec<Value> = near
         .iter()
-        .filter_map(|u| {
-            let info = infos.iter().find(|i| i.id == u.application)?;
-            Some(ordered(vec![
+        .map(|(info, u)| {
+            ordered(vec![
                 ("application", application_json(info)),
                 ("metric", json!({"id": u.metric_id.get(), "system_name": u.metric})),
                 ("period", json!(u.period.as_str())),
@@ -701,7 +735,7 @@ async fn near_limits(
                     "utilization",
                     json!(rust_decimal::Decimal::new(u.used_per_10k(), 2).to_string()),
                 ),
-            ]))
+            ])
         })
         .collect();
     Ok(axum::Json(ordered(vec![(

@@ -55,6 +55,13 @@ struct UsagePage<'a> {
     codes: Vec<(&'static str, &'static str, i64)>,
     codes_chart: Chart,
     error: String,
+    /// The window's top applications by the metric: link, name, account, used.
+    top: Vec<(String, String, String, i64)>,
+    /// The newest integration errors (when, kind, message) and how many are kept.
+    integration_errors: Vec<(String, String, String)>,
+    error_count: i64,
+    /// Limits near their end: link, application, metric, period, current, max, used.
+    near: Vec<(String, String, String, &'static str, i64, i64, String)>,
     width: f64,
     height: f64,
 }
@@ -126,6 +133,10 @@ async fn asked(app: &AppState, screen: &Screen<Analytics>, uri: &Uri) -> Result<
         }
     }
     Ok(Some(Asked { form, service }))
+}
+
+fn application_link(a: &tollgate_store::analytics::AppInfo) -> String {
+    format!("/console/accounts/{}/applications/{}", a.account_id, a.id.get())
 }
 
 /// The Analytics API's parameters for what the page shows: a range's `until` date is the
@@ -205,55 +216,95 @@ async fn usage_page(app: &AppState, screen: &Screen<Analytics>, uri: &Uri) -> Re
         )
         .finish();
     let params = api_params(&asked.form);
-    let (name, total, usage, codes, codes_chart, error) = match crate::stats::service_chart(app, sid, &params).await {
-        Ok(c) => {
-            let w = &c.usage.window;
-            let labels: Vec<String> = w
-                .buckets
-                .iter()
-                .map(|(s, _)| bucket_label(*s, w.granularity, w.tz))
-                .collect();
-            let usage = chart::bars(
-                &labels,
-                &[Series {
-                    class: "usage",
-                    name: &c.name,
-                    values: &c.usage.values,
-                }],
-                6,
-            );
-            let mut by_class = Vec::new();
-            for (class, css) in CLASSES {
-                let mut p = asked.form.clone();
-                p.0.push(("response_code".into(), class.into()));
-                by_class.push((
-                    class,
-                    css,
-                    crate::stats::service_chart(app, sid, &Params(p)).await?.usage.values,
-                ));
+    let (name, total, usage, codes, codes_chart, error, top) =
+        match crate::stats::service_chart(app, sid, &params).await {
+            Ok(c) => {
+                let w = &c.usage.window;
+                let labels: Vec<String> = w
+                    .buckets
+                    .iter()
+                    .map(|(s, _)| bucket_label(*s, w.granularity, w.tz))
+                    .collect();
+                let usage = chart::bars(
+                    &labels,
+                    &[Series {
+                        class: "usage",
+                        name: &c.name,
+                        values: &c.usage.values,
+                    }],
+                    6,
+                );
+                let mut by_class = Vec::new();
+                for (class, css) in CLASSES {
+                    let mut p = asked.form.clone();
+                    p.0.push(("response_code".into(), class.into()));
+                    by_class.push((
+                        class,
+                        css,
+                        crate::stats::service_chart(app, sid, &Params(p)).await?.usage.values,
+                    ));
+                }
+                let series: Vec<Series<'_>> = by_class
+                    .iter()
+                    .map(|(class, css, values)| Series {
+                        class: css,
+                        name: class,
+                        values,
+                    })
+                    .collect();
+                let codes_chart = chart::bars(&labels, &series, 6);
+                let codes = by_class.iter().map(|(c, css, v)| (*c, *css, v.iter().sum())).collect();
+                let top = match c.metric {
+                    Some(metric) => {
+                        let (from, to) = c.usage.window.range();
+                        crate::stats::top_of(app, sid, metric, from, to).await?
+                    }
+                    None => Vec::new(),
+                };
+                let top = top
+                    .into_iter()
+                    .map(|(a, used)| (application_link(&a), a.name, a.account_name, used))
+                    .collect();
+                (c.name, c.usage.total, usage, codes, codes_chart, String::new(), top)
             }
-            let series: Vec<Series<'_>> = by_class
-                .iter()
-                .map(|(class, css, values)| Series {
-                    class: css,
-                    name: class,
-                    values,
-                })
-                .collect();
-            let codes_chart = chart::bars(&labels, &series, 6);
-            let codes = by_class.iter().map(|(c, css, v)| (*c, *css, v.iter().sum())).collect();
-            (c.name, c.usage.total, usage, codes, codes_chart, String::new())
-        }
-        // A window or metric the API would refuse: said above an empty chart.
-        Err(ApiError::Stats(e)) => {
-            let none = chart::bars(&[], &[], 1);
-            let also = chart::bars(&[], &[], 1);
-            (get("metric_name"), 0, none, Vec::new(), also, e.to_string())
-        }
-        Err(e) => return Err(e),
-    };
+            // A window or metric the API would refuse: said above an empty chart.
+            Err(ApiError::Stats(e)) => {
+                let none = chart::bars(&[], &[], 1);
+                let also = chart::bars(&[], &[], 1);
+                (get("metric_name"), 0, none, Vec::new(), also, e.to_string(), Vec::new())
+            }
+            Err(e) => return Err(e),
+        };
+    // Limits 80 % used or more, now (3scale's "applications near their limits").
+    let near = crate::stats::near_limits_of(app, sid, rust_decimal::Decimal::from(80), 10)
+        .await?
+        .into_iter()
+        .map(|(a, u)| {
+            let used = rust_decimal::Decimal::new(u.used_per_10k(), 2);
+            (
+                application_link(&a),
+                a.name,
+                u.metric,
+                u.period.as_str(),
+                u.current,
+                u.max,
+                format!("{used}%"),
+            )
+        })
+        .collect();
+    // What went wrong between gateways and the control plane (Ch. 29.5), newest first.
+    let (errors, error_count) =
+        tollgate_store::integration_errors::list(&app.db, sid, Page { page: 1, per_page: 10 }).await?;
+    let integration_errors = errors
+        .into_iter()
+        .map(|e| (super::render::when(&e.timestamp), e.kind, e.message))
+        .collect();
     Ok(html(UsagePage {
         frame,
+        top,
+        near,
+        integration_errors,
+        error_count,
         products,
         service: sid.get(),
         metrics: metric_choices,
