@@ -614,6 +614,7 @@ on_both_databases! {
         let today = chrono::Utc::now().format("%Y-%m-%d");
         let page = console.get(&format!("/console/analytics/usage?service_id={sid}&metric_name=hits&since={today}")).await.body;
         assert!(page.contains("<span id=\"usage-total\">6</span>"), "{page}");
+        assert!(page.contains("2XX <strong>2</strong>"), "the classes cover the same whole days: {page}");
         let page = console.get(&format!("/console/analytics/usage?service_id={sid}&metric_name=nope")).await;
         assert!(page.status == 200 && page.body.contains("id=\"analytics-error\""), "{}", page.body);
 

@@ -177,43 +177,39 @@ pub(crate) struct Usage {
 }
 
 /// A service's usage as the console's Analytics charts it: the API's own answer (window,
-/// values, CSV) for `metric_name`, or for responses with `response_code` when given.
+/// values, CSV) for `metric_name`, and in the same window the responses with each of `codes`
+/// (`2XX`…), read after one flush.
 pub(crate) struct Charted {
     pub(crate) usage: Usage,
-    /// The metric charted (`None`: a response code).
-    pub(crate) metric: Option<tollgate_domain::ids::MetricId>,
+    pub(crate) metric: tollgate_domain::ids::MetricId,
     pub(crate) name: String,
     pub(crate) csv: String,
+    /// Each code's values, in the order asked.
+    pub(crate) by_code: Vec<Vec<i64>>,
 }
 
-pub(crate) async fn service_chart(app: &AppState, service: ServiceId, p: &Params) -> Result<Charted, ApiError> {
+pub(crate) async fn service_chart(
+    app: &AppState,
+    service: ServiceId,
+    p: &Params,
+    codes: &[&str],
+) -> Result<Charted, ApiError> {
     let owner = Owner::Service(service);
-    let (usage, subject) = match p.get("response_code") {
-        Some(raw) => {
-            let (shown, stored) = response_code(raw)?;
-            let usage = usage_of(app, owner, &Measure::ResponseCode(stored), p).await?;
-            (usage, Subject::Code(shown))
-        }
-        None => {
-            let metric = metric_named(app, owner, p).await?;
-            let usage = usage_of(app, owner, &Measure::Metric(metric.id), p).await?;
-            (usage, Subject::Metric(metric))
-        }
-    };
-    let rendered = render_usage(&usage, &subject, None, None);
-    let metric = match &subject {
-        Subject::Metric(m) => Some(m.id),
-        Subject::Code(_) => None,
-    };
-    let name = match &subject {
-        Subject::Metric(m) => m.friendly_name.clone(),
-        Subject::Code(c) => c.clone(),
-    };
+    let metric = metric_named(app, owner, p).await?;
+    let usage = usage_of(app, owner, &Measure::Metric(metric.id), p).await?;
+    let mut by_code = Vec::with_capacity(codes.len());
+    for code in codes {
+        let (_, stored) = response_code(code)?;
+        by_code.push(usage_in(app, owner, &Measure::ResponseCode(stored), p).await?.values);
+    }
+    let (id, name) = (metric.id, metric.friendly_name.clone());
+    let csv = render_usage(&usage, &Subject::Metric(metric), None, None).csv;
     Ok(Charted {
         usage,
-        metric,
+        metric: id,
         name,
-        csv: rendered.csv,
+        csv,
+        by_code,
     })
 }
 
@@ -229,6 +225,11 @@ async fn flush_first(app: &AppState) {
 
 async fn usage_of(app: &AppState, owner: Owner, measure: &Measure, p: &Params) -> Result<Usage, ApiError> {
     flush_first(app).await;
+    usage_in(app, owner, measure, p).await
+}
+
+/// [`usage_of`] from the usage tables as they are (a read just after a flush).
+async fn usage_in(app: &AppState, owner: Owner, measure: &Measure, p: &Params) -> Result<Usage, ApiError> {
     let window = Window::parse(&window_params(p), zone(app).await?, now())?;
     let rows = store::series(&app.db, owner, measure, &window.buckets).await?;
     let values = fill(&window.buckets, &rows);

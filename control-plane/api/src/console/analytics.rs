@@ -207,17 +207,11 @@ async fn usage_page(app: &AppState, screen: &Screen<Analytics>, uri: &Uri) -> Re
     }
     let get = |k: &str| asked.form.get(k).unwrap_or("").to_string();
     let query = form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(
-            asked
-                .form
-                .0
-                .iter()
-                .filter(|(k, _)| k != "response_code" && k != "service_id"),
-        )
+        .extend_pairs(asked.form.0.iter().filter(|(k, _)| k != "service_id"))
         .finish();
     let params = api_params(&asked.form);
     let (name, total, usage, codes, codes_chart, error, top) =
-        match crate::stats::service_chart(app, sid, &params).await {
+        match crate::stats::service_chart(app, sid, &params, &CLASSES.map(|(code, _)| code)).await {
             Ok(c) => {
                 let w = &c.usage.window;
                 let labels: Vec<String> = w
@@ -234,16 +228,11 @@ async fn usage_page(app: &AppState, screen: &Screen<Analytics>, uri: &Uri) -> Re
                     }],
                     6,
                 );
-                let mut by_class = Vec::new();
-                for (class, css) in CLASSES {
-                    let mut p = asked.form.clone();
-                    p.0.push(("response_code".into(), class.into()));
-                    by_class.push((
-                        class,
-                        css,
-                        crate::stats::service_chart(app, sid, &Params(p)).await?.usage.values,
-                    ));
-                }
+                let by_class: Vec<_> = CLASSES
+                    .iter()
+                    .zip(&c.by_code)
+                    .map(|((class, css), values)| (*class, *css, values))
+                    .collect();
                 let series: Vec<Series<'_>> = by_class
                     .iter()
                     .map(|(class, css, values)| Series {
@@ -254,13 +243,8 @@ async fn usage_page(app: &AppState, screen: &Screen<Analytics>, uri: &Uri) -> Re
                     .collect();
                 let codes_chart = chart::bars(&labels, &series, 6);
                 let codes = by_class.iter().map(|(c, css, v)| (*c, *css, v.iter().sum())).collect();
-                let top = match c.metric {
-                    Some(metric) => {
-                        let (from, to) = c.usage.window.range();
-                        crate::stats::top_of(app, sid, metric, from, to).await?
-                    }
-                    None => Vec::new(),
-                };
+                let (from, to) = c.usage.window.range();
+                let top = crate::stats::top_of(app, sid, c.metric, from, to).await?;
                 let top = top
                     .into_iter()
                     .map(|(a, used)| (application_link(&a), a.name, a.account_name, used))
@@ -330,7 +314,7 @@ pub async fn usage_csv(State(app): State<AppState>, screen: Screen<Analytics>, u
         let Some(asked) = asked(&app, &screen, &uri).await? else {
             return Err(ApiError::NotFound);
         };
-        let charted = crate::stats::service_chart(&app, asked.service, &api_params(&asked.form)).await?;
+        let charted = crate::stats::service_chart(&app, asked.service, &api_params(&asked.form), &[]).await?;
         Ok::<_, ApiError>((asked.service, charted.csv))
     }
     .await;
