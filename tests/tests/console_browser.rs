@@ -3,6 +3,7 @@
 //! flow leaves a screenshot in target/screenshots/ (the README shows them).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a panic is a failure report
 
+use chrono::Datelike;
 use fantoccini::{Client, ClientBuilder, Locator};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -96,6 +97,14 @@ impl Browser {
         }
     }
 
+    /// Signs `login` in through the sign-in form.
+    async fn sign_in(&self, app: &tollgate::testing::TestApp, login: &str, password: &str) {
+        self.client.goto(&app.url("/console/sign_in")).await.unwrap();
+        self.fill("#login", login).await;
+        self.fill("#password", password).await;
+        self.go("button[type=submit]").await;
+    }
+
     async fn fill(&self, css: &str, value: &str) {
         let field = self.find(css).await;
         field.clear().await.unwrap();
@@ -185,10 +194,7 @@ on_both_databases! {
         app.provider_user("ops", "correct horse", true).await;
         let b = Browser::start().await;
         let c = &b.client;
-        c.goto(&app.url("/console/sign_in")).await.unwrap();
-        b.fill("#login", "ops").await;
-        b.fill("#password", "correct horse").await;
-        b.go("button[type=submit]").await;
+        b.sign_in(app, "ops", "correct horse").await;
         b.find("nav [aria-current=page]").await;
 
         // Products › a new product (its name is required: refused next to the field first).
@@ -335,10 +341,7 @@ on_both_databases! {
         app.provider_user("ops", "correct horse", true).await;
         let b = Browser::start().await;
         let c = &b.client;
-        c.goto(&app.url("/console/sign_in")).await.unwrap();
-        b.fill("#login", "ops").await;
-        b.fill("#password", "correct horse").await;
-        b.go("button[type=submit]").await;
+        b.sign_in(app, "ops", "correct horse").await;
 
         // Products › the product › Integration: test a path, change a setting, promote.
         c.goto(&app.url(&format!("/console/services/{sid}"))).await.unwrap();
@@ -400,6 +403,77 @@ on_both_databases! {
         assert_eq!(b.text("form.who span").await, "kim", "the invitee is signed in");
         let (_, users) = app.get_json("/admin/api/users.json").await;
         assert!(users["users"].as_array().unwrap().iter().any(|u| u["user"]["username"] == "kim"), "{users}");
+        b.client.clone().close().await.unwrap();
+    }
+}
+
+on_both_databases! {
+    async fn billing_run_for_a_date_an_invoice_and_its_pdf_and_a_credit_issued_with_the_type_ahead(app: &TestApp) {
+        let (service, application) = app.seed("billing-browser-key").await;
+        let sid = service["service"]["id"].as_i64().unwrap();
+        let account = application["application"]["account_id"].as_i64().unwrap();
+        let plan = application["application"]["plan_id"].as_i64().unwrap();
+        let (s, body) = app.put_form(&format!("/admin/api/services/{sid}/application_plans/{plan}.json"),
+            &[("cost_per_month", "31")]).await;
+        assert_eq!(s, 200, "{body}");
+        app.provider_user("ops", "correct horse", true).await;
+        let b = Browser::start().await;
+        let c = &b.client;
+        b.sign_in(app, "ops", "correct horse").await;
+
+        // Billing › Invoices: run billing for the first of next month (postpaid: this month).
+        b.go("nav a[href='/console/finance/invoices']").await;
+        let today = chrono::Utc::now().date_naive();
+        let next = chrono::NaiveDate::from_ymd_opt(today.year() + i32::from(today.month() == 12), today.month() % 12 + 1, 1).unwrap();
+        // A date input takes what is typed in the browser's locale (en-US: mm/dd/yyyy).
+        c.execute("document.getElementById('run-date').value = arguments[0]", vec![next.to_string().into()]).await.unwrap();
+        b.go("#run-billing").await;
+        assert!(b.text("#notice").await.starts_with(&format!("Billing ran for {next}")), "the run's report");
+        b.find("#earnings").await;
+        b.screenshot("console-invoices").await;
+        b.go("#invoices tbody tr:first-child a").await;
+        let total = b.text("#total").await;
+        assert!(total.ends_with("USD") && total != "0.00 USD", "{total}");
+        let lines = b.text("#lines").await;
+        assert!(lines.contains("Basic"), "the plan's fee is a line: {lines}");
+        let (_, invoices) = app.get_json(&format!("/api/invoices.json?account_id={account}")).await;
+        let cost = invoices["invoices"][0]["invoice"]["cost"].as_f64().unwrap();
+        assert_eq!(total, format!("{cost:.2} USD"), "the page and the API agree");
+        // The PDF the page frames is the invoice (fetched with the browser's own session).
+        let src = b.find("iframe#pdf").await.attr("src").await.unwrap().unwrap();
+        let session = c.get_named_cookie("tollgate_session").await.unwrap();
+        let pdf = reqwest::Client::new().get(app.url(&src)).header("cookie", format!("tollgate_session={}", session.value()))
+            .send().await.unwrap().bytes().await.unwrap();
+        assert!(pdf.starts_with(b"%PDF-"), "a PDF");
+        b.screenshot("console-invoice").await;
+
+        // Billing › Credits › + Credit: the account found by typing, 0 refused, then issued.
+        let (s, body) = app.put_form(&format!("/admin/api/accounts/{account}.json"), &[("billing_type", "prepaid")]).await;
+        assert_eq!(s, 200, "{body}");
+        b.go("nav.sub a[href='/console/finance/credits']").await;
+        b.go("#new-credit").await;
+        b.find("#account-q").await.send_keys("acm").await.unwrap();
+        let suggestion = b.find("#account-options li a").await;
+        assert_eq!(suggestion.text().await.unwrap(), "Acme");
+        b.screenshot("console-credit-type-ahead").await;
+        b.go("#account-options li a").await;
+        assert_eq!(b.text("#chosen-account").await, "Acme");
+        assert_eq!(b.text("#currency").await, "USD");
+        b.fill("#f-amount", "0").await;
+        b.fill("#f-note", "Outage on the 2nd").await;
+        b.go("#issue-credit").await;
+        assert!(b.text("#e-amount").await.contains("must not be 0"));
+        b.screenshot("console-credit-refused").await;
+        b.fill("#f-amount", "25").await;
+        b.go("#issue-credit").await;
+        assert_eq!(b.text("#notice").await, format!("Credit of 25 USD issued for {}.", today.format("%Y-%m")));
+        assert!(b.text("#credits").await.contains("Outage on the 2nd"));
+        b.screenshot("console-credits").await;
+        b.go("#credits tbody tr:first-child a").await;
+        let (_, balance) = app.get_json(&format!("/admin/api/accounts/{account}/credit_balance.json")).await;
+        assert_eq!(b.text("#balance").await, balance["credit_balance"]["balance"].as_str().unwrap(), "the page and the API agree");
+        assert!(b.text("#transactions").await.contains("adjustment"));
+        b.screenshot("console-credit-account").await;
         b.client.clone().close().await.unwrap();
     }
 }

@@ -318,7 +318,7 @@ async fn charge(State(app): State<AppState>, Path(id): Path<String>) -> Result<J
 }
 
 /// A line an admin adds: every bad field named.
-fn new_line(p: &Form) -> Result<NewLine, Invalid> {
+pub(crate) fn new_line(p: &Form) -> Result<NewLine, Invalid> {
     let mut errors = Invalid::default();
     let name = p.get("name").map(str::trim).unwrap_or("");
     if name.is_empty() {

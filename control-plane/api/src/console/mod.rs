@@ -10,8 +10,10 @@
 //! functions as the API.
 
 mod analytics;
+mod billing;
 mod bulk;
 mod chart;
+mod credits;
 mod guard;
 mod integration;
 mod invitations;
@@ -68,5 +70,34 @@ pub fn router(app: AppState) -> Router<AppState> {
             "/console/invitations/{token}",
             get(invitations::accept_form).post(invitations::accept),
         )
+        .route("/console/finance", get(billing::to_invoices))
+        .route(
+            "/console/finance/invoices",
+            get(billing::invoices).post(billing::create_invoice),
+        )
+        .route("/console/finance/billing_runs", post(billing::run_billing))
+        .route(
+            "/console/finance/invoices/{id}",
+            get(billing::invoice).post(billing::update_invoice),
+        )
+        .route("/console/finance/invoices/{id}/pdf", get(billing::invoice_pdf))
+        .route("/console/finance/invoices/{id}/state", post(billing::change_state))
+        .route("/console/finance/invoices/{id}/charge", post(billing::charge))
+        .route("/console/finance/invoices/{id}/line_items", post(billing::add_line))
+        .route(
+            "/console/finance/invoices/{id}/line_items/{line}/delete",
+            post(billing::delete_line),
+        )
+        .route("/console/finance/credits", get(credits::list).post(credits::issue))
+        .route("/console/finance/credits/new", get(credits::new_form))
+        .route("/console/finance/credits/accounts", get(credits::account_suggestions))
+        .route("/console/finance/credit_accounts", get(credits::accounts))
+        .route("/console/finance/credit_accounts/{id}", get(credits::account))
+        .route("/console/finance/credit_accounts/{id}/grants", post(credits::grant))
+        .route(
+            "/console/finance/settings",
+            get(billing::show_settings).post(billing::update_settings),
+        )
         .route("/console/assets/console.css", get(pages::stylesheet))
+        .route("/console/assets/console.js", get(pages::script))
 }

@@ -30,7 +30,7 @@ impl Frame<'_> {
         ("Dashboard", Some("/console/")),
         ("Audience", Some("/console/accounts")),
         ("Products", Some("/console/services")),
-        ("Billing", None),
+        ("Billing", Some("/console/finance/invoices")),
         ("Analytics", Some("/console/analytics/usage")),
         ("Settings", Some("/console/settings/tokens")),
     ];
@@ -47,6 +47,12 @@ impl Frame<'_> {
             ],
             "Products" => &[("Products", "/console/services"), ("Backends", "/console/backend_apis")],
             "Analytics" => &[("Usage", "/console/analytics/usage")],
+            "Billing" => &[
+                ("Invoices", "/console/finance/invoices"),
+                ("Credits", "/console/finance/credits"),
+                ("Credit balances", "/console/finance/credit_accounts"),
+                ("Settings", "/console/finance/settings"),
+            ],
             "Settings" => &[
                 ("Personal details", "/console/settings/personal"),
                 ("Notifications", "/console/settings/notifications"),
@@ -69,6 +75,20 @@ pub async fn stylesheet() -> Response {
             (header::CACHE_CONTROL, "max-age=300"),
         ],
         CSS,
+    )
+        .into_response()
+}
+
+/// The console's one script (progressive enhancement: every page works without it).
+const JS: &str = include_str!("../../assets/console.js");
+
+pub async fn script() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=300"),
+        ],
+        JS,
     )
         .into_response()
 }

@@ -57,6 +57,18 @@ pub fn when(stored: &str) -> String {
     }
 }
 
+/// A stored card as screens show it: "Card ending 4242, expires 2027-12", as far as known.
+pub fn card_text(c: &tollgate_store::billing::payments::CardStatus) -> String {
+    let mut text = match &c.partial {
+        Some(p) => format!("Card ending {p}"),
+        None => "A card is stored".to_string(),
+    };
+    if let Some(e) = &c.expires_on {
+        text.push_str(&format!(", expires {}", e.get(..7).unwrap_or(e)));
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -399,7 +399,7 @@ async fn inputs(
 }
 
 /// Messages no field shows, as sentences: "Plan can't be blank. Selection …".
-fn sentences<'e>(errors: impl Iterator<Item = (&'e String, &'e Vec<String>)>) -> String {
+pub fn sentences<'e>(errors: impl Iterator<Item = (&'e String, &'e Vec<String>)>) -> String {
     errors
         .map(|(k, v)| match k.as_str() {
             "base" => v.join("; "),
@@ -1074,6 +1074,17 @@ async fn item_page(
         }
         false => None,
     };
+    if is(m, &accounts::ACCOUNTS) {
+        // Billing's view of the account: its card (last 4, expiry — never the number), its
+        // invoices and its credits.
+        let card = match tollgate_store::billing::payments::card_status(&app.db, AccountId::new(id)).await? {
+            Some(c) => super::render::card_text(&c),
+            None => "No card stored".into(),
+        };
+        facts.push(("Credit card".into(), card));
+        children.push((format!("/console/finance/invoices?account_id={id}"), "Invoices".into()));
+        children.push((format!("/console/finance/credit_accounts/{id}"), "Credits".into()));
+    }
     let address = match is(m, &accounts::ACCOUNTS) {
         true => Some((
             format!("{item}/billing_address"),

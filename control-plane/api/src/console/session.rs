@@ -307,3 +307,27 @@ pub struct Tokens;
 impl Page for Tokens {
     const PERMISSION: Permission = Permission::new(Scope::AccountManagement, Access::Write, Section::Any);
 }
+
+/// Billing: the finance scope, reading, in the finance section (as the Billing API).
+pub struct Finance;
+impl Page for Finance {
+    const PERMISSION: Permission = Permission::new(Scope::Finance, Access::Read, Section::Finance);
+}
+
+/// Billing, changing invoices and settings.
+pub struct FinanceWrite;
+impl Page for FinanceWrite {
+    const PERMISSION: Permission = Permission::new(Scope::Finance, Access::Write, Section::Finance);
+}
+
+/// Credits: developer accounts' credits (the partners section, as the credits API).
+pub struct Credits;
+impl Page for Credits {
+    const PERMISSION: Permission = Permission::new(Scope::AccountManagement, Access::Read, Section::Partners);
+}
+
+/// Issuing and granting credits.
+pub struct CreditsWrite;
+impl Page for CreditsWrite {
+    const PERMISSION: Permission = Permission::new(Scope::AccountManagement, Access::Write, Section::Partners);
+}

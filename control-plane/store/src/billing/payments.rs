@@ -319,6 +319,29 @@ pub async fn set_card(db: &Db, account: AccountId, c: &CardInput) -> Result<Card
     })
 }
 
+/// The account's card as a screen may show it (last 4 digits, expiry; never the gateway's
+/// references): `None` when no card is stored.
+pub async fn card_status(db: &Db, account: AccountId) -> Result<Option<CardStatus>> {
+    let row = sqlx::query(
+        "SELECT credit_card_token, credit_card_partial_number, credit_card_expires_on FROM accounts WHERE id = $1",
+    )
+    .bind(account.get())
+    .fetch_optional(&db.pool)
+    .await?
+    .ok_or(StoreError::NotFound)?;
+    let stored = row
+        .try_get::<Option<String>, _>("credit_card_token")?
+        .is_some_and(|t| !t.is_empty());
+    Ok(match stored {
+        true => Some(CardStatus {
+            account_id: account,
+            partial: row.try_get("credit_card_partial_number")?,
+            expires_on: row.try_get("credit_card_expires_on")?,
+        }),
+        false => None,
+    })
+}
+
 /// `DELETE /admin/api/accounts/{id}/credit_card.json`.
 pub async fn delete_card(db: &Db, account: AccountId) -> Result<()> {
     let done = sqlx::query(

@@ -119,21 +119,60 @@ pub async fn list(db: &Db, account: AccountId, month: Option<&str>) -> Result<Ve
     .bind(month.unwrap_or(""))
     .fetch_all(&db.pool)
     .await?;
-    rows.iter()
+    rows.iter().map(|r| from_row(r, account)).collect()
+}
+
+fn from_row(r: &sqlx::any::AnyRow, account: AccountId) -> Result<Issued> {
+    Ok(Issued {
+        id: r.try_get("id")?,
+        account_id: account,
+        amount: decimal(r, "amount")?,
+        currency: r.try_get("currency")?,
+        billing_month: r.try_get("billing_month")?,
+        note: r.try_get("note")?,
+        service_id: r.try_get::<Option<i64>, _>("service_id")?.map(ServiceId::new),
+        application_plan_id: r.try_get::<Option<i64>, _>("application_plan_id")?.map(PlanId::new),
+        transaction_id: r.try_get("transaction_id")?,
+        invoiced_at: r.try_get("invoiced_at")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+/// Every account's issued credits, newest first, with the account's name (the console's
+/// Credits page): `search` matches the account's name or the note.
+pub async fn all(
+    db: &Db,
+    search: Option<&str>,
+    page: tollgate_domain::form::Page,
+) -> Result<(Vec<(Issued, String)>, i64)> {
+    let pattern = search
+        .filter(|s| !s.trim().is_empty())
+        .map(crate::catalog::resource::like_pattern)
+        .unwrap_or_default();
+    const MATCHING: &str = "FROM issued_credits c JOIN accounts a ON a.id = c.account_id
+         WHERE ($1 = '' OR LOWER(a.org_name) LIKE $1 OR LOWER(COALESCE(c.note, '')) LIKE $1)";
+    let total: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) {MATCHING}"))
+        .bind(&pattern)
+        .fetch_one(&db.pool)
+        .await?;
+    let rows = sqlx::query(&format!(
+        "SELECT c.id, c.account_id, a.org_name, c.amount, c.currency, c.billing_month, c.note, c.service_id,
+           c.application_plan_id, c.transaction_id, c.invoiced_at, c.created_at {MATCHING}
+         ORDER BY c.id DESC LIMIT $2 OFFSET $3"
+    ))
+    .bind(&pattern)
+    .bind(page.per_page)
+    .bind(page.offset())
+    .fetch_all(&db.pool)
+    .await?;
+    let list = rows
+        .iter()
         .map(|r| {
-            Ok(Issued {
-                id: r.try_get("id")?,
-                account_id: account,
-                amount: decimal(r, "amount")?,
-                currency: r.try_get("currency")?,
-                billing_month: r.try_get("billing_month")?,
-                note: r.try_get("note")?,
-                service_id: r.try_get::<Option<i64>, _>("service_id")?.map(ServiceId::new),
-                application_plan_id: r.try_get::<Option<i64>, _>("application_plan_id")?.map(PlanId::new),
-                transaction_id: r.try_get("transaction_id")?,
-                invoiced_at: r.try_get("invoiced_at")?,
-                created_at: r.try_get("created_at")?,
-            })
+            Ok((
+                from_row(r, AccountId::new(r.try_get("account_id")?))?,
+                r.try_get("org_name")?,
+            ))
         })
-        .collect()
+        .collect::<Result<_>>()?;
+    Ok((list, total))
 }

@@ -423,3 +423,23 @@ pub(crate) async fn spent(counters: &Counters, account: AccountId) -> Result<i64
         .await?;
     Ok(read.values.first().copied().unwrap_or(0))
 }
+
+/// The prepaid accounts (those that spend credits), by name, a page of them, and how many
+/// there are: the console's credit users.
+pub async fn prepaid_accounts(db: &Db, page: Page) -> Result<(Vec<(AccountId, String)>, i64)> {
+    let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM accounts WHERE billing_type = 'prepaid'")
+        .fetch_one(&db.pool)
+        .await?;
+    let rows = sqlx::query(
+        "SELECT id, org_name FROM accounts WHERE billing_type = 'prepaid' ORDER BY org_name, id LIMIT $1 OFFSET $2",
+    )
+    .bind(page.per_page)
+    .bind(page.offset())
+    .fetch_all(&db.pool)
+    .await?;
+    let list = rows
+        .iter()
+        .map(|r| Ok((AccountId::new(r.try_get("id")?), r.try_get("org_name")?)))
+        .collect::<Result<_>>()?;
+    Ok((list, total))
+}
