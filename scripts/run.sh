@@ -75,6 +75,7 @@ cat <<MSG
 
 Tollgate is running.
   console             $cp/console/   (sign in as admin, password: $(cat "$password_file"))
+  developer portal    $cp/portal/   (sign in as demo@example.com, the same password)
   control plane       $cp   (admin token in $token_file; xDS on $TOLLGATE_XDS_LISTEN)
   production gateway  $prod   (Envoy admin http://127.0.0.1:9901)
   staging gateway     $staging   (Envoy admin http://127.0.0.1:9902)

@@ -66,7 +66,8 @@ struct DemoArgs {
     /// The product's API backend (`http://127.0.0.1:8000`): where its gateways route it.
     #[arg(long)]
     api_backend: Option<String>,
-    /// Also make sure of a console admin `admin` with this password (read from the file).
+    /// Also make sure of a console admin `admin` with this password (read from the file), and
+    /// give the demo developer the same password for the developer portal.
     #[arg(long)]
     console_password_file: Option<std::path::PathBuf>,
 }
@@ -193,11 +194,18 @@ async fn seed(
 ) -> Result<(), Box<dyn std::error::Error>> {
     let db = tollgate::startup::database(config).await?;
     tollgate::store::catalog::provider::ensure(&db).await?;
-    if let Some(file) = console_password_file {
-        let password = std::fs::read_to_string(file)?;
-        tollgate::seed::console_admin(&db, "admin", password.trim()).await?;
+    let password = match console_password_file {
+        Some(file) => Some(std::fs::read_to_string(file)?.trim().to_string()),
+        None => None,
+    };
+    if let Some(password) = &password {
+        tollgate::seed::console_admin(&db, "admin", password).await?;
     }
     let seeded = tollgate::seed::demo(&db, demo).await?;
+    // The demo developer signs in to the portal with the same password.
+    if let Some(password) = &password {
+        tollgate::seed::portal_developer(&db, seeded.account_id, &demo.username, password).await?;
+    }
     println!("{}", serde_json::to_string(&seeded)?);
     Ok(())
 }

@@ -221,6 +221,19 @@ pub async fn console_admin(db: &Db, username: &str, password: &str) -> Result<()
     Ok(())
 }
 
+/// Gives the demo account's developer `username` a password to sign in to the developer
+/// portal with, unless they have one already.
+pub async fn portal_developer(db: &Db, account: AccountId, username: &str, password: &str) -> Result<()> {
+    let hash = tollgate_store::passwords::hash(password).map_err(|e| StoreError::Internal(e.to_string()))?;
+    sqlx::query("UPDATE users SET password = $1 WHERE account_id = $2 AND username = $3 AND password IS NULL")
+        .bind(hash)
+        .bind(account.get())
+        .bind(username)
+        .execute(&db.pool)
+        .await?;
+    Ok(())
+}
+
 /// `PERIOD=N` (`minute=10`), as `tollgate seed demo --limit` takes it.
 pub fn parse_limit(s: &str) -> std::result::Result<(Period, i64), String> {
     let (period, value) = s

@@ -1,7 +1,8 @@
 //! The console's Billing section over HTTP, each effect checked through the Billing and
 //! credits APIs: invoices (manual, lines, state moves, charge, edits, PDF, filters, earnings,
 //! a billing run), the billing settings, the card's status, issued credits ("+ Credit" with
-//! its account search) and an account's credits. Who may not see them is refused.
+//! its account search), an account's credits, model rates (the "Add Model Rate" dialog), the
+//! credit settings and the margin report. Who may not see them is refused.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a panic is a failure report
 
 use reqwest::Method;
@@ -234,5 +235,86 @@ on_both_databases! {
         let f: Vec<(&str, &str)> = f.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         assert_eq!(member.post("/console/finance/credits", &f).await.status, 403);
         assert_eq!(app.get_json(&format!("/admin/api/accounts/{account}/credits.json")).await.1["credits"].as_array().unwrap().len(), 1);
+    }
+
+    async fn model_rates_price_calls_and_the_margin_report_shows_them(app: &TestApp) {
+        let (service, application) = app.seed("rate-key").await;
+        let sid = service["service"]["id"].as_i64().unwrap();
+        let account = account_of(&application);
+        let plan = application["application"]["plan_id"].as_i64().unwrap();
+        let (_, metrics) = app.get_json(&format!("/admin/api/services/{sid}/metrics.json")).await;
+        let hits = metrics["metrics"][0]["metric"]["id"].as_i64().unwrap().to_string();
+        app.provider_user("ops", "correct horse", true).await;
+        let console = Console::sign_in(app, "ops", "correct horse").await;
+
+        // Billing & Credits › Settings: starter credits and the payment link, refused by field.
+        let r = console.post("/console/finance/credit_settings", &[("starter_credits", "-1"), ("purchase_url", "https://buy.test/credits")]).await;
+        assert_eq!(r.status, 422);
+        assert!(r.body.contains("id=\"e-starter_credits\"") && r.body.contains("value=\"https://buy.test/credits\""), "{}", r.body);
+        let r = console.post("/console/finance/credit_settings", &[("starter_credits", "10"), ("purchase_url", "https://buy.test/credits"), ("low_balance_threshold", "1")]).await;
+        assert_eq!((r.status, r.location.as_str()), (303, "/console/finance/credit_settings?saved"));
+        let (_, settings) = app.get_json("/admin/api/settings/credits.json").await;
+        assert_eq!((settings["credit_settings"]["starter_credits"].as_str(), settings["credit_settings"]["purchase_url"].as_str()),
+            (Some("10"), Some("https://buy.test/credits")));
+
+        // Model rates: the dialog open without the script, a bad rate refused next to its field.
+        let page = console.get(&format!("/console/finance/model_rates?service_id={sid}&add")).await.body;
+        assert!(page.contains("<dialog id=\"rate-dialog\" aria-labelledby=\"rate-h\" open>") && page.contains("No model rate yet"), "{page}");
+        let rate = |credits: &'static str, plan: String| vec![
+            ("service_id", sid.to_string()), ("metric_id", hits.clone()), ("rate_type", "Text".to_string()),
+            ("providers", "OpenAI, Azure".to_string()), ("upstream_cost_per_unit", "0.2".to_string()),
+            ("credits_per_unit", credits.to_string()), ("application_plan_id", plan), ("description", "GPT-4o".to_string()),
+        ];
+        let send = |f: Vec<(&'static str, String)>| {
+            let console = &console;
+            async move {
+                let f: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                console.post("/console/finance/model_rates", &f).await
+            }
+        };
+        let r = send(rate("lots", String::new())).await;
+        assert_eq!(r.status, 422);
+        assert!(r.body.contains("id=\"e-credits_per_unit\"") && r.body.contains(" open>"), "the dialog stays open: {}", r.body);
+        let r = send(rate("0.5", String::new())).await;
+        assert_eq!(r.status, 303, "{}", r.body);
+        // A second rate for the same metric, for one plan (AIGNE's per-group rates).
+        let r = send(rate("0.75", plan.to_string())).await;
+        assert_eq!(r.status, 303, "{}", r.body);
+        let (_, rates) = app.get_json(&format!("/admin/api/services/{sid}/credit_rates.json")).await;
+        let rates = rates["credit_rates"].as_array().unwrap();
+        assert_eq!(rates.len(), 2);
+        assert_eq!(rates[0]["credit_rate"]["providers"], "OpenAI, Azure");
+        let listed = console.get(&format!("/console/finance/model_rates?service_id={sid}")).await.body;
+        assert!(listed.contains("All plans") && listed.contains("Basic") && listed.contains("OpenAI, Azure") && listed.contains(">0.75<"), "{listed}");
+
+        // Calls priced at the plan's rate: in the account's ledger and in the margin report.
+        let (s, body) = app.put_form(&format!("/admin/api/accounts/{account}.json"), &[("billing_type", "prepaid")]).await;
+        assert_eq!(s, 200, "{body}");
+        let token = app.service_token(sid).await;
+        for _ in 0..4 {
+            let r = app.client.get(app.url(&format!(
+                "/transactions/authrep.json?service_id={sid}&service_token={token}&user_key=rate-key&usage%5Bhits%5D=1"
+            ))).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+        }
+        let mine = console.get(&format!("/console/finance/credit_accounts/{account}")).await.body;
+        assert!(mine.contains("id=\"pending\">3<"), "4 calls at 0.75, not yet in the ledger: {mine}");
+        tollgate::usage::flush(&app.db, &app.counters).await.unwrap();
+        tollgate::credits::flush(&app.db, &app.counters).await.unwrap();
+        let mine = console.get(&format!("/console/finance/credit_accounts/{account}")).await.body;
+        assert!(mine.contains("id=\"balance\">7<") && mine.contains("deduction"), "{mine}");
+        assert!(mine.contains("<td>hits</td><td class=\"num\">4</td><td class=\"num\">3</td>"), "the deduction's metric, quantity and credits: {mine}");
+        let report = console.get(&format!("/console/finance/margins?service_id={sid}")).await.body;
+        assert!(report.contains("<td>hits</td><td class=\"num\">3</td><td class=\"num\">0.8</td><td class=\"num\">2.2</td><td class=\"num\">73.3%</td>"), "{report}");
+        assert!(report.contains("<svg") && report.contains("class=\"margin\""), "{report}");
+        let (_, api) = app.get_json(&format!("/admin/api/services/{sid}/credit_margins.json")).await;
+        assert_eq!(api["credit_margins"][0]["credit_margin"]["margin"], "2.2", "the API agrees: {api}");
+
+        // A member without the plans section gets neither the rates nor the report.
+        app.provider_user("member", "correct horse", false).await;
+        let member = Console::sign_in(app, "member", "correct horse").await;
+        assert_eq!(member.get("/console/finance/model_rates").await.status, 403);
+        assert_eq!(member.get("/console/finance/margins").await.status, 403);
+        assert_eq!(member.get("/console/finance/credit_settings").await.status, 403);
     }
 }

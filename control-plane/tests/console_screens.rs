@@ -631,3 +631,71 @@ on_both_databases! {
         assert!(!theirs.get("/console/analytics/usage").await.body.contains("Echo API"));
     }
 }
+
+on_both_databases! {
+    async fn analytics_of_an_application_and_of_a_backend(app: &TestApp) {
+        use tollgate_store::counters::{Counter, SeriesKey, SeriesValue};
+        let (service, application) = app.seed("owner-key").await;
+        let sid = id(&service, "service");
+        let app_id = id(&application, "application");
+        let account = application["application"]["account_id"].as_i64().unwrap();
+        let token = app.service_token(sid).await;
+        for code in ["200", "503"] {
+            let path = format!("/transactions/authrep.json?service_id={sid}&service_token={token}&user_key=owner-key\
+                &usage%5Bhits%5D=3&log%5Bcode%5D={code}");
+            assert_eq!(app.client.get(app.url(&path)).send().await.unwrap().status(), 200);
+        }
+        app.provider_user("ops", "correct horse", true).await;
+        let console = Console::sign_in(app, "ops", "correct horse").await;
+
+        // An application's usage, linked from its page; its CSV is the API's.
+        let item = console.get(&format!("/console/accounts/{account}/applications/{app_id}")).await.body;
+        let link = format!("/console/analytics/usage?application_id={app_id}");
+        assert!(item.contains(&link), "{item}");
+        let page = console.get(&format!("{link}&metric_name=hits&period=day")).await.body;
+        assert!(page.contains("<span id=\"usage-total\">6</span>") && page.contains("5XX <strong>1</strong>"), "{page}");
+        assert!(page.contains("Usage of App (Acme)") && !page.contains("id=\"top-applications\""), "{page}");
+        let csv = console.get(&format!("/console/analytics/usage.csv?application_id={app_id}&metric_name=hits&period=day")).await;
+        let api = app.admin(reqwest::Method::GET, &format!("/stats/applications/{app_id}/usage.csv?metric_name=hits&period=day"))
+            .send().await.unwrap().text().await.unwrap();
+        assert_eq!(csv.body, api);
+
+        // A backend's usage: its own metric over the products using it, no response classes.
+        assert!(console.get("/console/analytics/backends").await.body.contains("No backends yet"));
+        let (s, backend) = app.post_form("/admin/api/backend_apis.json", &[("name", "Storage"), ("private_endpoint", "http://127.0.0.1:9")]).await;
+        assert_eq!(s, 201, "{backend}");
+        let bid = backend["backend_api"]["id"].as_i64().unwrap();
+        let (_, metrics) = app.get_json(&format!("/admin/api/backend_apis/{bid}/metrics.json")).await;
+        let backend_hits = metrics["metrics"][0]["metric"]["id"].as_i64().unwrap();
+        let (s, body) = app.post_form(&format!("/admin/api/services/{sid}/backend_usages.json"),
+            &[("backend_api_id", &bid.to_string()), ("path", "/storage")]).await;
+        assert_eq!(s, 201, "{body}");
+        let now = Utc::now().timestamp();
+        tollgate_store::usage::write(&app.db, &[SeriesValue {
+            key: SeriesKey { app: app_id, counter: Counter::Metric(tollgate_domain::ids::MetricId::new(backend_hits)).raw(), start: now - now % 900 },
+            value: 4,
+            observed_us: 1,
+        }]).await.unwrap();
+        let r = console.get("/console/analytics/backends").await;
+        assert_eq!((r.status, r.location.as_str()), (303, format!("/console/analytics/usage?backend_api_id={bid}").as_str()));
+        let page = console.get(&format!("/console/analytics/usage?backend_api_id={bid}&metric_name=hits&period=day")).await.body;
+        assert!(page.contains("<span id=\"usage-total\">4</span>") && page.contains("id=\"a-backend\""), "{page}");
+        assert!(page.contains("Response codes are counted per product") && !page.contains("id=\"codes-h\""), "{page}");
+        let csv = console.get(&format!("/console/analytics/usage.csv?backend_api_id={bid}&metric_name=hits&period=day")).await;
+        let api = app.admin(reqwest::Method::GET, &format!("/stats/backend_apis/{bid}/usage.csv?metric_name=hits&period=day"))
+            .send().await.unwrap().text().await.unwrap();
+        assert_eq!(csv.body, api);
+        assert!(csv.body.contains(&format!("hits.{bid}")), "{}", csv.body);
+
+        // A member limited to another product sees neither.
+        let member = app.provider_user("member", "correct horse", false).await;
+        let (_, other) = app.post_form("/admin/api/services.json", &[("name", "Other")]).await;
+        let other = id(&other, "service").to_string();
+        let (s, _) = app.send_form(reqwest::Method::PUT, &format!("/admin/api/users/{member}/permissions.json"),
+            &[("allowed_sections[]", "monitoring"), ("allowed_service_ids[]", &other)]).await;
+        assert_eq!(s, 200);
+        let theirs = Console::sign_in(app, "member", "correct horse").await;
+        assert_eq!(theirs.get(&link).await.status, 403);
+        assert_eq!(theirs.get(&format!("/console/analytics/usage?backend_api_id={bid}")).await.status, 403);
+    }
+}

@@ -408,7 +408,7 @@ on_both_databases! {
 }
 
 on_both_databases! {
-    async fn billing_run_for_a_date_an_invoice_and_its_pdf_and_a_credit_issued_with_the_type_ahead(app: &TestApp) {
+    async fn billing_run_an_invoice_and_its_pdf_a_credit_with_the_type_ahead_and_a_model_rate_charged(app: &TestApp) {
         let (service, application) = app.seed("billing-browser-key").await;
         let sid = service["service"]["id"].as_i64().unwrap();
         let account = application["application"]["account_id"].as_i64().unwrap();
@@ -474,6 +474,101 @@ on_both_databases! {
         assert_eq!(b.text("#balance").await, balance["credit_balance"]["balance"].as_str().unwrap(), "the page and the API agree");
         assert!(b.text("#transactions").await.contains("adjustment"));
         b.screenshot("console-credit-account").await;
+
+        // Billing › Model rates › Add Model Rate: the dialog, then calls charged at its rate.
+        b.go("nav.sub a[href='/console/finance/model_rates']").await;
+        b.click("#add-rate").await;
+        b.find("#rate-dialog[open]").await;
+        let (_, metrics) = app.get_json(&format!("/admin/api/services/{sid}/metrics.json")).await;
+        let hits = metrics["metrics"][0]["metric"]["id"].as_i64().unwrap().to_string();
+        b.find("#f-metric_id").await.select_by_value(&hits).await.unwrap();
+        b.fill("#f-providers", "OpenAI").await;
+        b.fill("#f-upstream_cost_per_unit", "0.2").await;
+        b.fill("#f-credits_per_unit", "0.5").await;
+        b.fill("#f-description", "gpt-4o, per call").await;
+        b.screenshot("console-model-rate-dialog").await;
+        b.go("#save-rate").await;
+        assert_eq!(b.text("#notice").await, "The model rate is added.");
+        assert!(b.text("#rates").await.contains("OpenAI"));
+        b.screenshot("console-model-rates").await;
+        let token = app.service_token(sid).await;
+        for _ in 0..4 {
+            let url = app.url(&format!("/transactions/authrep.json?service_id={sid}&service_token={token}\
+                &user_key=billing-browser-key&usage%5Bhits%5D=1"));
+            assert_eq!(reqwest::get(url).await.unwrap().status(), 200);
+        }
+        tollgate::usage::flush(&app.db, &app.counters).await.unwrap();
+        tollgate::credits::flush(&app.db, &app.counters).await.unwrap();
+        c.goto(&app.url(&format!("/console/finance/credit_accounts/{account}"))).await.unwrap();
+        let detail = b.text("#transactions tr.detail").await;
+        assert!(detail.contains("hits") && detail.ends_with("4 2"), "4 hits at 0.5 credits: {detail}");
+        let (_, balance) = app.get_json(&format!("/admin/api/accounts/{account}/credit_balance.json")).await;
+        assert_eq!(b.text("#balance").await, balance["credit_balance"]["balance"].as_str().unwrap());
+        b.screenshot("console-credit-deductions").await;
+        b.go("nav.sub a[href='/console/finance/margins']").await;
+        b.find("svg.chart rect.margin").await;
+        b.screenshot("console-margins").await;
+        b.client.clone().close().await.unwrap();
+    }
+}
+
+on_both_databases! {
+    async fn a_developer_signs_in_to_the_portal_sees_their_key_and_balance_and_not_another_accounts_invoice(app: &TestApp) {
+        let (service, application) = app.seed("portal-browser-key").await;
+        let account = application["application"]["account_id"].as_i64().unwrap();
+        let app_id = application["application"]["id"].as_i64().unwrap();
+        app.limit_hits(&service, &application, "day", 100).await;
+        let (s, user) = app.post_form(&format!("/admin/api/accounts/{account}/users.json"),
+            &[("username", "dana"), ("email", "dana@acme.test"), ("password", "dana's secret")]).await;
+        assert_eq!(s, 201, "{user}");
+        let user = user["user"]["id"].as_i64().unwrap();
+        let (s, _) = app.send_form(reqwest::Method::PUT, &format!("/admin/api/accounts/{account}/users/{user}/activate.json"), &[]).await;
+        assert_eq!(s, 200);
+        let (s, _) = app.put_form("/admin/api/settings/credits.json", &[("starter_credits", "20"), ("purchase_url", "https://buy.test/credits")]).await;
+        assert_eq!(s, 200);
+        let (s, _) = app.put_form(&format!("/admin/api/accounts/{account}.json"), &[("billing_type", "prepaid")]).await;
+        assert_eq!(s, 200);
+        // An invoice of each account, issued.
+        let mut invoices = Vec::new();
+        for org in ["Acme", "Globex"] {
+            let id = if org == "Acme" { account } else {
+                let (s, g) = app.post_form("/admin/api/signup.json", &[("org_name", "Globex"), ("username", "gus"), ("email", "gus@globex.test")]).await;
+                assert_eq!(s, 201, "{g}");
+                g["account"]["id"].as_i64().unwrap()
+            };
+            let (_, inv) = app.post_form("/api/invoices.json", &[("account_id", &id.to_string()), ("period", "2026-11")]).await;
+            let inv = inv["invoice"]["id"].as_i64().unwrap();
+            app.post_form(&format!("/api/invoices/{inv}/line_items.json"), &[("name", "Support"), ("cost", "40")]).await;
+            app.send_form(reqwest::Method::PUT, &format!("/api/invoices/{inv}/state.json"), &[("state", "pending")]).await;
+            invoices.push(inv);
+        }
+        let b = Browser::start().await;
+        let c = &b.client;
+        c.goto(&app.url("/portal/sign_in")).await.unwrap();
+        b.fill("#login", "dana@acme.test").await;
+        b.fill("#password", "wrong").await;
+        b.go("button[type=submit]").await;
+        assert!(b.text("#sign-in-error").await.contains("Wrong"));
+        b.screenshot("portal-sign-in").await;
+        b.fill("#password", "dana's secret").await;
+        b.go("button[type=submit]").await;
+        let apps = b.text("#applications").await;
+        assert!(apps.contains("portal-browser-key"), "the key: {apps}");
+        assert_eq!(b.text("#balance").await, "20");
+        assert_eq!(b.find("#buy-credits").await.attr("href").await.unwrap().as_deref(), Some("https://buy.test/credits"));
+        b.screenshot("portal-home").await;
+        b.go(&format!("#applications a[href='/portal/applications/{app_id}']")).await;
+        assert_eq!(b.text("#user-key").await, "portal-browser-key");
+        b.find("#limits meter").await;
+        b.screenshot("portal-application").await;
+        b.go("nav a[href='/portal/invoices']").await;
+        b.go(&format!("#invoices a[href='/portal/invoices/{}']", invoices[0])).await;
+        assert_eq!(b.text("#total").await, "40.00 USD");
+        b.screenshot("portal-invoice").await;
+        // Another account's invoice, by its id in the address bar: not found.
+        c.goto(&app.url(&format!("/portal/invoices/{}", invoices[1]))).await.unwrap();
+        assert_eq!(b.text("h1").await, "Not found");
+        b.screenshot("portal-not-found").await;
         b.client.clone().close().await.unwrap();
     }
 }

@@ -1,5 +1,8 @@
-// Tollgate console: the type-ahead of account fields. Without this script the same field is a
-// search form whose results the server lists; with it, the list fills as you type.
+// Tollgate console's one script, progressive enhancement only: every page works without it.
+// - The type-ahead of account fields: without the script the field is a search form whose
+//   results the server lists; with it, the list fills as you type.
+// - Dialogs: a link with data-dialog opens its <dialog> in place; without the script the link
+//   leads to the page with the dialog open.
 "use strict";
 document.addEventListener("DOMContentLoaded", () => {
   for (const input of document.querySelectorAll("input[data-suggest]")) {
@@ -35,6 +38,22 @@ document.addEventListener("DOMContentLoaded", () => {
         list.replaceChildren(...items);
         input.setAttribute("aria-expanded", "true");
       }, 150);
+    });
+  }
+  for (const opener of document.querySelectorAll("[data-dialog]")) {
+    const dialog = document.getElementById(opener.dataset.dialog);
+    opener.addEventListener("click", (event) => {
+      event.preventDefault();
+      if (dialog.open) dialog.close();
+      dialog.showModal();
+      const first = dialog.querySelector("select, input:not([type=hidden])");
+      if (first) first.focus();
+    });
+  }
+  for (const closer of document.querySelectorAll("[data-close-dialog]")) {
+    closer.addEventListener("click", (event) => {
+      const dialog = closer.closest("dialog");
+      if (dialog) { event.preventDefault(); dialog.close(); }
     });
   }
 });

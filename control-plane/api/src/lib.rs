@@ -31,6 +31,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod params;
 pub mod pdf;
+pub mod portal;
 pub mod provider;
 pub mod render;
 pub mod router;

@@ -84,6 +84,7 @@ pub fn mount(table: Routes, state: AppState) -> Router {
     router
         .layer(middleware::from_fn_with_state(state.clone(), crate::xml_answers::layer))
         .merge(crate::console::router(state.clone()))
+        .merge(crate::portal::router())
         .with_state(state)
         .layer(Extension(document))
         .layer(middleware::from_fn_with_state(cache, invalidate_on_admin_writes))

@@ -176,9 +176,9 @@ pub(crate) struct Usage {
     previous_total: Option<i64>,
 }
 
-/// A service's usage as the console's Analytics charts it: the API's own answer (window,
-/// values, CSV) for `metric_name`, and in the same window the responses with each of `codes`
-/// (`2XX`…), read after one flush.
+/// Usage as the console's Analytics charts it — a service's, an application's or a backend's:
+/// the API's own answer (window, values, CSV) for `metric_name`, and in the same window the
+/// responses with each of `codes` (`2XX`…), read after one flush.
 pub(crate) struct Charted {
     pub(crate) usage: Usage,
     pub(crate) metric: tollgate_domain::ids::MetricId,
@@ -188,13 +188,7 @@ pub(crate) struct Charted {
     pub(crate) by_code: Vec<Vec<i64>>,
 }
 
-pub(crate) async fn service_chart(
-    app: &AppState,
-    service: ServiceId,
-    p: &Params,
-    codes: &[&str],
-) -> Result<Charted, ApiError> {
-    let owner = Owner::Service(service);
+pub(crate) async fn chart_of(app: &AppState, owner: Owner, p: &Params, codes: &[&str]) -> Result<Charted, ApiError> {
     let metric = metric_named(app, owner, p).await?;
     let usage = usage_of(app, owner, &Measure::Metric(metric.id), p).await?;
     let mut by_code = Vec::with_capacity(codes.len());
@@ -203,7 +197,11 @@ pub(crate) async fn service_chart(
         by_code.push(usage_in(app, owner, &Measure::ResponseCode(stored), p).await?.values);
     }
     let (id, name) = (metric.id, metric.friendly_name.clone());
-    let csv = render_usage(&usage, &Subject::Metric(metric), None, None).csv;
+    let backend = match owner {
+        Owner::Backend(b) => Some(b),
+        _ => None,
+    };
+    let csv = render_usage(&usage, &Subject::Metric(metric), None, backend).csv;
     Ok(Charted {
         usage,
         metric: id,

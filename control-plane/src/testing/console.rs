@@ -36,7 +36,12 @@ pub fn csrf_of(page: &str) -> String {
 
 /// The sign-in form's CSRF token and cookie.
 pub async fn sign_in_form(app: &TestApp) -> (String, String) {
-    let r = browser().get(app.url("/console/sign_in")).send().await.unwrap();
+    sign_in_form_at(app, "/console").await
+}
+
+/// The CSRF token and cookie of the sign-in form under `root` (`/console`, `/portal`).
+pub async fn sign_in_form_at(app: &TestApp, root: &str) -> (String, String) {
+    let r = browser().get(app.url(&format!("{root}/sign_in"))).send().await.unwrap();
     let cookie = cookies(&r)
         .into_iter()
         .find(|(n, _)| n == "tollgate_sign_in")
@@ -47,15 +52,20 @@ pub async fn sign_in_form(app: &TestApp) -> (String, String) {
 
 /// Posts the sign-in form; the response.
 pub async fn sign_in(app: &TestApp, login: &str, password: &str) -> reqwest::Response {
-    let (token, cookie) = sign_in_form(app).await;
+    sign_in_at(app, "/console", login, password).await
+}
+
+/// Posts the sign-in form under `root`; the response.
+pub async fn sign_in_at(app: &TestApp, root: &str, login: &str, password: &str) -> reqwest::Response {
+    let (token, cookie) = sign_in_form_at(app, root).await;
     browser()
-        .post(app.url("/console/sign_in"))
+        .post(app.url(&format!("{root}/sign_in")))
         .header("cookie", format!("tollgate_sign_in={cookie}"))
         .form(&[
             ("_csrf", token.as_str()),
             ("login", login),
             ("password", password),
-            ("next", "/console/"),
+            ("next", &format!("{root}/")),
         ])
         .send()
         .await
@@ -73,9 +83,11 @@ pub async fn session(app: &TestApp, login: &str, password: &str) -> String {
         .1
 }
 
-/// A signed-in console user.
+/// A signed-in console user (or, [`Console::developer`], a developer in the portal).
 pub struct Console {
     base: String,
+    /// The session cookie's name and value.
+    pub cookie_name: &'static str,
     pub cookie: String,
     pub csrf: String,
 }
@@ -93,10 +105,26 @@ impl Console {
         let cookie = session(app, login, password).await;
         let mut c = Console {
             base: app.url(""),
+            cookie_name: "tollgate_session",
             cookie,
             csrf: String::new(),
         };
         c.csrf = csrf_of(&c.get("/console/").await.body);
+        c
+    }
+
+    /// Signs developer `login` in to the portal.
+    pub async fn developer(app: &TestApp, login: &str, password: &str) -> Console {
+        let r = sign_in_at(app, "/portal", login, password).await;
+        assert_eq!(r.status(), 303, "{:?}", r.text().await);
+        let cookie = cookies(&r).into_iter().find(|(n, _)| n == "tollgate_portal").unwrap().1;
+        let mut c = Console {
+            base: app.url(""),
+            cookie_name: "tollgate_portal",
+            cookie,
+            csrf: String::new(),
+        };
+        c.csrf = csrf_of(&c.get("/portal/").await.body);
         c
     }
 
@@ -117,7 +145,7 @@ impl Console {
     pub async fn get(&self, path: &str) -> Page {
         let r = browser()
             .get(format!("{}{path}", self.base))
-            .header("cookie", format!("tollgate_session={}", self.cookie))
+            .header("cookie", format!("{}={}", self.cookie_name, self.cookie))
             .send()
             .await
             .unwrap();
@@ -130,7 +158,7 @@ impl Console {
         fields.extend_from_slice(form);
         let r = browser()
             .post(format!("{}{path}", self.base))
-            .header("cookie", format!("tollgate_session={}", self.cookie))
+            .header("cookie", format!("{}={}", self.cookie_name, self.cookie))
             .form(&fields)
             .send()
             .await

@@ -1,7 +1,10 @@
-//! The console's sign-in and sessions: a provider user signs in with their user name or
-//! e-mail and password; a session is a random value in a cookie, stored only as its SHA-256,
-//! with the CSRF token the session's forms carry. Wrong passwords are throttled per user name
-//! and per client address ([`tollgate_domain::sign_in::Throttle`]). Only active users sign in.
+//! Sign-in and sessions, for the console (a provider user) and the developer portal (a user
+//! of a developer account) alike — one implementation, two [`Realm`]s: a user signs in with
+//! their user name or e-mail and password; a session is a random value in a cookie, stored
+//! only as its SHA-256, with the CSRF token the session's forms carry. Wrong passwords are
+//! throttled per user name and per client address ([`tollgate_domain::sign_in::Throttle`]),
+//! each realm counting its own. Only active users sign in; a developer's account must also be
+//! approved.
 
 use crate::auth::{generate_token, hash_token};
 use crate::db::{Db, Engine};
@@ -9,21 +12,72 @@ use crate::error::{Result, StoreError};
 use chrono::{DateTime, Datelike, Duration, SecondsFormat, Utc};
 use sqlx::Row;
 use tollgate_domain::catalog::UserState;
-use tollgate_domain::ids::ProviderUserId;
+use tollgate_domain::ids::{ProviderUserId, UserId};
 use tollgate_domain::sign_in::{session_alive, Failures, Throttle};
+
+/// Who signs in where: the users table a login names, the sessions table, the throttle's keys.
+pub trait Realm {
+    type User: Copy + std::fmt::Debug + PartialEq + Eq;
+    /// The sessions' table.
+    const SESSIONS: &'static str;
+    /// The users a login names: `id`, `password`, `state`, `email`, and `account_state` (whether
+    /// their account lets them in: `approved`).
+    const LOGIN: &'static str;
+    /// A user's name by id.
+    const USERNAME: &'static str;
+    /// What the throttle's keys start with (each realm counts its own failures).
+    const KEYS: &'static str;
+    fn user(id: i64) -> Self::User;
+    fn raw(user: Self::User) -> i64;
+}
+
+/// The console: the provider's staff.
+pub struct Console;
+impl Realm for Console {
+    type User = ProviderUserId;
+    const SESSIONS: &'static str = "console_sessions";
+    const LOGIN: &'static str = "SELECT id, password, state, email, 'approved' AS account_state FROM provider_users
+         WHERE username = $1 OR lower(email) = lower($1) ORDER BY id LIMIT 3";
+    const USERNAME: &'static str = "SELECT username FROM provider_users WHERE id = $1";
+    const KEYS: &'static str = "";
+    fn user(id: i64) -> ProviderUserId {
+        ProviderUserId::new(id)
+    }
+    fn raw(user: ProviderUserId) -> i64 {
+        user.get()
+    }
+}
+
+/// The developer portal: users of developer accounts.
+pub struct Portal;
+impl Realm for Portal {
+    type User = UserId;
+    const SESSIONS: &'static str = "portal_sessions";
+    const LOGIN: &'static str = "SELECT u.id, u.password, u.state, u.email, a.state AS account_state
+         FROM users u JOIN accounts a ON a.id = u.account_id
+         WHERE u.username = $1 OR lower(u.email) = lower($1) ORDER BY u.id LIMIT 3";
+    const USERNAME: &'static str = "SELECT username FROM users WHERE id = $1";
+    const KEYS: &'static str = "portal:";
+    fn user(id: i64) -> UserId {
+        UserId::new(id)
+    }
+    fn raw(user: UserId) -> i64 {
+        user.get()
+    }
+}
 
 /// A live session.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Session {
-    pub user_id: ProviderUserId,
+pub struct Session<U = ProviderUserId> {
+    pub user_id: U,
     pub csrf_token: String,
 }
 
 /// A session just made: the cookie's value (shown to the browser once, kept only hashed).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SignedIn {
+pub struct SignedIn<U = ProviderUserId> {
     pub cookie: String,
-    pub session: Session,
+    pub session: Session<U>,
 }
 
 /// Why a sign-in was refused.
@@ -47,10 +101,10 @@ fn parse_stamp(s: &str) -> Result<DateTime<Utc>> {
         .map_err(|e| StoreError::Internal(format!("stored time `{s}`: {e}")))
 }
 
-fn keys(login: &str, address: &str) -> [String; 2] {
+fn keys<R: Realm>(login: &str, address: &str) -> [String; 2] {
     [
-        format!("user:{}", login.trim().to_lowercase()),
-        format!("addr:{address}"),
+        format!("{}user:{}", R::KEYS, login.trim().to_lowercase()),
+        format!("{}addr:{address}", R::KEYS),
     ]
 }
 
@@ -108,7 +162,7 @@ async fn fail(db: &Db, policy: &Throttle, key: &str, now: DateTime<Utc>) -> Resu
     Ok(next.locked_until)
 }
 
-/// Signs `login` (user name or e-mail) in with `password`, from client `address`.
+/// Signs `login` (user name or e-mail) in to the console with `password`, from `address`.
 pub async fn sign_in(
     db: &Db,
     policy: &Throttle,
@@ -117,35 +171,70 @@ pub async fn sign_in(
     address: &str,
     now: DateTime<Utc>,
 ) -> Result<std::result::Result<SignedIn, Refusal>> {
-    let keys = keys(login, address);
+    sign_in_to::<Console>(db, policy, login, password, address, now).await
+}
+
+/// A user a login names, as signing in reads them.
+struct Named {
+    id: i64,
+    password: Option<String>,
+    state: String,
+    account_state: String,
+}
+
+/// The user `login` names: the one whose e-mail it is, else the only one with that user name
+/// (developers of two accounts may share a name: then the e-mail is needed).
+fn named(rows: &[crate::db::Row], login: &str) -> Result<Option<Named>> {
+    let by_email = |r: &crate::db::Row| {
+        r.try_get::<Option<String>, _>("email")
+            .ok()
+            .flatten()
+            .is_some_and(|e| e.eq_ignore_ascii_case(login.trim()))
+    };
+    let row = match rows.iter().find(|r| by_email(r)) {
+        Some(r) => r,
+        None if rows.len() == 1 => &rows[0],
+        None => return Ok(None),
+    };
+    Ok(Some(Named {
+        id: row.try_get("id")?,
+        password: row.try_get("password")?,
+        state: row.try_get("state")?,
+        account_state: row.try_get("account_state")?,
+    }))
+}
+
+/// Signs `login` in to realm `R`.
+pub async fn sign_in_to<R: Realm>(
+    db: &Db,
+    policy: &Throttle,
+    login: &str,
+    password: &str,
+    address: &str,
+    now: DateTime<Utc>,
+) -> Result<std::result::Result<SignedIn<R::User>, Refusal>> {
+    let keys = keys::<R>(login, address);
     if let Some(retry_at) = locked_until(db, policy, &keys, now).await? {
         return Ok(Err(Refusal::Throttled { retry_at }));
     }
-    let row = sqlx::query(
-        "SELECT id, password, state FROM provider_users WHERE username = $1 OR lower(email) = lower($1) ORDER BY id LIMIT 1",
-    )
-    .bind(login.trim())
-    .fetch_optional(&db.pool)
-    .await?;
-    let found = match row {
-        Some(r) => Some((
-            ProviderUserId::new(r.try_get("id")?),
-            r.try_get::<Option<String>, _>("password")?,
-            r.try_get::<String, _>("state")?,
-        )),
-        None => None,
-    };
-    let right = matches_hash(password, found.as_ref().and_then(|f| f.1.clone())).await?;
+    let rows = sqlx::query(R::LOGIN).bind(login.trim()).fetch_all(&db.pool).await?;
+    let found = named(&rows, login)?;
+    let right = matches_hash(password, found.as_ref().and_then(|f| f.password.clone())).await?;
     match found {
-        Some((user, _, state)) if right => {
+        Some(Named {
+            id,
+            state,
+            account_state,
+            ..
+        }) if right => {
             sqlx::query("DELETE FROM sign_in_failures WHERE key = $1")
                 .bind(&keys[0])
                 .execute(&db.pool)
                 .await?;
-            if UserState::parse(&state) != Some(UserState::Active) {
+            if UserState::parse(&state) != Some(UserState::Active) || account_state != "approved" {
                 return Ok(Err(Refusal::NotActive));
             }
-            Ok(Ok(start(db, user, now).await?))
+            Ok(Ok(start_in::<R>(db, R::user(id), now).await?))
         }
         _ => Ok(Err(Refusal::Invalid {
             retry_at: fail_all(db, policy, &keys, now).await?,
@@ -206,7 +295,7 @@ pub async fn verify_password(
         .fetch_optional(&db.pool)
         .await?
         .ok_or(StoreError::AccessDenied)?;
-    let keys = keys(&row.try_get::<String, _>("username")?, address);
+    let keys = keys::<Console>(&row.try_get::<String, _>("username")?, address);
     if let Some(retry_at) = locked_until(db, policy, &keys, now).await? {
         return Ok(Err(Refusal::Throttled { retry_at }));
     }
@@ -228,14 +317,20 @@ pub async fn end_other_sessions(db: &Db, user: ProviderUserId, csrf_token: &str)
     Ok(done.rows_affected())
 }
 
-/// A new session for `user`.
+/// A new console session for `user`.
 pub async fn start(db: &Db, user: ProviderUserId, now: DateTime<Utc>) -> Result<SignedIn> {
+    start_in::<Console>(db, user, now).await
+}
+
+/// A new session of realm `R` for `user`.
+pub async fn start_in<R: Realm>(db: &Db, user: R::User, now: DateTime<Utc>) -> Result<SignedIn<R::User>> {
     let (cookie, csrf_token) = (generate_token(), generate_token());
-    sqlx::query(
-        "INSERT INTO console_sessions (id_hash, user_id, csrf_token, created_at, last_seen_at) VALUES ($1, $2, $3, $4, $4)",
-    )
+    sqlx::query(&format!(
+        "INSERT INTO {} (id_hash, user_id, csrf_token, created_at, last_seen_at) VALUES ($1, $2, $3, $4, $4)",
+        R::SESSIONS
+    ))
     .bind(hash_token(&cookie))
-    .bind(user.get())
+    .bind(R::raw(user))
     .bind(&csrf_token)
     .bind(stamp(now))
     .execute(&db.pool)
@@ -249,37 +344,58 @@ pub async fn start(db: &Db, user: ProviderUserId, now: DateTime<Utc>) -> Result<
     })
 }
 
-/// The live session a cookie holds, seen now (its idle time starts again); `None` for an
-/// unknown cookie or one idle for `idle` or longer (which ends it).
+/// The live console session a cookie holds, seen now (its idle time starts again); `None`
+/// for an unknown cookie or one idle for `idle` or longer (which ends it).
 pub async fn session(db: &Db, cookie: &str, now: DateTime<Utc>, idle: Duration) -> Result<Option<Session>> {
+    session_in::<Console>(db, cookie, now, idle).await
+}
+
+/// [`session`] of realm `R`.
+pub async fn session_in<R: Realm>(
+    db: &Db,
+    cookie: &str,
+    now: DateTime<Utc>,
+    idle: Duration,
+) -> Result<Option<Session<R::User>>> {
     let id_hash = hash_token(cookie);
-    let row = sqlx::query("SELECT user_id, csrf_token, last_seen_at FROM console_sessions WHERE id_hash = $1")
-        .bind(&id_hash)
-        .fetch_optional(&db.pool)
-        .await?;
+    let row = sqlx::query(&format!(
+        "SELECT user_id, csrf_token, last_seen_at FROM {} WHERE id_hash = $1",
+        R::SESSIONS
+    ))
+    .bind(&id_hash)
+    .fetch_optional(&db.pool)
+    .await?;
     let Some(r) = row else { return Ok(None) };
     let last_seen = parse_stamp(&r.try_get::<String, _>("last_seen_at")?)?;
     if !session_alive(last_seen, now, idle) {
-        sign_out(db, cookie).await?;
+        sign_out_of::<R>(db, cookie).await?;
         return Ok(None);
     }
     // Touched at most once a minute: a page's requests do not each write.
     if now - last_seen >= Duration::minutes(1) {
-        sqlx::query("UPDATE console_sessions SET last_seen_at = $1 WHERE id_hash = $2")
-            .bind(stamp(now))
-            .bind(&id_hash)
-            .execute(&db.pool)
-            .await?;
+        sqlx::query(&format!(
+            "UPDATE {} SET last_seen_at = $1 WHERE id_hash = $2",
+            R::SESSIONS
+        ))
+        .bind(stamp(now))
+        .bind(&id_hash)
+        .execute(&db.pool)
+        .await?;
     }
     Ok(Some(Session {
-        user_id: ProviderUserId::new(r.try_get("user_id")?),
+        user_id: R::user(r.try_get("user_id")?),
         csrf_token: r.try_get("csrf_token")?,
     }))
 }
 
-/// Ends the session a cookie holds (nothing if there is none).
+/// Ends the console session a cookie holds (nothing if there is none).
 pub async fn sign_out(db: &Db, cookie: &str) -> Result<()> {
-    sqlx::query("DELETE FROM console_sessions WHERE id_hash = $1")
+    sign_out_of::<Console>(db, cookie).await
+}
+
+/// [`sign_out`] of realm `R`.
+pub async fn sign_out_of<R: Realm>(db: &Db, cookie: &str) -> Result<()> {
+    sqlx::query(&format!("DELETE FROM {} WHERE id_hash = $1", R::SESSIONS))
         .bind(hash_token(cookie))
         .execute(&db.pool)
         .await?;
@@ -288,8 +404,13 @@ pub async fn sign_out(db: &Db, cookie: &str) -> Result<()> {
 
 /// A provider user's name, as the console shows who is signed in.
 pub async fn username(db: &Db, user: ProviderUserId) -> Result<String> {
-    sqlx::query_scalar("SELECT username FROM provider_users WHERE id = $1")
-        .bind(user.get())
+    username_in::<Console>(db, user).await
+}
+
+/// A user's name in realm `R`.
+pub async fn username_in<R: Realm>(db: &Db, user: R::User) -> Result<String> {
+    sqlx::query_scalar(R::USERNAME)
+        .bind(R::raw(user))
         .fetch_optional(&db.pool)
         .await?
         .ok_or(StoreError::AccessDenied)

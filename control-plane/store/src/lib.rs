@@ -10,7 +10,8 @@
 //!   authrep reads without a query.
 //! - [`catalog`]: services, metrics, mapping rules, backends, plans, accounts, users,
 //!   applications, the provider — declared resources with their behaviours.
-//! - [`auth`]: access tokens and who is calling.
+//! - [`auth`]: access tokens and who is calling; [`console`]: sign-in and sessions for the
+//!   console and the developer portal alike; [`portal`]: who a signed-in developer is.
 //! - [`authrep`]: the service-management core (authorize, authrep, report).
 //! - [`usage`], [`batches`]: the usage tables (and their roll-ups) and report batch ids;
 //!   [`analytics`]: what the stats API reads from them; [`integration_errors`]: calls a
@@ -44,6 +45,7 @@ pub mod invitations;
 pub mod leases;
 pub mod outbox;
 pub mod passwords;
+pub mod portal;
 pub mod rows;
 pub mod time;
 pub mod usage;

@@ -31,8 +31,8 @@ pub struct Tick {
 pub struct Chart {
     pub bars: Vec<Bar>,
     pub ticks: Vec<Tick>,
-    /// The value axis' top, and where its label and the baseline sit.
-    pub max: i64,
+    /// The value axis' top (as its label shows it), and where its label and the baseline sit.
+    pub max: String,
     pub left: f64,
     pub baseline: f64,
     pub top: f64,
@@ -50,6 +50,13 @@ pub struct Series<'a> {
 
 /// Stacked bars for buckets dated `labels`, at most `ticks` dates shown under them.
 pub fn bars(labels: &[String], series: &[Series<'_>], ticks: usize) -> Chart {
+    scaled_bars(labels, series, ticks, 0)
+}
+
+/// [`bars`] of amounts held as integers of 10^-`decimals` (money: credits in ten-thousandths),
+/// labelled and titled as the decimals they are.
+pub fn scaled_bars(labels: &[String], series: &[Series<'_>], ticks: usize, decimals: u32) -> Chart {
+    let shown = |v: i64| rust_decimal::Decimal::new(v, decimals).normalize().to_string();
     let n = labels.len().max(1);
     let totals: Vec<i64> = (0..labels.len())
         .map(|i| series.iter().map(|s| s.values.get(i).copied().unwrap_or(0)).sum())
@@ -75,7 +82,7 @@ pub fn bars(labels: &[String], series: &[Series<'_>], ticks: usize) -> Chart {
                             y,
                             h,
                             class: s.class,
-                            title: format!("{label}: {v} {}", s.name),
+                            title: format!("{label}: {} {}", shown(v), s.name),
                         }
                     })
                 })
@@ -100,7 +107,7 @@ pub fn bars(labels: &[String], series: &[Series<'_>], ticks: usize) -> Chart {
     Chart {
         bars,
         ticks,
-        max,
+        max: shown(max),
         left: LEFT,
         baseline,
         top: TOP,
@@ -134,7 +141,7 @@ mod tests {
             ],
             2,
         );
-        assert_eq!(chart.max, 4);
+        assert_eq!(chart.max, "4");
         assert!(!chart.empty);
         let tallest = &chart.bars[2];
         assert_eq!(tallest.parts.len(), 1);

@@ -17,7 +17,7 @@ use crate::error::{path_id, ApiError};
 use crate::state::AppState;
 use askama::Template;
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, Uri};
+use axum::http::Uri;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Json;
 use chrono::Datelike;
@@ -284,15 +284,7 @@ async fn form_page(
         },
     ];
     let shown = ["billing_month", "service_id", "amount", "note"];
-    let others: Errors = errors
-        .iter()
-        .filter(|(k, _)| !shown.contains(&k.as_str()))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    let status = match errors.is_empty() {
-        true => StatusCode::OK,
-        false => StatusCode::UNPROCESSABLE_ENTITY,
-    };
+    let status = crate::console::resources::status_for(&errors);
     Ok((
         status,
         html(FormPage {
@@ -303,7 +295,7 @@ async fn form_page(
             chosen,
             inputs,
             currency,
-            refusal: super::resources::sentences(others.iter()),
+            refusal: super::resources::unshown(&errors, &shown),
         }),
     )
         .into_response())
@@ -507,10 +499,7 @@ async fn account_page(
         input("note", "Note", "text", "", Vec::new()),
     ];
     let title = format!("Credits of {}", account.text("org_name").unwrap_or_default());
-    let status = match errors.is_empty() {
-        true => StatusCode::OK,
-        false => StatusCode::UNPROCESSABLE_ENTITY,
-    };
+    let status = crate::console::resources::status_for(&errors);
     Ok((
         status,
         html(AccountPage {

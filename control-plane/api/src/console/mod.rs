@@ -18,12 +18,13 @@ mod guard;
 mod integration;
 mod invitations;
 mod notifications;
-mod pages;
+pub(crate) mod pages;
 mod personal;
-mod render;
-mod resources;
-mod session;
-mod signup;
+mod rates;
+pub(crate) mod render;
+pub(crate) mod resources;
+pub(crate) mod session;
+pub(crate) mod signup;
 mod tokens;
 mod users;
 
@@ -57,6 +58,7 @@ pub fn router(app: AppState) -> Router<AppState> {
         .route("/console/analytics", get(analytics::to_usage))
         .route("/console/analytics/usage", get(analytics::usage))
         .route("/console/analytics/usage.csv", get(analytics::usage_csv))
+        .route("/console/analytics/backends", get(analytics::to_backends))
         .route(
             "/console/settings/notifications",
             get(notifications::show).post(notifications::update),
@@ -94,6 +96,12 @@ pub fn router(app: AppState) -> Router<AppState> {
         .route("/console/finance/credit_accounts", get(credits::accounts))
         .route("/console/finance/credit_accounts/{id}", get(credits::account))
         .route("/console/finance/credit_accounts/{id}/grants", post(credits::grant))
+        .route("/console/finance/model_rates", get(rates::list).post(rates::add))
+        .route("/console/finance/margins", get(rates::margins))
+        .route(
+            "/console/finance/credit_settings",
+            get(rates::settings).post(rates::update_settings),
+        )
         .route(
             "/console/finance/settings",
             get(billing::show_settings).post(billing::update_settings),

@@ -46,12 +46,18 @@ impl Frame<'_> {
                 ("Usage rules", "/console/accounts/settings"),
             ],
             "Products" => &[("Products", "/console/services"), ("Backends", "/console/backend_apis")],
-            "Analytics" => &[("Usage", "/console/analytics/usage")],
+            "Analytics" => &[
+                ("Products", "/console/analytics/usage"),
+                ("Backends", "/console/analytics/backends"),
+            ],
             "Billing" => &[
                 ("Invoices", "/console/finance/invoices"),
                 ("Credits", "/console/finance/credits"),
                 ("Credit balances", "/console/finance/credit_accounts"),
-                ("Settings", "/console/finance/settings"),
+                ("Model rates", "/console/finance/model_rates"),
+                ("Margins", "/console/finance/margins"),
+                ("Credit settings", "/console/finance/credit_settings"),
+                ("Billing settings", "/console/finance/settings"),
             ],
             "Settings" => &[
                 ("Personal details", "/console/settings/personal"),
@@ -99,8 +105,13 @@ pub async fn to_dashboard() -> Redirect {
 
 /// Where to go after signing in: a console path only (never another site).
 fn next_of(next: Option<&str>) -> String {
-    next.filter(|n| n.starts_with("/console/") && !n.starts_with("//") && !n.contains('\\'))
-        .unwrap_or("/console/")
+    next_under("/console/", next)
+}
+
+/// `next` if it is a path under `root` (never another site), else `root`.
+pub fn next_under(root: &str, next: Option<&str>) -> String {
+    next.filter(|n| n.starts_with(root) && !n.starts_with("//") && !n.contains('\\'))
+        .unwrap_or(root)
         .to_string()
 }
 
@@ -149,12 +160,26 @@ fn sign_in_page(
 /// acceptance): a double-submit cookie. One token per browser until it signs in: a second load
 /// of the form (a prefetch, another tab) must not make the first one stale.
 pub fn pre_session_csrf(jar: CookieJar, parts: &axum::http::request::Parts) -> (CookieJar, String) {
+    pre_session_csrf_for("/console", jar, parts)
+}
+
+/// [`pre_session_csrf`] for the pages under `path`.
+pub fn pre_session_csrf_for(
+    path: &'static str,
+    jar: CookieJar,
+    parts: &axum::http::request::Parts,
+) -> (CookieJar, String) {
     let csrf = jar
         .get(SIGN_IN_CSRF_COOKIE)
         .map(|c| c.value().to_string())
         .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
         .unwrap_or_else(tollgate_store::auth::generate_token);
-    let jar = jar.add(cookie(SIGN_IN_CSRF_COOKIE, csrf.clone(), over_tls(parts)));
+    let jar = jar.add(super::session::cookie_for(
+        path,
+        SIGN_IN_CSRF_COOKIE,
+        csrf.clone(),
+        over_tls(parts),
+    ));
     (jar, csrf)
 }
 

@@ -409,6 +409,19 @@ pub fn sentences<'e>(errors: impl Iterator<Item = (&'e String, &'e Vec<String>)>
         .join(". ")
 }
 
+/// What a form's page says at its top: the refusals of fields it does not show.
+pub fn unshown(errors: &Errors, shown: &[&str]) -> String {
+    sentences(errors.iter().filter(|(k, _)| !shown.contains(&k.as_str())))
+}
+
+/// A form's page status: 422 when it comes back refused.
+pub fn status_for(errors: &Errors) -> StatusCode {
+    match errors.is_empty() {
+        true => StatusCode::OK,
+        false => StatusCode::UNPROCESSABLE_ENTITY,
+    }
+}
+
 /// A refusal as one text (a page without fields to put it next to, e.g. a bulk action's).
 pub fn refusal_text(invalid: &tollgate_domain::Invalid) -> String {
     sentences(errors_of(invalid).iter())
@@ -1033,6 +1046,18 @@ async fn item_page(
             ),
         );
     }
+    if is(m, &applications::APPLICATIONS) {
+        children.push((
+            format!("/console/analytics/usage?application_id={id}"),
+            "Analytics: its usage and responses".into(),
+        ));
+    }
+    if is(m, &backends::BACKENDS) {
+        children.push((
+            format!("/console/analytics/usage?backend_api_id={id}"),
+            "Analytics: its usage over the products using it".into(),
+        ));
+    }
     if is(m, &metrics::METRICS) && record.text("system_name") != Some("hits") {
         children.retain(|(_, l)| l != "Methods");
     }
@@ -1123,7 +1148,7 @@ async fn item_page(
 
 /// The billing address controls of an account's page: as sent after a refusal (errors keyed
 /// `address.<part>`), else as stored.
-fn address_inputs(record: &Record, sent: Option<&Form>, errors: &Errors) -> Vec<Input> {
+pub fn address_inputs(record: &Record, sent: Option<&Form>, errors: &Errors) -> Vec<Input> {
     let stored = match record.cell("billing_address") {
         Some(Cell::Address(Some(a))) => serde_json::to_value(a).unwrap_or_default(),
         _ => serde_json::Value::Null,

@@ -33,8 +33,14 @@ pub fn over_tls(parts: &Parts) -> bool {
 
 /// A console cookie: HttpOnly, SameSite=Lax, for `/console`, Secure over TLS.
 pub fn cookie(name: &'static str, value: String, secure: bool) -> Cookie<'static> {
+    cookie_for("/console", name, value, secure)
+}
+
+/// A cookie for the pages under `path` (the console's, the portal's): HttpOnly, SameSite=Lax,
+/// Secure over TLS.
+pub fn cookie_for(path: &'static str, name: &'static str, value: String, secure: bool) -> Cookie<'static> {
     Cookie::build((name, value))
-        .path("/console")
+        .path(path)
         .http_only(true)
         .same_site(SameSite::Lax)
         .secure(secure)
@@ -66,6 +72,10 @@ pub enum Refused {
     SignIn {
         next: String,
     },
+    /// No developer session: to the portal's sign-in, then back here.
+    PortalSignIn {
+        next: String,
+    },
     /// Signed in, but not allowed this page.
     Forbidden,
     /// No such page (or record).
@@ -84,6 +94,10 @@ impl IntoResponse for Refused {
                 let to = format!("/console/sign_in?next={}", urlencode(&next));
                 Redirect::to(&to).into_response()
             }
+            Refused::PortalSignIn { next } => {
+                let to = format!("/portal/sign_in?next={}", urlencode(&next));
+                Redirect::to(&to).into_response()
+            }
             Refused::Forbidden => message(
                 StatusCode::FORBIDDEN,
                 "Access denied",
@@ -97,7 +111,7 @@ impl IntoResponse for Refused {
             Refused::Csrf => message(
                 StatusCode::FORBIDDEN,
                 "The form has expired",
-                "The form was not sent from this console session (a missing or stale security token). Go back, reload the page and try again.",
+                "The form was not sent from this session (a missing or stale security token). Go back, reload the page and try again.",
             ),
             Refused::BadForm => message(
                 StatusCode::BAD_REQUEST,
@@ -330,4 +344,23 @@ impl Page for Credits {
 pub struct CreditsWrite;
 impl Page for CreditsWrite {
     const PERMISSION: Permission = Permission::new(Scope::AccountManagement, Access::Write, Section::Partners);
+}
+
+/// Model rates and the margin report: a product's pricing (the plans section, as the credit
+/// rates resource).
+pub struct Rates;
+impl Page for Rates {
+    const PERMISSION: Permission = Permission::new(Scope::AccountManagement, Access::Read, Section::Plans);
+}
+
+/// Adding a model rate.
+pub struct RatesWrite;
+impl Page for RatesWrite {
+    const PERMISSION: Permission = Permission::new(Scope::AccountManagement, Access::Write, Section::Plans);
+}
+
+/// Billing & Credits › Settings: the provider's settings (admins, as the credit settings API).
+pub struct CreditSettings;
+impl Page for CreditSettings {
+    const PERMISSION: Permission = Permission::new(Scope::AccountManagement, Access::Write, Section::Settings);
 }

@@ -159,6 +159,9 @@ pub struct Signup {
     pub account: Values,
     pub user: Values,
     pub account_plan_id: Option<PlanId>,
+    /// The account waits for an admin's approval (a developer's own signup, when the usage
+    /// rules ask for it); else it is approved at once.
+    pub pending: bool,
 }
 
 impl Signup {
@@ -173,22 +176,27 @@ impl Signup {
                 account,
                 user,
                 account_plan_id,
+                pending: false,
             }),
             _ => Err(errors),
         }
     }
 }
 
-/// Creates an approved account with its active admin user, on the default account plan (or
-/// the one given), subscribed to every service's default service plan, with an application on
-/// every service's default application plan.
+/// Creates an approved (or, asked so, pending) account with its active admin user, on the
+/// default account plan (or the one given), subscribed to every service's default service
+/// plan, with an application on every service's default application plan.
 pub async fn signup(db: &Db, s: Signup) -> Result<Record> {
     let Signup {
         mut account,
         mut user,
         account_plan_id,
+        pending,
     } = s;
     check_email(&user)?;
+    if pending {
+        set(&mut account, "state", Val::Text(AccountState::Pending.as_str().into()));
+    }
     set(&mut user, "role", Val::Text(Role::Admin.as_str().into()));
     set(&mut user, "state", Val::Text(UserState::Active.as_str().into()));
     let mut tx = db.begin_write().await?;

@@ -20,6 +20,7 @@ pub static CREDIT_RATE: Resource = Resource {
         field("credits_per_unit", Kind::Money, OnCreate::Required),
         field("upstream_cost_per_unit", Kind::Money, OnCreate::Default("0")),
         field("rate_type", Kind::Text, OnCreate::Optional),
+        field("providers", Kind::Text, OnCreate::Optional),
         field("description", Kind::Text, OnCreate::Optional),
         field("application_plan_id", Kind::Id, OnCreate::Optional),
     ],
