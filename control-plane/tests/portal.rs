@@ -267,4 +267,54 @@ on_both_databases! {
         let (s, _) = app.get_json("/admin/api/accounts/find.json?email=alice2@Umbrella.test").await;
         assert_eq!(s, 404);
     }
+
+    async fn a_developer_joins_an_account_by_invitation(app: &TestApp) {
+        let (_, application) = app.seed("invite-key").await;
+        let acme = application["application"]["account_id"].as_i64().unwrap();
+        app.provider_user("ops", "correct horse", true).await;
+        let ops = Console::sign_in(app, "ops", "correct horse").await;
+        let account_page = ops.get(&format!("/console/accounts/{acme}")).await.body;
+        assert!(account_page.contains(&format!("action=\"/console/accounts/{acme}/invitations\"")), "{account_page}");
+        let r = ops.post(&format!("/console/accounts/{acme}/invitations"), &[("email", "not an address")]).await;
+        assert_eq!(r.status, 422);
+        let r = ops.post(&format!("/console/accounts/{acme}/invitations"), &[("email", "erin@acme.test")]).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let link = r.body.split("id=\"invitation-link\">").nth(1).and_then(|t| t.split('<').next()).unwrap().to_string();
+        assert!(link.contains("/portal/invitations/"), "{link}");
+        let path = &link[link.find("/portal/").unwrap()..];
+        // Not a staff invitation: the console's door does not open it, nor lists it.
+        let token = path.rsplit('/').next().unwrap();
+        assert_eq!(browser().get(app.url(&format!("/console/invitations/{token}"))).send().await.unwrap().status(), 404);
+        assert!(!ops.get("/console/settings/invitations").await.body.contains("erin@acme.test"));
+
+        let form = browser().get(app.url(path)).send().await.unwrap();
+        let cookie = tollgate::testing::console::cookies(&form).into_iter().find(|(n, _)| n == "tollgate_sign_in").unwrap().1;
+        let page = form.text().await.unwrap();
+        assert!(page.contains("Join your team in the developer portal") && page.contains("erin@acme.test"), "{page}");
+        let csrf = tollgate::testing::console::csrf_of(&page);
+        let post = |fields: Vec<(&'static str, &'static str)>| {
+            let (csrf, cookie) = (csrf.clone(), cookie.clone());
+            async move {
+                let mut all = vec![("_csrf", csrf.as_str())];
+                all.extend(fields);
+                browser().post(app.url(path)).header("cookie", format!("tollgate_sign_in={cookie}"))
+                    .form(&all).send().await.unwrap()
+            }
+        };
+        let r = post(vec![("username", "erin"), ("password", "erin's secret"), ("password_confirmation", "other")]).await;
+        assert_eq!(r.status(), 422);
+        let r = post(vec![("username", "erin"), ("password", "erin's secret"), ("password_confirmation", "erin's secret")]).await;
+        assert_eq!(r.status(), 303);
+        assert_eq!(r.headers()["location"], "/portal/");
+        let session = tollgate::testing::console::cookies(&r).into_iter().find(|(n, _)| n == "tollgate_portal").unwrap().1;
+        let home = browser().get(app.url("/portal/")).header("cookie", format!("tollgate_portal={session}")).send().await.unwrap();
+        assert!(home.text().await.unwrap().contains("invite-key"), "a member of Acme");
+        let (_, users) = app.get_json(&format!("/admin/api/accounts/{acme}/users.json")).await;
+        let erin = users["users"].as_array().unwrap().iter().find(|u| u["user"]["username"] == "erin").expect("erin").clone();
+        assert_eq!((erin["user"]["state"].as_str(), erin["user"]["role"].as_str()), (Some("active"), Some("member")));
+        // The link opened once.
+        assert_eq!(browser().get(app.url(path)).send().await.unwrap().status(), 404);
+        let again = post(vec![("username", "erin2"), ("password", "erin's secret"), ("password_confirmation", "erin's secret")]).await;
+        assert_eq!(again.status(), 404);
+    }
 }

@@ -1,13 +1,16 @@
-//! Invitations to the provider's staff (3scale Ch. 3 "Invite a user", Ch. 14): an admin names
-//! an e-mail address; the invitee gets a link with a random token (kept only as its SHA-256),
-//! picks a user name and password, and becomes an active member — with no sections until an
-//! admin grants some. A token opens once, and only for [`VALID_DAYS`].
+//! Invitations to the provider's staff (3scale Ch. 3 "Invite a user") and to a developer
+//! account (Ch. 14): an admin names an e-mail address (and, for a developer, the account); the
+//! invitee gets a link with a random token (kept only as its SHA-256), picks a user name and
+//! password, and becomes an active member — of the staff, with no sections until an admin
+//! grants some, or of the developer account, signing in to the portal. A token opens once, and
+//! only for [`VALID_DAYS`].
 //!
 //! The user is created with the API's own create (the same checks: a unique user name, the
 //! password rules, the hash), in the same transaction that marks the invitation accepted, so
 //! two tabs accepting one link make one user.
 
 use crate::auth::{generate_token, hash_token};
+use crate::catalog::accounts::USERS;
 use crate::catalog::crud;
 use crate::catalog::provider::PROVIDER_USERS;
 use crate::catalog::resource::EventInput;
@@ -16,7 +19,7 @@ use crate::error::{Result, StoreError};
 use chrono::{DateTime, Duration, Utc};
 use sqlx::Row;
 use tollgate_domain::form::Form;
-use tollgate_domain::ids::ProviderUserId;
+use tollgate_domain::ids::{AccountId, ProviderUserId, UserId};
 
 /// How long an invitation opens.
 pub const VALID_DAYS: i64 = 14;
@@ -25,14 +28,26 @@ pub const VALID_DAYS: i64 = 14;
 pub struct Invitation {
     pub id: i64,
     pub email: String,
+    /// The developer account the invitee joins; `None`: the provider's staff.
+    pub account_id: Option<AccountId>,
     pub created_at: String,
     pub accepted_at: Option<String>,
 }
+
+/// Whom an accepted invitation made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accepted {
+    Staff(ProviderUserId),
+    Developer(UserId),
+}
+
+const COLUMNS: &str = "id, email, account_id, created_at, accepted_at";
 
 fn of_row(r: &crate::db::Row) -> Result<Invitation> {
     Ok(Invitation {
         id: r.try_get("id")?,
         email: r.try_get("email")?,
+        account_id: r.try_get::<Option<i64>, _>("account_id")?.map(AccountId::new),
         created_at: r.try_get("created_at")?,
         accepted_at: r.try_get("accepted_at")?,
     })
@@ -52,34 +67,42 @@ fn check_email(email: &str) -> std::result::Result<(), &'static str> {
     }
 }
 
-/// A new invitation for `email`, and the token its link carries (shown or sent once).
-pub async fn create(db: &Db, email: &str) -> Result<(Invitation, String)> {
+/// A new invitation for `email` to the staff (`account`: `None`) or to a developer account,
+/// and the token its link carries (shown or sent once).
+pub async fn create(db: &Db, email: &str, account: Option<AccountId>) -> Result<(Invitation, String)> {
     let email = email.trim();
     check_email(email).map_err(|e| StoreError::invalid("email", e))?;
+    if let Some(account) = account {
+        crate::catalog::accounts::ensure(db, account).await?;
+    }
     let token = generate_token();
-    let row = sqlx::query(
-        "INSERT INTO invitations (email, token_hash, created_at) VALUES ($1, $2, $3)
-         RETURNING id, email, created_at, accepted_at",
-    )
+    let row = sqlx::query(&format!(
+        "INSERT INTO invitations (email, token_hash, created_at, account_id) VALUES ($1, $2, $3, $4)
+         RETURNING {COLUMNS}"
+    ))
     .bind(email)
     .bind(hash_token(&token))
     .bind(crate::time::now())
+    .bind(account.map(AccountId::get))
     .fetch_one(&db.pool)
     .await?;
     Ok((of_row(&row)?, token))
 }
 
-/// Every invitation, newest first.
-pub async fn list(db: &Db) -> Result<Vec<Invitation>> {
-    let rows = sqlx::query("SELECT id, email, created_at, accepted_at FROM invitations ORDER BY id DESC")
-        .fetch_all(&db.pool)
-        .await?;
+/// Every invitation to the staff (`None`) or to one developer account, newest first.
+pub async fn list(db: &Db, account: Option<AccountId>) -> Result<Vec<Invitation>> {
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM invitations WHERE COALESCE(account_id, 0) = $1 ORDER BY id DESC"
+    ))
+    .bind(account.map_or(0, AccountId::get))
+    .fetch_all(&db.pool)
+    .await?;
     rows.iter().map(of_row).collect()
 }
 
-/// Cancels an invitation (its link stops opening).
+/// Cancels an invitation to the staff (its link stops opening).
 pub async fn delete(db: &Db, id: i64) -> Result<()> {
-    let done = sqlx::query("DELETE FROM invitations WHERE id = $1")
+    let done = sqlx::query("DELETE FROM invitations WHERE id = $1 AND account_id IS NULL")
         .bind(id)
         .execute(&db.pool)
         .await?;
@@ -95,9 +118,9 @@ fn still_valid(created_at: &str, now: DateTime<Utc>) -> bool {
 
 /// The invitation a link's token opens now: not accepted, not expired.
 pub async fn open(db: &Db, token: &str, now: DateTime<Utc>) -> Result<Option<Invitation>> {
-    let row = sqlx::query(
-        "SELECT id, email, created_at, accepted_at FROM invitations WHERE token_hash = $1 AND accepted_at IS NULL",
-    )
+    let row = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM invitations WHERE token_hash = $1 AND accepted_at IS NULL"
+    ))
     .bind(hash_token(token))
     .fetch_optional(&db.pool)
     .await?;
@@ -108,15 +131,9 @@ pub async fn open(db: &Db, token: &str, now: DateTime<Utc>) -> Result<Option<Inv
 }
 
 /// Accepts the invitation `token` opens with the chosen `username` and `password`: an active
-/// member, made by the API's create. `NotFound`: the link does not open (used, cancelled,
-/// expired).
-pub async fn accept(
-    db: &Db,
-    token: &str,
-    username: &str,
-    password: &str,
-    now: DateTime<Utc>,
-) -> Result<ProviderUserId> {
+/// member of the staff or of the developer account, made by the API's create. `NotFound`:
+/// the link does not open (used, cancelled, expired).
+pub async fn accept(db: &Db, token: &str, username: &str, password: &str, now: DateTime<Utc>) -> Result<Accepted> {
     let invitation = open(db, token, now).await?.ok_or(StoreError::NotFound)?;
     let mut tx = db.begin_write().await?;
     let claimed = sqlx::query("UPDATE invitations SET accepted_at = $1 WHERE id = $2 AND accepted_at IS NULL")
@@ -132,20 +149,32 @@ pub async fn accept(
         ("password", password),
         ("email", &invitation.email),
     ]);
-    let values = PROVIDER_USERS.resource.values_for_create(&form)?;
-    let user = crud::create_in(&mut tx, &PROVIDER_USERS, &[], values).await?;
     let activate = EventInput {
         name: "activate".into(),
         plan_id: None,
     };
-    crud::event_in(&mut tx, &PROVIDER_USERS, &[], user.id(), &activate).await?;
-    sqlx::query("UPDATE invitations SET user_id = $1 WHERE id = $2")
-        .bind(user.id())
-        .bind(invitation.id)
-        .execute(&mut *tx)
-        .await?;
+    let accepted = match invitation.account_id {
+        None => {
+            let values = PROVIDER_USERS.resource.values_for_create(&form)?;
+            let user = crud::create_in(&mut tx, &PROVIDER_USERS, &[], values).await?;
+            crud::event_in(&mut tx, &PROVIDER_USERS, &[], user.id(), &activate).await?;
+            sqlx::query("UPDATE invitations SET user_id = $1 WHERE id = $2")
+                .bind(user.id())
+                .bind(invitation.id)
+                .execute(&mut *tx)
+                .await?;
+            Accepted::Staff(ProviderUserId::new(user.id()))
+        }
+        Some(account) => {
+            let scope = [account.get()];
+            let values = USERS.resource.values_for_create(&form)?;
+            let user = crud::create_in(&mut tx, &USERS, &scope, values).await?;
+            crud::event_in(&mut tx, &USERS, &scope, user.id(), &activate).await?;
+            Accepted::Developer(UserId::new(user.id()))
+        }
+    };
     tx.commit().await?;
-    Ok(ProviderUserId::new(user.id()))
+    Ok(accepted)
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ mod chart;
 mod credits;
 mod guard;
 mod integration;
-mod invitations;
+pub(crate) mod invitations;
 mod notifications;
 pub(crate) mod pages;
 mod personal;
@@ -68,6 +68,10 @@ pub fn router(app: AppState) -> Router<AppState> {
             get(invitations::list).post(invitations::create),
         )
         .route("/console/settings/invitations/{id}/delete", post(invitations::delete))
+        .route(
+            "/console/accounts/{account_id}/invitations",
+            post(invitations::invite_developer),
+        )
         .route(
             "/console/invitations/{token}",
             get(invitations::accept_form).post(invitations::accept),

@@ -857,6 +857,8 @@ struct ItemPage<'a> {
     permissions: Option<super::users::PermissionsForm>,
     /// An account's billing address form: where it posts, its controls.
     address: Option<(String, Vec<Input>)>,
+    /// An account's "Invite a user" form: where it posts.
+    invite: Option<String>,
 }
 
 /// The events a record can take now, as buttons.
@@ -1140,6 +1142,7 @@ async fn item_page(
             delete_href: format!("{item}/delete"),
             keys,
             permissions,
+            invite: address.as_ref().map(|_| format!("{item}/invitations")),
             address,
         }),
     )

@@ -364,3 +364,9 @@ pub struct CreditSettings;
 impl Page for CreditSettings {
     const PERMISSION: Permission = Permission::new(Scope::AccountManagement, Access::Write, Section::Settings);
 }
+
+/// Inviting a user to a developer account (the partners section, writing).
+pub struct DeveloperInvitations;
+impl Page for DeveloperInvitations {
+    const PERMISSION: Permission = Permission::new(Scope::AccountManagement, Access::Write, Section::Partners);
+}

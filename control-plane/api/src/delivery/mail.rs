@@ -203,14 +203,24 @@ pub fn compose(template: &str, event: &Event, provider: &ProviderAccount) -> Com
 
 /// The e-mail inviting someone to the provider's console (sent at once, not through the
 /// outbox: the link is a credential, never an event webhooks could see).
-pub fn invitation(provider: &ProviderAccount, url: &str) -> Composed {
+pub fn invitation(provider: &ProviderAccount, url: &str, account: Option<&str>) -> Composed {
+    let to = match account {
+        None => format!(
+            "You are invited to the API management console of {}.",
+            provider.org_name
+        ),
+        Some(org) => format!(
+            "You are invited to join {org} in the developer portal of {}.",
+            provider.org_name
+        ),
+    };
     let n = notice(
-        format!("Invitation to join {} on Tollgate", provider.org_name),
+        format!(
+            "Invitation to join {} on Tollgate",
+            account.unwrap_or(&provider.org_name)
+        ),
         vec![
-            format!(
-                "You are invited to the API management console of {}.",
-                provider.org_name
-            ),
+            to,
             format!("Open this link to choose your user name and password: {url}"),
             format!(
                 "The link works once, for {} days.",

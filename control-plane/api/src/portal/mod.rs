@@ -27,6 +27,10 @@ pub fn router() -> Router<AppState> {
         .route("/portal/sign_in", get(pages::sign_in_form).post(pages::sign_in))
         .route("/portal/sign_out", post(pages::sign_out))
         .route("/portal/signup", get(pages::signup_form).post(pages::signup))
+        .route(
+            "/portal/invitations/{token}",
+            get(pages::invitation_form).post(pages::accept_invitation),
+        )
         .route("/portal/applications", post(applications::create))
         .route("/portal/applications/new", get(applications::new_form))
         .route("/portal/applications/{id}", get(applications::show))

@@ -3,6 +3,7 @@
 //! ask for it; with a default plan, its application is made with it).
 
 use super::session::{Developer, Posted, PORTAL_COOKIE};
+use crate::console::invitations;
 use crate::console::pages::{next_under, pre_session_csrf_for, pre_session_csrf_ok};
 use crate::console::render::{html, when};
 use crate::console::resources::{errors_of, Input};
@@ -23,6 +24,7 @@ use tollgate_domain::sign_in::Throttle;
 use tollgate_store::catalog::{accounts, applications, crud as store, provider};
 use tollgate_store::console::{Portal, Refusal};
 use tollgate_store::credits::ledger::{self, EntryFilter};
+use tollgate_store::invitations::Accepted;
 
 /// The frame of every signed-in portal page.
 pub struct Frame<'a> {
@@ -436,4 +438,46 @@ pub async fn own_application(
 /// The product an application belongs to.
 pub fn service_of(record: &tollgate_store::catalog::resource::Record) -> ServiceId {
     ServiceId::new(record.int("service_id").unwrap_or_default())
+}
+
+/// A developer account's invitation (3scale Ch. 14), opened from its e-mailed link.
+pub async fn invitation_form(
+    State(app): State<AppState>,
+    jar: CookieJar,
+    axum::extract::Path(token): axum::extract::Path<String>,
+    req: Request,
+) -> Response {
+    let (parts, _) = req.into_parts();
+    match tollgate_store::invitations::open(&app.db, &token, chrono::Utc::now()).await {
+        Ok(Some(invitation)) if invitation.account_id.is_some() => {
+            invitations::accept_page("/portal", jar, &parts, &invitation, None, Default::default())
+        }
+        Ok(_) => message(StatusCode::NOT_FOUND, invitations::CLOSED.0, invitations::CLOSED.1),
+        Err(e) => respond(Err(e.into())),
+    }
+}
+
+/// The invitation accepted: a member of the account, signed in to the portal at once.
+pub async fn accept_invitation(
+    State(app): State<AppState>,
+    jar: CookieJar,
+    axum::extract::Path(token): axum::extract::Path<String>,
+    req: Request,
+) -> Response {
+    use invitations::NotAccepted;
+    let (parts, body) = req.into_parts();
+    let closed = || message(StatusCode::NOT_FOUND, invitations::CLOSED.0, invitations::CLOSED.1);
+    match invitations::accepted(&app, &jar, &parts, body, &token, |i| i.account_id.is_some()).await {
+        Ok(Accepted::Developer(user)) => {
+            match tollgate_store::console::start_in::<Portal>(&app.db, user, chrono::Utc::now()).await {
+                Ok(signed) => signed_in(jar, &parts, signed, "/portal/"),
+                Err(e) => Refused::from(e).into_response(),
+            }
+        }
+        Err((Some(invitation), NotAccepted::Form(form, errors))) => {
+            invitations::accept_page("/portal", jar, &parts, &invitation, Some(&form), errors)
+        }
+        Err((_, NotAccepted::Refused(r))) => r.into_response(),
+        Ok(Accepted::Staff(_)) | Err((_, NotAccepted::Closed)) | Err((None, NotAccepted::Form(..))) => closed(),
+    }
 }
