@@ -44,6 +44,8 @@ pub struct Application {
     sender: std::sync::Arc<tollgate_api::delivery::Sender>,
     /// Envoy's aggregated discovery service, when configured.
     xds: Option<(TcpListener, tollgate_xds::Snapshots)>,
+    /// With Redis: where replicas tell each other their admin writes (and the key prefix).
+    invalidation: Option<(redis::Client, String)>,
 }
 
 /// The payment gateways the configuration names.
@@ -168,9 +170,20 @@ impl Application {
         tollgate_api::metrics::handle();
         let sender = sender(config, &db)?;
         let mailer = sender.mail.clone();
+        let invalidation = match &config.redis_url {
+            Some(url) => Some((
+                redis::Client::open(url.as_str()).map_err(|source| StartupError::Redis {
+                    url: redact(url),
+                    source,
+                })?,
+                config.redis_prefix.clone(),
+            )),
+            None => None,
+        };
         Ok(Self {
             sender,
             xds,
+            invalidation,
             listener,
             usage_flush: Duration::from_millis(config.usage_flush_ms),
             state: AppState {
@@ -215,6 +228,16 @@ impl Application {
             stopped,
         ));
         let sender = tokio::spawn(self.sender.clone().run(stop.subscribe()));
+        // Other replicas' admin writes reach this one's hot cache at once (the TTL is the bound
+        // only while pub/sub is down).
+        let invalidation = self.invalidation.map(|(client, prefix)| {
+            tokio::spawn(tollgate_store::invalidation::run(
+                client,
+                prefix,
+                self.state.cache.clone(),
+                stop.subscribe(),
+            ))
+        });
         let schedule = self.billing_hour.map(|hour| {
             tokio::spawn(tollgate_store::billing::run::schedule(
                 self.state.db.clone(),
@@ -246,6 +269,9 @@ impl Application {
             let _ = schedule.await;
         }
         let _ = sender.await;
+        if let Some(invalidation) = invalidation {
+            let _ = invalidation.await;
+        }
         if let Some(xds) = xds {
             match xds.await {
                 Ok(Err(e)) => tracing::error!(error = %e, "xds server failed"),

@@ -221,6 +221,33 @@ impl TestApp {
         self.server = Some(server);
     }
 
+    /// Another replica: a second control plane on this one's database and counters (its own
+    /// ports, its own hot cache), as N `tollgate serve` behind one load balancer. Drop it first.
+    pub async fn replica(&self, adjust: impl FnOnce(&mut Config)) -> TestApp {
+        let mut config = self.config.clone();
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        config.xds_listen = Some("127.0.0.1:0".parse().unwrap());
+        adjust(&mut config);
+        let (app, stop, server) = Self::start(&config).await;
+        TestApp {
+            addr: app.addr,
+            xds_addr: app.xds_addr,
+            client: Client::new(),
+            db: app.db,
+            counters: app.counters,
+            cache: app.cache,
+            stop: Some(stop),
+            server: Some(server),
+            config,
+            // Not its own: the first replica drops the database.
+            database: FreshDatabase {
+                url: self.database.url.clone(),
+                _dir: None,
+                postgres: None,
+            },
+        }
+    }
+
     /// The URL of the test's database (another control plane may share it).
     pub fn database_url(&self) -> &str {
         &self.database.url

@@ -120,6 +120,11 @@ on_both_databases! {
         assert_eq!(r.status, 303);
         let (_, shown) = app.get_json(&format!("/admin/api/accounts/{acme}/applications/{acme_app}.json")).await;
         assert_ne!(shown["application"]["user_key"], "portal-key");
+        // The old key stops at once (the portal's writes clear authrep's cache as the API's do).
+        let old = app.client.get(app.url(&format!(
+            "/transactions/authrep.json?service_id={sid}&service_token={token}&user_key=portal-key&usage%5Bhits%5D=1"
+        ))).send().await.unwrap();
+        assert_ne!(old.status(), 200, "the regenerated key's predecessor still works");
 
         // Another account's application, by its id: not found, and nothing changes.
         assert_eq!(dana.get(&format!("/portal/applications/{their_app}")).await.status, 404);

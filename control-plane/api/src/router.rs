@@ -42,7 +42,9 @@ async fn invalidate_on_admin_writes(
 ) -> Response {
     let write = !matches!(*req.method(), Method::GET | Method::HEAD);
     let path = req.uri().path();
-    let admin = path.starts_with("/admin/") || path.starts_with("/api/") || path.starts_with("/console/");
+    let admin = ["/admin/", "/api/", "/console/", "/portal/", "/master/"]
+        .iter()
+        .any(|root| path.starts_with(root));
     let response = next.run(req).await;
     if write && admin && response.status().as_u16() < 400 {
         cache.invalidate();

@@ -3,10 +3,11 @@
 //! process so that the hot path makes no database query in the steady state.
 //!
 //! Freshness: every admin write in this process bumps [`HotCache::invalidate`]'s generation, so
-//! this replica never answers from stale data; other replicas' writes are seen within the TTL
-//! (`TOLLGATE_CACHE_TTL_MS`, default 5000 ms). A suspended application is therefore rejected at
-//! once by the replica that suspended it and within the TTL by the others. Each map holds at
-//! most `CAPACITY` entries; a full map is emptied (re-filled from the database on demand).
+//! this replica never answers from stale data; with Redis, the write is also published to
+//! the other replicas ([`crate::invalidation`]), which forget theirs when the message arrives
+//! (milliseconds). The TTL (`TOLLGATE_CACHE_TTL_MS`, default 5000 ms) stays as the bound when
+//! pub/sub is down, or with no Redis at all. Each map holds at most `CAPACITY` entries; a full
+//! map is emptied (re-filled from the database on demand).
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -73,6 +74,9 @@ pub struct PlanView {
 
 pub struct HotCache {
     generation: AtomicU64,
+    /// Bumped by this replica's own writes only (not by other replicas' messages): what the
+    /// publisher of [`crate::invalidation`] watches.
+    local: tokio::sync::watch::Sender<u64>,
     ttl: Duration,
     services: Map<ServiceId, Arc<ServiceView>>,
     applications: Map<(ServiceId, Credential), Option<Arc<Application>>>,
@@ -86,6 +90,7 @@ impl HotCache {
     pub fn new(ttl: Duration) -> Self {
         HotCache {
             generation: AtomicU64::new(0),
+            local: tokio::sync::watch::Sender::new(0),
             ttl,
             services: Map::new(),
             applications: Map::new(),
@@ -95,9 +100,20 @@ impl HotCache {
         }
     }
 
-    /// Forgets everything: called after every admin write.
+    /// Forgets everything: called after every admin write (and told to the other replicas).
     pub fn invalidate(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
+        self.local.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Forgets everything because another replica wrote (not told on).
+    pub fn invalidate_from_elsewhere(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Changes whenever this replica's own writes invalidate the cache.
+    pub fn local_writes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.local.subscribe()
     }
 
     fn generation(&self) -> u64 {

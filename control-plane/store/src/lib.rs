@@ -7,7 +7,7 @@
 //!   the migrations (one source, translated for PostgreSQL); [`rows`]: columns back into
 //!   domain values.
 //! - [`counters`]: the counter stores (embedded, Redis) behind one trait; [`hot_cache`]: what
-//!   authrep reads without a query.
+//!   authrep reads without a query; [`invalidation`]: replicas telling each other to forget it.
 //! - [`catalog`]: services, metrics, mapping rules, backends, plans, accounts, users,
 //!   applications, the provider — declared resources with their behaviours.
 //! - [`auth`]: access tokens and who is calling; [`console`]: sign-in and sessions for the
@@ -41,6 +41,7 @@ pub mod events;
 pub mod gateway_registry;
 pub mod hot_cache;
 pub mod integration_errors;
+pub mod invalidation;
 pub mod invitations;
 pub mod leases;
 pub mod outbox;
