@@ -125,3 +125,32 @@ fn seed_demo_makes_the_demo_once_and_says_what_it_made() {
     assert_eq!(out.status.code(), Some(2), "a bad limit is a usage error");
     assert!(String::from_utf8_lossy(&out.stderr).contains("fortnight"));
 }
+
+#[tokio::test]
+async fn the_run_commands_seed_signs_the_console_admin_and_the_demo_developer_in_with_one_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("password");
+    std::fs::write(&file, "s3cret-demo\n").unwrap();
+    let out = tollgate(dir.path())
+        .args(["seed", "demo", "--console-password-file"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let config = tollgate::config::Config {
+        database_url: format!("sqlite://{}", dir.path().join("t.db").display()),
+        ..Default::default()
+    };
+    let db = tollgate::startup::database(&config).await.unwrap();
+    let throttle = tollgate::domain::sign_in::Throttle::default();
+    let now = chrono::Utc::now();
+    use tollgate::store::console::{sign_in_to, Console, Portal};
+    let admin = sign_in_to::<Console>(&db, &throttle, "admin", "s3cret-demo", "test", now)
+        .await
+        .unwrap();
+    assert!(admin.is_ok(), "the console's admin: {admin:?}");
+    let developer = sign_in_to::<Portal>(&db, &throttle, "demo@example.com", "s3cret-demo", "test", now)
+        .await
+        .unwrap();
+    assert!(developer.is_ok(), "the demo developer, in the portal: {developer:?}");
+}
