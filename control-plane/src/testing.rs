@@ -165,6 +165,11 @@ impl TestApp {
             ..Config::default()
         };
         adjust(&mut config);
+        Self::started(config, database).await
+    }
+
+    /// Starts a control plane on `config`, over `database`.
+    async fn started(config: Config, database: FreshDatabase) -> TestApp {
         let (app, stop, server) = Self::start(&config).await;
         TestApp {
             addr: app.addr,
@@ -228,24 +233,13 @@ impl TestApp {
         config.listen = "127.0.0.1:0".parse().unwrap();
         config.xds_listen = Some("127.0.0.1:0".parse().unwrap());
         adjust(&mut config);
-        let (app, stop, server) = Self::start(&config).await;
-        TestApp {
-            addr: app.addr,
-            xds_addr: app.xds_addr,
-            client: Client::new(),
-            db: app.db,
-            counters: app.counters,
-            cache: app.cache,
-            stop: Some(stop),
-            server: Some(server),
-            config,
-            // Not its own: the first replica drops the database.
-            database: FreshDatabase {
-                url: self.database.url.clone(),
-                _dir: None,
-                postgres: None,
-            },
-        }
+        // Not its own: the first replica drops the database.
+        let database = FreshDatabase {
+            url: self.database.url.clone(),
+            _dir: None,
+            postgres: None,
+        };
+        Self::started(config, database).await
     }
 
     /// The URL of the test's database (another control plane may share it).

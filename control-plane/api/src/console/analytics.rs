@@ -154,11 +154,7 @@ async fn of_asked(app: &AppState, screen: &Screen<Analytics>, form: &Form) -> Re
 }
 
 async fn asked(app: &AppState, screen: &Screen<Analytics>, uri: &Uri) -> Result<Option<Asked>, ApiError> {
-    let mut form = Form(
-        form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
-            .into_owned()
-            .collect(),
-    );
+    let mut form = super::session::query_of(uri);
     let Some(of) = of_asked(app, screen, &form).await? else {
         return Ok(None);
     };

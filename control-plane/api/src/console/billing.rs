@@ -8,9 +8,9 @@
 //! ([`tollgate_store::billing`]), so the screen and `/api/invoices…` agree by construction.
 
 use super::pages::Frame;
-use super::render::{html, when};
+use super::render::{html, invoice_figures, money, when, InvoiceFigures};
 use super::resources::{errors_of, refusal_text, sentences, Input};
-use super::session::{Finance, FinanceWrite, Refused, Screen, Staff, Submitted};
+use super::session::{query_of, respond, Finance, FinanceWrite, Refused, Screen, Staff, Submitted};
 use crate::error::{path_id, ApiError};
 use crate::state::AppState;
 use askama::Template;
@@ -36,14 +36,6 @@ pub fn frame<'a>(staff: &'a Staff, title: &'a str) -> Frame<'a> {
         username: &staff.username,
         csrf: &staff.session.csrf_token,
     }
-}
-
-fn query_of(uri: &Uri) -> Form {
-    Form(
-        form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
-            .into_owned()
-            .collect(),
-    )
 }
 
 /// The developer accounts, by name, for a select (id, name).
@@ -154,7 +146,7 @@ async fn invoices_page(app: &AppState, staff: &Staff, q: &Form, sent: ListSent<'
                 account: names.get(&inv.account_id.get()).cloned().unwrap_or_default(),
                 month: inv.period.clone(),
                 state: inv.state.as_str(),
-                cost: format!("{} {}", display(v.totals.with_vat, &inv.currency), inv.currency),
+                cost: money(v.totals.with_vat, &inv.currency),
                 issued_on: inv.issued_on.clone().unwrap_or_default(),
                 due_on: inv.due_on.clone().unwrap_or_default(),
             }
@@ -226,10 +218,6 @@ async fn invoices_page(app: &AppState, staff: &Staff, q: &Form, sent: ListSent<'
         }),
     )
         .into_response())
-}
-
-fn respond(done: Result<Response, ApiError>) -> Response {
-    done.unwrap_or_else(|e| Refused::from(e).into_response())
 }
 
 pub async fn to_invoices() -> Redirect {
@@ -318,11 +306,8 @@ struct InvoicePage<'a> {
     facts: Vec<(&'static str, String)>,
     account_href: String,
     account_name: String,
-    /// Name, description, quantity, cost, delete action (while editable).
-    lines: Vec<(String, String, String, String, Option<String>)>,
-    subtotal: String,
-    vat: String,
-    total: String,
+    /// The lines (each with its delete action while editable) and totals.
+    figures: InvoiceFigures,
     moves: Vec<(&'static str, &'static str)>,
     chargeable: bool,
     editable: bool,
@@ -366,8 +351,16 @@ async fn invoice_page(
     let v: View = invoices::show(&app.db, id, None).await?;
     let inv = &v.invoice;
     let lines = invoices::list_lines(&app.db, id).await?;
-    let money = |d| format!("{} {}", display(d, &inv.currency), inv.currency);
     let editable = inv.state.editable();
+    let mut figures = invoice_figures(&v, &lines);
+    if editable {
+        for (row, l) in figures.lines.iter_mut().zip(&lines) {
+            row.delete = Some(format!(
+                "/console/finance/invoices/{}/line_items/{}/delete",
+                inv.id, l.id
+            ));
+        }
+    }
     let account_name = tollgate_store::catalog::names::of(&app.db, ("accounts", "org_name"), &[inv.account_id.get()])
         .await?
         .remove(&inv.account_id.get())
@@ -446,7 +439,7 @@ async fn invoice_page(
             (
                 when(&t.created_at),
                 t.success,
-                format!("{} {}", display(t.amount, &t.currency), t.currency),
+                money(t.amount, &t.currency),
                 t.reference.clone().unwrap_or_default(),
                 t.message.clone(),
             )
@@ -456,7 +449,6 @@ async fn invoice_page(
         true => StatusCode::OK,
         false => StatusCode::UNPROCESSABLE_ENTITY,
     };
-    let vat = format!("{} ({}%)", money(v.totals.vat_amount), v.vat_rate.normalize());
     let title = format!("Invoice {}", inv.friendly_id);
     let notice = match notice {
         "created" => "The invoice is created. Add its lines, then finalize and issue it.".to_string(),
@@ -472,21 +464,7 @@ async fn invoice_page(
             facts,
             account_href: format!("/console/accounts/{}", inv.account_id),
             account_name,
-            lines: lines
-                .iter()
-                .map(|l| {
-                    (
-                        l.name.clone(),
-                        l.description.clone(),
-                        l.quantity.normalize().to_string(),
-                        money(l.cost),
-                        editable.then(|| format!("/console/finance/invoices/{}/line_items/{}/delete", inv.id, l.id)),
-                    )
-                })
-                .collect(),
-            subtotal: money(v.totals.without_vat),
-            vat,
-            total: money(v.totals.with_vat),
+            figures,
             moves: moves(inv.state),
             chargeable: inv.state.chargeable(),
             editable,

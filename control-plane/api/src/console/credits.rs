@@ -12,7 +12,7 @@ use super::billing::frame;
 use super::pages::Frame;
 use super::render::{html, when};
 use super::resources::{errors_of, refusal_text, Input};
-use super::session::{Credits, CreditsWrite, Refused, Screen, Staff, Submitted};
+use super::session::{query_of, respond, Credits, CreditsWrite, Refused, Screen, Staff, Submitted};
 use crate::error::{path_id, ApiError};
 use crate::state::AppState;
 use askama::Template;
@@ -34,18 +34,6 @@ use tollgate_store::credits::ledger::{self, EntryFilter};
 type Errors = BTreeMap<String, Vec<String>>;
 
 const PER_PAGE: i64 = 20;
-
-fn query_of(uri: &Uri) -> Form {
-    Form(
-        form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
-            .into_owned()
-            .collect(),
-    )
-}
-
-fn respond(done: Result<Response, ApiError>) -> Response {
-    done.unwrap_or_else(|e| Refused::from(e).into_response())
-}
 
 /// One issued credit as the list shows it.
 struct Row {

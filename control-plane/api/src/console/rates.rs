@@ -16,7 +16,7 @@ use super::chart::{self, Chart, Series};
 use super::pages::Frame;
 use super::render::html;
 use super::resources::{errors_of, Input};
-use super::session::{CreditSettings, Rates, RatesWrite, Refused, Screen, Staff, Submitted};
+use super::session::{query_of, respond, CreditSettings, Rates, RatesWrite, Refused, Screen, Staff, Submitted};
 use crate::error::ApiError;
 use crate::state::AppState;
 use askama::Template;
@@ -35,18 +35,6 @@ type Errors = BTreeMap<String, Vec<String>>;
 
 /// AIGNE Hub's rate types (what a model handles).
 pub const RATE_TYPES: [&str; 4] = ["Text", "Image", "Embedding", "Audio"];
-
-fn query_of(uri: &Uri) -> Form {
-    Form(
-        form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
-            .into_owned()
-            .collect(),
-    )
-}
-
-fn respond(done: Result<Response, ApiError>) -> Response {
-    done.unwrap_or_else(|e| Refused::from(e).into_response())
-}
 
 /// The products `staff` may see (id, name), and the one asked for (default: the first).
 async fn product_of(

@@ -57,6 +57,52 @@ pub fn when(stored: &str) -> String {
     }
 }
 
+/// An amount as screens show it: "12.50 USD" (the currency's minor units).
+pub fn money(amount: rust_decimal::Decimal, currency: &str) -> String {
+    format!("{} {currency}", tollgate_domain::money::display(amount, currency))
+}
+
+/// One invoice line as a table shows it; `delete`: where its delete button posts (the
+/// console, while the invoice is editable).
+pub struct LineRow {
+    pub name: String,
+    pub description: String,
+    pub quantity: String,
+    pub cost: String,
+    pub delete: Option<String>,
+}
+
+/// An invoice's lines and totals as the console's and the portal's invoice pages show them.
+pub struct InvoiceFigures {
+    pub lines: Vec<LineRow>,
+    pub subtotal: String,
+    /// "2.30 USD (23%)".
+    pub vat: String,
+    pub total: String,
+}
+
+pub fn invoice_figures(
+    v: &tollgate_store::billing::invoices::View,
+    lines: &[tollgate_domain::invoice::Line],
+) -> InvoiceFigures {
+    let currency = v.invoice.currency.as_str();
+    InvoiceFigures {
+        lines: lines
+            .iter()
+            .map(|l| LineRow {
+                name: l.name.clone(),
+                description: l.description.clone(),
+                quantity: l.quantity.normalize().to_string(),
+                cost: money(l.cost, currency),
+                delete: None,
+            })
+            .collect(),
+        subtotal: money(v.totals.without_vat, currency),
+        vat: format!("{} ({}%)", money(v.totals.vat_amount, currency), v.vat_rate.normalize()),
+        total: money(v.totals.with_vat, currency),
+    }
+}
+
 /// A stored card as screens show it: "Card ending 4242, expires 2027-12", as far as known.
 pub fn card_text(c: &tollgate_store::billing::payments::CardStatus) -> String {
     let mut text = match &c.partial {

@@ -148,6 +148,20 @@ impl From<crate::error::ApiError> for Refused {
     }
 }
 
+/// A page's query string as the API's handlers take parameters.
+pub fn query_of(uri: &axum::http::Uri) -> Form {
+    Form(
+        form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect(),
+    )
+}
+
+/// A page, or why it is not shown.
+pub fn respond(done: Result<Response, crate::error::ApiError>) -> Response {
+    done.unwrap_or_else(|e| Refused::from(e).into_response())
+}
+
 pub fn urlencode(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }

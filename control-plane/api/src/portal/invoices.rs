@@ -4,7 +4,7 @@
 
 use super::pages::{respond, Frame};
 use super::session::Developer;
-use crate::console::render::{html, when};
+use crate::console::render::{html, invoice_figures, money, when, InvoiceFigures};
 use crate::error::{path_id, ApiError};
 use crate::state::AppState;
 use askama::Template;
@@ -13,7 +13,6 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use tollgate_domain::ids::InvoiceId;
 use tollgate_domain::invoice::State as InvoiceState;
-use tollgate_domain::money::display;
 use tollgate_store::billing::invoices::{self, Filter, View};
 
 /// Whether the developer may see an invoice in `state` (drafts are the provider's).
@@ -30,11 +29,7 @@ struct ListPage<'a> {
 }
 
 fn total(v: &View) -> String {
-    format!(
-        "{} {}",
-        display(v.totals.with_vat, &v.invoice.currency),
-        v.invoice.currency
-    )
+    money(v.totals.with_vat, &v.invoice.currency)
 }
 
 pub async fn list(State(app): State<AppState>, d: Developer) -> Response {
@@ -88,30 +83,14 @@ struct InvoicePage<'a> {
     frame: Frame<'a>,
     id: i64,
     facts: Vec<(&'static str, String)>,
-    /// Name, description, quantity, cost.
-    lines: Vec<(String, String, String, String)>,
-    subtotal: String,
-    vat: String,
-    total: String,
+    figures: InvoiceFigures,
 }
 
 pub async fn show(State(app): State<AppState>, d: Developer, Path(id): Path<String>) -> Response {
     let done = async {
         let v = own(&app, &d, &id).await?;
         let inv = &v.invoice;
-        let money = |x| format!("{} {}", display(x, &inv.currency), inv.currency);
-        let lines = invoices::list_lines(&app.db, inv.id)
-            .await?
-            .iter()
-            .map(|l| {
-                (
-                    l.name.clone(),
-                    l.description.clone(),
-                    l.quantity.normalize().to_string(),
-                    money(l.cost),
-                )
-            })
-            .collect();
+        let lines = invoices::list_lines(&app.db, inv.id).await?;
         let opt = |o: &Option<String>| o.as_deref().map(when).unwrap_or_else(|| "—".into());
         let title = format!("Invoice {}", inv.friendly_id);
         Ok(html(InvoicePage {
@@ -124,10 +103,7 @@ pub async fn show(State(app): State<AppState>, d: Developer, Path(id): Path<Stri
                 ("Due on", opt(&inv.due_on)),
                 ("Paid at", opt(&inv.paid_at)),
             ],
-            lines,
-            subtotal: money(v.totals.without_vat),
-            vat: format!("{} ({}%)", money(v.totals.vat_amount), v.vat_rate.normalize()),
-            total: total(&v),
+            figures: invoice_figures(&v, &lines),
         }))
     };
     respond(done.await)

@@ -281,11 +281,7 @@ pub async fn home(State(app): State<AppState>, d: Developer, uri: axum::http::Ur
             }
             _ => None,
         };
-        let q = Form(
-            form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
-                .into_owned()
-                .collect(),
-        );
+        let q = crate::console::session::query_of(&uri);
         Ok(html(HomePage {
             frame: Frame::of(&d, &d.org_name),
             applications,
