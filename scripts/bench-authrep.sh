@@ -104,7 +104,7 @@ measure "control plane, Redis counters"
 sha="$("$bin" counters-script | redis-cli -p "$redis_port" -x SCRIPT LOAD)"
 day=$(( $(date +%s) / 86400 * 86400 ))
 rb="$(redis-benchmark -p "$redis_port" -q -c "$conns" -n 300000 EVALSHA "$sha" 3 \
-  "bench:$$:{app:1}:1:day:$day" "bench:$$:{app:1}:1:month:0" "bench:$$:{app:1}:1:hour:0" \
+  "bench:$$:{acct:1}:1:1:day:$day" "bench:$$:{acct:1}:1:1:month:0" "bench:$$:{acct:1}:1:1:hour:0" \
   check_and_add 1 1000000000000 90000 1 -1 90000 1 -1 90000 | tr '\r' '\n' | grep -E 'requests per second' | tail -1)"
 rps="$(sed -E 's/.*: ([0-9.]+) requests per second.*/\1/' <<<"$rb")"
 p50="$(sed -nE 's/.*p50=([0-9.]+) msec.*/\1ms/p' <<<"$rb")"

@@ -12,11 +12,20 @@ pub struct Config {
     /// `TOLLGATE_DATABASE_URL`: `sqlite://path` (created if missing) or `postgres://…`.
     pub database_url: String,
     /// `TOLLGATE_REDIS_URL`: counters in Redis; unset means the embedded in-process store.
+    /// Several URLs separated by commas name the nodes of a Redis Cluster.
     pub redis_url: Option<String>,
     /// `TOLLGATE_REDIS_PREFIX`: the start of every Redis key (several deployments, one Redis).
     pub redis_prefix: String,
     /// `TOLLGATE_REDIS_TIMEOUT_MS`: how long an authrep waits for Redis before answering 503.
     pub redis_timeout_ms: u64,
+    /// `TOLLGATE_REDIS_REPLICA_ACKS`: replicas that must hold a call's counter moves before it
+    /// is answered (Redis `WAIT`, within half the timeout), so that a master's failover loses
+    /// no answered call; 0 (default): answer at once.
+    pub redis_replica_acks: usize,
+    /// `TOLLGATE_GATEWAYS`: how many gateways serve the same accounts; each may spend only its
+    /// share of a prepaid balance from its cache, which bounds what they can overdraw together
+    /// (1: one gateway takes it all).
+    pub gateways: u32,
     /// `TOLLGATE_CACHE_TTL_MS`: how long authrep trusts what it cached from the catalog; bounds
     /// how long another replica's admin write takes to be seen here.
     pub cache_ttl_ms: u64,
@@ -83,6 +92,8 @@ impl Default for Config {
             redis_url: None,
             redis_prefix: "tollgate:".into(),
             redis_timeout_ms: 100,
+            redis_replica_acks: 0,
+            gateways: 1,
             cache_ttl_ms: 5000,
             usage_flush_ms: 10_000,
             admin_token: None,
@@ -153,6 +164,18 @@ impl Config {
             config.redis_timeout_ms = v.parse().ok().filter(|ms| *ms > 0).ok_or_else(|| ConfigError::Env {
                 var: "TOLLGATE_REDIS_TIMEOUT_MS",
                 message: format!("`{v}` is not a number of milliseconds"),
+            })?;
+        }
+        if let Some(v) = set("TOLLGATE_REDIS_REPLICA_ACKS") {
+            config.redis_replica_acks = v.parse().map_err(|_| ConfigError::Env {
+                var: "TOLLGATE_REDIS_REPLICA_ACKS",
+                message: format!("`{v}` is not a number of replicas"),
+            })?;
+        }
+        if let Some(v) = set("TOLLGATE_GATEWAYS") {
+            config.gateways = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| ConfigError::Env {
+                var: "TOLLGATE_GATEWAYS",
+                message: format!("`{v}` is not a number of gateways (1 or more)"),
             })?;
         }
         if let Some(v) = set("TOLLGATE_CACHE_TTL_MS") {

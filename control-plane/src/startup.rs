@@ -45,7 +45,7 @@ pub struct Application {
     /// Envoy's aggregated discovery service, when configured.
     xds: Option<(TcpListener, tollgate_xds::Snapshots)>,
     /// With Redis: where replicas tell each other their admin writes (and the key prefix).
-    invalidation: Option<(redis::Client, String)>,
+    invalidation: Option<(Vec<redis::Client>, String)>,
 }
 
 /// The payment gateways the configuration names.
@@ -109,22 +109,14 @@ pub async fn counters(config: &Config, db: &Db) -> Result<Counters, StartupError
                 url: redact(url),
                 source,
             };
-            let client = redis::Client::open(url.as_str()).map_err(err)?;
-            // Bounded: a Redis that is down fails the start in seconds, not after minutes of retries.
-            let manager_config = redis::aio::ConnectionManagerConfig::new()
-                .set_connection_timeout(Duration::from_secs(1))
-                .set_response_timeout(Duration::from_secs(1))
-                .set_number_of_retries(2)
-                .set_max_delay(500);
-            let mut conn = redis::aio::ConnectionManager::new_with_config(client, manager_config)
-                .await
-                .map_err(err)?;
-            let _: String = redis::cmd("PING").query_async(&mut conn).await.map_err(err)?;
+            let conn = tollgate_store::redis_nodes::Connection::open(url).await.map_err(err)?;
             let store = RedisStore::new(
                 conn,
                 &config.redis_prefix,
                 Duration::from_millis(config.redis_timeout_ms),
-            );
+            )
+            .with_replica_acks(config.redis_replica_acks);
+            rekey(&store, db).await;
             // What the last process moved but may not have flushed is flushed again.
             match store.recover_changed_series().await {
                 Ok(n) => tracing::info!(hour_counters = n, "hour counters handed to the usage flush"),
@@ -135,6 +127,27 @@ pub async fn counters(config: &Config, db: &Db) -> Result<Counters, StartupError
             Counters::Redis(store)
         }
     })
+}
+
+/// Moves counters a previous version stored under the application's hash tag to the
+/// account's (see `RedisStore::rekey`), so that an upgrade keeps this period's counts.
+async fn rekey(store: &RedisStore, db: &Db) {
+    let legacy = match store.legacy_keys().await {
+        Ok(keys) if keys.is_empty() => return,
+        Ok(keys) => keys,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not look for counters under the old keys");
+            return;
+        }
+    };
+    let moved = match tollgate_store::catalog::applications::accounts(db).await {
+        Ok(accounts) => store.rekey(&legacy, &accounts).await,
+        Err(e) => Err(tollgate_store::counters::CounterError::Unavailable(e.to_string())),
+    };
+    match moved {
+        Ok(n) => tracing::info!(counters = n, "counters moved to the account's hash tag"),
+        Err(e) => tracing::warn!(error = %e, "could not move counters to the account's hash tag"),
+    }
 }
 
 impl Application {
@@ -172,7 +185,7 @@ impl Application {
         let mailer = sender.mail.clone();
         let invalidation = match &config.redis_url {
             Some(url) => Some((
-                redis::Client::open(url.as_str()).map_err(|source| StartupError::Redis {
+                tollgate_store::redis_nodes::clients(url).map_err(|source| StartupError::Redis {
                     url: redact(url),
                     source,
                 })?,
@@ -196,6 +209,7 @@ impl Application {
                 gateway_registry: Default::default(),
                 console_idle: chrono::Duration::minutes(config.console_idle_minutes as i64),
                 mailer,
+                gateways_sharing: config.gateways,
             },
             billing_hour: config.billing_hour,
         })

@@ -242,6 +242,34 @@ impl TestApp {
         Self::started(config, database).await
     }
 
+    /// A replica in a runtime of its own, on a thread of its own: [`KillableReplica::kill`]
+    /// drops the runtime with everything in it — listener, connections, requests in flight —
+    /// at once, as when its process is killed.
+    pub fn killable_replica(&self) -> KillableReplica {
+        let mut config = self.config.clone();
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        config.xds_listen = Some("127.0.0.1:0".parse().unwrap());
+        let (started, addr) = std::sync::mpsc::channel();
+        let (kill, killed) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .expect("a runtime for the replica");
+            // Held until the kill: dropping `stop` would stop the server gracefully.
+            let (app, _stop, _server) = runtime.block_on(Self::start(&config));
+            let _ = started.send(app.addr);
+            let _ = killed.recv();
+            runtime.shutdown_background();
+        });
+        KillableReplica {
+            addr: addr.recv().expect("the replica starts"),
+            kill: Some(kill),
+            thread: Some(thread),
+        }
+    }
+
     /// The URL of the test's database (another control plane may share it).
     pub fn database_url(&self) -> &str {
         &self.database.url
@@ -352,6 +380,47 @@ impl TestApp {
         .await
     }
 
+    /// The control plane on a Redis Cluster (the test binary's own: three masters started on
+    /// first use, see `tollgate_store::testing`), under a key prefix of its own.
+    pub async fn spawn_on_cluster(backend: Backend) -> TestApp {
+        let url = tokio::task::spawn_blocking(tollgate_store::testing::shared_cluster_url)
+            .await
+            .expect("the cluster starts");
+        let prefix = format!("test:{}:", unique_name());
+        TestApp::spawn_with(backend, |c| {
+            c.redis_url = Some(url);
+            c.redis_prefix = prefix;
+        })
+        .await
+    }
+
+    /// A connection to the Redis (or cluster) the control plane counts on.
+    pub async fn redis(&self) -> tollgate_store::redis_nodes::Connection {
+        let url = self.config.redis_url.as_deref().expect("a control plane on Redis");
+        tollgate_store::redis_nodes::Connection::open(url)
+            .await
+            .expect("Redis answers")
+    }
+
+    /// Makes account `aid` prepaid, a unit of metric `metric` of service `sid` costing the
+    /// credits the `rate` fields say (`credits_per_unit`, …); returns the rate as created.
+    pub async fn make_prepaid(&self, sid: i64, aid: i64, metric: &str, rate: &[(&str, &str)]) -> Value {
+        let (status, body) = self
+            .put_form(
+                &format!("/admin/api/accounts/{aid}.json"),
+                &[("billing_type", "prepaid")],
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let mut form = vec![("metric_id", metric)];
+        form.extend_from_slice(rate);
+        let (status, rate) = self
+            .post_form(&format!("/admin/api/services/{sid}/credit_rates.json"), &form)
+            .await;
+        assert_eq!(status, 201, "{rate}");
+        rate
+    }
+
     /// Limits hits on the seeded application's plan to `value` per `period`; returns the
     /// service's id and its hits metric's id.
     pub async fn limit_hits(&self, service: &Value, application: &Value, period: &str, value: i64) -> (i64, i64) {
@@ -414,6 +483,31 @@ macro_rules! on_both_databases {
             }
         )*
     };
+}
+
+/// A replica that can be killed: see [`TestApp::killable_replica`].
+pub struct KillableReplica {
+    pub addr: SocketAddr,
+    kill: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl KillableReplica {
+    /// Ends the replica at once: nothing it was doing finishes.
+    pub fn kill(&mut self) {
+        if let Some(kill) = self.kill.take() {
+            let _ = kill.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for KillableReplica {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }
 
 /// A request a [`Receiver`] took.

@@ -3,9 +3,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a panic is a failure report
 
 use serde_json::Value;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tollgate::on_both_databases;
+use tollgate::store::testing::{free_port, RedisServer};
 use tollgate::testing::{Backend, TestApp};
 
 /// Seeds an application whose plan allows 3 hits a day; returns the authrep query prefix
@@ -155,51 +155,10 @@ async fn limits_hold_with_redis_counters() {
     app.stop().await;
 }
 
-struct RedisServer {
-    child: Child,
-    port: u16,
-}
-
-impl RedisServer {
-    fn start(port: u16) -> RedisServer {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server (scripts/setup.sh installs it)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        RedisServer { child, port }
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test]
 async fn redis_going_away_gives_fast_503s_and_recovery() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let redis = RedisServer::start(port);
+    let port = free_port();
+    let redis = RedisServer::start(port, None);
     let app = TestApp::spawn_with(Backend::Sqlite, |c| {
         c.redis_url = Some(format!("redis://127.0.0.1:{}", redis.port));
         c.redis_timeout_ms = 100;
@@ -223,7 +182,7 @@ async fn redis_going_away_gives_fast_503s_and_recovery() {
     }
 
     // Back on the same port: authreps pass again without restarting the control plane.
-    let _redis = RedisServer::start(port);
+    let _redis = RedisServer::start(port, None);
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let (status, _) = call(&app, &path).await;
@@ -585,5 +544,98 @@ on_both_databases! {
 async fn usage_tables_on_redis_counters() {
     let app = TestApp::spawn_on_redis().await;
     usage_reaches_the_usage_tables(&app).await;
+    app.stop().await;
+}
+
+/// A report batch that fails part-way — Redis stops answering while it is being counted — is
+/// counted exactly once when the gateway sends it again: each transaction's mark moves in the
+/// same atomic call as its counters, so the resend counts only what the first try had not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_cut_short_by_redis_counts_exactly_once_when_resent() {
+    use tollgate::counters::{Counter, Op, Scope};
+    use tollgate::domain::ids::{AccountId, ApplicationId, MetricId};
+    let redis = std::sync::Arc::new(RedisServer::start(free_port(), None));
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| {
+        c.redis_url = Some(redis.url());
+        c.redis_timeout_ms = 100;
+    })
+    .await;
+    let (service, application) = app.seed("batch-key").await;
+    let (sid, hits) = app.limit_hits(&service, &application, "eternity", 1_000_000).await;
+    let token = app.service_token(sid).await;
+    let id = application["application"]["id"].as_i64().unwrap();
+    let account = application["application"]["account_id"].as_i64().unwrap();
+    let tollgate::counters::Counters::Redis(store) = &app.counters else {
+        panic!("on Redis")
+    };
+    let key = store.key(
+        Scope::new(ApplicationId::new(id), AccountId::new(account)),
+        &Op {
+            counter: Counter::Metric(MetricId::new(hits)),
+            period: tollgate::domain::periods::Period::Eternity,
+            start: 0,
+            ttl: None,
+            amount: tollgate::counters::Amount::Add(0),
+            max: None,
+            account: None,
+        },
+    );
+    const N: usize = 1000; // the most a report may carry
+    let transactions: Vec<Value> = (0..N)
+        .map(|_| serde_json::json!({"user_key": "batch-key", "usage": {"hits": 1}}))
+        .collect();
+    let batch = serde_json::json!({
+        "service_id": sid.to_string(), "service_token": token, "batch_id": "cut-short", "transactions": transactions,
+    });
+    let counted = |conn: redis::aio::MultiplexedConnection| {
+        let key = key.clone();
+        async move {
+            let mut conn = conn;
+            let v: Option<i64> = redis::cmd("GET").arg(&key).query_async(&mut conn).await.unwrap();
+            v.unwrap_or(0)
+        }
+    };
+    let conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+
+    // Redis hangs once part of the batch is counted; the report fails.
+    let first = {
+        let (client, url, batch) = (app.client.clone(), app.url("/transactions.json"), batch.clone());
+        tokio::spawn(async move { client.post(url).json(&batch).send().await.unwrap().status().as_u16() })
+    };
+    let before_the_cut = loop {
+        let n = counted(conn.clone()).await;
+        if n > 0 || first.is_finished() {
+            break n;
+        }
+        tokio::task::yield_now().await;
+    };
+    redis.pause();
+    let status = first.await.unwrap();
+    redis.resume();
+    let after_the_cut = counted(conn.clone()).await;
+    assert_eq!(status, 503, "the first try fails part-way");
+    assert!(
+        before_the_cut > 0 && (after_the_cut as usize) < N,
+        "cut at {before_the_cut}..{after_the_cut} of {N}"
+    );
+
+    // Sent again (once the claim is released): every transaction counted once, no more.
+    assert_eq!(report_json(&app, &batch).await, (202, String::new()));
+    assert_eq!(
+        counted(conn.clone()).await,
+        N as i64,
+        "first try counted {after_the_cut}"
+    );
+    assert_eq!(
+        report_json(&app, &batch).await,
+        (202, String::new()),
+        "acknowledged again"
+    );
+    assert_eq!(counted(conn).await, N as i64);
+    eprintln!("a batch of {N} cut after {after_the_cut} transactions, resent: {N} counted");
     app.stop().await;
 }

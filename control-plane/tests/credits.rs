@@ -21,25 +21,18 @@ async fn prepaid(app: &TestApp, per_hit: &str) -> (i64, String) {
     let aid = application["application"]["account_id"].as_i64().unwrap();
     let (_, metrics) = app.get_json(&format!("/admin/api/services/{sid}/metrics.json")).await;
     let hits = metrics["metrics"][0]["metric"]["id"].to_string();
-    let (status, body) = app
-        .put_form(
-            &format!("/admin/api/accounts/{aid}.json"),
-            &[("billing_type", "prepaid")],
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    let (status, rate) = app
-        .post_form(
-            &format!("/admin/api/services/{sid}/credit_rates.json"),
+    let rate = app
+        .make_prepaid(
+            sid,
+            aid,
+            &hits,
             &[
-                ("metric_id", &hits),
                 ("credits_per_unit", per_hit),
                 ("upstream_cost_per_unit", "0.2"),
                 ("rate_type", "text"),
             ],
         )
         .await;
-    assert_eq!(status, 201, "{rate}");
     let shown: Decimal = rate["credit_rate"]["credits_per_unit"]
         .as_str()
         .unwrap()
@@ -344,7 +337,18 @@ on_both_databases! {
 
 #[tokio::test]
 async fn on_redis_concurrent_calls_spend_exactly_the_balance_and_the_ledger_restores_a_lost_counter() {
-    let app = TestApp::spawn_on_redis().await;
+    concurrent_calls_spend_exactly_the_balance(TestApp::spawn_on_redis().await).await;
+}
+
+/// On a Redis Cluster the account's credit counter shares its applications' slot: the one
+/// script that checks the limits spends the credits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_redis_cluster_concurrent_calls_spend_exactly_the_balance() {
+    concurrent_calls_spend_exactly_the_balance(TestApp::spawn_on_cluster(tollgate::testing::Backend::Postgres).await)
+        .await;
+}
+
+async fn concurrent_calls_spend_exactly_the_balance(app: TestApp) {
     let (aid, url) = prepaid(&app, "1").await;
     app.post_form(
         &format!("/admin/api/accounts/{aid}/credit_grants.json"),
@@ -370,11 +374,10 @@ async fn on_redis_concurrent_calls_spend_exactly_the_balance_and_the_ledger_rest
     };
     let account = tollgate::domain::ids::AccountId::new(aid);
     let key = store.key(
-        tollgate::domain::ids::ApplicationId::new(0),
+        tollgate::domain::counters::Scope::account(account),
         &tollgate::domain::credits::spent_op(account, Amount::Add(0)),
     );
-    let client = redis::Client::open(tollgate::testing::redis_url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut conn = app.redis().await;
     let deleted: i64 = redis::cmd("DEL").arg(&key).query_async(&mut conn).await.unwrap();
     assert_eq!(deleted, 1, "{key}");
     tollgate::credits::flush(&app.db, &app.counters).await.unwrap();

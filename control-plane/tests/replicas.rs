@@ -1,6 +1,7 @@
-//! Several control-plane replicas on one PostgreSQL database and one Redis behave as one: an
-//! admin write on one replica reaches the others' hot caches through Redis pub/sub, long
-//! before their cache TTL (here ten minutes, so only the message can explain it).
+//! Several control-plane replicas on one PostgreSQL database and one Redis (or one Redis
+//! Cluster) behave as one: an admin write on one replica reaches the others' hot caches through
+//! Redis pub/sub, long before their cache TTL (here ten minutes, so only the message can
+//! explain it), and they count on the same counters.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a panic is a failure report
 
 use reqwest::Method;
@@ -34,13 +35,27 @@ async fn until_not(replica: &TestApp, sid: i64, token: &str, was: u16) -> Durati
 
 #[tokio::test]
 async fn an_admin_write_on_one_replica_reaches_the_others_cache_at_once() {
+    replicas_behave_as_one(redis_url()).await;
+}
+
+/// The same on a Redis Cluster: a message published on one node reaches subscribers on every
+/// node, and the replicas' counters share one cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_on_a_redis_cluster_behave_as_one() {
+    let url = tokio::task::spawn_blocking(tollgate::store::testing::shared_cluster_url)
+        .await
+        .unwrap();
+    replicas_behave_as_one(url).await;
+}
+
+async fn replicas_behave_as_one(redis_url: String) {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos();
     let prefix = format!("test:replicas:{nanos}:");
     let a = TestApp::spawn_with(Backend::Postgres, |c| {
-        c.redis_url = Some(redis_url());
+        c.redis_url = Some(redis_url);
         c.redis_prefix = prefix.clone();
         c.cache_ttl_ms = 600_000;
     })

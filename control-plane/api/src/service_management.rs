@@ -157,7 +157,9 @@ fn error_response(e: &SmError, format: Format, options: Options) -> Response {
     respond(e.status, format, body, options)
 }
 
-fn status_response(s: &Status, format: Format, options: Options) -> Response {
+/// authrep's answer; `gateways`: how many gateways share a prepaid balance (each is told its
+/// share of what remains).
+fn status_response(s: &Status, format: Format, options: Options, gateways: u32) -> Response {
     let body = match format {
         Format::Xml => status_xml(s),
         Format::Json => {
@@ -172,7 +174,11 @@ fn status_response(s: &Status, format: Format, options: Options) -> Response {
             if let Some((remaining, weights)) = &s.credits {
                 let weights: serde_json::Map<String, serde_json::Value> =
                     weights.iter().map(|(m, w)| (m.clone(), json!(w))).collect();
-                v["credits"] = json!({"remaining_units": remaining, "weights": weights});
+                v["credits"] = json!({
+                    "remaining_units": remaining,
+                    "share_units": tollgate_domain::credits::gateway_share(*remaining, gateways),
+                    "weights": weights,
+                });
             }
             if let Some(hierarchy) = &s.hierarchy {
                 let map: serde_json::Map<String, serde_json::Value> = hierarchy
@@ -478,7 +484,7 @@ async fn authorize_or_authrep(
         keep_integration_error(&app, service_id, e).await;
     }
     match result {
-        Ok(status) => status_response(&status, format, options),
+        Ok(status) => status_response(&status, format, options, app.gateways_sharing),
         Err(e) => error_response(&e, format, options),
     }
 }
@@ -494,8 +500,7 @@ async fn report(app: AppState, headers: HeaderMap, p: Params, format: Format) ->
         let now = Utc::now();
         let batch = report_batch(&lookup, &view, &p, now).await?;
         let Some(batch_id) = batch_id(&p)? else {
-            authrep::count(&lookup, &app.counters, &view, &batch).await?;
-            return Ok::<usize, SmError>(batch.len());
+            return authrep::count(&lookup, &app.counters, &view, &batch, None).await;
         };
         let service_id = view.service.id;
         match batches::claim(&app.db, service_id, batch_id, now.timestamp()).await? {
@@ -505,10 +510,10 @@ async fn report(app: AppState, headers: HeaderMap, p: Params, format: Format) ->
                 "batch_in_progress",
                 format!("batch \"{batch_id}\" is being counted; send it again later"),
             )),
-            Claim::New => match authrep::count(&lookup, &app.counters, &view, &batch).await {
-                Ok(()) => {
+            Claim::New => match authrep::count(&lookup, &app.counters, &view, &batch, Some(batch_id)).await {
+                Ok(counted) => {
                     batches::finish(&app.db, service_id, batch_id).await?;
-                    Ok(batch.len())
+                    Ok(counted)
                 }
                 Err(e) => {
                     batches::release(&app.db, service_id, batch_id).await?;

@@ -20,6 +20,9 @@ pub struct AppState {
     pub console_idle: chrono::Duration,
     /// SMTP, when configured (`TOLLGATE_SMTP_URL`): what the console sends invitations with.
     pub mailer: Option<crate::mailer::Mailer>,
+    /// How many gateways share a prepaid balance (`TOLLGATE_GATEWAYS`): each is told its share
+    /// ([`tollgate_domain::credits::gateway_share`]).
+    pub gateways_sharing: u32,
 }
 
 impl AppState {

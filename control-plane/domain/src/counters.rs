@@ -18,9 +18,13 @@ pub enum Counter {
     ResponseClass(u8),
     /// An account's credits spent, in [`crate::credits::UNITS`] (owned by the account).
     CreditsSpent,
+    /// A report's transaction counted already ([`once`]): 0 or 1, in eternity, the mark's id
+    /// as the period's start.
+    Counted,
 }
 
 const CREDITS_SPENT: i64 = -1000;
+const COUNTED: i64 = -2000;
 
 impl Counter {
     pub fn raw(self) -> i64 {
@@ -29,6 +33,7 @@ impl Counter {
             Counter::ResponseCode(code) => -i64::from(code),
             Counter::ResponseClass(class) => -i64::from(class),
             Counter::CreditsSpent => CREDITS_SPENT,
+            Counter::Counted => COUNTED,
         }
     }
 
@@ -36,6 +41,7 @@ impl Counter {
         match raw {
             1.. => Some(Counter::Metric(MetricId::new(raw))),
             CREDITS_SPENT => Some(Counter::CreditsSpent),
+            COUNTED => Some(Counter::Counted),
             -9..=-1 => u8::try_from(-raw).ok().map(Counter::ResponseClass),
             -999..=-100 => u16::try_from(-raw).ok().map(Counter::ResponseCode),
             _ => None,
@@ -55,6 +61,30 @@ impl Counter {
         match self {
             Counter::Metric(id) => Some(id),
             _ => None,
+        }
+    }
+}
+
+/// Whose counters one call moves: an application and the account it belongs to. The account
+/// is what keeps a call in one place when counters are partitioned (Redis Cluster's hash tag):
+/// an account's applications and its credit counter are always stored together, so one
+/// atomic call can move them all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Scope {
+    pub app: ApplicationId,
+    pub account: AccountId,
+}
+
+impl Scope {
+    pub fn new(app: ApplicationId, account: AccountId) -> Self {
+        Self { app, account }
+    }
+
+    /// A call on the account's own counters only (no application: the credit counter).
+    pub fn account(account: AccountId) -> Self {
+        Self {
+            app: ApplicationId::new(0),
+            account,
         }
     }
 }
@@ -148,6 +178,29 @@ pub struct SeriesValue {
     pub observed_us: i64,
 }
 
+/// How long a transaction's mark is kept: as long as a batch id is remembered.
+pub const COUNTED_TTL: u64 = 86_400;
+
+/// The ops that count one transaction of a report exactly once, however often its batch is
+/// sent: its counters with their limits lifted (a report counts what happened, limits or not)
+/// and the transaction's mark (`mark`: an id unique to the batch and the transaction's place in
+/// it), which may move from 0 to 1 only. Applied with [`Mode::CheckAndAdd`], in the one atomic
+/// call that moves the counters: authorized means counted now; refused, counted before — so a
+/// batch that failed part-way, sent again, counts only what it had not.
+pub fn once(ops: Vec<Op>, mark: i64) -> Vec<Op> {
+    let mut ops: Vec<Op> = ops.into_iter().map(|op| Op { max: None, ..op }).collect();
+    ops.push(Op {
+        counter: Counter::Counted,
+        period: Period::Eternity,
+        start: mark,
+        ttl: Some(COUNTED_TTL),
+        amount: Amount::Add(1),
+        max: Some(1),
+        account: None,
+    });
+    ops
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     /// authorize: check, move nothing.
@@ -207,6 +260,7 @@ mod tests {
             Counter::ResponseCode(404),
             Counter::ResponseClass(4),
             Counter::CreditsSpent,
+            Counter::Counted,
         ] {
             assert_eq!(Counter::from_raw(c.raw()), Some(c));
         }
@@ -218,5 +272,28 @@ mod tests {
         assert_eq!(Counter::ResponseClass(4).response_code_name().as_deref(), Some("4xx"));
         assert_eq!(Counter::from_raw(0), None);
         assert_eq!(Counter::from_raw(-50), None);
+    }
+
+    #[test]
+    fn once_lifts_the_limits_and_adds_a_mark_that_moves_once() {
+        let op = Op {
+            counter: Counter::Metric(MetricId::new(1)),
+            period: Period::Day,
+            start: 0,
+            ttl: None,
+            amount: Amount::Add(3),
+            max: Some(1),
+            account: None,
+        };
+        let ops = once(vec![op], 77);
+        assert_eq!(ops.len(), 2);
+        assert_eq!(ops[0].max, None);
+        let mark = &ops[1];
+        assert_eq!(
+            (mark.counter, mark.period, mark.start),
+            (Counter::Counted, Period::Eternity, 77)
+        );
+        assert!(!exceeds(0, mark.amount, mark.max), "a new mark moves");
+        assert!(exceeds(1, mark.amount, mark.max), "a set mark refuses the call");
     }
 }

@@ -124,6 +124,19 @@ pub fn remaining(ops: &[Op], values: &[i64], wallet: &Wallet) -> Option<i64> {
     Some(wallet.granted_units.saturating_sub(spent).max(0))
 }
 
+/// What one gateway may spend of an account's `remaining` credits from its cache before it asks
+/// again, when `gateways` gateways serve the account: an equal share, as a gateway's workers
+/// share what it was given (a gateway that knows nothing of the others would take it all).
+///
+/// The bound this gives: calls a control plane answers are checked against the balance, so only
+/// cached calls pass it, each gateway within the share it holds; N gateways can overdraw an
+/// account by at most their N shares, one balance in all, where without shares each could
+/// spend the whole balance (N balances). Fewer gateways than configured only makes them ask
+/// sooner; more than configured widen the bound in proportion.
+pub fn gateway_share(remaining: i64, gateways: u32) -> i64 {
+    remaining / i64::from(gateways.max(1))
+}
+
 /// One grant, for working out what of it is still unspent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GrantState {
@@ -353,6 +366,14 @@ impl FromForm for NewIssuedCredit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_gateway_gets_an_equal_share_rounded_down() {
+        assert_eq!(gateway_share(100, 1), 100);
+        assert_eq!(gateway_share(100, 3), 33);
+        assert_eq!(gateway_share(1, 2), 0, "the last units: every call asks");
+        assert_eq!(gateway_share(100, 0), 100, "no gateways configured is one");
+    }
     use std::collections::BTreeMap;
     use std::str::FromStr;
 

@@ -20,7 +20,7 @@ use rust_decimal::Decimal;
 use sqlx::Row;
 use std::collections::{BTreeMap, HashMap};
 use tollgate_domain::analytics::series::{sum_in, QuarterRow};
-use tollgate_domain::counters::Mode;
+use tollgate_domain::counters::{Mode, Scope};
 use tollgate_domain::ids::{AccountId, ApplicationId, BackendId, MetricId, ServiceId};
 use tollgate_domain::limits::{self, PlanLimit};
 use tollgate_domain::periods::Period;
@@ -454,32 +454,39 @@ pub async fn limit_uses_of(
         ),
     };
     let rows = sqlx::query(&format!(
-        "SELECT a.id AS application_id, l.metric_id, m.system_name, l.period, l.value
+        "SELECT a.id AS application_id, a.account_id, l.metric_id, m.system_name, l.period, l.value
          FROM applications a JOIN usage_limits l ON l.plan_id = a.plan_id JOIN metrics m ON m.id = l.metric_id
          WHERE a.service_id = $1 AND a.state = 'live'{filter} ORDER BY a.id"
     ))
     .bind(service.get())
     .fetch_all(&db.pool)
     .await?;
-    let mut by_app: BTreeMap<i64, Vec<(PlanLimit, String)>> = BTreeMap::new();
+    let mut by_app: BTreeMap<(i64, i64), Vec<(PlanLimit, String)>> = BTreeMap::new();
     for r in rows {
         let period: String = r.try_get("period")?;
         let Some(period) = Period::parse(&period) else { continue };
-        by_app.entry(r.try_get("application_id")?).or_default().push((
-            PlanLimit {
-                metric_id: MetricId::new(r.try_get("metric_id")?),
-                period,
-                max: r.try_get("value")?,
-            },
-            r.try_get("system_name")?,
-        ));
+        by_app
+            .entry((r.try_get("application_id")?, r.try_get("account_id")?))
+            .or_default()
+            .push((
+                PlanLimit {
+                    metric_id: MetricId::new(r.try_get("metric_id")?),
+                    period,
+                    max: r.try_get("value")?,
+                },
+                r.try_get("system_name")?,
+            ));
     }
     let mut out = Vec::new();
-    for (app, limits) in by_app {
+    for ((app, account), limits) in by_app {
         let plan: Vec<PlanLimit> = limits.iter().map(|(l, _)| l.clone()).collect();
         let ops = limits::ops(&plan, &Default::default(), &[], now);
         let read = counters
-            .apply(ApplicationId::new(app), &ops, Mode::Check)
+            .apply(
+                Scope::new(ApplicationId::new(app), AccountId::new(account)),
+                &ops,
+                Mode::Check,
+            )
             .await
             .map_err(|e| StoreError::Internal(e.to_string()))?;
         for ((limit, name), current) in limits.into_iter().zip(read.values) {

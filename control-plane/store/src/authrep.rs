@@ -4,7 +4,7 @@
 //! reading requests and writing apisonator's bytes is the HTTP layer's job.
 
 use crate::catalog::{applications, services};
-use crate::counters::{Amount, CounterStore, Counters, Mode};
+use crate::counters::{Amount, CounterStore, Counters, Mode, Scope};
 use crate::db::Db;
 use crate::error::StoreError;
 use crate::hot_cache::{Credential, HotCache, PlanView, ServiceView};
@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 use std::sync::Arc;
 use tollgate_domain::catalog::{Application, ApplicationState, BackendVersion, Service};
+use tollgate_domain::counters::once;
 use tollgate_domain::credits;
 use tollgate_domain::ids::{ApplicationId, MetricId, PlanId, ServiceId};
 use tollgate_domain::limits::{self, MetricNode, PlanLimit, UsageReport};
@@ -338,7 +339,7 @@ pub async fn authorize(
     let wallet = l.wallet(app).await?;
     ops.extend(credits::ops(app.plan_id, wallet.as_deref(), &expanded));
     let outcome = counters
-        .apply(app.id, &ops, mode)
+        .apply(Scope::new(app.id, app.account_id), &ops, mode)
         .await
         .map_err(|e| SmError::from(StoreError::from(e)))?;
     let reports = limits::reports(&ops, &outcome.values, metrics, now);
@@ -393,14 +394,18 @@ pub struct Transaction {
 }
 
 /// Counts a validated batch: every transaction's usage, up the hierarchy, in its own period,
-/// in the plan's limited counters as well as the month and hour ones.
+/// in the plan's limited counters as well as the month and hour ones. With a batch id
+/// (`batch`: the service's id and the gateway's), each transaction counts exactly once
+/// however often the batch is sent ([`once`]); returns how many counted now.
 pub async fn count(
     l: &Lookup<'_>,
     counters: &Counters,
     view: &ServiceView,
     batch: &[Transaction],
-) -> Result<(), SmError> {
-    for t in batch {
+    batch_id: Option<&str>,
+) -> Result<usize, SmError> {
+    let mut counted = 0;
+    for (i, t) in batch.iter().enumerate() {
         let plan = l.plan(t.app.plan_id).await?;
         let expanded = limits::expand(&t.usage, &view.metrics, false);
         let mut ops = limits::ops(&plan.limits, &expanded, &t.codes, t.at);
@@ -408,10 +413,25 @@ pub async fn count(
         // `credits` on how far that can take a balance).
         let wallet = l.wallet(&t.app).await?;
         ops.extend(credits::ops(t.app.plan_id, wallet.as_deref(), &expanded));
-        counters
-            .apply(t.app.id, &ops, Mode::Add)
+        let (ops, mode) = match batch_id {
+            Some(id) => (once(ops, mark(view.service.id, id, i)), Mode::CheckAndAdd),
+            None => (ops, Mode::Add),
+        };
+        let outcome = counters
+            .apply(Scope::new(t.app.id, t.app.account_id), &ops, mode)
             .await
             .map_err(|e| SmError::from(StoreError::from(e)))?;
+        counted += usize::from(outcome.authorized);
     }
-    Ok(())
+    Ok(counted)
+}
+
+/// The mark of transaction `index` of batch `batch_id` of `service`: the first 8 bytes of a
+/// SHA-256 of the three (a collision would need 2^32 transactions marked within a day).
+fn mark(service: ServiceId, batch_id: &str, index: usize) -> i64 {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("{}\n{batch_id}\n{index}", service.get()));
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(first)
 }

@@ -4,8 +4,10 @@
 //! A batch is claimed (`counting`) before it is counted and marked `done` after; a failed
 //! count releases the claim, so the resend counts. A resend that arrives while the first copy
 //! is still being counted gets a 409 and is retried by the gateway. A claim left `counting`
-//! for over a minute (the control plane died mid-count) is taken over by the next resend: it
-//! may count some transactions of that batch twice, never lose them.
+//! for over a minute (the control plane died mid-count) is taken over by the next resend.
+//! Either way a resend counts only the transactions the first copy had not: each transaction's
+//! mark moves in the same atomic call as its counters (`authrep::count`), so a batch cut short
+//! — Redis gone mid-batch, a replica killed — is counted exactly once.
 
 use crate::db::Db;
 use crate::error::Result;

@@ -17,6 +17,26 @@ use tokio::sync::watch;
 /// How long a broken connection waits before it is tried again (doubling to 5 s).
 const RETRY: Duration = Duration::from_millis(200);
 
+/// The nodes of a Redis (one) or a Redis Cluster (several), tried in turn: a message published
+/// on any node of a cluster reaches the subscribers on every node, so one that answers will do.
+struct Nodes {
+    clients: Vec<redis::Client>,
+    next: usize,
+}
+
+impl Nodes {
+    fn new(clients: Vec<redis::Client>) -> Self {
+        Self { clients, next: 0 }
+    }
+
+    /// The node to try now: the one after the last tried.
+    fn next(&mut self) -> &redis::Client {
+        let i = self.next % self.clients.len().max(1);
+        self.next = self.next.wrapping_add(1);
+        &self.clients[i]
+    }
+}
+
 /// The channel a deployment's replicas share.
 pub fn channel(prefix: &str) -> String {
     format!("{prefix}hot-cache")
@@ -28,11 +48,11 @@ pub fn replica_id() -> String {
 }
 
 /// Publishes this replica's writes and applies the others' until `stopped` turns true.
-pub async fn run(client: redis::Client, prefix: String, cache: Arc<HotCache>, mut stopped: watch::Receiver<bool>) {
+pub async fn run(nodes: Vec<redis::Client>, prefix: String, cache: Arc<HotCache>, mut stopped: watch::Receiver<bool>) {
     let me = replica_id();
     let channel = channel(&prefix);
-    let publisher = publish(client.clone(), channel.clone(), me.clone(), cache.clone());
-    let subscriber = subscribe(client, channel, me, cache);
+    let publisher = publish(Nodes::new(nodes.clone()), channel.clone(), me.clone(), cache.clone());
+    let subscriber = subscribe(Nodes::new(nodes), channel, me, cache);
     tokio::select! {
         _ = publisher => {}
         _ = subscriber => {}
@@ -41,11 +61,11 @@ pub async fn run(client: redis::Client, prefix: String, cache: Arc<HotCache>, mu
 }
 
 /// Sends one message per burst of local writes (the watch coalesces them).
-async fn publish(client: redis::Client, channel: String, me: String, cache: Arc<HotCache>) {
+async fn publish(mut nodes: Nodes, channel: String, me: String, cache: Arc<HotCache>) {
     let mut writes = cache.local_writes();
     let mut wait = RETRY;
     loop {
-        let mut conn = match client.get_multiplexed_async_connection().await {
+        let mut conn = match nodes.next().get_multiplexed_async_connection().await {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "cache invalidation: cannot publish; other replicas wait for their TTL");
@@ -73,10 +93,10 @@ async fn publish(client: redis::Client, channel: String, me: String, cache: Arc<
 }
 
 /// Applies other replicas' messages; forgets everything on every (re)subscription.
-async fn subscribe(client: redis::Client, channel: String, me: String, cache: Arc<HotCache>) {
+async fn subscribe(mut nodes: Nodes, channel: String, me: String, cache: Arc<HotCache>) {
     let mut wait = RETRY;
     loop {
-        let mut pubsub = match client.get_async_pubsub().await {
+        let mut pubsub = match nodes.next().get_async_pubsub().await {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(error = %e, "cache invalidation: cannot subscribe; this replica relies on its TTL");

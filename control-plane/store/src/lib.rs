@@ -47,7 +47,10 @@ pub mod leases;
 pub mod outbox;
 pub mod passwords;
 pub mod portal;
+pub mod redis_nodes;
 pub mod rows;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod time;
 pub mod usage;
 pub mod webhooks;

@@ -449,3 +449,14 @@ pub async fn plan_of(conn: &mut AnyConnection, app: &Record) -> Result<Record> {
         .find_any(conn, app.int("plan_id").unwrap_or_default())
         .await
 }
+
+/// Every application's account (application id → account id): where the counter store tags
+/// an application's keys.
+pub async fn accounts(db: &Db) -> Result<std::collections::HashMap<i64, i64>> {
+    let rows = sqlx::query("SELECT id, account_id FROM applications")
+        .fetch_all(&db.pool)
+        .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("id")?, r.try_get("account_id")?)))
+        .collect()
+}

@@ -3,8 +3,7 @@
 use super::embedded::EmbeddedStore;
 use super::redis::RedisStore;
 use super::store::{CounterError, CounterStore};
-use tollgate_domain::counters::{Mode, Op, Outcome, SeriesKey, SeriesValue};
-use tollgate_domain::ids::ApplicationId;
+use tollgate_domain::counters::{Mode, Op, Outcome, Scope, SeriesKey, SeriesValue};
 
 /// The store a control plane runs with.
 #[derive(Clone)]
@@ -23,10 +22,10 @@ impl Counters {
 }
 
 impl CounterStore for Counters {
-    async fn apply(&self, app: ApplicationId, ops: &[Op], mode: Mode) -> Result<Outcome, CounterError> {
+    async fn apply(&self, scope: Scope, ops: &[Op], mode: Mode) -> Result<Outcome, CounterError> {
         match self {
-            Counters::Embedded(s) => s.apply(app, ops, mode).await,
-            Counters::Redis(s) => s.apply(app, ops, mode).await,
+            Counters::Embedded(s) => s.apply(scope, ops, mode).await,
+            Counters::Redis(s) => s.apply(scope, ops, mode).await,
         }
     }
 

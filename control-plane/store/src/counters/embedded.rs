@@ -12,7 +12,7 @@
 use super::store::{CounterError, CounterStore};
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
-use tollgate_domain::counters::{exceeds, Amount, Mode, Op, Outcome, SeriesKey, SeriesValue, SERIES};
+use tollgate_domain::counters::{exceeds, Amount, Mode, Op, Outcome, Scope, SeriesKey, SeriesValue, SERIES};
 use tollgate_domain::ids::ApplicationId;
 use tollgate_domain::periods::Period;
 
@@ -261,7 +261,9 @@ impl EmbeddedStore {
 }
 
 impl CounterStore for EmbeddedStore {
-    async fn apply(&self, app: ApplicationId, ops: &[Op], mode: Mode) -> Result<Outcome, CounterError> {
+    /// One process holds every counter: the account plays no part in where they are.
+    async fn apply(&self, scope: Scope, ops: &[Op], mode: Mode) -> Result<Outcome, CounterError> {
+        let app = scope.app;
         let Some(writer) = &self.writer else {
             return Ok(self.apply_now(app, ops, mode, now()));
         };

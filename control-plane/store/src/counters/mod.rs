@@ -13,4 +13,4 @@ pub mod store;
 
 pub use backend::Counters;
 pub use store::{CounterError, CounterStore};
-pub use tollgate_domain::counters::{exceeds, Amount, Counter, Mode, Op, Outcome, SeriesKey, SeriesValue};
+pub use tollgate_domain::counters::{exceeds, Amount, Counter, Mode, Op, Outcome, Scope, SeriesKey, SeriesValue};

@@ -1,15 +1,22 @@
 //! The Redis store: one Lua script per call checks every limit and moves every counter
 //! atomically. The script is loaded once and run with EVALSHA (`redis::Script` falls back to
-//! EVAL when Redis has forgotten it). Keys carry the hash tag `{app:ID}`, so one application's
-//! counters share a Redis Cluster slot and the script may touch them all.
+//! EVAL when Redis has forgotten it).
+//!
+//! Keys carry the hash tag of the application's account, `{prefix}{acct:A}:OWNER:COUNTER:
+//! PERIOD:START` (OWNER: the application's id, or the negated account id for the account's own
+//! credit counter): everything one call touches — the application's counters and, on a prepaid
+//! account, the account's credit counter — shares a Redis Cluster slot, so the script may touch
+//! it all on a cluster as on one node. Keys written before the tag was the account's
+//! (`{prefix}{app:ID}:…`) are moved by [`RedisStore::rekey_legacy`] when a control plane
+//! starts.
 
 use super::store::{CounterError, CounterStore};
-use redis::aio::ConnectionManager;
-use std::collections::HashSet;
+use crate::redis_nodes::Connection;
+use futures_util::StreamExt;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tollgate_domain::counters::{Amount, Mode, Op, Outcome, SeriesKey, SeriesValue, SERIES};
-use tollgate_domain::ids::ApplicationId;
+use tollgate_domain::counters::{Amount, Mode, Op, Outcome, Scope, SeriesKey, SeriesValue, SERIES};
 use tollgate_domain::periods::Period;
 
 /// KEYS: the counters. ARGV[1]: mode; then per key: amount (`N` adds, `#N` sets), max (-1:
@@ -50,105 +57,273 @@ table.insert(values, 1, ok)
 return values
 "#;
 
-/// The reply of `MULTI; TIME; GET…; EXEC`: the clock in microseconds, then the values.
-fn decode_time_and_values(reply: Vec<redis::Value>) -> redis::RedisResult<(i64, Vec<Option<i64>>)> {
-    use redis::FromRedisValue;
-    let mut reply = reply.into_iter();
-    let time = reply
-        .next()
-        .ok_or_else(|| redis::RedisError::from((redis::ErrorKind::TypeError, "empty reply to TIME and GET")))?;
-    let (secs, micros) = <(i64, i64)>::from_redis_value(&time)?;
-    let values = reply
-        .map(|v| Option::<i64>::from_redis_value(&v))
-        .collect::<Result<_, _>>()?;
-    Ok((secs * 1_000_000 + micros, values))
+/// KEYS: series counters that share a slot. Returns {seconds, microseconds, value or nil…}:
+/// the values and Redis' clock at one instant (a script runs alone).
+const READ_SCRIPT: &str = r#"
+local t = redis.call('TIME')
+local out = {tonumber(t[1]), tonumber(t[2])}
+for i = 1, #KEYS do
+  local v = redis.call('GET', KEYS[i])
+  if v then out[i + 2] = tonumber(v) else out[i + 2] = false end
+end
+return out
+"#;
+
+/// KEYS: legacy keys and their new names, in pairs (one node only). Moves each value (added to
+/// whatever the new key holds already) with its TTL; returns how many moved.
+const REKEY_SCRIPT: &str = r#"
+local moved = 0
+for i = 1, #KEYS, 2 do
+  local v = redis.call('GET', KEYS[i])
+  if v then
+    local ttl = redis.call('PTTL', KEYS[i])
+    redis.call('INCRBY', KEYS[i + 1], tonumber(v))
+    if ttl > 0 then redis.call('PEXPIRE', KEYS[i + 1], ttl) end
+    redis.call('DEL', KEYS[i])
+    moved = moved + 1
+  end
+end
+return moved
+"#;
+
+/// Series counters read in one script call, at most.
+const READ_CHUNK: usize = 500;
+/// Script calls in flight at once when reading series counters from a cluster.
+const READ_CONCURRENCY: usize = 32;
+
+/// The reply of [`READ_SCRIPT`]: the clock in microseconds, then the values.
+fn decode_time_and_values(reply: Vec<Option<i64>>) -> Result<(i64, Vec<Option<i64>>), CounterError> {
+    match reply.as_slice() {
+        [Some(secs), Some(micros), values @ ..] => Ok((secs * 1_000_000 + micros, values.to_vec())),
+        _ => Err(CounterError::Unavailable(
+            "reading series counters: no clock in the reply".into(),
+        )),
+    }
+}
+
+/// What this process knows of the counters it moved.
+#[derive(Default)]
+struct Moved {
+    /// Hour counters moved since the usage flush last took them.
+    changed: HashSet<SeriesKey>,
+    /// Each application's account (the hash tag of its keys), for the series keys it moved.
+    accounts: HashMap<i64, i64>,
 }
 
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
-    script: std::sync::Arc<redis::Script>,
+    conn: Connection,
+    script: Arc<redis::Script>,
+    read: Arc<redis::Script>,
     prefix: String,
     timeout: Duration,
-    /// Hour counters this process moved since the usage flush last took them.
-    changed: Arc<Mutex<HashSet<SeriesKey>>>,
+    /// Replicas that must hold a counting call's moves before it is answered (Redis `WAIT`).
+    replica_acks: usize,
+    moved: Arc<Mutex<Moved>>,
 }
 
 impl RedisStore {
     /// `prefix` starts every key (tests use their own); `timeout` bounds every call.
-    pub fn new(conn: ConnectionManager, prefix: &str, timeout: Duration) -> Self {
+    pub fn new(conn: Connection, prefix: &str, timeout: Duration) -> Self {
         Self {
             conn,
-            script: std::sync::Arc::new(redis::Script::new(SCRIPT)),
+            script: Arc::new(redis::Script::new(SCRIPT)),
+            read: Arc::new(redis::Script::new(READ_SCRIPT)),
             prefix: prefix.to_string(),
             timeout,
-            changed: Arc::default(),
+            replica_acks: 0,
+            moved: Arc::default(),
         }
     }
 
-    /// An op's key. An account's counter (credits) sits outside the application's hash slot:
-    /// one Redis runs the script, so the call stays atomic (Redis Cluster would refuse it).
-    pub fn key(&self, app: ApplicationId, op: &Op) -> String {
-        self.counter_key(op.owner(app), op.counter.raw(), op.period, op.start)
+    /// Answers a call that moved counters only once `replicas` replicas hold the moves (or
+    /// half the timeout has passed; then the call is answered and counted in
+    /// `tollgate_redis_unreplicated_total`). Replication is asynchronous: without this, a
+    /// master that fails right after answering takes its last moves with it; with it, a
+    /// replica promoted in its place has every answered call.
+    pub fn with_replica_acks(mut self, replicas: usize) -> Self {
+        self.replica_acks = replicas;
+        self
     }
 
-    fn counter_key(&self, owner: i64, counter: i64, period: Period, start: i64) -> String {
-        format!("{}{{app:{owner}}}:{counter}:{}:{start}", self.prefix, period.as_str())
+    /// Runs the counters' script; a counting call waits for its replicas, in the same round
+    /// trip (a pipeline goes to the node of its first key).
+    async fn run(&self, invocation: &redis::ScriptInvocation<'_>, counting: bool) -> redis::RedisResult<Vec<i64>> {
+        let mut conn = self.conn.clone();
+        if !counting || self.replica_acks == 0 {
+            return invocation.invoke_async(&mut conn).await;
+        }
+        let mut pipe = redis::pipe();
+        pipe.invoke_script(invocation)
+            .cmd("WAIT")
+            .arg(self.replica_acks)
+            .arg((self.timeout / 2).as_millis().max(1) as u64);
+        let (values, acked): (Vec<i64>, usize) = match pipe.query_async(&mut conn).await {
+            Err(e) if e.kind() == redis::ErrorKind::NoScriptError => {
+                invocation.load_async(&mut conn).await?;
+                pipe.query_async(&mut conn).await?
+            }
+            other => other?,
+        };
+        if acked < self.replica_acks {
+            metrics::counter!("tollgate_redis_unreplicated_total").increment(1);
+        }
+        Ok(values)
     }
 
-    /// The series counter a key names, if it is one of this store's
-    /// (`{prefix}{app:A}:M:quarter:S`).
-    fn parse_series_key(&self, key: &str) -> Option<SeriesKey> {
-        let rest = key.strip_prefix(&self.prefix)?.strip_prefix("{app:")?;
-        let (app, rest) = rest.split_once("}:")?;
+    /// An op's key in `scope`.
+    pub fn key(&self, scope: Scope, op: &Op) -> String {
+        self.counter_key(
+            scope.account.get(),
+            op.owner(scope.app),
+            op.counter.raw(),
+            op.period,
+            op.start,
+        )
+    }
+
+    fn counter_key(&self, account: i64, owner: i64, counter: i64, period: Period, start: i64) -> String {
+        format!(
+            "{}{{acct:{account}}}:{owner}:{counter}:{}:{start}",
+            self.prefix,
+            period.as_str()
+        )
+    }
+
+    /// The series counter a key names and the account it is tagged with, if it is one of this
+    /// store's (`{prefix}{acct:A}:OWNER:COUNTER:quarter:START`).
+    fn parse_series_key(&self, key: &str) -> Option<(i64, SeriesKey)> {
+        let rest = key.strip_prefix(&self.prefix)?.strip_prefix("{acct:")?;
+        let (account, rest) = rest.split_once("}:")?;
         let mut parts = rest.split(':');
-        let (metric, period, start) = (parts.next()?, parts.next()?, parts.next()?);
+        let (owner, counter, period, start) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
         if period != SERIES.as_str() || parts.next().is_some() {
             return None;
         }
-        Some(SeriesKey {
-            app: app.parse().ok()?,
-            counter: metric.parse().ok()?,
+        let key = SeriesKey {
+            app: owner.parse().ok()?,
+            counter: counter.parse().ok()?,
             start: start.parse().ok()?,
-        })
+        };
+        Some((account.parse().ok()?, key))
     }
 
-    fn changed(&self) -> std::sync::MutexGuard<'_, HashSet<SeriesKey>> {
-        self.changed.lock().unwrap_or_else(|e| e.into_inner())
+    /// The key of a series counter this process moved (or found at start).
+    fn series_key(&self, moved: &Moved, k: &SeriesKey) -> Option<String> {
+        let account = if k.app < 0 {
+            Some(-k.app)
+        } else {
+            moved.accounts.get(&k.app).copied()
+        };
+        account.map(|a| self.counter_key(a, k.app, k.counter, SERIES, k.start))
+    }
+
+    fn moved(&self) -> std::sync::MutexGuard<'_, Moved> {
+        self.moved.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every key matching `pattern`, from every node that holds keys (each master of a cluster).
+    async fn scan(&self, pattern: &str) -> Result<Vec<String>, CounterError> {
+        let unavailable = |e: redis::RedisError| CounterError::Unavailable(e.to_string());
+        let mut nodes: Vec<Connection> = Vec::new();
+        match &self.conn {
+            Connection::Single(_) => nodes.push(self.conn.clone()),
+            Connection::Cluster(_) => {
+                let mut conn = self.conn.clone();
+                for addr in masters(&mut conn).await.map_err(unavailable)? {
+                    let client = redis::Client::open(addr.as_str()).map_err(unavailable)?;
+                    let node = client.get_connection_manager().await.map_err(unavailable)?;
+                    nodes.push(Connection::Single(node));
+                }
+            }
+        }
+        let mut found = Vec::new();
+        for mut node in nodes {
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(pattern)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query_async(&mut node)
+                    .await
+                    .map_err(unavailable)?;
+                found.extend(keys);
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        Ok(found)
     }
 
     /// After a restart this process knows nothing it moved: marks every series counter in Redis
     /// changed, so the usage flush copies them again (it is idempotent).
     pub async fn recover_changed_series(&self) -> Result<usize, CounterError> {
+        let pattern = format!("{}{{acct:*}}:*:*:{}:*", self.prefix, SERIES.as_str());
+        let found: Vec<(i64, SeriesKey)> = self
+            .scan(&pattern)
+            .await?
+            .iter()
+            .filter_map(|k| self.parse_series_key(k))
+            .collect();
+        let n = found.len();
+        let mut moved = self.moved();
+        for (account, key) in found {
+            moved.accounts.insert(key.app, account);
+            moved.changed.insert(key);
+        }
+        Ok(n)
+    }
+
+    /// Counters stored under the application's own hash tag (`{prefix}{app:ID}:…`), as before
+    /// the tag was the account's. Only a single node can hold them: a cluster refused the
+    /// calls that wrote them.
+    pub async fn legacy_keys(&self) -> Result<Vec<String>, CounterError> {
+        if self.conn.is_cluster() {
+            return Ok(Vec::new());
+        }
+        self.scan(&format!("{}{{app:*}}:*", self.prefix)).await
+    }
+
+    /// Moves [`Self::legacy_keys`] to their keys now (each value added to what the new key
+    /// holds, with its TTL); `account_of` answers an application's account (one it does not
+    /// know, a deleted application's, stays). Returns how many counters moved.
+    pub async fn rekey(&self, legacy: &[String], account_of: &HashMap<i64, i64>) -> Result<usize, CounterError> {
+        let pairs: Vec<(&String, String)> = legacy
+            .iter()
+            .filter_map(|old| {
+                let rest = old.strip_prefix(&self.prefix)?.strip_prefix("{app:")?;
+                let (owner, rest) = rest.split_once("}:")?;
+                let owner: i64 = owner.parse().ok()?;
+                let account = if owner < 0 { -owner } else { *account_of.get(&owner)? };
+                Some((old, format!("{}{{acct:{account}}}:{owner}:{rest}", self.prefix)))
+            })
+            .collect();
+        let rekey = redis::Script::new(REKEY_SCRIPT);
         let mut conn = self.conn.clone();
-        let pattern = format!("{}{{app:*}}:*:{}:*", self.prefix, SERIES.as_str());
-        let mut found = Vec::new();
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut conn)
+        let mut moved = 0;
+        for chunk in pairs.chunks(READ_CHUNK) {
+            let mut invocation = rekey.prepare_invoke();
+            for (old, new) in chunk {
+                invocation.key(*old).key(new);
+            }
+            let n: usize = invocation
+                .invoke_async(&mut conn)
                 .await
                 .map_err(|e| CounterError::Unavailable(e.to_string()))?;
-            found.extend(keys.iter().filter_map(|k| self.parse_series_key(k)));
-            if next == 0 {
-                break;
-            }
-            cursor = next;
+            moved += n;
         }
-        let n = found.len();
-        self.changed().extend(found);
-        Ok(n)
+        Ok(moved)
     }
 
     /// The same store as a process that just started would have it: nothing known changed.
     pub fn with_fresh_state(&self) -> Self {
         Self {
-            changed: Arc::default(),
+            moved: Arc::default(),
             ..self.clone()
         }
     }
@@ -157,10 +332,54 @@ impl RedisStore {
     pub fn script_source() -> &'static str {
         SCRIPT
     }
+
+    /// Reads one batch of series counters (keys sharing a slot on a cluster).
+    async fn read_series(&self, batch: &[(SeriesKey, String)]) -> Result<Vec<SeriesValue>, CounterError> {
+        let mut invocation = self.read.prepare_invoke();
+        for (_, key) in batch {
+            invocation.key(key);
+        }
+        let mut conn = self.conn.clone();
+        let reply: Vec<Option<i64>> = tokio::time::timeout(self.timeout * 10, invocation.invoke_async(&mut conn))
+            .await
+            .map_err(|_| CounterError::Unavailable("reading series counters timed out".into()))?
+            .map_err(|e| CounterError::Unavailable(e.to_string()))?;
+        let (observed_us, values) = decode_time_and_values(reply)?;
+        Ok(batch
+            .iter()
+            .zip(values)
+            .map(|((key, _), v)| SeriesValue {
+                key: *key,
+                value: v.unwrap_or(0),
+                observed_us,
+            })
+            .collect())
+    }
+}
+
+/// The addresses of a cluster's masters, as `CLUSTER SLOTS` gives them.
+async fn masters(conn: &mut Connection) -> redis::RedisResult<Vec<String>> {
+    let slots: Vec<redis::Value> = redis::cmd("CLUSTER").arg("SLOTS").query_async(conn).await?;
+    let mut out = Vec::new();
+    for range in slots {
+        let redis::Value::Array(parts) = range else { continue };
+        // [start, end, [host, port, id…] (the master), replicas…]
+        if let Some(redis::Value::Array(master)) = parts.get(2) {
+            let host: Option<String> = master.first().and_then(|v| redis::from_redis_value(v).ok());
+            let port: Option<u16> = master.get(1).and_then(|v| redis::from_redis_value(v).ok());
+            if let (Some(host), Some(port)) = (host, port) {
+                let addr = format!("redis://{host}:{port}");
+                if !out.contains(&addr) {
+                    out.push(addr);
+                }
+            }
+        }
+    }
+    Ok(out)
 }
 
 impl CounterStore for RedisStore {
-    async fn apply(&self, app: ApplicationId, ops: &[Op], mode: Mode) -> Result<Outcome, CounterError> {
+    async fn apply(&self, scope: Scope, ops: &[Op], mode: Mode) -> Result<Outcome, CounterError> {
         let mut invocation = self.script.prepare_invoke();
         invocation.arg(match mode {
             Mode::Check => "check",
@@ -168,7 +387,7 @@ impl CounterStore for RedisStore {
             Mode::Add => "add",
         });
         for op in ops {
-            invocation.key(self.key(app, op));
+            invocation.key(self.key(scope, op));
             let amount = match op.amount {
                 Amount::Add(n) => n.to_string(),
                 Amount::Set(n) => format!("#{n}"),
@@ -178,8 +397,8 @@ impl CounterStore for RedisStore {
                 .arg(op.max.unwrap_or(-1))
                 .arg(op.ttl.map(|t| t as i64).unwrap_or(-1));
         }
-        let mut conn = self.conn.clone();
-        let reply: Vec<i64> = tokio::time::timeout(self.timeout, invocation.invoke_async(&mut conn))
+        let counting = mode != Mode::Check;
+        let reply: Vec<i64> = tokio::time::timeout(self.timeout, self.run(&invocation, counting))
             .await
             .map_err(|_| CounterError::Unavailable(format!("no answer within {:?}", self.timeout)))?
             .map_err(|e| CounterError::Unavailable(e.to_string()))?;
@@ -188,12 +407,19 @@ impl CounterStore for RedisStore {
             .ok_or_else(|| CounterError::Unavailable("empty reply".into()))?;
         let authorized = *authorized == 1;
         if mode == Mode::Add || (mode == Mode::CheckAndAdd && authorized) {
-            let moved = ops.iter().filter(|op| op.period == SERIES && !op.amount.is_noop());
-            self.changed().extend(moved.map(|op| SeriesKey {
-                app: op.owner(app),
-                counter: op.counter.raw(),
-                start: op.start,
-            }));
+            let mut moved = ops
+                .iter()
+                .filter(|op| op.period == SERIES && !op.amount.is_noop())
+                .peekable();
+            if moved.peek().is_some() {
+                let mut known = self.moved();
+                known.accounts.insert(scope.app.get(), scope.account.get());
+                known.changed.extend(moved.map(|op| SeriesKey {
+                    app: op.owner(scope.app),
+                    counter: op.counter.raw(),
+                    start: op.start,
+                }));
+            }
         }
         Ok(Outcome {
             authorized,
@@ -202,32 +428,29 @@ impl CounterStore for RedisStore {
     }
 
     async fn take_changed_series(&self) -> Result<Vec<SeriesValue>, CounterError> {
-        let keys: Vec<SeriesKey> = self.changed().drain().collect();
+        let (keys, batches) = {
+            let mut moved = self.moved();
+            let keys: Vec<SeriesKey> = moved.changed.drain().collect();
+            let named: Vec<(SeriesKey, String)> = keys
+                .iter()
+                .filter_map(|k| Some((*k, self.series_key(&moved, k)?)))
+                .collect();
+            (keys, batches(named, self.conn.is_cluster()))
+        };
+        let reads = futures_util::stream::iter(batches.into_iter().map(|batch| {
+            let store = self.clone();
+            async move { store.read_series(&batch).await }
+        }))
+        .buffer_unordered(if self.conn.is_cluster() { READ_CONCURRENCY } else { 1 });
+        let results: Vec<Result<Vec<SeriesValue>, CounterError>> = reads.collect().await;
         let mut out = Vec::with_capacity(keys.len());
-        let mut conn = self.conn.clone();
-        for chunk in keys.chunks(500) {
-            // MULTI … EXEC: the clock and the values are read at one instant.
-            let mut pipe = redis::pipe();
-            pipe.atomic().cmd("TIME");
-            for k in chunk {
-                pipe.get(self.counter_key(k.app, k.counter, SERIES, k.start));
-            }
-            let read = tokio::time::timeout(self.timeout * 10, pipe.query_async::<Vec<redis::Value>>(&mut conn))
-                .await
-                .map(|r| r.and_then(decode_time_and_values));
+        for read in results {
             match read {
-                Ok(Ok((observed_us, values))) => out.extend(chunk.iter().zip(values).map(|(k, v)| SeriesValue {
-                    key: *k,
-                    value: v.unwrap_or(0),
-                    observed_us,
-                })),
-                failed => {
-                    // Nothing is lost: what was not read is marked changed again.
+                Ok(values) => out.extend(values),
+                Err(e) => {
+                    // Nothing is lost: what was taken is marked changed again.
                     self.mark_changed_series(keys);
-                    return Err(CounterError::Unavailable(match failed {
-                        Ok(Err(e)) => e.to_string(),
-                        _ => "reading series counters timed out".into(),
-                    }));
+                    return Err(e);
                 }
             }
         }
@@ -235,6 +458,26 @@ impl CounterStore for RedisStore {
     }
 
     fn mark_changed_series(&self, keys: Vec<SeriesKey>) {
-        self.changed().extend(keys);
+        self.moved().changed.extend(keys);
     }
+}
+
+/// Series keys in batches for [`READ_SCRIPT`]: on a cluster, one account's keys per batch (a
+/// script's keys must share a slot); on one node, any keys.
+fn batches(mut named: Vec<(SeriesKey, String)>, cluster: bool) -> Vec<Vec<(SeriesKey, String)>> {
+    if !cluster {
+        return named.chunks(READ_CHUNK).map(<[_]>::to_vec).collect();
+    }
+    let tag = |key: &str| key.split_once('}').map(|(t, _)| t.to_string()).unwrap_or_default();
+    named.sort_by_cached_key(|(_, key)| tag(key));
+    let mut out: Vec<Vec<(SeriesKey, String)>> = Vec::new();
+    for item in named {
+        match out.last_mut() {
+            Some(last) if last.len() < READ_CHUNK && last.first().map(|(_, k)| tag(k)) == Some(tag(&item.1)) => {
+                last.push(item)
+            }
+            _ => out.push(vec![item]),
+        }
+    }
+    out
 }

@@ -1,8 +1,7 @@
 //! What a counter store does, whichever it is.
 
 use std::future::Future;
-use tollgate_domain::counters::{Mode, Op, Outcome, SeriesKey, SeriesValue};
-use tollgate_domain::ids::ApplicationId;
+use tollgate_domain::counters::{Mode, Op, Outcome, Scope, SeriesKey, SeriesValue};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CounterError {
@@ -11,13 +10,9 @@ pub enum CounterError {
 }
 
 pub trait CounterStore: Send + Sync {
-    /// Applies `ops` for application `app` atomically, as `mode` says.
-    fn apply(
-        &self,
-        app: ApplicationId,
-        ops: &[Op],
-        mode: Mode,
-    ) -> impl Future<Output = Result<Outcome, CounterError>> + Send;
+    /// Applies `ops` for `scope`'s application (and its account) atomically, as `mode` says.
+    fn apply(&self, scope: Scope, ops: &[Op], mode: Mode)
+        -> impl Future<Output = Result<Outcome, CounterError>> + Send;
 
     /// The hour counters moved (by this process) since the last take, with their current
     /// values: what the usage flush copies into the usage tables.

@@ -3,7 +3,7 @@
 
 use super::ledger::{append, lock_wallet, spent, Deducted, ATTRIBUTION_WINDOW_SECS};
 use super::rates;
-use crate::counters::{Amount, CounterStore, Counters, Mode};
+use crate::counters::{Amount, CounterStore, Counters, Mode, Scope};
 use crate::db::Db;
 use crate::error::Result;
 use crate::rows::decimal;
@@ -32,7 +32,7 @@ pub async fn flush(db: &Db, counters: &Counters) -> Result<usize> {
             tracing::warn!(%account, now_spent, recorded, "spent counter behind the ledger; restoring it");
             counters
                 .apply(
-                    ApplicationId::new(0),
+                    Scope::account(account),
                     &[spent_op(account, Amount::Set(recorded))],
                     Mode::Add,
                 )

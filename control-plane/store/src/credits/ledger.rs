@@ -4,7 +4,7 @@
 
 use super::settings;
 use crate::catalog::accounts;
-use crate::counters::{Amount, CounterStore, Counters, Mode};
+use crate::counters::{Amount, CounterStore, Counters, Mode, Scope};
 use crate::db::Db;
 use crate::error::{Result, StoreError};
 use crate::rows::decimal;
@@ -419,7 +419,11 @@ pub async fn balance(db: &Db, counters: &Counters, account: AccountId) -> Result
 /// What the account has spent, as its counter says now.
 pub(crate) async fn spent(counters: &Counters, account: AccountId) -> Result<i64> {
     let read = counters
-        .apply(ApplicationId::new(0), &[spent_op(account, Amount::Add(0))], Mode::Check)
+        .apply(
+            Scope::account(account),
+            &[spent_op(account, Amount::Add(0))],
+            Mode::Check,
+        )
         .await?;
     Ok(read.values.first().copied().unwrap_or(0))
 }
