@@ -10,7 +10,8 @@
 #   TOLLGATE_XDS               host:port of the control plane's xDS server (127.0.0.1:18000)
 #   TOLLGATE_NODE_ID           the gateway's name in GET /admin/api/gateways.json (host-environment-port)
 #   TOLLGATE_CA_FILE           CA bundle for https backends (/etc/ssl/certs/ca-certificates.crt when present)
-#   TOLLGATE_CONTROL_PLANE     host:port of the control plane      (127.0.0.1:3000)
+#   TOLLGATE_CONTROL_PLANE     host:port of the control plane      (127.0.0.1:3000); several
+#                              replicas: host:port,host:port,… (the first is the authority)
 #   TOLLGATE_ACCESS_TOKEN      admin token: the filter fetches its configuration with it, a gateway
 #                              presents it to xDS (required)
 #   TOLLGATE_UPSTREAM          host:port of the API behind Envoy   (127.0.0.1:8000; static only)
@@ -43,7 +44,14 @@ wasm="${TOLLGATE_WASM:-$root/target/tollgate_filter.wasm}"
 
 die() { echo "envoy.sh: $*" >&2; exit 2; }
 hostport() { [[ "$1" =~ ^[A-Za-z0-9._-]+:[0-9]+$ ]] || die "$2 must be host:port, not '$1'"; }
-hostport "$cp_addr" TOLLGATE_CONTROL_PLANE
+IFS=, read -r -a cp_addrs <<<"$cp_addr"
+[ "${#cp_addrs[@]}" -gt 0 ] || die "TOLLGATE_CONTROL_PLANE is empty"
+for a in "${cp_addrs[@]}"; do hostport "$a" TOLLGATE_CONTROL_PLANE; done
+cp_authority="${cp_addrs[0]}"
+cp_endpoints=""
+for a in "${cp_addrs[@]}"; do
+  cp_endpoints+="${cp_endpoints:+$'\n'}        - endpoint:"$'\n'"            address:"$'\n'"              socket_address: { address: ${a%:*}, port_value: ${a##*:} }"
+done
 hostport "$upstream" TOLLGATE_UPSTREAM
 hostport "$xds_addr" TOLLGATE_XDS
 case "$gateway" in ''|staging|production) ;; *) die "TOLLGATE_GATEWAY must be staging or production (or unset)" ;; esac
@@ -84,7 +92,7 @@ fi
 # The filter's own settings, one JSON document: the static config carries it as the plugin
 # configuration; a gateway hands it to the control plane in its node metadata, and gets it
 # back with the environment's services.
-filter_json="{\"control_plane\": {\"cluster\": \"tollgate_control_plane\", \"authority\": \"$cp_addr\", \"timeout_ms\": ${TOLLGATE_CP_TIMEOUT_MS:-500}},"
+filter_json="{\"control_plane\": {\"cluster\": \"tollgate_control_plane\", \"authority\": \"$cp_authority\", \"timeout_ms\": ${TOLLGATE_CP_TIMEOUT_MS:-500}},"
 [ -n "$gateway" ] || filter_json+=" \"access_token\": \"$token\", \"refresh_interval_ms\": ${TOLLGATE_REFRESH_MS:-10000},"
 filter_json+=" \"cache_ttl_ms\": ${TOLLGATE_FILTER_CACHE_TTL_MS:-5000}, \"report_interval_ms\": ${TOLLGATE_REPORT_INTERVAL_MS:-1000},"
 filter_json+=" \"limit_headers\": $limit_headers, \"report_response_codes\": $response_codes, \"failure_mode\": \"$failure_mode\"}"
@@ -97,9 +105,8 @@ subst ENVOY_PORT "${TOLLGATE_ENVOY_PORT:-8080}"
 subst LISTEN_ADDRESS "${TOLLGATE_LISTEN_ADDRESS:-127.0.0.1}"
 subst UPSTREAM_HOST "${upstream%:*}"
 subst UPSTREAM_PORT "${upstream##*:}"
-subst CP_HOST "${cp_addr%:*}"
-subst CP_PORT "${cp_addr##*:}"
-subst CP_AUTHORITY "$cp_addr"
+subst CP_ENDPOINTS "$cp_endpoints"
+subst CP_AUTHORITY "$cp_authority"
 subst FILTER_JSON "$filter_json"
 subst ACCESS_TOKEN "$token"
 subst ENVIRONMENT "$gateway"

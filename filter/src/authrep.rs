@@ -143,6 +143,16 @@ pub struct Fetch {
     pub stale: Option<Entry>,
 }
 
+/// Whether a call's answer is Envoy's own, for a call that never reached a control plane:
+/// the connection to the replica Envoy picked could not be made (a replica that is gone, before
+/// health checks or outlier detection take it out), or no replica is healthy. Such a call
+/// counted nothing, so asking another replica cannot count twice. (A call cut off after it was
+/// sent — `connection termination` — may have been counted: it is not one of these.)
+pub fn never_reached(status: Option<u32>, body: &[u8]) -> bool {
+    const ENVOY_SAYS: [&[u8]; 2] = [b"connection failure", b"no healthy upstream"];
+    status == Some(503) && ENVOY_SAYS.iter().any(|s| body.windows(s.len()).any(|w| w == *s))
+}
+
 /// What one request's call decided. `status` is `None` when the call failed or timed out;
 /// with nothing cached at all the failure mode decides. Returns the step and the entry to
 /// store.
@@ -259,6 +269,21 @@ pub fn cache_key(service_id: u64, credentials: &Credentials) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_envoys_own_refusals_count_as_never_reached() {
+        let refused = b"upstream connect error or disconnect/reset before headers. reset reason: remote connection failure, transport failure reason: delayed connect error: Connection refused";
+        assert!(never_reached(Some(503), refused));
+        assert!(never_reached(Some(503), b"no healthy upstream"));
+        let cut = b"upstream connect error or disconnect/reset before headers. reset reason: connection termination";
+        assert!(!never_reached(Some(503), cut), "may have been counted");
+        assert!(!never_reached(
+            Some(503),
+            br#"{"error":{"code":"backend_unavailable"}}"#
+        ));
+        assert!(!never_reached(None, b""));
+        assert!(!never_reached(Some(200), b"no healthy upstream"));
+    }
     use crate::service::Proxy;
 
     fn service() -> Service {

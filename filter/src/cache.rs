@@ -263,6 +263,9 @@ struct Answer {
 #[derive(Debug, Deserialize)]
 struct Credits {
     remaining_units: i64,
+    /// This gateway's share of them, when several gateways serve the account.
+    #[serde(default)]
+    share_units: Option<i64>,
     #[serde(default)]
     weights: BTreeMap<String, i64>,
 }
@@ -346,15 +349,16 @@ pub fn from_authrep(
         })
         .collect();
     if let Some(c) = answer.credits.as_ref().filter(|c| !c.weights.is_empty()) {
+        let mine = c.share_units.unwrap_or(c.remaining_units).min(c.remaining_units);
         let mut quota = Quota {
             metrics: c.weights.keys().cloned().collect(),
             weights: c.weights.values().copied().collect(),
             ends_at_ms: None,
-            max: c.remaining_units,
+            max: mine,
             remaining: 0,
             confirmed: false,
         };
-        quota.remaining = c.remaining_units.saturating_sub(need(&quota, &unreported)).max(0);
+        quota.remaining = mine.saturating_sub(need(&quota, &unreported)).max(0);
         quotas.push(quota);
     }
     if !counted && denial.is_none() {

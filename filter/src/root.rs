@@ -36,6 +36,10 @@ struct Asked {
     /// The request the call was made for (its context): authrep counted its usage.
     first: u32,
     fetch: Fetch,
+    /// The call's path, to ask again.
+    path: String,
+    /// Asked again already (once is the most).
+    retried: bool,
 }
 
 pub struct Root<H: Host> {
@@ -188,9 +192,19 @@ impl<H: Host> Root<H> {
 
     /// The answer to a call this root context made.
     pub fn call_answered(&mut self, token: u32, body_size: usize) {
-        if let Some(asked) = self.asking.remove(&token) {
+        if let Some(mut asked) = self.asking.remove(&token) {
             let status = self.host.call_status().and_then(|s| s.parse::<u32>().ok());
             let body = self.host.call_body(body_size);
+            // Never reached a replica (a dead one, before Envoy ejected it): another is asked,
+            // once; nothing was counted, so nothing counts twice.
+            if !asked.retried && authrep::never_reached(status, &body) {
+                asked.retried = true;
+                if let Ok(token) = self.dispatch_authrep(&asked.path) {
+                    Stats::bump(self.vm.borrow().stats.authrep_retries);
+                    self.asking.insert(token, asked);
+                    return;
+                }
+            }
             return self.answered(&asked, status, &body);
         }
         if let Some(batch) = self.sending.remove(&token) {
@@ -265,30 +279,41 @@ impl<H: Host> Root<H> {
             stale: cache::lookup(&cache::decode_bucket(bucket.as_deref()), &key),
         };
         let path = authrep::authrep_path(service, &call.credentials, &call.usage, fetch.counted);
-        let headers = [
-            (":method", "GET"),
-            (":path", path.as_str()),
-            (":authority", config.control_plane.authority.as_str()),
-            ("3scale-options", "hierarchy=1"),
-        ];
         Stats::bump(stats.authrep_calls);
+        let dispatched = self.dispatch_authrep(&path);
         let asked = Asked {
             key,
             service_id: call.service_id,
             first,
             fetch,
+            path,
+            retried: false,
         };
-        match self.host.dispatch(
-            &config.control_plane.cluster,
-            &headers,
-            None,
-            config.control_plane.timeout_ms,
-        ) {
+        match dispatched {
             Ok(token) => {
                 self.asking.insert(token, asked);
             }
             Err(_) => self.answered(&asked, None, b""),
         }
+    }
+
+    /// Sends an authrep call to the control plane's cluster (any of its replicas).
+    fn dispatch_authrep(&self, path: &str) -> Result<u32, String> {
+        let Some(config) = self.config() else {
+            return Err("no configuration".into());
+        };
+        let headers = [
+            (":method", "GET"),
+            (":path", path),
+            (":authority", config.control_plane.authority.as_str()),
+            ("3scale-options", "hierarchy=1"),
+        ];
+        self.host.dispatch(
+            &config.control_plane.cluster,
+            &headers,
+            None,
+            config.control_plane.timeout_ms,
+        )
     }
 
     /// The control plane answered a call (`status` `None`: it did not). Stores the answer, tells

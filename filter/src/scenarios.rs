@@ -84,6 +84,51 @@ fn misses_in_one_worker_make_one_call_and_all_wait_for_it() {
 }
 
 #[test]
+fn a_call_that_never_reached_a_replica_is_asked_again_once_and_one_cut_off_is_not() {
+    let refused = b"upstream connect error or disconnect/reset before headers. reset reason: remote connection failure";
+    let mut p = envoy(1);
+    let (context, _) = p.workers[0].request("/items?user_key=k");
+    p.deliver();
+    let first = authrep_calls(&p.workers[0]);
+    assert_eq!(first.len(), 1);
+    p.workers[0].answer(first[0].token, Some("503"), refused);
+    let again = authrep_calls(&p.workers[0]);
+    assert_eq!(again.len(), 1, "asked again: {again:?}");
+    assert_eq!(again[0].path(), first[0].path());
+    assert!(p.workers[0].resumed().is_empty(), "the request still waits");
+    let answer = usage(&p, true, 1, 100);
+    p.workers[0].answer(again[0].token, Some("200"), &answer);
+    assert_eq!(p.workers[0].resumed(), vec![context]);
+    p.workers[0].tick();
+    assert_eq!(p.metric("tollgate.authrep_retries"), 1);
+
+    // Refused twice: the second answer stands (once is the most); a call cut off after it
+    // was sent may have counted, so it is never asked again.
+    for (answers, asked) in [
+        (vec![&refused[..], &refused[..]], 2),
+        (vec![&b"reset reason: connection termination"[..]], 1),
+    ] {
+        let mut p = envoy(1);
+        let (context, _) = p.workers[0].request("/items?user_key=k");
+        p.deliver();
+        let mut calls = 0;
+        for body in answers {
+            let call = authrep_calls(&p.workers[0]);
+            assert_eq!(call.len(), 1);
+            calls += 1;
+            p.workers[0].answer(call[0].token, Some("503"), body);
+        }
+        assert_eq!(calls, asked);
+        assert!(authrep_calls(&p.workers[0]).is_empty(), "no third call");
+        let replies = p.workers[0].replies();
+        assert!(
+            replies.iter().any(|r| r.context == context) || p.workers[0].resumed() == vec![context],
+            "the request is settled by the failure mode: {replies:?}"
+        );
+    }
+}
+
+#[test]
 fn a_worker_waits_for_the_call_another_worker_makes_and_follows_its_word() {
     for (authorized, expected) in [(true, None), (false, Some(429))] {
         let mut p = envoy(2);

@@ -176,33 +176,7 @@ async fn a_prepaid_account_out_of_credits_is_402_with_the_purchase_link() {
     ];
     let (envoy, sid, application, url) = gateway(&app, "prepaid", 1_000_000, &extra).await;
     let aid = application["application"]["account_id"].as_i64().unwrap();
-    let hits = sqlx::query_scalar::<_, i64>("SELECT id FROM metrics WHERE service_id = $1 AND system_name = 'hits'")
-        .bind(sid)
-        .fetch_one(&app.db.pool)
-        .await
-        .unwrap()
-        .to_string();
-    let (status, body) = app
-        .put_form(
-            &format!("/admin/api/accounts/{aid}.json"),
-            &[("billing_type", "prepaid")],
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    let (status, body) = app
-        .put_form(
-            "/admin/api/settings/credits.json",
-            &[("purchase_url", "https://buy.test/credits")],
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    let rates = format!("/admin/api/services/{sid}/credit_rates.json");
-    let (status, _) = app
-        .post_form(&rates, &[("metric_id", &hits), ("credits_per_unit", "1")])
-        .await;
-    assert_eq!(status, 201);
-    let grants = format!("/admin/api/accounts/{aid}/credit_grants.json");
-    assert_eq!(app.post_form(&grants, &[("amount", "3")]).await.0, 201);
+    make_prepaid(&app, sid, aid, "3").await;
     // The entry cached before the account turned prepaid expires.
     tokio::time::sleep(Duration::from_millis(400)).await;
 
@@ -671,4 +645,184 @@ async fn concurrent_requests_through_two_workers_respect_the_limit() {
     eprintln!("passed {passed} of a limit of 40: {:?}", filter_stats(&envoy).await);
     drop(envoy);
     app.stop().await;
+}
+
+/// Two control-plane replicas (one PostgreSQL database, one Redis) behind one Envoy: one is
+/// killed mid-traffic — its listener, connections and requests in flight gone at once — and
+/// clients notice nothing: calls that cannot reach it go to the other (the filter asks again
+/// when Envoy could not connect; health checks and outlier detection take it out), and every
+/// request served is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_mid_traffic_costs_clients_nothing() {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let app = TestApp::spawn_with(Backend::Postgres, |c| {
+        c.redis_url = Some(tollgate::testing::redis_url());
+        c.redis_prefix = format!("test:killed:{nanos}:");
+    })
+    .await;
+    let (service, application) = app.seed("survivor").await;
+    let (sid, _) = app.limit_hits(&service, &application, "day", 1_000_000).await;
+    let mut doomed = app.killable_replica();
+    let mut env = envoy_env(&app, demo_upstream().await);
+    env[0].1 = format!("{},{}", doomed.addr, app.addr);
+    // Short-lived cache entries and frequent reports: both replicas are called all along.
+    env.extend([
+        ("TOLLGATE_FILTER_CACHE_TTL_MS", "20".to_string()),
+        ("TOLLGATE_REPORT_INTERVAL_MS", "100".to_string()),
+    ]);
+    let mut envoy = Envoy::start(&env).unwrap();
+    envoy.wait_ready(Duration::from_secs(30)).await.unwrap();
+    wait_configured(&envoy).await;
+    let url = envoy.url("/x?user_key=survivor");
+    assert_eq!(get_when_configured(&url).await.status(), 200, "{}", envoy.output());
+
+    let client = reqwest::Client::new();
+    let started = std::time::Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let (client, url) = (client.clone(), url.clone());
+        tasks.spawn(async move {
+            let mut statuses = std::collections::BTreeMap::<u16, u64>::new();
+            while started.elapsed() < Duration::from_secs(3) {
+                *statuses
+                    .entry(client.get(&url).send().await.unwrap().status().as_u16())
+                    .or_default() += 1;
+            }
+            statuses
+        });
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let doomed_addr = doomed.addr;
+    tokio::task::spawn_blocking(move || doomed.kill()).await.unwrap();
+    let mut statuses = std::collections::BTreeMap::<u16, u64>::new();
+    while let Some(t) = tasks.join_next().await {
+        for (status, n) in t.unwrap() {
+            *statuses.entry(status).or_default() += n;
+        }
+    }
+    let served = statuses.get(&200).copied().unwrap_or(0) + 1;
+    assert_eq!(
+        statuses.keys().collect::<Vec<_>>(),
+        vec![&200],
+        "every request served: {statuses:?}"
+    );
+
+    // Every request served is counted (reports are resent to the survivor, once each).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while counted_hits(&app, sid, "survivor").await < served as i64 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let counted = counted_hits(&app, sid, "survivor").await;
+    let stats = filter_stats(&envoy).await;
+    // The killed replica had its share of the calls before.
+    let clusters = reqwest::get(format!("http://127.0.0.1:{}/clusters", envoy.admin_port))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let answered_by_doomed: u64 = clusters
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("tollgate_control_plane::{doomed_addr}::rq_success::")))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(answered_by_doomed > 0, "{clusters}");
+    eprintln!("a replica killed after 1 s of 3: {served} requests served, {counted} counted; filter: {stats:?}");
+    eprintln!(
+        "{}",
+        clusters
+            .lines()
+            .filter(|l| l.starts_with("tollgate_control_plane::"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    // An authrep the killed replica had counted but not answered is counted again when its
+    // request is reported: at most one per call cut off.
+    assert!(
+        counted >= served as i64 && counted <= served as i64 + stats["authrep_failures"] as i64,
+        "served {served}, counted {counted}: {stats:?}"
+    );
+    app.stop().await;
+}
+
+/// Makes account `aid` prepaid with `credits` credits, a hit of service `sid` costing one.
+async fn make_prepaid(app: &TestApp, sid: i64, aid: i64, credits: &str) {
+    let hits = sqlx::query_scalar::<_, i64>("SELECT id FROM metrics WHERE service_id = $1 AND system_name = 'hits'")
+        .bind(sid)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap()
+        .to_string();
+    app.make_prepaid(sid, aid, &hits, &[("credits_per_unit", "1")]).await;
+    let (status, body) = app
+        .put_form(
+            "/admin/api/settings/credits.json",
+            &[("purchase_url", "https://buy.test/credits")],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let grants = format!("/admin/api/accounts/{aid}/credit_grants.json");
+    assert_eq!(app.post_form(&grants, &[("amount", credits)]).await.0, 201);
+}
+
+/// Two gateways spending one prepaid balance from their caches, as fast as they can: told
+/// their share of it (`TOLLGATE_GATEWAYS=2`), they overdraw it by at most the bound (one
+/// balance in all: each gateway within its share), where each told everything may spend the
+/// whole of it. Both runs are printed side by side.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_overdraw_a_prepaid_balance_by_at_most_their_shares() {
+    const GRANTED: i64 = 300;
+    let mut runs = Vec::new();
+    for gateways in [1u32, 2] {
+        let app = TestApp::spawn_with(Backend::Sqlite, |c| c.gateways = gateways).await;
+        let (service, application) = app.seed("shared-balance").await;
+        let (sid, _) = app.limit_hits(&service, &application, "day", 1_000_000).await;
+        let aid = application["application"]["account_id"].as_i64().unwrap();
+        make_prepaid(&app, sid, aid, &GRANTED.to_string()).await;
+        let extra = [
+            ("TOLLGATE_FILTER_CACHE_TTL_MS", "60000"),
+            ("TOLLGATE_REPORT_INTERVAL_MS", "100"),
+        ];
+        let (first, url_a) = envoy_for(&app, "shared-balance", &extra).await;
+        let (second, url_b) = envoy_for(&app, "shared-balance", &extra).await;
+        let client = reqwest::Client::new();
+        let mut tasks = tokio::task::JoinSet::new();
+        for url in [&url_a, &url_a, &url_b, &url_b] {
+            let (client, url) = (client.clone(), url.clone());
+            tasks.spawn(async move {
+                let (mut served, mut refused) = (0i64, 0);
+                while refused < 20 {
+                    match client.get(&url).send().await.unwrap().status().as_u16() {
+                        200 => served += 1,
+                        402 => refused += 1,
+                        other => panic!("{other}"),
+                    }
+                }
+                served
+            });
+        }
+        let mut served = 2; // the two first requests
+        while let Some(n) = tasks.join_next().await {
+            served += n.unwrap();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while counted_hits(&app, sid, "shared-balance").await < served && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let counted = counted_hits(&app, sid, "shared-balance").await;
+        assert_eq!(counted, served, "every request served is counted (and paid)");
+        runs.push((gateways, served, counted - GRANTED));
+        drop((first, second));
+        app.stop().await;
+    }
+    eprintln!("two gateways spending {GRANTED} credits (one a hit):");
+    for (gateways, served, over) in &runs {
+        eprintln!("  TOLLGATE_GATEWAYS={gateways}: {served} served, overdrawn by {over}");
+    }
+    let (_, _, shared_over) = runs[1];
+    assert!(shared_over <= GRANTED, "at most the two shares: {runs:?}");
 }
