@@ -246,8 +246,13 @@ impl TestApp {
     /// drops the runtime with everything in it — listener, connections, requests in flight —
     /// at once, as when its process is killed.
     pub fn killable_replica(&self) -> KillableReplica {
+        self.killable_replica_at("127.0.0.1:0".parse().unwrap())
+    }
+
+    /// [`Self::killable_replica`] listening on `listen` (a killed one's, to restart it there).
+    pub fn killable_replica_at(&self, listen: SocketAddr) -> KillableReplica {
         let mut config = self.config.clone();
-        config.listen = "127.0.0.1:0".parse().unwrap();
+        config.listen = listen;
         config.xds_listen = Some("127.0.0.1:0".parse().unwrap());
         let (started, addr) = std::sync::mpsc::channel();
         let (kill, killed) = std::sync::mpsc::channel::<()>();

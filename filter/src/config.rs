@@ -213,7 +213,7 @@ impl PluginConfig {
             batch_size: self.batch_size,
             max_batches: self.max_batches,
             backoff_base_ms: 500,
-            backoff_max_ms: 30_000,
+            backoff_max_ms: 5_000,
         }
     }
 }

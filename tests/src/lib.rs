@@ -156,6 +156,23 @@ impl Envoy {
         }
     }
 
+    /// The filter's stats as Envoy shows them (`wasmcustom.tollgate.*`), by short name (empty
+    /// when the admin does not answer).
+    pub async fn filter_stats(&self) -> std::collections::HashMap<String, u64> {
+        let url = format!("http://127.0.0.1:{}/stats?filter=tollgate", self.admin_port);
+        let text = match reqwest::get(url).await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        text.lines()
+            .filter_map(|l| {
+                let (name, value) = l.split_once(": ")?;
+                let name = name.split("tollgate.").nth(1)?;
+                Some((name.to_string(), value.trim().parse().ok()?))
+            })
+            .collect()
+    }
+
     /// Asks Envoy to shut down the way an operator does (`POST /quitquitquit` on its admin) and
     /// waits for it to exit.
     pub async fn quit(&mut self, timeout: std::time::Duration) -> Option<std::process::ExitStatus> {

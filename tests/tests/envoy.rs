@@ -266,21 +266,9 @@ async fn a_bad_filter_configuration_stops_envoy_with_the_field_named() {
     app.stop().await;
 }
 
-/// The filter's stats as Envoy shows them (`wasmcustom.tollgate.*`), by short name.
+/// The filter's stats as Envoy shows them, by short name.
 async fn filter_stats(envoy: &Envoy) -> std::collections::HashMap<String, u64> {
-    let text = reqwest::get(format!("http://127.0.0.1:{}/stats?filter=tollgate", envoy.admin_port))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter_map(|l| {
-            let (name, value) = l.split_once(": ")?;
-            let name = name.split("tollgate.").nth(1)?;
-            Some((name.to_string(), value.trim().parse().ok()?))
-        })
-        .collect()
+    envoy.filter_stats().await
 }
 
 /// The application's hits today, as the control plane's counters hold them.

@@ -4,7 +4,7 @@
 //! A batch is claimed (`counting`) before it is counted and marked `done` after; a failed
 //! count releases the claim, so the resend counts. A resend that arrives while the first copy
 //! is still being counted gets a 409 and is retried by the gateway. A claim left `counting`
-//! for over a minute (the control plane died mid-count) is taken over by the next resend.
+//! for over 5 s (the control plane died mid-count) is taken over by the next resend.
 //! Either way a resend counts only the transactions the first copy had not: each transaction's
 //! mark moves in the same atomic call as its counters (`authrep::count`), so a batch cut short
 //! — Redis gone mid-batch, a replica killed — is counted exactly once.
@@ -16,8 +16,10 @@ use tollgate_domain::ids::ServiceId;
 
 /// How long a batch id is remembered.
 pub const REMEMBER_SECS: i64 = 86_400;
-/// After this long a `counting` claim is considered abandoned.
-const ABANDONED_SECS: i64 = 60;
+/// After this long a `counting` claim is considered abandoned (its replica died mid-count).
+/// Counting a batch takes well under a second; taking over a claim that is alive after all
+/// costs only duplicate work, since each transaction's mark lets it count once.
+const ABANDONED_SECS: i64 = 5;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Claim {

@@ -512,6 +512,11 @@ async fn a_master_failing_over_loses_no_answered_call() {
     stop.store(true, Ordering::Relaxed);
     let (answered, failed, slowest_failure) = caller.await.unwrap();
     let counted = count().await.unwrap().values[0];
+    // The series counters read on the promoted replica too (the read script by its source).
+    store.apply(scope, &[op(1, SERIES, 1, None)], Mode::Add).await.unwrap();
+    let fresh = store.with_fresh_state();
+    fresh.recover_changed_series().await.unwrap();
+    assert_eq!(fresh.take_changed_series().await.unwrap().len(), 1);
     assert!(failed > 0, "the election was not noticed: {answered} calls answered");
     assert!(
         slowest_failure < timeout + Duration::from_millis(300),

@@ -1,6 +1,7 @@
 //! The Redis store: one Lua script per call checks every limit and moves every counter
-//! atomically. The script is loaded once and run with EVALSHA (`redis::Script` falls back to
-//! EVAL when Redis has forgotten it).
+//! atomically. The script runs by its hash (EVALSHA); a node that does not have it — a
+//! restarted Redis, a replica just promoted (script caches are not replicated) — is sent the
+//! source (EVAL) on the same route, which caches it there.
 //!
 //! Keys carry the hash tag of the application's account, `{prefix}{acct:A}:OWNER:COUNTER:
 //! PERIOD:START` (OWNER: the application's id, or the negated account id for the account's own
@@ -86,6 +87,70 @@ end
 return moved
 "#;
 
+/// A Lua script, run by hash where the node has it and by source where it does not ([`run`]).
+struct Lua {
+    source: &'static str,
+    hash: String,
+}
+
+impl Lua {
+    fn new(source: &'static str) -> Self {
+        Self {
+            source,
+            hash: redis::Script::new(source).get_hash().to_string(),
+        }
+    }
+
+    fn cmd(&self, by_hash: bool, keys: &[String], args: &[String]) -> redis::Cmd {
+        let mut cmd = if by_hash {
+            redis::cmd("EVALSHA").arg(&self.hash).to_owned()
+        } else {
+            redis::cmd("EVAL").arg(self.source).to_owned()
+        };
+        cmd.arg(keys.len()).arg(keys).arg(args);
+        cmd
+    }
+}
+
+/// Runs `lua` on the node of `keys`, then (`wait`: replicas and milliseconds) waits for that
+/// many replicas in the same pipeline. A script the node does not have is sent by source to the
+/// same node: `redis::Script`'s SCRIPT LOAD would go to every master of a cluster, and one
+/// that just failed is still in the client's map until it refreshes.
+async fn run<T: redis::FromRedisValue>(
+    conn: &mut Connection,
+    lua: &Lua,
+    keys: &[String],
+    args: &[String],
+    wait: Option<(usize, u64)>,
+) -> redis::RedisResult<(T, usize)> {
+    match run_once(conn, lua, true, keys, args, wait).await {
+        Err(e) if e.kind() == redis::ErrorKind::NoScriptError => run_once(conn, lua, false, keys, args, wait).await,
+        other => other,
+    }
+}
+
+async fn run_once<T: redis::FromRedisValue>(
+    conn: &mut Connection,
+    lua: &Lua,
+    by_hash: bool,
+    keys: &[String],
+    args: &[String],
+    wait: Option<(usize, u64)>,
+) -> redis::RedisResult<(T, usize)> {
+    let cmd = lua.cmd(by_hash, keys, args);
+    match wait {
+        None => Ok((cmd.query_async(conn).await?, 0)),
+        Some((replicas, ms)) => {
+            let mut pipe = redis::pipe();
+            pipe.add_command(cmd).cmd("WAIT").arg(replicas).arg(ms);
+            pipe.query_async(conn).await
+        }
+    }
+}
+
+/// How long calls do not wait for replicas after a `WAIT` came back short.
+pub const UNREPLICATED_PAUSE: Duration = Duration::from_secs(5);
+
 /// Series counters read in one script call, at most.
 const READ_CHUNK: usize = 500;
 /// Script calls in flight at once when reading series counters from a cluster.
@@ -113,12 +178,16 @@ struct Moved {
 #[derive(Clone)]
 pub struct RedisStore {
     conn: Connection,
-    script: Arc<redis::Script>,
-    read: Arc<redis::Script>,
+    script: Arc<Lua>,
+    read: Arc<Lua>,
     prefix: String,
     timeout: Duration,
     /// Replicas that must hold a counting call's moves before it is answered (Redis `WAIT`).
     replica_acks: usize,
+    /// Until when (unix ms) not to wait: a `WAIT` came back short, so some master has fewer
+    /// replicas than asked (one was promoted in a failover, say). Waiting would hold the node's
+    /// one multiplexed connection for the whole wait on every call, for nothing to wait for.
+    unreplicated_until: Arc<std::sync::atomic::AtomicU64>,
     moved: Arc<Mutex<Moved>>,
 }
 
@@ -127,18 +196,20 @@ impl RedisStore {
     pub fn new(conn: Connection, prefix: &str, timeout: Duration) -> Self {
         Self {
             conn,
-            script: Arc::new(redis::Script::new(SCRIPT)),
-            read: Arc::new(redis::Script::new(READ_SCRIPT)),
+            script: Arc::new(Lua::new(SCRIPT)),
+            read: Arc::new(Lua::new(READ_SCRIPT)),
             prefix: prefix.to_string(),
             timeout,
             replica_acks: 0,
+            unreplicated_until: Arc::default(),
             moved: Arc::default(),
         }
     }
 
     /// Answers a call that moved counters only once `replicas` replicas hold the moves (or
     /// half the timeout has passed; then the call is answered and counted in
-    /// `tollgate_redis_unreplicated_total`). Replication is asynchronous: without this, a
+    /// `tollgate_redis_unreplicated_total`, and calls do not wait for [`UNREPLICATED_PAUSE`]:
+    /// a master without its replicas has nothing to wait for). Replication is asynchronous: without this, a
     /// master that fails right after answering takes its last moves with it; with it, a
     /// replica promoted in its place has every answered call.
     pub fn with_replica_acks(mut self, replicas: usize) -> Self {
@@ -148,25 +219,17 @@ impl RedisStore {
 
     /// Runs the counters' script; a counting call waits for its replicas, in the same round
     /// trip (a pipeline goes to the node of its first key).
-    async fn run(&self, invocation: &redis::ScriptInvocation<'_>, counting: bool) -> redis::RedisResult<Vec<i64>> {
+    async fn run(&self, keys: &[String], args: &[String], counting: bool) -> redis::RedisResult<Vec<i64>> {
+        use std::sync::atomic::Ordering;
         let mut conn = self.conn.clone();
-        if !counting || self.replica_acks == 0 {
-            return invocation.invoke_async(&mut conn).await;
-        }
-        let mut pipe = redis::pipe();
-        pipe.invoke_script(invocation)
-            .cmd("WAIT")
-            .arg(self.replica_acks)
-            .arg((self.timeout / 2).as_millis().max(1) as u64);
-        let (values, acked): (Vec<i64>, usize) = match pipe.query_async(&mut conn).await {
-            Err(e) if e.kind() == redis::ErrorKind::NoScriptError => {
-                invocation.load_async(&mut conn).await?;
-                pipe.query_async(&mut conn).await?
-            }
-            other => other?,
-        };
-        if acked < self.replica_acks {
+        let now = chrono::Utc::now().timestamp_millis().max(0) as u64;
+        let wait = (counting && self.replica_acks > 0 && now >= self.unreplicated_until.load(Ordering::Relaxed))
+            .then(|| (self.replica_acks, (self.timeout / 2).as_millis().max(1) as u64));
+        let (values, acked): (Vec<i64>, usize) = run(&mut conn, &self.script, keys, args, wait).await?;
+        if wait.is_some() && acked < self.replica_acks {
             metrics::counter!("tollgate_redis_unreplicated_total").increment(1);
+            let pause = UNREPLICATED_PAUSE.as_millis() as u64;
+            self.unreplicated_until.store(now + pause, Ordering::Relaxed);
         }
         Ok(values)
     }
@@ -230,7 +293,16 @@ impl RedisStore {
             Connection::Single(_) => nodes.push(self.conn.clone()),
             Connection::Cluster(_) => {
                 let mut conn = self.conn.clone();
-                for addr in masters(&mut conn).await.map_err(unavailable)? {
+                // The cluster client asks a node at random; one that failed may still be in
+                // its map until it refreshes: another is asked.
+                let mut listed = masters(&mut conn).await;
+                for _ in 0..3 {
+                    if listed.is_ok() {
+                        break;
+                    }
+                    listed = masters(&mut conn).await;
+                }
+                for addr in listed.map_err(unavailable)? {
                     let client = redis::Client::open(addr.as_str()).map_err(unavailable)?;
                     let node = client.get_connection_manager().await.map_err(unavailable)?;
                     nodes.push(Connection::Single(node));
@@ -335,12 +407,10 @@ impl RedisStore {
 
     /// Reads one batch of series counters (keys sharing a slot on a cluster).
     async fn read_series(&self, batch: &[(SeriesKey, String)]) -> Result<Vec<SeriesValue>, CounterError> {
-        let mut invocation = self.read.prepare_invoke();
-        for (_, key) in batch {
-            invocation.key(key);
-        }
+        let keys: Vec<String> = batch.iter().map(|(_, key)| key.clone()).collect();
         let mut conn = self.conn.clone();
-        let reply: Vec<Option<i64>> = tokio::time::timeout(self.timeout * 10, invocation.invoke_async(&mut conn))
+        let read = run::<Vec<Option<i64>>>(&mut conn, &self.read, &keys, &[], None);
+        let (reply, _) = tokio::time::timeout(self.timeout * 10, read)
             .await
             .map_err(|_| CounterError::Unavailable("reading series counters timed out".into()))?
             .map_err(|e| CounterError::Unavailable(e.to_string()))?;
@@ -380,25 +450,24 @@ async fn masters(conn: &mut Connection) -> redis::RedisResult<Vec<String>> {
 
 impl CounterStore for RedisStore {
     async fn apply(&self, scope: Scope, ops: &[Op], mode: Mode) -> Result<Outcome, CounterError> {
-        let mut invocation = self.script.prepare_invoke();
-        invocation.arg(match mode {
+        let mode_arg = match mode {
             Mode::Check => "check",
             Mode::CheckAndAdd => "check_and_add",
             Mode::Add => "add",
-        });
+        };
+        let keys: Vec<String> = ops.iter().map(|op| self.key(scope, op)).collect();
+        let mut args = Vec::with_capacity(1 + ops.len() * 3);
+        args.push(mode_arg.to_string());
         for op in ops {
-            invocation.key(self.key(scope, op));
-            let amount = match op.amount {
+            args.push(match op.amount {
                 Amount::Add(n) => n.to_string(),
                 Amount::Set(n) => format!("#{n}"),
-            };
-            invocation
-                .arg(amount)
-                .arg(op.max.unwrap_or(-1))
-                .arg(op.ttl.map(|t| t as i64).unwrap_or(-1));
+            });
+            args.push(op.max.unwrap_or(-1).to_string());
+            args.push(op.ttl.map(|t| t as i64).unwrap_or(-1).to_string());
         }
         let counting = mode != Mode::Check;
-        let reply: Vec<i64> = tokio::time::timeout(self.timeout, self.run(&invocation, counting))
+        let reply: Vec<i64> = tokio::time::timeout(self.timeout, self.run(&keys, &args, counting))
             .await
             .map_err(|_| CounterError::Unavailable(format!("no answer within {:?}", self.timeout)))?
             .map_err(|e| CounterError::Unavailable(e.to_string()))?;
