@@ -6,7 +6,8 @@
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
+use redis::{Cmd, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, Pipeline, RedisFuture, RedisResult, Value};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The node URLs a `TOLLGATE_REDIS_URL` names (blank parts dropped).
@@ -19,11 +20,13 @@ pub fn is_cluster(url: &str) -> bool {
     nodes(url).len() > 1
 }
 
-/// A connection to one node, or to a cluster: cheap to clone, reconnects by itself.
+/// A connection to one node, or to a cluster: cheap to clone, reconnects by itself. A cluster
+/// keeps the first node's connection settings (password, TLS), to reach its other nodes one by
+/// one with the same ([`Connection::node`]).
 #[derive(Clone)]
 pub enum Connection {
     Single(ConnectionManager),
-    Cluster(ClusterConnection),
+    Cluster(ClusterConnection, Arc<ConnectionInfo>),
 }
 
 /// Bounded everywhere: a Redis that is down fails a start in seconds, and a call within its
@@ -36,14 +39,15 @@ impl Connection {
     pub async fn open(url: &str) -> RedisResult<Self> {
         let nodes = nodes(url);
         let mut conn = if nodes.len() > 1 {
-            let client = redis::cluster::ClusterClientBuilder::new(nodes)
+            let client = redis::cluster::ClusterClientBuilder::new(nodes.clone())
                 .connection_timeout(CONNECT)
                 .response_timeout(RESPONSE)
                 .retries(3)
                 .min_retry_wait(50)
                 .max_retry_wait(500)
                 .build()?;
-            Connection::Cluster(client.get_async_connection().await?)
+            let info = nodes[0].into_connection_info()?;
+            Connection::Cluster(client.get_async_connection().await?, Arc::new(info))
         } else {
             let client = redis::Client::open(nodes.first().copied().unwrap_or(url))?;
             let config = ConnectionManagerConfig::new()
@@ -58,7 +62,29 @@ impl Connection {
     }
 
     pub fn is_cluster(&self) -> bool {
-        matches!(self, Connection::Cluster(_))
+        matches!(self, Connection::Cluster(..))
+    }
+
+    /// One node of this cluster (or this one node), at `host:port` as the cluster names it,
+    /// with the settings the configured URL gave.
+    pub async fn node(&self, host: &str, port: u16) -> RedisResult<Connection> {
+        let Connection::Cluster(_, info) = self else {
+            return Ok(self.clone());
+        };
+        let mut info = ConnectionInfo::clone(info);
+        info.addr = match info.addr {
+            ConnectionAddr::TcpTls {
+                insecure, tls_params, ..
+            } => ConnectionAddr::TcpTls {
+                host: host.to_string(),
+                port,
+                insecure,
+                tls_params,
+            },
+            _ => ConnectionAddr::Tcp(host.to_string(), port),
+        };
+        let client = redis::Client::open(info)?;
+        Ok(Connection::Single(client.get_connection_manager().await?))
     }
 }
 
@@ -66,7 +92,7 @@ impl ConnectionLike for Connection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Connection::Single(c) => c.req_packed_command(cmd),
-            Connection::Cluster(c) => c.req_packed_command(cmd),
+            Connection::Cluster(c, _) => c.req_packed_command(cmd),
         }
     }
 
@@ -78,14 +104,14 @@ impl ConnectionLike for Connection {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Connection::Single(c) => c.req_packed_commands(cmd, offset, count),
-            Connection::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+            Connection::Cluster(c, _) => c.req_packed_commands(cmd, offset, count),
         }
     }
 
     fn get_db(&self) -> i64 {
         match self {
             Connection::Single(c) => c.get_db(),
-            Connection::Cluster(c) => c.get_db(),
+            Connection::Cluster(c, _) => c.get_db(),
         }
     }
 }

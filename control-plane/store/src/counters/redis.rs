@@ -8,8 +8,7 @@
 //! credit counter): everything one call touches — the application's counters and, on a prepaid
 //! account, the account's credit counter — shares a Redis Cluster slot, so the script may touch
 //! it all on a cluster as on one node. Keys written before the tag was the account's
-//! (`{prefix}{app:ID}:…`) are moved by [`RedisStore::rekey_legacy`] when a control plane
-//! starts.
+//! (`{prefix}{app:ID}:…`) are moved by [`RedisStore::rekey`] when a control plane starts.
 
 use super::store::{CounterError, CounterStore};
 use crate::redis_nodes::Connection;
@@ -291,7 +290,7 @@ impl RedisStore {
         let mut nodes: Vec<Connection> = Vec::new();
         match &self.conn {
             Connection::Single(_) => nodes.push(self.conn.clone()),
-            Connection::Cluster(_) => {
+            Connection::Cluster(..) => {
                 let mut conn = self.conn.clone();
                 // The cluster client asks a node at random; one that failed may still be in
                 // its map until it refreshes: another is asked.
@@ -302,10 +301,8 @@ impl RedisStore {
                     }
                     listed = masters(&mut conn).await;
                 }
-                for addr in listed.map_err(unavailable)? {
-                    let client = redis::Client::open(addr.as_str()).map_err(unavailable)?;
-                    let node = client.get_connection_manager().await.map_err(unavailable)?;
-                    nodes.push(Connection::Single(node));
+                for (host, port) in listed.map_err(unavailable)? {
+                    nodes.push(self.conn.node(&host, port).await.map_err(unavailable)?);
                 }
             }
         }
@@ -375,16 +372,15 @@ impl RedisStore {
                 Some((old, format!("{}{{acct:{account}}}:{owner}:{rest}", self.prefix)))
             })
             .collect();
-        let rekey = redis::Script::new(REKEY_SCRIPT);
+        let rekey = Lua::new(REKEY_SCRIPT);
         let mut conn = self.conn.clone();
         let mut moved = 0;
         for chunk in pairs.chunks(READ_CHUNK) {
-            let mut invocation = rekey.prepare_invoke();
-            for (old, new) in chunk {
-                invocation.key(*old).key(new);
-            }
-            let n: usize = invocation
-                .invoke_async(&mut conn)
+            let keys: Vec<String> = chunk
+                .iter()
+                .flat_map(|(old, new)| [old.to_string(), new.clone()])
+                .collect();
+            let (n, _): (usize, usize) = run(&mut conn, &rekey, &keys, &[], None)
                 .await
                 .map_err(|e| CounterError::Unavailable(e.to_string()))?;
             moved += n;
@@ -427,8 +423,8 @@ impl RedisStore {
     }
 }
 
-/// The addresses of a cluster's masters, as `CLUSTER SLOTS` gives them.
-async fn masters(conn: &mut Connection) -> redis::RedisResult<Vec<String>> {
+/// The addresses (host, port) of a cluster's masters, as `CLUSTER SLOTS` gives them.
+async fn masters(conn: &mut Connection) -> redis::RedisResult<Vec<(String, u16)>> {
     let slots: Vec<redis::Value> = redis::cmd("CLUSTER").arg("SLOTS").query_async(conn).await?;
     let mut out = Vec::new();
     for range in slots {
@@ -438,9 +434,8 @@ async fn masters(conn: &mut Connection) -> redis::RedisResult<Vec<String>> {
             let host: Option<String> = master.first().and_then(|v| redis::from_redis_value(v).ok());
             let port: Option<u16> = master.get(1).and_then(|v| redis::from_redis_value(v).ok());
             if let (Some(host), Some(port)) = (host, port) {
-                let addr = format!("redis://{host}:{port}");
-                if !out.contains(&addr) {
-                    out.push(addr);
+                if !out.contains(&(host.clone(), port)) {
+                    out.push((host, port));
                 }
             }
         }
