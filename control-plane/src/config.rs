@@ -339,5 +339,15 @@ mod tests {
         assert_eq!(load(&[("TOLLGATE_XDS_LISTEN", "off")]).unwrap().xds_listen, None);
         let e = load(&[("TOLLGATE_DATABASE_URL", "mysql://x")]).unwrap_err().to_string();
         assert!(e.contains("TOLLGATE_DATABASE_URL"), "{e}");
+        for (var, bad) in [
+            ("TOLLGATE_GATEWAYS", "0"),
+            ("TOLLGATE_GATEWAYS", "two"),
+            ("TOLLGATE_REDIS_REPLICA_ACKS", "-1"),
+        ] {
+            let e = load(&[(var, bad)]).unwrap_err().to_string();
+            assert!(e.contains(var), "{var}={bad}: {e}");
+        }
+        let c = load(&[("TOLLGATE_GATEWAYS", "3"), ("TOLLGATE_REDIS_REPLICA_ACKS", "1")]).unwrap();
+        assert_eq!((c.gateways, c.redis_replica_acks), (3, 1));
     }
 }

@@ -654,6 +654,33 @@ mod tests {
     }
 
     #[test]
+    fn a_gateway_spends_only_its_share_of_the_credits() {
+        let answer = |share: Option<i64>| {
+            let mut credits = serde_json::json!({"remaining_units": 10, "weights": {"hits": 1}});
+            if let Some(share) = share {
+                credits["share_units"] = share.into();
+            }
+            serde_json::json!({"authorized": true, "plan": "Prepaid", "usage_reports": [], "credits": credits})
+                .to_string()
+                .into_bytes()
+        };
+        let none = BTreeMap::new();
+        let hit = usage(&[("hits", 1)]);
+        let served_from = |body: &[u8]| {
+            let mut entry = from_authrep(200, body, &hit, &none, true, TTL, 0).unwrap();
+            let mut served = 0;
+            while let Verdict::Allow(next) = consult(Some(&entry), &hit, 1) {
+                entry = next;
+                served += 1;
+            }
+            served
+        };
+        assert_eq!(served_from(&answer(None)), 10, "alone: all of it");
+        assert_eq!(served_from(&answer(Some(3))), 3, "one of three gateways: its share");
+        assert_eq!(served_from(&answer(Some(50))), 10, "never more than remains");
+    }
+
+    #[test]
     fn credits_are_a_weighted_quota_and_their_refusal_spares_free_calls() {
         // 3 credits' worth of units left; a hit costs 1, a search 2 (hits' own rate included).
         let body = |authorized: bool, remaining: i64| {

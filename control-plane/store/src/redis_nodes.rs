@@ -15,11 +15,6 @@ pub fn nodes(url: &str) -> Vec<&str> {
     url.split(',').map(str::trim).filter(|u| !u.is_empty()).collect()
 }
 
-/// Whether the URL names a cluster (more than one node).
-pub fn is_cluster(url: &str) -> bool {
-    nodes(url).len() > 1
-}
-
 /// A connection to one node, or to a cluster: cheap to clone, reconnects by itself. A cluster
 /// keeps the first node's connection settings (password, TLS), to reach its other nodes one by
 /// one with the same ([`Connection::node`]).
@@ -133,12 +128,14 @@ mod tests {
     #[test]
     fn one_url_is_one_node_and_a_list_is_a_cluster() {
         assert_eq!(nodes("redis://a:6379"), vec!["redis://a:6379"]);
-        assert!(!is_cluster("redis://a:6379"));
         assert_eq!(
             nodes("redis://a:7000, redis://b:7001,,redis://c:7002 "),
             vec!["redis://a:7000", "redis://b:7001", "redis://c:7002"]
         );
-        assert!(is_cluster("redis://a:7000,redis://b:7001"));
-        assert!(!is_cluster("redis://a:7000,"));
+        assert_eq!(
+            nodes("redis://a:7000,"),
+            vec!["redis://a:7000"],
+            "one node: not a cluster"
+        );
     }
 }
