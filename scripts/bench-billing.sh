@@ -1,23 +1,26 @@
 #!/usr/bin/env bash
-# The month-end billing run at scale (issue #6): N accounts, each with one application on a paid
-# plan with graduated pricing rules and October usage, subscribed on 2026-10-01. The October
-# run opens their invoices (untimed); the timed run is 2026-11-01: October's variable costs,
-# October finalized, November opened with its fee — for every account, one transaction each.
-# Then the same for 2N, and the ratio. Prints wall time and peak memory (RSS) per size.
+# Month-end at scale (issues #6, #24), on SQLite (the embedded default) and PostgreSQL side by
+# side: N accounts, each with one application on a paid plan with graduated pricing rules and
+# October usage, subscribed on 2026-10-01. The October run opens their invoices (untimed);
+# the timed run is 2026-11-01: October's variable costs, October finalized, November opened
+# with its fee — for every account. Then the usage flush's writes for every application
+# (`bench-flush`: three series each, the rows and roll-ups, then the same quarter again).
+# Then the same for 2N, and the ratios. Prints wall time and peak memory (RSS).
 #
-#   scripts/bench-billing.sh                  # SQLite (the embedded default), 100k and 200k
+#   scripts/bench-billing.sh                  # 100k and 200k, SQLite and PostgreSQL
 #   BENCH_APPS=20000 scripts/bench-billing.sh
-#   BENCH_DATABASE=postgres scripts/bench-billing.sh
+#   BENCH_DATABASES=postgres scripts/bench-billing.sh
 #
-# Targets: 100k applications ≤ 60 s and ≤ 512 MB; twice the applications ≤ 2.2 × the time.
+# Targets: 100k applications ≤ 60 s and ≤ 512 MB; twice the applications ≤ 2.2 × the time;
+# PostgreSQL within 1.5 × SQLite.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 apps="${BENCH_APPS:-100000}"
-database="${BENCH_DATABASE:-sqlite}"
+databases="${BENCH_DATABASES:-sqlite postgres}"
 pg_admin="${TOLLGATE_TEST_POSTGRES_URL:-postgres://tollgate:tollgate@127.0.0.1:5432/postgres}"
 
-cargo build -q --release -p tollgate
+cargo build -q --release -p tollgate --bins
 bin="$root/target/release/tollgate"
 work="$(mktemp -d)"
 pg_dbs=()
@@ -60,8 +63,17 @@ timed_run() {
   awk '{printf "%s %.0f\n", $1, $2 / 1024}' <<<"$out"
 }
 
+# Runs `bench-flush` on database $1; prints "values first_seconds again_seconds max_rss_mb".
+timed_flush() {
+  local out
+  out="$(/usr/bin/time -f "%M" "$root/target/release/bench-flush" "$1" 2>"$work/flush.err")" || { cat "$work/flush.err" >&2; return 1; }
+  echo "$out $(($(tail -1 "$work/flush.err") / 1024))"
+}
+
+row() { printf "%-9s %-10s %8s %14s %9s %12s %10s %12s %12s %9s\n" "$@"; }
+
 bench() {
-  local n="$1" url
+  local n="$1" database="$2" url
   if [ "$database" = postgres ]; then
     local db="tollgate_bench_billing_$$_$n"
     pg_dbs+=("$db")
@@ -69,21 +81,35 @@ bench() {
     url="${pg_admin%/*}/$db"
     TOLLGATE_DATABASE_URL="$url" "$bin" migrate >/dev/null 2>&1
     seed_sql "$n" | psql "$url" -q -v ON_ERROR_STOP=1 >/dev/null
+    psql "$url" -qc "VACUUM ANALYZE accounts, applications, usage_hourly" >/dev/null
   else
     url="sqlite://$work/bench-$n.db"
     TOLLGATE_DATABASE_URL="$url" "$bin" migrate >/dev/null 2>&1
-    seed_sql "$n" | python3 -c 'import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.executescript(sys.stdin.read()); c.commit()' "$work/bench-$n.db"
+    seed_sql "$n" | python3 -c 'import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.executescript(sys.stdin.read()); c.commit(); c.execute("ANALYZE")' "$work/bench-$n.db"
   fi
   read -r open_s open_mb < <(timed_run "$url" 2026-10-01)
   read -r end_s end_mb < <(timed_run "$url" 2026-11-01)
   read -r again_s _ < <(timed_run "$url" 2026-11-01)
-  printf "%-9s %8s %14s %16s %10s %16s\n" "$n" "$open_s" "$end_s" "$end_mb" "$again_s" "$open_mb"
-  echo "$end_s" >"$work/time-$n"
+  read -r values flush_s flush_again_s flush_mb < <(timed_flush "$url")
+  row "$n" "$database" "$open_s" "$end_s" "$end_mb" "$again_s" "$values" "$flush_s" "$flush_again_s" "$flush_mb"
+  echo "$end_s" >"$work/run-$database-$n"
+  echo "$flush_s" >"$work/flush-$database-$n"
 }
 
-echo "billing run on $database, $(nproc) cores; seconds (wall) and peak RSS (MB)"
-printf "%-9s %8s %14s %16s %10s %16s\n" "apps" "Oct 1" "Nov 1 (timed)" "Nov 1 peak MB" "Nov 1 again" "Oct 1 peak MB"
-bench "$apps"
-bench "$((apps * 2))"
-awk -v a="$(cat "$work/time-$apps")" -v b="$(cat "$work/time-$((apps * 2))")" \
-  'BEGIN { printf "twice the applications: %.2f x the time (target <= 2.2)\n", b / a }'
+ratio() { awk -v a="$(cat "$1")" -v b="$(cat "$2")" 'BEGIN { printf "%.2f", b / a }'; }
+
+echo "month-end on $(nproc) cores; seconds (wall) and peak RSS (MB); the Nov 1 run is the timed one"
+row "apps" "database" "Oct 1" "Nov 1 (timed)" "peak MB" "Nov 1 again" "flush rows" "flush (s)" "again (s)" "peak MB"
+for n in "$apps" "$((apps * 2))"; do
+  for database in $databases; do bench "$n" "$database"; done
+done
+for database in $databases; do
+  echo "$database, twice the applications: billing $(ratio "$work/run-$database-$apps" "$work/run-$database-$((apps * 2))") x," \
+    "flush $(ratio "$work/flush-$database-$apps" "$work/flush-$database-$((apps * 2))") x the time (target <= 2.2)"
+done
+if [[ " $databases " == *" sqlite "* && " $databases " == *" postgres "* ]]; then
+  for n in "$apps" "$((apps * 2))"; do
+    echo "$n applications, PostgreSQL / SQLite: billing $(ratio "$work/run-sqlite-$n" "$work/run-postgres-$n") x," \
+      "flush $(ratio "$work/flush-sqlite-$n" "$work/flush-postgres-$n") x (target <= 1.5)"
+  done
+fi

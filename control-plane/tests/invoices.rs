@@ -806,6 +806,108 @@ async fn the_daily_run_bills_from_facts_once_per_date(backend: Backend) {
     assert!(body["errors"]["date"].is_array());
 }
 
+/// An account whose changes fail is rolled back alone: the others in its chunk are billed,
+/// it keeps nothing half-written (no invoice, no number taken), and the next run bills it.
+async fn an_account_that_fails_is_rolled_back_alone(backend: Backend) {
+    let (app, _stripe) = spawn(backend).await;
+    let (_, service) = app.post_form("/admin/api/services.json", &[("name", "Paid API")]).await;
+    let sid = service["service"]["id"].as_i64().unwrap();
+    let (s, plan) = app
+        .post_form(
+            &format!("/admin/api/services/{sid}/application_plans.json"),
+            &[("name", "Monthly"), ("cost_per_month", "10")],
+        )
+        .await;
+    assert_eq!(s, 201, "{plan}");
+    let plan = plan["application_plan"]["id"].as_i64().unwrap().to_string();
+    let mut accounts = Vec::new();
+    for name in ["alpha", "bravo", "charlie"] {
+        let id = account(&app, name).await;
+        let (s, body) = app
+            .post_form(
+                &format!("/admin/api/accounts/{id}/applications.json"),
+                &[("plan_id", plan.as_str()), ("name", "App")],
+            )
+            .await;
+        assert_eq!(s, 201, "{body}");
+        accounts.push((id, body["application"]["id"].as_i64().unwrap()));
+    }
+    sqlx::query("UPDATE applications SET created_at = '2026-10-01T09:00:00Z'")
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM contract_plans")
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    // The database refuses bravo's lines, as a constraint or a full disk would.
+    let bravo_app = accounts[1].1;
+    let refuse: Vec<String> = match backend {
+        Backend::Sqlite => vec![format!(
+            "CREATE TRIGGER refuse_line BEFORE INSERT ON line_items WHEN NEW.contract_id = {bravo_app}
+             BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+        )],
+        Backend::Postgres => vec![
+            format!(
+                "CREATE FUNCTION refuse_line() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+                   IF NEW.contract_id = {bravo_app} THEN RAISE EXCEPTION 'refused by the test'; END IF;
+                   RETURN NEW; END $$"
+            ),
+            "CREATE TRIGGER refuse_line BEFORE INSERT ON line_items FOR EACH ROW EXECUTE FUNCTION refuse_line()".into(),
+        ],
+    };
+    for sql in refuse {
+        sqlx::query(&sql).execute(&app.db.pool).await.unwrap();
+    }
+    let report = run(&app, "2026-10-01").await;
+    assert_eq!(
+        (
+            report["failed_accounts"].as_u64(),
+            report["invoices_created"].as_u64(),
+            report["lines_billed"].as_u64()
+        ),
+        (Some(1), Some(2), Some(2)),
+        "{report}"
+    );
+    assert!(
+        background(&app, accounts[1].0).await.is_empty(),
+        "nothing half-written for bravo"
+    );
+    let numbers = |app: &TestApp| {
+        let pool = app.db.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, String>("SELECT friendly_id FROM invoices ORDER BY friendly_id")
+                .fetch_all(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        numbers(&app).await,
+        vec!["2026-10-00000001", "2026-10-00000002"],
+        "no number lost to bravo"
+    );
+
+    sqlx::query("DROP TRIGGER refuse_line ON line_items")
+        .execute(&app.db.pool)
+        .await
+        .ok();
+    sqlx::query("DROP TRIGGER refuse_line").execute(&app.db.pool).await.ok();
+    let report = run(&app, "2026-10-01").await;
+    assert_eq!(
+        (report["failed_accounts"].as_u64(), report["invoices_created"].as_u64()),
+        (Some(0), Some(1)),
+        "{report}"
+    );
+    let bravo = background(&app, accounts[1].0).await;
+    assert_eq!(
+        bravo,
+        vec![("2026-10".into(), "open".into(), vec![("plan_cost".into(), 10.0)])]
+    );
+    assert_eq!(numbers(&app).await.len(), 3);
+    app.stop().await;
+}
+
 macro_rules! both {
     ($($name:ident),*) => {
         $(
@@ -829,5 +931,6 @@ both!(
     stripe_charges_record_every_attempt,
     money_taken_is_recorded_even_when_the_invoice_moved_meanwhile,
     a_billing_run_bills_every_call_counted_before_it,
-    the_daily_run_bills_from_facts_once_per_date
+    the_daily_run_bills_from_facts_once_per_date,
+    an_account_that_fails_is_rolled_back_alone
 );

@@ -68,7 +68,7 @@ pub async fn detect(db: &Db, counters: &Counters, apps: &[ApplicationId], now: D
     }
     let mut raised = 0;
     for chunk in apps.chunks(500) {
-        let ids = chunk.iter().map(|a| a.get().to_string()).collect::<Vec<_>>().join(",");
+        let ids = crate::multirow::id_list(chunk.iter().map(|a| a.get()));
         let rows = sqlx::query(&format!(
             "SELECT a.id, a.service_id, s.notification_settings FROM applications a JOIN services s ON s.id = a.service_id
              WHERE a.id IN ({ids}) AND s.notification_settings IS NOT NULL"
@@ -266,10 +266,9 @@ fn conditions(f: &Filter, services: Option<&[i64]>) -> String {
         None => c.push_str(" AND state <> 'deleted'"),
     }
     if let Some(ids) = services {
-        let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
         c.push_str(&format!(
             " AND service_id IN ({})",
-            if ids.is_empty() { "0".into() } else { ids.join(",") }
+            crate::multirow::id_list(ids.iter().copied())
         ));
     }
     c

@@ -63,20 +63,47 @@ pub async fn record_as(
     actor: Actor,
     payload: &serde_json::Value,
 ) -> Result<String> {
-    let uuid = new_id();
-    sqlx::query(
-        "INSERT INTO events (kind, account_id, service_id, actor, uuid, payload, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(kind)
-    .bind(account_id.map(AccountId::get))
-    .bind(service_id.map(ServiceId::get))
-    .bind(actor.as_str())
-    .bind(&uuid)
-    .bind(payload.to_string())
-    .bind(crate::time::now())
-    .execute(conn)
+    let event = New {
+        kind,
+        account_id,
+        service_id,
+        actor,
+        payload: payload.clone(),
+    };
+    let mut ids = record_all(conn, std::slice::from_ref(&event)).await?;
+    Ok(ids.pop().unwrap_or_default())
+}
+
+/// An event to record.
+#[derive(Debug, Clone)]
+pub struct New<'a> {
+    pub kind: &'a str,
+    pub account_id: Option<AccountId>,
+    pub service_id: Option<ServiceId>,
+    pub actor: Actor,
+    pub payload: serde_json::Value,
+}
+
+/// Records events, a multi-row statement per few thousand; their ids, in order.
+pub async fn record_all(conn: &mut AnyConnection, events: &[New<'_>]) -> Result<Vec<String>> {
+    let now = crate::time::now();
+    let ids: Vec<String> = events.iter().map(|_| new_id()).collect();
+    let rows: Vec<(&New<'_>, &String)> = events.iter().zip(&ids).collect();
+    let insert = |values: &str| {
+        format!("INSERT INTO events (kind, account_id, service_id, actor, uuid, payload, created_at) VALUES {values}")
+    };
+    crate::multirow::run(conn, &rows, 7, insert, |q, (e, uuid)| {
+        q.bind(e.kind.to_string())
+            .bind(e.account_id.map(AccountId::get))
+            .bind(e.service_id.map(ServiceId::get))
+            .bind(e.actor.as_str())
+            .bind(uuid.to_string())
+            .bind(e.payload.to_string())
+            .bind(now.clone())
+    })
     .await?;
-    metrics::counter!("tollgate_events_recorded_total", "kind" => kind.to_string()).increment(1);
-    Ok(uuid)
+    for e in events {
+        metrics::counter!("tollgate_events_recorded_total", "kind" => e.kind.to_string()).increment(1);
+    }
+    Ok(ids)
 }

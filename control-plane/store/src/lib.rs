@@ -44,6 +44,7 @@ pub mod integration_errors;
 pub mod invalidation;
 pub mod invitations;
 pub mod leases;
+pub mod multirow;
 pub mod outbox;
 pub mod passwords;
 pub mod portal;

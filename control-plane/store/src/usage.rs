@@ -14,13 +14,15 @@
 use crate::counters::{Counter, CounterStore, Counters, SeriesValue};
 use crate::db::{Db, Engine};
 use crate::error::Result;
+use crate::multirow;
 use sqlx::Row;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use tollgate_domain::analytics::series::hour_and_quarter;
 use tollgate_domain::ids::{ApplicationId, MetricId, ServiceId};
 
-/// Rows written per transaction.
-const CHUNK: usize = 500;
+/// Series values written per transaction: a few multi-row statements, and each roll-up
+/// bucket they touch recomputed once (a service's hour sums every application's row of it).
+pub const CHUNK: usize = 5000;
 
 /// Copies the series counters moved since the last flush into the usage tables. Counters whose
 /// write fails are handed back to the store, to be copied by the next flush. Returns the rows
@@ -33,68 +35,143 @@ pub async fn flush(db: &Db, counters: &Counters) -> Result<usize> {
 pub async fn flush_moved(db: &Db, counters: &Counters) -> Result<(usize, Vec<ApplicationId>)> {
     let values = counters.take_changed_series().await?;
     let moved: BTreeSet<i64> = values.iter().map(|v| v.key.app).collect();
-    let mut written = 0;
-    for (i, chunk) in values.chunks(CHUNK).enumerate() {
-        if let Err(e) = write(db, chunk).await {
-            counters.mark_changed_series(values[i * CHUNK..].iter().map(|v| v.key).collect());
-            return Err(e);
-        }
-        written += chunk.len();
+    if let Err(e) = write(db, &values).await {
+        // Written in part, perhaps: writing them all again next time completes it.
+        counters.mark_changed_series(values.iter().map(|v| v.key).collect());
+        return Err(e);
     }
+    let written = values.len();
     metrics::counter!("tollgate_usage_rows_flushed_total").increment(written as u64);
     Ok((written, moved.into_iter().map(ApplicationId::new).collect()))
 }
 
-/// Series values as rows: which table, the application, the metric or code, the hour and
-/// the quarter.
-enum Series {
-    Metric(i64),
-    Code(String),
+/// A series value as a row of a usage table: the application, the metric or code, the hour,
+/// the value and when it was read.
+struct UsageRow<K> {
+    app: i64,
+    key: K,
+    hour: i64,
+    value: i64,
+    observed_us: i64,
 }
 
-/// Writes series values as the flush does (the rows, then their roll-ups), in one
-/// transaction. The flush's writer; also how a bench or a test lays down history.
-pub async fn write(db: &Db, values: &[SeriesValue]) -> Result<()> {
+/// Rows of one table, by quarter of the hour: within a quarter each (application, key, hour)
+/// once — the later reading of a series read twice —, as one multi-row upsert requires.
+type Quarters<K> = [BTreeMap<(i64, K, i64), UsageRow<K>>; 4];
+
+fn keep<K: Ord + Clone>(quarters: &mut Quarters<K>, q: usize, row: UsageRow<K>) {
+    let slot = (row.app, row.key.clone(), row.hour);
+    match quarters[q].get(&slot) {
+        Some(held) if held.observed_us > row.observed_us => {}
+        _ => {
+            quarters[q].insert(slot, row);
+        }
+    }
+}
+
+/// Series values as rows of their tables, by quarter.
+fn rows_of(values: &[SeriesValue]) -> (Quarters<i64>, Quarters<String>) {
+    let mut metrics: Quarters<i64> = Default::default();
+    let mut codes: Quarters<String> = Default::default();
+    for v in values {
+        let counter = Counter::from_raw(v.key.counter);
+        let (hour, q) = hour_and_quarter(v.key.start);
+        let (app, value, observed_us) = (v.key.app, v.value, v.observed_us);
+        if let Some(code) = counter.and_then(Counter::response_code_name) {
+            let row = UsageRow {
+                app,
+                key: code,
+                hour,
+                value,
+                observed_us,
+            };
+            keep(&mut codes, q, row);
+        } else if let Some(metric) = counter.and_then(Counter::metric) {
+            let row = UsageRow {
+                app,
+                key: metric.get(),
+                hour,
+                value,
+                observed_us,
+            };
+            keep(&mut metrics, q, row);
+        }
+    }
+    (metrics, codes)
+}
+
+/// A write transaction that holds the roll-up lock. Roll-ups are recomputed from the rows:
+/// on PostgreSQL two replicas' flushes take turns, so neither sums what the other has not
+/// committed yet. (SQLite's writers take turns anyway.)
+async fn locked(db: &Db) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
     let mut tx = db.begin_write().await?;
     if db.engine == Engine::Postgres {
-        // Roll-ups are recomputed from the rows: two replicas' flushes take turns, so neither
-        // sums what the other has not committed yet. (SQLite's writers take turns anyway.)
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(ROLLUP_LOCK)
             .execute(&mut *tx)
             .await?;
     }
-    let usage_sql: [String; 4] = std::array::from_fn(|q| upsert("usage_hourly", "metric_id", q));
-    let codes_sql: [String; 4] = std::array::from_fn(|q| upsert("response_codes_hourly", "code", q));
-    let mut metrics = BTreeSet::new();
-    let mut codes = BTreeSet::new();
-    for v in values {
-        let counter = Counter::from_raw(v.key.counter);
-        let series = match counter.and_then(Counter::response_code_name) {
-            Some(code) => Series::Code(code),
-            None => match counter.and_then(Counter::metric) {
-                Some(metric) => Series::Metric(metric.get()),
-                None => continue,
-            },
-        };
-        let (hour, q) = hour_and_quarter(v.key.start);
-        // The service is the application's; an application deleted since has no row to keep.
-        let query = match &series {
-            Series::Metric(metric) => sqlx::query(&usage_sql[q]).bind(v.key.app).bind(*metric),
-            Series::Code(code) => sqlx::query(&codes_sql[q]).bind(v.key.app).bind(code.clone()),
-        };
-        query
-            .bind(hour)
-            .bind(v.value)
-            .bind(v.observed_us)
-            .execute(&mut *tx)
+    Ok(tx)
+}
+
+/// Writes series values as the flush does, in multi-row statements: the rows and their
+/// applications' daily roll-ups, [`CHUNK`] values a transaction; then, once, the service
+/// roll-ups they fall in (a service's hour sums every application's row of it, so it is
+/// summed after all of them are in rather than after each chunk). Writing is idempotent: after
+/// a failure part-way, writing the same values again completes it. The flush's writer; also
+/// how a bench or a test lays down history.
+pub async fn write(db: &Db, values: &[SeriesValue]) -> Result<()> {
+    let mut service_hours = BTreeSet::new();
+    let mut code_hours = BTreeSet::new();
+    for chunk in values.chunks(CHUNK) {
+        let (metrics, codes) = rows_of(chunk);
+        let mut tx = locked(db).await?;
+        for q in 0..4 {
+            let rows: Vec<&UsageRow<i64>> = metrics[q].values().collect();
+            let sql = |v: &str| upsert("usage_hourly", "metric_id", q, v);
+            multirow::run(&mut tx, &rows, 5, sql, |query, r| {
+                query
+                    .bind(r.app)
+                    .bind(r.key)
+                    .bind(r.hour)
+                    .bind(r.value)
+                    .bind(r.observed_us)
+            })
             .await?;
-        match series {
-            Series::Metric(metric) => metrics.insert((v.key.app, metric, hour)),
-            Series::Code(code) => codes.insert((v.key.app, code, hour)),
-        };
+            let rows: Vec<&UsageRow<String>> = codes[q].values().collect();
+            let sql = |v: &str| upsert("response_codes_hourly", "code", q, v);
+            multirow::run(&mut tx, &rows, 5, sql, |query, r| {
+                query
+                    .bind(r.app)
+                    .bind(r.key.clone())
+                    .bind(r.hour)
+                    .bind(r.value)
+                    .bind(r.observed_us)
+            })
+            .await?;
+        }
+        let metrics: BTreeSet<(i64, i64, i64)> = metrics.iter().flat_map(|m| m.keys().cloned()).collect();
+        let codes: BTreeSet<(i64, String, i64)> = codes.iter().flat_map(|m| m.keys().cloned()).collect();
+        let apps: BTreeSet<i64> = metrics.iter().map(|m| m.0).chain(codes.iter().map(|c| c.0)).collect();
+        let services = services_of(&mut tx, apps).await?;
+        app_days(&mut tx, &metrics).await?;
+        tx.commit().await?;
+        service_hours.extend(
+            metrics
+                .iter()
+                .filter_map(|&(app, metric, hour)| Some((*services.get(&app)?, metric, hour))),
+        );
+        code_hours.extend(
+            codes
+                .into_iter()
+                .filter_map(|(app, code, hour)| Some((*services.get(&app)?, code, hour))),
+        );
     }
-    roll_up(&mut tx, &metrics, &codes).await?;
+    if service_hours.is_empty() && code_hours.is_empty() {
+        return Ok(());
+    }
+    let mut tx = locked(db).await?;
+    service_roll_ups(&mut tx, service_hours, code_hours).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -102,12 +179,15 @@ pub async fn write(db: &Db, values: &[SeriesValue]) -> Result<()> {
 /// The advisory lock PostgreSQL flushes take (any constant no other lock uses).
 const ROLLUP_LOCK: i64 = 0x7011_6a7e_0001;
 
-/// Writes one quarter of an hour row: the quarter's value and reading time, the hour's total
-/// moved by the quarter's change — unless the row holds a later reading of that quarter.
-fn upsert(table: &str, key: &str, q: usize) -> String {
+/// Writes one quarter of hour rows (`values`: application, metric or code, hour, value,
+/// reading time): the quarter's value and reading time, the hour's total moved by the
+/// quarter's change — unless the row holds a later reading of that quarter. The service is
+/// the application's; an application deleted since has no row to keep.
+fn upsert(table: &str, key: &str, q: usize, values: &str) -> String {
     format!(
         "INSERT INTO {table} (application_id, service_id, {key}, hour_start, value, observed_us, q{q}, o{q})
-         SELECT id, service_id, $2, $3, $4, $5, $4, $5 FROM applications WHERE id = $1
+         SELECT a.id, a.service_id, v.column2, v.column3, v.column4, v.column5, v.column4, v.column5
+         FROM (VALUES {values}) AS v JOIN applications a ON a.id = v.column1 WHERE true
          ON CONFLICT (application_id, {key}, hour_start) DO UPDATE SET
              value = {table}.value - {table}.q{q} + excluded.q{q},
              q{q} = excluded.q{q},
@@ -117,105 +197,111 @@ fn upsert(table: &str, key: &str, q: usize) -> String {
     )
 }
 
-/// Recomputes every roll-up bucket the rows just written fall in.
-async fn roll_up(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-    metrics: &BTreeSet<(i64, i64, i64)>,
-    codes: &BTreeSet<(i64, String, i64)>,
-) -> Result<()> {
-    let mut services = HashMap::new();
-    let mut service_of = async |tx: &mut sqlx::Transaction<'static, sqlx::Any>, app: i64| -> Result<Option<i64>> {
-        if let Some(s) = services.get(&app) {
-            return Ok(*s);
+/// The services of applications (an application deleted since has none).
+async fn services_of(conn: &mut sqlx::AnyConnection, apps: BTreeSet<i64>) -> Result<HashMap<i64, i64>> {
+    let apps: Vec<i64> = apps.into_iter().collect();
+    let mut services = HashMap::with_capacity(apps.len());
+    for part in apps.chunks(multirow::rows_per_statement(1)) {
+        let rows = sqlx::query(&format!(
+            "SELECT id, service_id FROM applications WHERE id IN ({})",
+            multirow::id_list(part.iter().copied())
+        ))
+        .fetch_all(&mut *conn)
+        .await?;
+        for r in rows {
+            services.insert(r.try_get("id")?, r.try_get("service_id")?);
         }
-        let s: Option<i64> = sqlx::query_scalar("SELECT service_id FROM applications WHERE id = $1")
-            .bind(app)
-            .fetch_optional(&mut **tx)
-            .await?;
-        services.insert(app, s);
-        Ok(s)
+    }
+    Ok(services)
+}
+
+fn day(hour: i64) -> i64 {
+    hour - hour.rem_euclid(DAY)
+}
+
+/// Recomputes the applications' daily roll-up for the (application, metric, hour) rows just
+/// written: each day summed from that application's hours.
+async fn app_days(conn: &mut sqlx::AnyConnection, metrics: &BTreeSet<(i64, i64, i64)>) -> Result<()> {
+    let days: BTreeSet<(i64, i64, i64)> = metrics
+        .iter()
+        .map(|&(app, metric, hour)| (app, metric, day(hour)))
+        .collect();
+    let sql = |v: &str| {
+        format!(
+            "INSERT INTO usage_app_daily (service_id, metric_id, day_start, application_id, value)
+             SELECT h.service_id, h.metric_id, v.column3, h.application_id, CAST(SUM(h.value) AS BIGINT)
+             FROM (VALUES {v}) AS v JOIN usage_hourly h
+               ON h.application_id = v.column1 AND h.metric_id = v.column2
+              AND h.hour_start >= v.column3 AND h.hour_start < v.column3 + {DAY}
+             WHERE true GROUP BY h.service_id, h.metric_id, v.column3, h.application_id
+             ON CONFLICT (service_id, metric_id, day_start, application_id) DO UPDATE SET value = excluded.value"
+        )
     };
-    let mut service_hours = BTreeSet::new();
-    let mut app_days = BTreeSet::new();
-    for &(app, metric, hour) in metrics {
-        if let Some(service) = service_of(tx, app).await? {
-            service_hours.insert((service, metric, hour));
-        }
-        app_days.insert((app, metric, hour - hour.rem_euclid(DAY)));
-    }
-    let mut code_hours = BTreeSet::new();
-    for (app, code, hour) in codes {
-        if let Some(service) = service_of(tx, *app).await? {
-            code_hours.insert((service, code.clone(), *hour));
-        }
-    }
+    multirow::run(conn, &days.into_iter().collect::<Vec<_>>(), 3, sql, bind_ids).await?;
+    Ok(())
+}
+
+/// Recomputes the services' roll-ups for (service, metric or code, hour) buckets: each hour
+/// summed from every application's row of it, each day from the service's hours.
+async fn service_roll_ups(
+    conn: &mut sqlx::AnyConnection,
+    service_hours: BTreeSet<(i64, i64, i64)>,
+    code_hours: BTreeSet<(i64, String, i64)>,
+) -> Result<()> {
     let service_days: BTreeSet<(i64, i64, i64)> = service_hours
         .iter()
-        .map(|&(service, metric, hour)| (service, metric, hour - hour.rem_euclid(DAY)))
+        .map(|&(service, metric, hour)| (service, metric, day(hour)))
         .collect();
-    for (service, metric, hour) in service_hours {
-        sqlx::query(
+    let sql = |v: &str| {
+        format!(
             "INSERT INTO usage_service_hourly (service_id, metric_id, hour_start, q0, q1, q2, q3)
-             SELECT service_id, metric_id, hour_start, CAST(SUM(q0) AS BIGINT), CAST(SUM(q1) AS BIGINT),
-                    CAST(SUM(q2) AS BIGINT), CAST(SUM(q3) AS BIGINT)
-             FROM usage_hourly WHERE service_id = $1 AND metric_id = $2 AND hour_start = $3
-             GROUP BY service_id, metric_id, hour_start
+             SELECT h.service_id, h.metric_id, h.hour_start, CAST(SUM(h.q0) AS BIGINT), CAST(SUM(h.q1) AS BIGINT),
+                    CAST(SUM(h.q2) AS BIGINT), CAST(SUM(h.q3) AS BIGINT)
+             FROM (VALUES {v}) AS v JOIN usage_hourly h
+               ON h.service_id = v.column1 AND h.metric_id = v.column2 AND h.hour_start = v.column3
+             WHERE true GROUP BY h.service_id, h.metric_id, h.hour_start
              ON CONFLICT (service_id, metric_id, hour_start)
-             DO UPDATE SET q0 = excluded.q0, q1 = excluded.q1, q2 = excluded.q2, q3 = excluded.q3",
+             DO UPDATE SET q0 = excluded.q0, q1 = excluded.q1, q2 = excluded.q2, q3 = excluded.q3"
         )
-        .bind(service)
-        .bind(metric)
-        .bind(hour)
-        .execute(&mut **tx)
-        .await?;
-    }
-    for (service, metric, day) in service_days {
-        sqlx::query(
+    };
+    multirow::run(conn, &service_hours.into_iter().collect::<Vec<_>>(), 3, sql, bind_ids).await?;
+    let sql = |v: &str| {
+        format!(
             "INSERT INTO usage_service_daily (service_id, metric_id, day_start, value)
-             SELECT service_id, metric_id, $3, CAST(SUM(q0 + q1 + q2 + q3) AS BIGINT) FROM usage_service_hourly
-             WHERE service_id = $1 AND metric_id = $2 AND hour_start >= $3 AND hour_start < $4
-             GROUP BY service_id, metric_id
-             ON CONFLICT (service_id, metric_id, day_start) DO UPDATE SET value = excluded.value",
+             SELECT h.service_id, h.metric_id, v.column3, CAST(SUM(h.q0 + h.q1 + h.q2 + h.q3) AS BIGINT)
+             FROM (VALUES {v}) AS v JOIN usage_service_hourly h
+               ON h.service_id = v.column1 AND h.metric_id = v.column2
+              AND h.hour_start >= v.column3 AND h.hour_start < v.column3 + {DAY}
+             WHERE true GROUP BY h.service_id, h.metric_id, v.column3
+             ON CONFLICT (service_id, metric_id, day_start) DO UPDATE SET value = excluded.value"
         )
-        .bind(service)
-        .bind(metric)
-        .bind(day)
-        .bind(day + DAY)
-        .execute(&mut **tx)
-        .await?;
-    }
-    for (service, code, hour) in code_hours {
-        sqlx::query(
+    };
+    multirow::run(conn, &service_days.into_iter().collect::<Vec<_>>(), 3, sql, bind_ids).await?;
+    let sql = |v: &str| {
+        format!(
             "INSERT INTO response_codes_service_hourly (service_id, code, hour_start, q0, q1, q2, q3)
-             SELECT service_id, code, hour_start, CAST(SUM(q0) AS BIGINT), CAST(SUM(q1) AS BIGINT),
-                    CAST(SUM(q2) AS BIGINT), CAST(SUM(q3) AS BIGINT)
-             FROM response_codes_hourly WHERE service_id = $1 AND code = $2 AND hour_start = $3
-             GROUP BY service_id, code, hour_start
+             SELECT h.service_id, h.code, h.hour_start, CAST(SUM(h.q0) AS BIGINT), CAST(SUM(h.q1) AS BIGINT),
+                    CAST(SUM(h.q2) AS BIGINT), CAST(SUM(h.q3) AS BIGINT)
+             FROM (VALUES {v}) AS v JOIN response_codes_hourly h
+               ON h.service_id = v.column1 AND h.code = v.column2 AND h.hour_start = v.column3
+             WHERE true GROUP BY h.service_id, h.code, h.hour_start
              ON CONFLICT (service_id, code, hour_start)
-             DO UPDATE SET q0 = excluded.q0, q1 = excluded.q1, q2 = excluded.q2, q3 = excluded.q3",
+             DO UPDATE SET q0 = excluded.q0, q1 = excluded.q1, q2 = excluded.q2, q3 = excluded.q3"
         )
-        .bind(service)
-        .bind(code)
-        .bind(hour)
-        .execute(&mut **tx)
-        .await?;
-    }
-    for (app, metric, day) in app_days {
-        sqlx::query(
-            "INSERT INTO usage_app_daily (service_id, metric_id, day_start, application_id, value)
-             SELECT service_id, metric_id, $3, application_id, CAST(SUM(value) AS BIGINT) FROM usage_hourly
-             WHERE application_id = $1 AND metric_id = $2 AND hour_start >= $3 AND hour_start < $4
-             GROUP BY service_id, metric_id, application_id
-             ON CONFLICT (service_id, metric_id, day_start, application_id) DO UPDATE SET value = excluded.value",
-        )
-        .bind(app)
-        .bind(metric)
-        .bind(day)
-        .bind(day + DAY)
-        .execute(&mut **tx)
-        .await?;
-    }
+    };
+    multirow::run(
+        conn,
+        &code_hours.into_iter().collect::<Vec<_>>(),
+        3,
+        sql,
+        |query, (service, code, hour)| query.bind(*service).bind(code.clone()).bind(*hour),
+    )
+    .await?;
     Ok(())
+}
+
+fn bind_ids<'q>(query: multirow::Query<'q>, &(a, b, c): &(i64, i64, i64)) -> multirow::Query<'q> {
+    query.bind(a).bind(b).bind(c)
 }
 
 const DAY: i64 = 86_400;

@@ -8,12 +8,13 @@
 use super::settings;
 use crate::db::Db;
 use crate::error::{Result, StoreError};
+use crate::multirow::{id_list, rows_per_statement, values, Placeholders};
 use crate::rows::{decimal, opt_decimal};
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
 use serde_json::json;
 use sqlx::{AnyConnection, Row};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use tollgate_domain::billing::Settings;
 use tollgate_domain::ids::{AccountId, InvoiceId, LineId, MetricId, PlanId};
 use tollgate_domain::invoice::{
@@ -103,14 +104,6 @@ pub async fn lines(conn: &mut AnyConnection, invoice: InvoiceId) -> Result<Vec<L
     rows.iter().map(|r| line_from_row(r).map(|(_, l)| l)).collect()
 }
 
-fn id_list<T>(items: &[T], id: impl Fn(&T) -> i64) -> String {
-    let mut ids: Vec<i64> = items.iter().map(id).collect();
-    ids.sort_unstable();
-    ids.dedup();
-    let list: Vec<String> = ids.iter().map(i64::to_string).collect();
-    list.join(", ")
-}
-
 /// Invoices with their totals: two queries in all (the lines, the accounts' VAT rates).
 pub async fn views(conn: &mut AnyConnection, invoices: Vec<Invoice>) -> Result<Vec<View>> {
     if invoices.is_empty() {
@@ -119,7 +112,7 @@ pub async fn views(conn: &mut AnyConnection, invoices: Vec<Invoice>) -> Result<V
     let mut costs: HashMap<InvoiceId, Vec<Decimal>> = HashMap::new();
     let rows = sqlx::query(&format!(
         "SELECT {LINE_COLUMNS} FROM line_items WHERE invoice_id IN ({}) ORDER BY id",
-        id_list(&invoices, |i| i.id.get())
+        id_list(invoices.iter().map(|i| i.id.get()))
     ))
     .fetch_all(&mut *conn)
     .await?;
@@ -132,7 +125,7 @@ pub async fn views(conn: &mut AnyConnection, invoices: Vec<Invoice>) -> Result<V
     if !unfrozen.is_empty() {
         let rows = sqlx::query(&format!(
             "SELECT id, vat_rate FROM accounts WHERE id IN ({})",
-            id_list(&unfrozen, |i| i.account_id.get())
+            id_list(unfrozen.iter().map(|i| i.account_id.get()))
         ))
         .fetch_all(&mut *conn)
         .await?;
@@ -164,9 +157,7 @@ pub async fn view(conn: &mut AnyConnection, inv: Invoice) -> Result<View> {
         .ok_or_else(|| StoreError::Internal("an invoice lost its view".into()))
 }
 
-/// Creates an open invoice for `period` with the next friendly id of its numbering scope. The
-/// counter is bumped first, in the caller's transaction: concurrent creations queue on it, and
-/// a rolled-back creation gives its number back, so numbers have no gaps.
+/// Creates an open invoice for `period` with the next friendly id of its numbering scope.
 pub async fn create(
     conn: &mut AnyConnection,
     settings: &Settings,
@@ -174,33 +165,87 @@ pub async fn create(
     period: &str,
     creation_type: CreationType,
 ) -> Result<Invoice> {
-    let scope = invoice::numbering_scope(period, settings.numbering);
+    create_many(conn, settings, &[(account, period.to_string())], creation_type)
+        .await?
+        .pop()
+        .ok_or_else(|| StoreError::Internal("an invoice was not created".into()))
+}
+
+/// Creates an open invoice for each (account, period), in order, each with the next friendly
+/// id of its numbering scope: a scope's counter is moved once by as many invoices as it
+/// numbers, then they are inserted together. The counter is bumped first, in the caller's
+/// transaction: concurrent creations queue on it, and a rolled-back creation gives its numbers
+/// back, so numbers have no gaps. A number an admin already gave an invoice by renaming it
+/// is skipped: that invoice gets the next one.
+pub async fn create_many(
+    conn: &mut AnyConnection,
+    settings: &Settings,
+    wanted: &[(AccountId, String)],
+    creation_type: CreationType,
+) -> Result<Vec<Invoice>> {
+    const BOUND: usize = 8;
     let now = crate::time::now();
-    loop {
-        let n: i64 = sqlx::query_scalar(
-            "INSERT INTO invoice_counters (scope, last) VALUES ($1, 1)
-             ON CONFLICT (scope) DO UPDATE SET last = invoice_counters.last + 1 RETURNING last",
-        )
-        .bind(&scope)
-        .fetch_one(&mut *conn)
-        .await?;
-        // An admin may have renamed an invoice to a number not handed out yet: skip it.
-        let row = sqlx::query(&format!(
-            "INSERT INTO invoices (account_id, friendly_id, state, period, creation_type, currency, created_at, updated_at)
-             VALUES ($1, $2, 'open', $3, $4, $5, $6, $6) ON CONFLICT (friendly_id) DO NOTHING RETURNING {COLUMNS}"
-        ))
-        .bind(account.get())
-        .bind(invoice::friendly_id(&scope, n))
-        .bind(period)
-        .bind(creation_type.as_str())
-        .bind(&settings.currency)
-        .bind(&now)
-        .fetch_optional(&mut *conn)
-        .await?;
-        if let Some(row) = row {
-            return from_row(&row);
+    let mut by_scope: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (i, (_, period)) in wanted.iter().enumerate() {
+        by_scope
+            .entry(invoice::numbering_scope(period, settings.numbering))
+            .or_default()
+            .push(i);
+    }
+    let mut made: Vec<Option<Invoice>> = vec![None; wanted.len()];
+    for (scope, indexes) in by_scope {
+        let mut left = indexes;
+        while !left.is_empty() {
+            let mut taken = Vec::new();
+            for part in left.chunks(rows_per_statement(BOUND)) {
+                let count = i64::try_from(part.len()).unwrap_or(i64::MAX);
+                let last: i64 = sqlx::query_scalar(
+                    "INSERT INTO invoice_counters (scope, last) VALUES ($1, $2)
+                     ON CONFLICT (scope) DO UPDATE SET last = invoice_counters.last + excluded.last RETURNING last",
+                )
+                .bind(&scope)
+                .bind(count)
+                .fetch_one(&mut *conn)
+                .await?;
+                let numbers: Vec<String> = (last - count + 1..=last)
+                    .map(|n| invoice::friendly_id(&scope, n))
+                    .collect();
+                let sql = format!(
+                    "INSERT INTO invoices (account_id, friendly_id, state, period, creation_type, currency, created_at, updated_at)
+                     VALUES {} ON CONFLICT (friendly_id) DO NOTHING RETURNING {COLUMNS}",
+                    values(Placeholders::of(conn), part.len(), BOUND)
+                );
+                let mut query = sqlx::query(&sql);
+                for (&i, number) in part.iter().zip(&numbers) {
+                    let (account, period) = &wanted[i];
+                    query = query
+                        .bind(account.get())
+                        .bind(number.clone())
+                        .bind(State::Open.as_str())
+                        .bind(period.clone())
+                        .bind(creation_type.as_str())
+                        .bind(settings.currency.clone())
+                        .bind(now.clone())
+                        .bind(now.clone());
+                }
+                let mut rows: HashMap<String, Invoice> = HashMap::new();
+                for row in query.fetch_all(&mut *conn).await? {
+                    let inv = from_row(&row)?;
+                    rows.insert(inv.friendly_id.clone(), inv);
+                }
+                for (&i, number) in part.iter().zip(&numbers) {
+                    match rows.remove(number) {
+                        Some(inv) => made[i] = Some(inv),
+                        None => taken.push(i),
+                    }
+                }
+            }
+            left = taken;
         }
     }
+    made.into_iter()
+        .map(|m| m.ok_or_else(|| StoreError::Internal("an invoice was not created".into())))
+        .collect()
 }
 
 fn this_month() -> String {
@@ -350,20 +395,37 @@ pub async fn update(db: &Db, id: InvoiceId, friendly_id: Option<&str>, period: O
     Ok(v)
 }
 
-/// The buyer and issuer as they are now, to freeze on an invoice when it is issued; and the
-/// buyer's VAT code and rate.
-async fn parties(conn: &mut AnyConnection, account: AccountId) -> Result<(Party, Party, Option<String>, Decimal)> {
-    let row = sqlx::query("SELECT org_name, vat_code, vat_rate, billing_address FROM accounts WHERE id = $1")
-        .bind(account.get())
-        .fetch_one(&mut *conn)
-        .await?;
-    let address: Option<String> = row.try_get("billing_address")?;
-    let vat_code: Option<String> = row.try_get("vat_code")?;
-    let buyer = Party {
-        org_name: Some(row.try_get("org_name")?),
-        vat_code: vat_code.clone(),
-        address: address.and_then(|a| serde_json::from_str::<Address>(&a).ok()),
-    };
+/// A buyer as it is now, to freeze on an invoice when it is issued; with its VAT code and rate.
+struct Buyer {
+    party: Party,
+    vat_code: Option<String>,
+    vat_rate: Decimal,
+}
+
+/// The buyers of `accounts` (a query for them all) and the issuer, as they are now.
+async fn parties_of(conn: &mut AnyConnection, accounts: &[AccountId]) -> Result<(HashMap<AccountId, Buyer>, Party)> {
+    let rows = sqlx::query(&format!(
+        "SELECT id, org_name, vat_code, vat_rate, billing_address FROM accounts WHERE id IN ({})",
+        id_list(accounts.iter().map(|a| a.get()))
+    ))
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut buyers = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let address: Option<String> = row.try_get("billing_address")?;
+        let vat_code: Option<String> = row.try_get("vat_code")?;
+        let party = Party {
+            org_name: Some(row.try_get("org_name")?),
+            vat_code: vat_code.clone(),
+            address: address.and_then(|a| serde_json::from_str::<Address>(&a).ok()),
+        };
+        let buyer = Buyer {
+            party,
+            vat_code,
+            vat_rate: opt_decimal(row, "vat_rate")?.unwrap_or_default(),
+        };
+        buyers.insert(AccountId::new(row.try_get("id")?), buyer);
+    }
     let provider = crate::catalog::provider::account_in(conn).await?;
     let field = |k: &str| provider.settings.get(k).cloned();
     let issuer = Party {
@@ -380,20 +442,36 @@ async fn parties(conn: &mut AnyConnection, account: AccountId) -> Result<(Party,
             ..Address::default()
         }),
     };
-    let rate = opt_decimal(&row, "vat_rate")?.unwrap_or_default();
-    Ok((buyer, issuer, vat_code, rate))
+    Ok((buyers, issuer))
 }
 
 fn party_text(p: &Party) -> Result<String> {
     serde_json::to_string(p).map_err(|e| StoreError::Internal(e.to_string()))
 }
 
-/// Moves invoice `id` to `to` on `today`, or says why not (invalid naming `state`). The move is
-/// one conditional update (from a state `to` is reachable from), so two concurrent moves
-/// cannot both apply. Issuing freezes VAT and both parties, sets issued on = today and due on
-/// = today + 2 days. Each move is an event (`invoice.finalized`, `invoice.issued`, …) in the
-/// same transaction.
+/// Moves invoice `id` to `to` on `today`, or says why not (see [`change_states`]).
 pub async fn change_state(conn: &mut AnyConnection, id: InvoiceId, to: State, today: NaiveDate) -> Result<Invoice> {
+    change_states(conn, &[id], to, today)
+        .await?
+        .pop()
+        .ok_or_else(|| StoreError::Internal("an invoice move was lost".into()))
+}
+
+/// Moves invoices `ids` (each once) to `to` on `today`, all or none: if one cannot move, says
+/// why (invalid naming `state`; not found). A move is a conditional update (from a state `to`
+/// is reachable from), so two concurrent moves cannot both apply; the invoices move in a
+/// statement per few thousand. Issuing freezes VAT and both parties, sets issued on = today
+/// and due on = today + 2 days. Each move is an event (`invoice.finalized`, `invoice.issued`,
+/// …) in the same transaction. The moved invoices, in the order of `ids`.
+pub async fn change_states(
+    conn: &mut AnyConnection,
+    ids: &[InvoiceId],
+    to: State,
+    today: NaiveDate,
+) -> Result<Vec<Invoice>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
     let from: Vec<String> = to
         .reachable_from()
         .iter()
@@ -405,77 +483,105 @@ pub async fn change_state(conn: &mut AnyConnection, id: InvoiceId, to: State, to
         from.join(", ")
     };
     let now = crate::time::now();
-    let guard = format!("WHERE id = $1 AND state IN ({from}) RETURNING {COLUMNS}");
-    let row = match to {
-        State::Pending => {
-            let account: Option<i64> = sqlx::query_scalar("SELECT account_id FROM invoices WHERE id = $1")
-                .bind(id.get())
-                .fetch_optional(&mut *conn)
-                .await?;
-            let account = AccountId::new(account.ok_or(StoreError::NotFound)?);
-            let (buyer, issuer, vat_code, rate) = parties(conn, account).await?;
-            let due = today + chrono::Days::new(2);
-            sqlx::query(&format!(
-                "UPDATE invoices SET state = 'pending', issued_on = $2, due_on = $3, vat_rate = $4, vat_code = $5,
-                   buyer = $6, issuer = $7, finalized_at = COALESCE(finalized_at, $2), updated_at = $8 {guard}"
-            ))
-            .bind(id.get())
-            .bind(today.to_string())
-            .bind(due.to_string())
-            .bind(rate.to_string())
-            .bind(vat_code)
-            .bind(party_text(&buyer)?)
-            .bind(party_text(&issuer)?)
-            .bind(&now)
-            .fetch_optional(&mut *conn)
-            .await?
+    let mut moved: HashMap<InvoiceId, Invoice> = HashMap::with_capacity(ids.len());
+    if to == State::Pending {
+        // Each buyer's party, frozen on its invoices: the values ride along in the statement.
+        const BOUND: usize = 8;
+        let owners = sqlx::query(&format!(
+            "SELECT id, account_id FROM invoices WHERE id IN ({})",
+            id_list(ids.iter().map(|i| i.get()))
+        ))
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut owner: HashMap<InvoiceId, AccountId> = HashMap::with_capacity(owners.len());
+        for r in &owners {
+            owner.insert(
+                InvoiceId::new(r.try_get("id")?),
+                AccountId::new(r.try_get("account_id")?),
+            );
         }
-        State::Finalized => {
-            sqlx::query(&format!(
-                "UPDATE invoices SET state = 'finalized', finalized_at = $2, updated_at = $3 {guard}"
-            ))
-            .bind(id.get())
-            .bind(today.to_string())
-            .bind(&now)
-            .fetch_optional(&mut *conn)
-            .await?
+        let accounts: Vec<AccountId> = owner.values().copied().collect();
+        let (buyers, issuer) = parties_of(conn, &accounts).await?;
+        let issuer = party_text(&issuer)?;
+        let known: Vec<InvoiceId> = ids.iter().copied().filter(|id| owner.contains_key(id)).collect();
+        let (today, due) = (today.to_string(), (today + chrono::Days::new(2)).to_string());
+        for part in known.chunks(rows_per_statement(BOUND)) {
+            let sql = format!(
+                "UPDATE invoices SET state = 'pending', vat_rate = v.column2, vat_code = v.column3, buyer = v.column4,
+                   issuer = v.column5, issued_on = v.column6, due_on = v.column7,
+                   finalized_at = COALESCE(finalized_at, v.column6), updated_at = v.column8
+                 FROM (VALUES {}) AS v WHERE invoices.id = v.column1 AND invoices.state IN ({from}) RETURNING {COLUMNS}",
+                values(Placeholders::of(conn), part.len(), BOUND)
+            );
+            let mut query = sqlx::query(&sql);
+            for id in part {
+                let buyer = owner.get(id).and_then(|a| buyers.get(a)).ok_or(StoreError::NotFound)?;
+                query = query
+                    .bind(id.get())
+                    .bind(buyer.vat_rate.to_string())
+                    .bind(buyer.vat_code.clone())
+                    .bind(party_text(&buyer.party)?)
+                    .bind(issuer.clone())
+                    .bind(today.clone())
+                    .bind(due.clone())
+                    .bind(now.clone());
+            }
+            for row in query.fetch_all(&mut *conn).await? {
+                let inv = from_row(&row)?;
+                moved.insert(inv.id, inv);
+            }
         }
-        State::Paid => {
-            sqlx::query(&format!(
-                "UPDATE invoices SET state = 'paid', paid_at = $2, updated_at = $2 {guard}"
-            ))
-            .bind(id.get())
-            .bind(&now)
-            .fetch_optional(&mut *conn)
-            .await?
+    } else {
+        let (set, binds) = match to {
+            State::Finalized => (
+                "state = 'finalized', finalized_at = $1, updated_at = $2",
+                [today.to_string(), now],
+            ),
+            State::Paid => ("state = 'paid', paid_at = $1, updated_at = $2", [now.clone(), now]),
+            _ => ("state = $1, updated_at = $2", [to.as_str().to_string(), now]),
+        };
+        for part in ids.chunks(rows_per_statement(1)) {
+            let sql = format!(
+                "UPDATE invoices SET {set} WHERE id IN ({}) AND state IN ({from}) RETURNING {COLUMNS}",
+                id_list(part.iter().map(|i| i.get()))
+            );
+            let query = sqlx::query(&sql).bind(binds[0].clone()).bind(binds[1].clone());
+            for row in query.fetch_all(&mut *conn).await? {
+                let inv = from_row(&row)?;
+                moved.insert(inv.id, inv);
+            }
         }
-        _ => {
-            sqlx::query(&format!("UPDATE invoices SET state = $2, updated_at = $3 {guard}"))
-                .bind(id.get())
-                .bind(to.as_str())
-                .bind(&now)
-                .fetch_optional(&mut *conn)
-                .await?
-        }
-    };
-    let Some(row) = row else {
-        let current = load(conn, id).await?;
+    }
+    if let Some(stuck) = ids.iter().find(|id| !moved.contains_key(id)) {
+        let current = load(conn, *stuck).await?;
         return Err(invoice::transition(current.state, to)
             .err()
             .map(|m| StoreError::invalid("state", m))
             .unwrap_or_else(|| StoreError::invalid("state", "changed meanwhile; try again")));
-    };
-    let after = from_row(&row)?;
-    let totals = view(conn, after.clone()).await?.totals;
+    }
+    let after: Vec<Invoice> = ids.iter().filter_map(|id| moved.remove(id)).collect();
     let kind = match to {
         State::Pending => "invoice.issued".to_string(),
         other => format!("invoice.{}", other.as_str()),
     };
-    let payload = json!({
-        "invoice_id": id, "friendly_id": after.friendly_id, "to": to.as_str(),
-        "cost": totals.with_vat.to_string(), "currency": after.currency, "due_on": after.due_on,
-    });
-    crate::events::record(conn, &kind, after.account_id, &payload).await?;
+    let events: Vec<crate::events::New<'_>> = views(conn, after.clone())
+        .await?
+        .into_iter()
+        .map(|v| {
+            let inv = v.invoice;
+            crate::events::New {
+                kind: &kind,
+                account_id: Some(inv.account_id),
+                service_id: None,
+                actor: crate::events::Actor::System,
+                payload: json!({
+                    "invoice_id": inv.id, "friendly_id": inv.friendly_id, "to": to.as_str(),
+                    "cost": v.totals.with_vat.to_string(), "currency": inv.currency, "due_on": inv.due_on,
+                }),
+            }
+        })
+        .collect();
+    crate::events::record_all(conn, &events).await?;
     Ok(after)
 }
 
@@ -491,25 +597,41 @@ pub async fn set_state(db: &Db, id: InvoiceId, to: State) -> Result<View> {
 /// Adds a line to an invoice (the caller has checked it may); its id. A line the billing run
 /// already added (same `billing_key`) is not added again: `None`.
 pub async fn add_line(conn: &mut AnyConnection, invoice: InvoiceId, l: &NewLine) -> Result<Option<LineId>> {
-    let id: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO line_items (invoice_id, name, description, quantity, cost, type, metric_id, contract_type, contract_id, plan_id, billing_key, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (billing_key) DO NOTHING RETURNING id",
-    )
-    .bind(invoice.get())
-    .bind(&l.name)
-    .bind(&l.description)
-    .bind(l.quantity.normalize().to_string())
-    .bind(l.cost.normalize().to_string())
-    .bind(l.kind.as_str())
-    .bind(l.metric_id.map(MetricId::get))
-    .bind(&l.contract_type)
-    .bind(l.contract_id)
-    .bind(l.plan_id.map(PlanId::get))
-    .bind(&l.billing_key)
-    .bind(crate::time::now())
-    .fetch_optional(conn)
+    Ok(add_lines(conn, &[(invoice, l)]).await?.pop())
+}
+
+/// Adds lines to invoices (the caller has checked they may take them), a statement per few
+/// thousand; the ids of those added. A line whose `billing_key` is on an invoice already is
+/// not added again.
+pub async fn add_lines(conn: &mut AnyConnection, lines: &[(InvoiceId, &NewLine)]) -> Result<Vec<LineId>> {
+    let now = crate::time::now();
+    let insert = |values: &str| {
+        format!(
+            "INSERT INTO line_items (invoice_id, name, description, quantity, cost, type, metric_id, contract_type,
+               contract_id, plan_id, billing_key, created_at)
+             VALUES {values} ON CONFLICT (billing_key) DO NOTHING RETURNING id"
+        )
+    };
+    let rows = crate::multirow::run(conn, lines, 12, insert, |q, (invoice, l)| {
+        q.bind(invoice.get())
+            .bind(l.name.clone())
+            .bind(l.description.clone())
+            .bind(l.quantity.normalize().to_string())
+            .bind(l.cost.normalize().to_string())
+            .bind(l.kind.as_str())
+            .bind(l.metric_id.map(MetricId::get))
+            .bind(l.contract_type.clone())
+            .bind(l.contract_id)
+            .bind(l.plan_id.map(PlanId::get))
+            .bind(l.billing_key.clone())
+            .bind(now.clone())
+    })
     .await?;
-    Ok(id.map(LineId::new))
+    let ids = rows
+        .iter()
+        .map(|r| r.try_get::<i64, _>("id").map(LineId::new))
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    Ok(ids)
 }
 
 /// `POST /api/invoices/{id}/line_items.json`, while the invoice is open or finalized.
@@ -605,7 +727,7 @@ pub async fn export(db: &Db, f: &Filter) -> Result<Vec<(View, Option<String>)>> 
     } else {
         sqlx::query(&format!(
             "SELECT id, org_name FROM accounts WHERE id IN ({})",
-            id_list(&invoices, |i| i.account_id.get())
+            id_list(invoices.iter().map(|i| i.account_id.get()))
         ))
         .fetch_all(&mut *conn)
         .await?
@@ -635,8 +757,9 @@ pub async fn document(db: &Db, id: InvoiceId) -> Result<Document> {
     let (buyer, issuer) = match (frozen(&v.invoice.buyer), frozen(&v.invoice.issuer)) {
         (Some(b), Some(i)) => (b, i),
         _ => {
-            let (b, i, _, _) = parties(&mut conn, v.invoice.account_id).await?;
-            (b, i)
+            let account = v.invoice.account_id;
+            let (mut buyers, issuer) = parties_of(&mut conn, &[account]).await?;
+            (buyers.remove(&account).ok_or(StoreError::NotFound)?.party, issuer)
         }
     };
     Ok(Document {

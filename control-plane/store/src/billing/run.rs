@@ -1,9 +1,11 @@
 //! The daily billing run (SPEC §6.4–6.5; 3scale §26.4), as stored: loads every account's facts
 //! at once, asks the domain's plan ([`tollgate_domain::billing_plan::plan`]) what to change,
-//! applies each account's changes atomically (a savepoint each; [`CHUNK`] accounts share a
-//! commit), then charges. Every line's key is unique in the database and the state moves
-//! depend on dates, so **running a date twice changes nothing**. A run first copies what the
-//! counters hold into the usage tables, so it bills everything counted before it started.
+//! applies them [`CHUNK`] accounts at a time in set-based statements (a multi-row statement
+//! per kind of change, one transaction per chunk; a chunk that fails is applied again account
+//! by account, so each account's changes stay atomic), then charges. Every line's key is
+//! unique in the database and the state moves depend on dates, so **running a date twice
+//! changes nothing**. A run first copies what the counters hold into the usage tables, so it
+//! bills everything counted before it started.
 
 use super::invoices;
 use super::payments::{self, ChargeError, Gateways};
@@ -13,7 +15,7 @@ use crate::db::Db;
 use crate::error::{Result, StoreError};
 use chrono::{Months, NaiveDate};
 use serde_json::{json, Value};
-use sqlx::{Acquire, AnyConnection, Row};
+use sqlx::{AnyConnection, Row};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use tollgate_domain::billing::{Mode, Settings};
@@ -361,9 +363,8 @@ async fn load(
     Ok(facts)
 }
 
-/// Accounts committed together: each account's changes are atomic on their own (a savepoint
-/// each), and a chunk shares one commit, which is most of what a transaction costs.
-pub const CHUNK: usize = 256;
+/// Accounts applied together: a chunk's changes are a few multi-row statements and one commit.
+pub const CHUNK: usize = 1000;
 
 /// A recorded event, read back from its payload (see [`event_payload`]).
 fn event_from(kind: &str, payload: &str) -> Option<Event> {
@@ -403,89 +404,119 @@ struct Work {
     open: HashMap<String, InvoiceId>,
 }
 
-/// Applies every account's changes (all but charges), each account under its own savepoint so
-/// that an account that fails leaves nothing half-done and does not stop the others.
+/// Applies every account's changes (all but charges), [`CHUNK`] accounts at a time, each chunk
+/// in one transaction of set-based statements. A chunk that fails is rolled back and applied
+/// again account by account, so that an account that fails leaves nothing half-done and does
+/// not stop the others.
 async fn apply_all(db: &Db, settings: &Settings, date: NaiveDate, work: &[Work], report: &mut Report) -> Result<()> {
     for chunk in work.chunks(CHUNK) {
-        let mut tx = db.begin_write().await?;
-        for w in chunk {
-            let mut account_tx = tx.begin().await?;
-            let mut part = Report::default();
-            match apply(&mut account_tx, settings, w, date, &mut part).await {
-                Ok(()) => {
-                    account_tx.commit().await?;
-                    report.add(&part);
-                }
-                Err(e) => {
-                    account_tx.rollback().await?;
-                    report.failed_accounts += 1;
-                    tracing::error!(account = %w.account, error = %e, "billing run: account not billed; the next run retries it");
+        match attempt(db, settings, date, chunk).await? {
+            Ok(part) => report.add(&part),
+            Err(e) if chunk.len() == 1 => fail(report, chunk[0].account, &e),
+            Err(e) => {
+                tracing::warn!(accounts = chunk.len(), error = %e, "billing run: a chunk failed; applying it account by account");
+                for w in chunk {
+                    match attempt(db, settings, date, std::slice::from_ref(w)).await? {
+                        Ok(part) => report.add(&part),
+                        Err(e) => fail(report, w.account, &e),
+                    }
                 }
             }
         }
-        tx.commit().await?;
     }
     Ok(())
 }
 
-async fn apply(
-    conn: &mut AnyConnection,
-    settings: &Settings,
-    w: &Work,
-    date: NaiveDate,
-    report: &mut Report,
-) -> Result<()> {
-    let mut open = w.open.clone();
-    let mut created: Vec<(String, InvoiceId)> = Vec::new();
-    for change in &w.changes {
-        match change {
-            Change::Bill {
-                period,
-                line,
-                credit_id,
-            } => {
-                let invoice = match open.get(period) {
-                    Some(id) => *id,
-                    None => {
-                        let id = invoices::create(conn, settings, w.account, period, CreationType::Background)
-                            .await?
-                            .id;
-                        report.invoices_created += 1;
-                        open.insert(period.clone(), id);
-                        created.push((period.clone(), id));
-                        id
-                    }
-                };
-                if invoices::add_line(conn, invoice, line).await?.is_some() {
-                    report.lines += 1;
+/// Applies `work` in a transaction of its own: committed, or rolled back with why.
+async fn attempt(db: &Db, settings: &Settings, date: NaiveDate, work: &[Work]) -> Result<Result<Report>> {
+    let mut tx = db.begin_write().await?;
+    match apply(&mut tx, settings, date, work).await {
+        Ok(part) => {
+            tx.commit().await?;
+            Ok(Ok(part))
+        }
+        Err(e) => {
+            tx.rollback().await?;
+            Ok(Err(e))
+        }
+    }
+}
+
+fn fail(report: &mut Report, account: AccountId, e: &StoreError) {
+    report.failed_accounts += 1;
+    tracing::error!(account = %account, error = %e, "billing run: account not billed; the next run retries it");
+}
+
+/// Applies the changes of `work`'s accounts in a few statements for them all, in the order
+/// [`plan`] gives every account's changes: invoices opened, lines added (credits marked
+/// invoiced), invoices finalized, then issued, then events recorded.
+async fn apply(conn: &mut AnyConnection, settings: &Settings, date: NaiveDate, work: &[Work]) -> Result<Report> {
+    let mut wanted: Vec<(AccountId, String)> = Vec::new();
+    let mut seen = HashSet::new();
+    for w in work {
+        for c in &w.changes {
+            if let Change::Bill { period, .. } = c {
+                if !w.open.contains_key(period) && seen.insert((w.account, period.as_str())) {
+                    wanted.push((w.account, period.clone()));
                 }
-                if let Some(credit) = credit_id {
-                    sqlx::query("UPDATE issued_credits SET invoiced_at = $1 WHERE id = $2")
-                        .bind(crate::time::now())
-                        .bind(credit)
-                        .execute(&mut *conn)
-                        .await?;
-                }
-            }
-            Change::Finalize { period } => {
-                let ids = w.open.iter().chain(created.iter().map(|(p, id)| (p, id)));
-                for (_, id) in ids.filter(|(p, _)| *p == period) {
-                    invoices::change_state(conn, *id, State::Finalized, date).await?;
-                    report.finalized += 1;
-                }
-            }
-            Change::Issue { invoice_id } => {
-                invoices::change_state(conn, *invoice_id, State::Pending, date).await?;
-                report.issued += 1;
-            }
-            Change::Charge { .. } => {}
-            Change::Event(e) => {
-                crate::events::record(conn, e.kind(), w.account, &event_payload(e)).await?;
-                report.events += 1;
             }
         }
     }
-    Ok(())
+    let created = invoices::create_many(conn, settings, &wanted, CreationType::Background).await?;
+    let opened: HashMap<(AccountId, &str), InvoiceId> = wanted
+        .iter()
+        .zip(&created)
+        .map(|((account, period), inv)| ((*account, period.as_str()), inv.id))
+        .collect();
+    let (mut lines, mut credits, mut finalize, mut issue, mut events) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for w in work {
+        let invoice_of = |period: &str| w.open.get(period).or_else(|| opened.get(&(w.account, period))).copied();
+        for change in &w.changes {
+            match change {
+                Change::Bill {
+                    period,
+                    line,
+                    credit_id,
+                } => {
+                    let invoice = invoice_of(period)
+                        .ok_or_else(|| StoreError::Internal(format!("no invoice of {period} to bill")))?;
+                    lines.push((invoice, line));
+                    credits.extend(*credit_id);
+                }
+                Change::Finalize { period } => finalize.extend(invoice_of(period)),
+                Change::Issue { invoice_id } => issue.push(*invoice_id),
+                Change::Charge { .. } => {}
+                Change::Event(e) => events.push(crate::events::New {
+                    kind: e.kind(),
+                    account_id: Some(w.account),
+                    service_id: None,
+                    actor: crate::events::Actor::System,
+                    payload: event_payload(e),
+                }),
+            }
+        }
+    }
+    let mut report = Report {
+        invoices_created: created.len(),
+        ..Report::default()
+    };
+    report.lines = invoices::add_lines(conn, &lines).await?.len();
+    if !credits.is_empty() {
+        sqlx::query(&format!(
+            "UPDATE issued_credits SET invoiced_at = $1 WHERE id IN ({})",
+            crate::multirow::id_list(credits)
+        ))
+        .bind(crate::time::now())
+        .execute(&mut *conn)
+        .await?;
+    }
+    report.finalized = invoices::change_states(conn, &finalize, State::Finalized, date)
+        .await?
+        .len();
+    report.issued = invoices::change_states(conn, &issue, State::Pending, date).await?.len();
+    report.events = crate::events::record_all(conn, &events).await?.len();
+    Ok(report)
 }
 
 /// The daily schedule: at `hour` UTC (3scale's billing day starts at 08:00) runs billing for

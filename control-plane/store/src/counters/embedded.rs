@@ -340,21 +340,7 @@ async fn write(db: &crate::db::Db, jobs: &[(Vec<Stored>, Done)]) -> Result<(), s
 }
 
 async fn upsert(conn: &mut sqlx::AnyConnection, rows: &[&Stored]) -> Result<(), sqlx::Error> {
-    let values = (0..rows.len())
-        .map(|i| {
-            let p = i * 6;
-            format!(
-                "(${}, ${}, ${}, ${}, ${}, ${})",
-                p + 1,
-                p + 2,
-                p + 3,
-                p + 4,
-                p + 5,
-                p + 6
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
+    let values = crate::multirow::values(crate::multirow::Placeholders::of(conn), rows.len(), 6);
     let sql = format!(
         "INSERT INTO counter_values (app_id, metric_id, period, period_start, value, expires_at) VALUES {values}
          ON CONFLICT (app_id, metric_id, period, period_start)
