@@ -364,3 +364,48 @@ pub async fn response_codes(db: &Db, scope: Scope, from: i64, to: i64) -> Result
         .map(|r| Ok((r.try_get("code")?, r.try_get("total")?)))
         .collect::<Result<_, sqlx::Error>>()?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tollgate_domain::counters::SeriesKey;
+
+    fn reading(counter: Counter, start: i64, value: i64, observed_us: i64) -> SeriesValue {
+        let key = SeriesKey {
+            app: 7,
+            counter: counter.raw(),
+            start,
+        };
+        SeriesValue {
+            key,
+            value,
+            observed_us,
+        }
+    }
+
+    /// One multi-row upsert may not touch a row twice (PostgreSQL refuses the statement), so a
+    /// series read twice is one row: the later reading, whatever the order.
+    #[test]
+    fn a_series_read_twice_is_one_row_with_the_later_reading() {
+        let hits = Counter::Metric(MetricId::new(3));
+        let quarter = 1_792_490_400 + 900;
+        let values = [
+            reading(hits, quarter, 9, 20),
+            reading(hits, quarter, 5, 10),
+            reading(Counter::ResponseCode(200), quarter, 4, 10),
+            reading(Counter::ResponseCode(200), quarter, 6, 30),
+            reading(hits, quarter + 900, 1, 10),
+        ];
+        let (metrics, codes) = rows_of(&values);
+        let q = hour_and_quarter(quarter).1;
+        let rows: Vec<(i64, i64)> = metrics[q].values().map(|r| (r.value, r.observed_us)).collect();
+        assert_eq!(rows, vec![(9, 20)]);
+        let rows: Vec<(i64, i64)> = codes[q].values().map(|r| (r.value, r.observed_us)).collect();
+        assert_eq!(rows, vec![(6, 30)]);
+        assert_eq!(
+            metrics.iter().map(BTreeMap::len).sum::<usize>(),
+            2,
+            "another quarter is another row"
+        );
+    }
+}
