@@ -221,10 +221,13 @@ pub fn after_authrep(
 
 /// The step for a request that waited for another request's call on the same application:
 /// the fresh entry decides. Its quota used up means the control plane, a moment ago, had no
-/// room left for it either: 429. Anything else the entry cannot say goes as the fetcher went.
+/// room left for it either: 429. Its share of a prepaid balance used up says nothing of the
+/// balance (other gateways hold shares of it): [`Step::Fetch`], it asks on its own. Anything
+/// else the entry cannot say goes as the fetcher went.
 pub fn after_waiting(service: &Service, verdict: Verdict, fetcher: &Step) -> (Step, Option<Entry>) {
     match verdict {
         Verdict::Ask(crate::cache::Miss::QuotaUsedUp) => (Step::Reply(service.proxy.limits_exceeded()), None),
+        Verdict::Ask(crate::cache::Miss::ShareUsedUp) => (Step::Fetch, None),
         Verdict::Ask(_) => match fetcher {
             Step::Serve {
                 count: Count::Unverified,

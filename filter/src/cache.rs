@@ -86,6 +86,9 @@ pub enum Miss {
     Expired,
     PeriodEnded,
     QuotaUsedUp,
+    /// This gateway's share of a prepaid balance is used up: the balance itself may hold more
+    /// (the other gateways' shares), so only the control plane can say.
+    ShareUsedUp,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,6 +180,8 @@ pub fn refusal(entry: &Entry, usage: &Usage, now_ms: u64) -> Option<Verdict> {
             denial: Denial::LimitsExceeded,
             retry_after_secs: secs_until(short.ends_at_ms, now_ms),
         }
+    } else if short.is_credits() {
+        Verdict::Ask(Miss::ShareUsedUp)
     } else {
         Verdict::Ask(Miss::QuotaUsedUp)
     })
@@ -704,7 +709,7 @@ mod tests {
         };
         assert_eq!(
             consult(Some(&entry), &usage(&[("hits", 1)]), 1),
-            Verdict::Ask(Miss::QuotaUsedUp)
+            Verdict::Ask(Miss::ShareUsedUp)
         );
         assert!(
             rate_limit(&entry, &[], &usage(&[("hits", 1)]), 1).is_none(),

@@ -362,7 +362,9 @@ impl<H: Host> Root<H> {
 
     /// Settles this VM's requests waiting on `key`, each in its own context: `first` (the request
     /// the call was made for) with its step; the others from the cache, following `fetcher` (the
-    /// step of the request whose call they waited for) where the cache cannot serve them.
+    /// step of the request whose call they waited for) where the cache cannot serve them. Those
+    /// the cache sends to the control plane once more (a gateway's share of a prepaid balance
+    /// used up) wait for a call of their own: each call settles at least its first request.
     fn settle(&self, key: &str, first: Option<(u32, &Step)>, fetcher: &Step) {
         let Some(waiters) = self.vm.borrow_mut().waiting.remove(key) else {
             return;
@@ -370,11 +372,16 @@ impl<H: Host> Root<H> {
         let stats = self.vm.borrow().stats;
         let services = vm::services(&self.vm);
         let host = &self.host;
+        let mut again = Vec::new();
         for w in waiters {
             let (step, exact) = match (first, vm::find(&services, w.call.service_id)) {
                 (Some((id, step)), _) if id == w.context_id => (step.clone(), true),
                 (_, Some(service)) => {
                     let looked = vm::from_cache(host, &self.vm, service, key, &w.call.usage, Some(fetcher));
+                    if looked.step == Step::Fetch && *fetcher != Step::Fetch {
+                        again.push(w);
+                        continue;
+                    }
                     (looked.step, looked.exact)
                 }
                 (_, None) => (Step::Fetch, false),
@@ -388,6 +395,15 @@ impl<H: Host> Root<H> {
             }
         }
         host.enter(self.context_id);
+        if !again.is_empty() {
+            let mut vm = self.vm.borrow_mut();
+            vm.waiting.entry(key.to_string()).or_default().extend(again);
+            vm.asks.push(key.to_string());
+            // Asked from the queue (failing that, the next tick), not from within this answer.
+            if let Some(queue) = vm.queue {
+                host.enqueue(queue, b"ask");
+            }
+        }
     }
 
     /// Waits for other workers' answers that ran out: this VM asks on its own.

@@ -214,6 +214,41 @@ fn a_client_that_left_while_waiting_strands_nobody() {
     assert_eq!(p.workers[0].resumed(), [stays]);
 }
 
+#[test]
+fn requests_past_a_gateways_share_of_a_prepaid_balance_ask_the_control_plane_one_by_one() {
+    let mut p = envoy(1);
+    let waiting: Vec<u32> = (0..3).map(|_| p.workers[0].request("/?user_key=k").0).collect();
+    p.deliver();
+    // The first request's call serves it; one credit is left, of which this gateway's share
+    // (of two gateways) is none.
+    let call = authrep_calls(&p.workers[0]).remove(0);
+    let answer = br#"{"authorized":true,"usage_reports":[],"purchase_url":"https://buy",
+        "credits":{"remaining_units":1,"share_units":0,"weights":{"hits":1}}}"#;
+    p.workers[0].answer(call.token, Some("200"), answer);
+    assert_eq!(p.workers[0].resumed(), [waiting[0]]);
+    assert!(p.workers[0].replies().is_empty(), "no 429 for a share used up");
+    // The two others wait for a call of their own: the next is served, the last finds the
+    // balance spent.
+    p.deliver();
+    let call = authrep_calls(&p.workers[0]);
+    assert_eq!(call.len(), 1, "{call:?}");
+    let last = br#"{"authorized":true,"usage_reports":[],"purchase_url":"https://buy",
+        "credits":{"remaining_units":0,"share_units":0,"weights":{"hits":1}}}"#;
+    p.workers[0].answer(call[0].token, Some("200"), last);
+    assert_eq!(p.workers[0].resumed(), [waiting[0], waiting[1]]);
+    p.deliver();
+    let call = authrep_calls(&p.workers[0]);
+    assert_eq!(call.len(), 1, "{call:?}");
+    let spent = br#"{"authorized":false,"rejection_reason":"credits_exhausted","purchase_url":"https://buy",
+        "usage_reports":[],"credits":{"remaining_units":0,"share_units":0,"weights":{"hits":1}}}"#;
+    p.workers[0].answer(call[0].token, Some("409"), spent);
+    let replies: Vec<(u32, u32)> = p.workers[0].replies().iter().map(|r| (r.context, r.status)).collect();
+    assert_eq!(replies, [(waiting[2], 402)]);
+    assert!(p.workers[0].replies()[0].body.contains("https://buy"));
+    p.deliver();
+    assert!(authrep_calls(&p.workers[0]).is_empty(), "nothing more to ask");
+}
+
 /// Caches an authorization for key `k` with `current` of `max` used: the first request's call,
 /// answered.
 fn cached(p: &mut Process, key: &str, current: i64, max: i64) {
