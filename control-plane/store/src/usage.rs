@@ -14,7 +14,7 @@
 use crate::counters::{Counter, CounterStore, Counters, SeriesValue};
 use crate::db::{Db, Engine};
 use crate::error::Result;
-use crate::multirow;
+use crate::multirow::{self, Column};
 use sqlx::Row;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use tollgate_domain::analytics::series::hour_and_quarter;
@@ -114,42 +114,20 @@ async fn locked(db: &Db) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
     Ok(tx)
 }
 
-/// Writes series values as the flush does, in multi-row statements: the rows and their
-/// applications' daily roll-ups, [`CHUNK`] values a transaction; then, once, the service
-/// roll-ups they fall in (a service's hour sums every application's row of it, so it is
-/// summed after all of them are in rather than after each chunk). Writing is idempotent: after
-/// a failure part-way, writing the same values again completes it. The flush's writer; also
-/// how a bench or a test lays down history.
+/// Writes series values as the flush does, in set-based statements
+/// ([`multirow::run_columns`]): the rows and their applications' daily roll-ups, [`CHUNK`]
+/// values a transaction; then, once, the service roll-ups they fall in (a service's hour sums
+/// every application's row of it, so it is summed after all of them are in rather than after
+/// each chunk). Writing is idempotent: after a failure part-way, writing the same values again
+/// completes it. The flush's writer; also how a bench or a test lays down history.
 pub async fn write(db: &Db, values: &[SeriesValue]) -> Result<()> {
     let mut service_hours = BTreeSet::new();
     let mut code_hours = BTreeSet::new();
     for chunk in values.chunks(CHUNK) {
         let (metrics, codes) = rows_of(chunk);
         let mut tx = locked(db).await?;
-        for q in 0..4 {
-            let rows: Vec<&UsageRow<i64>> = metrics[q].values().collect();
-            let sql = |v: &str| upsert("usage_hourly", "metric_id", q, v);
-            multirow::run(&mut tx, &rows, 5, sql, |query, r| {
-                query
-                    .bind(r.app)
-                    .bind(r.key)
-                    .bind(r.hour)
-                    .bind(r.value)
-                    .bind(r.observed_us)
-            })
-            .await?;
-            let rows: Vec<&UsageRow<String>> = codes[q].values().collect();
-            let sql = |v: &str| upsert("response_codes_hourly", "code", q, v);
-            multirow::run(&mut tx, &rows, 5, sql, |query, r| {
-                query
-                    .bind(r.app)
-                    .bind(r.key.clone())
-                    .bind(r.hour)
-                    .bind(r.value)
-                    .bind(r.observed_us)
-            })
-            .await?;
-        }
+        upsert_quarters(&mut tx, "usage_hourly", "metric_id", &metrics).await?;
+        upsert_quarters(&mut tx, "response_codes_hourly", "code", &codes).await?;
         let metrics: BTreeSet<(i64, i64, i64)> = metrics.iter().flat_map(|m| m.keys().cloned()).collect();
         let codes: BTreeSet<(i64, String, i64)> = codes.iter().flat_map(|m| m.keys().cloned()).collect();
         let apps: BTreeSet<i64> = metrics.iter().map(|m| m.0).chain(codes.iter().map(|c| c.0)).collect();
@@ -179,15 +157,60 @@ pub async fn write(db: &Db, values: &[SeriesValue]) -> Result<()> {
 /// The advisory lock PostgreSQL flushes take (any constant no other lock uses).
 const ROLLUP_LOCK: i64 = 0x7011_6a7e_0001;
 
-/// Writes one quarter of hour rows (`values`: application, metric or code, hour, value,
+/// Upserts a table's rows, quarter by quarter; `key` makes a column of their keys (metric ids
+/// or response codes).
+async fn upsert_quarters<K: Ord + Clone>(
+    conn: &mut sqlx::AnyConnection,
+    table: &str,
+    key: &str,
+    quarters: &Quarters<K>,
+) -> Result<()>
+where
+    Column: From<Vec<K>>,
+{
+    for (q, rows) in quarters.iter().enumerate() {
+        let rows: Vec<&UsageRow<K>> = rows.values().collect();
+        let columns = [
+            Column::Int(rows.iter().map(|r| r.app).collect()),
+            Column::from(rows.iter().map(|r| r.key.clone()).collect::<Vec<K>>()),
+            Column::Int(rows.iter().map(|r| r.hour).collect()),
+            Column::Int(rows.iter().map(|r| r.value).collect()),
+            Column::Int(rows.iter().map(|r| r.observed_us).collect()),
+        ];
+        multirow::run_columns(conn, &columns, |source| upsert(table, key, q, source)).await?;
+    }
+    Ok(())
+}
+
+/// The services of applications (an application deleted since has none).
+async fn services_of(conn: &mut sqlx::AnyConnection, apps: BTreeSet<i64>) -> Result<HashMap<i64, i64>> {
+    let apps = [Column::Int(apps.into_iter().collect())];
+    let sql = |source: &str| {
+        format!(
+            "SELECT w.column1, w.service FROM (SELECT v.column1,
+                 (SELECT a.service_id FROM applications a WHERE a.id = v.column1) AS service FROM {source}) AS w
+             WHERE w.service IS NOT NULL"
+        )
+    };
+    let mut services = HashMap::new();
+    for r in multirow::run_columns(conn, &apps, sql).await? {
+        services.insert(r.try_get(0)?, r.try_get(1)?);
+    }
+    Ok(services)
+}
+
+/// Writes one quarter of hour rows (`source`: application, metric or code, hour, value,
 /// reading time): the quarter's value and reading time, the hour's total moved by the
 /// quarter's change — unless the row holds a later reading of that quarter. The service is
-/// the application's; an application deleted since has no row to keep.
-fn upsert(table: &str, key: &str, q: usize, values: &str) -> String {
+/// the application's; an application deleted since has no row to keep. (Looked up row by row
+/// in a subquery: joined, PostgreSQL hashes every application to write a few thousand rows.)
+fn upsert(table: &str, key: &str, q: usize, source: &str) -> String {
     format!(
         "INSERT INTO {table} (application_id, service_id, {key}, hour_start, value, observed_us, q{q}, o{q})
-         SELECT a.id, a.service_id, v.column2, v.column3, v.column4, v.column5, v.column4, v.column5
-         FROM (VALUES {values}) AS v JOIN applications a ON a.id = v.column1 WHERE true
+         SELECT w.column1, w.service, w.column2, w.column3, w.column4, w.column5, w.column4, w.column5
+         FROM (SELECT v.*, (SELECT a.service_id FROM applications a WHERE a.id = v.column1) AS service
+               FROM {source}) AS w
+         WHERE w.service IS NOT NULL
          ON CONFLICT (application_id, {key}, hour_start) DO UPDATE SET
              value = {table}.value - {table}.q{q} + excluded.q{q},
              q{q} = excluded.q{q},
@@ -197,26 +220,19 @@ fn upsert(table: &str, key: &str, q: usize, values: &str) -> String {
     )
 }
 
-/// The services of applications (an application deleted since has none).
-async fn services_of(conn: &mut sqlx::AnyConnection, apps: BTreeSet<i64>) -> Result<HashMap<i64, i64>> {
-    let apps: Vec<i64> = apps.into_iter().collect();
-    let mut services = HashMap::with_capacity(apps.len());
-    for part in apps.chunks(multirow::rows_per_statement(1)) {
-        let rows = sqlx::query(&format!(
-            "SELECT id, service_id FROM applications WHERE id IN ({})",
-            multirow::id_list(part.iter().copied())
-        ))
-        .fetch_all(&mut *conn)
-        .await?;
-        for r in rows {
-            services.insert(r.try_get("id")?, r.try_get("service_id")?);
-        }
-    }
-    Ok(services)
-}
-
 fn day(hour: i64) -> i64 {
     hour - hour.rem_euclid(DAY)
+}
+
+/// (a, b, c) triples as three integer columns.
+fn id_columns(triples: impl IntoIterator<Item = (i64, i64, i64)>) -> [Column; 3] {
+    let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
+    for (x, y, z) in triples {
+        a.push(x);
+        b.push(y);
+        c.push(z);
+    }
+    [Column::Int(a), Column::Int(b), Column::Int(c)]
 }
 
 /// Recomputes the applications' daily roll-up for the (application, metric, hour) rows just
@@ -226,18 +242,18 @@ async fn app_days(conn: &mut sqlx::AnyConnection, metrics: &BTreeSet<(i64, i64, 
         .iter()
         .map(|&(app, metric, hour)| (app, metric, day(hour)))
         .collect();
-    let sql = |v: &str| {
+    let sql = |source: &str| {
         format!(
             "INSERT INTO usage_app_daily (service_id, metric_id, day_start, application_id, value)
              SELECT h.service_id, h.metric_id, v.column3, h.application_id, CAST(SUM(h.value) AS BIGINT)
-             FROM (VALUES {v}) AS v JOIN usage_hourly h
+             FROM {source} JOIN usage_hourly h
                ON h.application_id = v.column1 AND h.metric_id = v.column2
               AND h.hour_start >= v.column3 AND h.hour_start < v.column3 + {DAY}
              WHERE true GROUP BY h.service_id, h.metric_id, v.column3, h.application_id
              ON CONFLICT (service_id, metric_id, day_start, application_id) DO UPDATE SET value = excluded.value"
         )
     };
-    multirow::run(conn, &days.into_iter().collect::<Vec<_>>(), 3, sql, bind_ids).await?;
+    multirow::run_columns(conn, &id_columns(days), sql).await?;
     Ok(())
 }
 
@@ -252,56 +268,52 @@ async fn service_roll_ups(
         .iter()
         .map(|&(service, metric, hour)| (service, metric, day(hour)))
         .collect();
-    let sql = |v: &str| {
+    let sql = |source: &str| {
         format!(
             "INSERT INTO usage_service_hourly (service_id, metric_id, hour_start, q0, q1, q2, q3)
              SELECT h.service_id, h.metric_id, h.hour_start, CAST(SUM(h.q0) AS BIGINT), CAST(SUM(h.q1) AS BIGINT),
                     CAST(SUM(h.q2) AS BIGINT), CAST(SUM(h.q3) AS BIGINT)
-             FROM (VALUES {v}) AS v JOIN usage_hourly h
+             FROM {source} JOIN usage_hourly h
                ON h.service_id = v.column1 AND h.metric_id = v.column2 AND h.hour_start = v.column3
              WHERE true GROUP BY h.service_id, h.metric_id, h.hour_start
              ON CONFLICT (service_id, metric_id, hour_start)
              DO UPDATE SET q0 = excluded.q0, q1 = excluded.q1, q2 = excluded.q2, q3 = excluded.q3"
         )
     };
-    multirow::run(conn, &service_hours.into_iter().collect::<Vec<_>>(), 3, sql, bind_ids).await?;
-    let sql = |v: &str| {
+    multirow::run_columns(conn, &id_columns(service_hours), sql).await?;
+    let sql = |source: &str| {
         format!(
             "INSERT INTO usage_service_daily (service_id, metric_id, day_start, value)
              SELECT h.service_id, h.metric_id, v.column3, CAST(SUM(h.q0 + h.q1 + h.q2 + h.q3) AS BIGINT)
-             FROM (VALUES {v}) AS v JOIN usage_service_hourly h
+             FROM {source} JOIN usage_service_hourly h
                ON h.service_id = v.column1 AND h.metric_id = v.column2
               AND h.hour_start >= v.column3 AND h.hour_start < v.column3 + {DAY}
              WHERE true GROUP BY h.service_id, h.metric_id, v.column3
              ON CONFLICT (service_id, metric_id, day_start) DO UPDATE SET value = excluded.value"
         )
     };
-    multirow::run(conn, &service_days.into_iter().collect::<Vec<_>>(), 3, sql, bind_ids).await?;
-    let sql = |v: &str| {
+    multirow::run_columns(conn, &id_columns(service_days), sql).await?;
+    let sql = |source: &str| {
         format!(
             "INSERT INTO response_codes_service_hourly (service_id, code, hour_start, q0, q1, q2, q3)
              SELECT h.service_id, h.code, h.hour_start, CAST(SUM(h.q0) AS BIGINT), CAST(SUM(h.q1) AS BIGINT),
                     CAST(SUM(h.q2) AS BIGINT), CAST(SUM(h.q3) AS BIGINT)
-             FROM (VALUES {v}) AS v JOIN response_codes_hourly h
+             FROM {source} JOIN response_codes_hourly h
                ON h.service_id = v.column1 AND h.code = v.column2 AND h.hour_start = v.column3
              WHERE true GROUP BY h.service_id, h.code, h.hour_start
              ON CONFLICT (service_id, code, hour_start)
              DO UPDATE SET q0 = excluded.q0, q1 = excluded.q1, q2 = excluded.q2, q3 = excluded.q3"
         )
     };
-    multirow::run(
-        conn,
-        &code_hours.into_iter().collect::<Vec<_>>(),
-        3,
-        sql,
-        |query, (service, code, hour)| query.bind(*service).bind(code.clone()).bind(*hour),
-    )
-    .await?;
+    let (mut services, mut codes, mut hours) = (Vec::new(), Vec::new(), Vec::new());
+    for (service, code, hour) in code_hours {
+        services.push(service);
+        codes.push(code);
+        hours.push(hour);
+    }
+    let columns = [Column::Int(services), Column::Text(codes), Column::Int(hours)];
+    multirow::run_columns(conn, &columns, sql).await?;
     Ok(())
-}
-
-fn bind_ids<'q>(query: multirow::Query<'q>, &(a, b, c): &(i64, i64, i64)) -> multirow::Query<'q> {
-    query.bind(a).bind(b).bind(c)
 }
 
 const DAY: i64 = 86_400;
