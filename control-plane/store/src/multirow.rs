@@ -2,6 +2,8 @@
 //! (the billing run, the usage flush) costs a round trip per few thousand rows rather than
 //! one per row — on PostgreSQL each statement is a network round trip, and SQLite gains too.
 //! The engines' parameter limits bound a statement: SQLite's is 32,766, PostgreSQL's 65,535.
+//! [`run_columns`] goes further on PostgreSQL: one array per column, so one statement of fixed
+//! text whatever the rows (the usage flush's writer).
 
 /// Bound values per statement, at most (under SQLite's limit).
 pub const MAX_PARAMS: usize = 32_000;
@@ -147,10 +149,11 @@ impl Column {
         out
     }
 
+    /// Binds the column's value in `row` (below [`Column::len`], which [`run_columns`] checks).
     fn bind<'q>(&self, query: Query<'q>, row: usize) -> Query<'q> {
         match self {
-            Column::Int(v) => query.bind(v[row]),
-            Column::Text(v) => query.bind(v[row].clone()),
+            Column::Int(v) => query.bind(v.get(row).copied()),
+            Column::Text(v) => query.bind(v.get(row).cloned()),
         }
     }
 }
@@ -167,6 +170,9 @@ pub async fn run_columns(
     sql: impl Fn(&str) -> String,
 ) -> Result<Vec<sqlx::any::AnyRow>, sqlx::Error> {
     let rows = columns.first().map_or(0, Column::len);
+    if columns.iter().any(|c| c.len() != rows) {
+        return Err(sqlx::Error::Protocol("multirow: columns of unequal length".into()));
+    }
     if rows == 0 {
         return Ok(Vec::new());
     }
@@ -242,6 +248,20 @@ mod tests {
             r#"{"2xx","a\"b\\c"}"#
         );
         assert_eq!(Column::Int(vec![]).array_literal(), "{}");
+    }
+
+    #[tokio::test]
+    async fn columns_run_as_rows_and_unequal_ones_are_refused() {
+        use sqlx::{Connection, Row};
+        sqlx::any::install_default_drivers();
+        let mut conn = sqlx::AnyConnection::connect("sqlite::memory:").await.unwrap();
+        let sql = |source: &str| format!("SELECT v.column1 + 1, v.column2 FROM {source} WHERE true");
+        let columns = [Column::Int(vec![1, 2]), Column::Text(vec!["a".into(), "b".into()])];
+        let rows = run_columns(&mut conn, &columns, sql).await.unwrap();
+        let read: Vec<(i64, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        assert_eq!(read, [(2, "a".into()), (3, "b".into())]);
+        let uneven = [Column::Int(vec![1, 2]), Column::Text(vec!["a".into()])];
+        assert!(run_columns(&mut conn, &uneven, sql).await.is_err());
     }
 
     #[test]
