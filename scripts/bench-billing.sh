@@ -4,7 +4,9 @@
 # October usage, subscribed on 2026-10-01. The October run opens their invoices (untimed);
 # the timed run is 2026-11-01: October's variable costs, October finalized, November opened
 # with its fee — for every account. Then the usage flush's writes for every application
-# (`bench-flush`: three series each, the rows and roll-ups, then the same quarter again).
+# (`bench-flush`: three series each, the rows and roll-ups, then the same quarter again), and
+# the engine's own floor for such writes (`timed_floor`: one INSERT and one UPDATE of two rows
+# per application, seconds).
 # Then the same for 2N, and the ratios. Prints wall time and peak memory (RSS).
 #
 #   scripts/bench-billing.sh                  # 100k and 200k, SQLite and PostgreSQL
@@ -70,7 +72,34 @@ timed_flush() {
   echo "$out $(($(tail -1 "$work/flush.err") / 1024))"
 }
 
-row() { printf "%-9s %-10s %8s %14s %9s %12s %10s %12s %12s %9s\n" "$@"; }
+# The engine's own cost of the flush's row writes, with no client involved: one statement
+# inserting two response_codes_hourly rows per application (from a temporary table) for an hour
+# nothing else writes, then one updating them. On database $1 ($2: sqlite or postgres); prints
+# "insert_seconds update_seconds".
+floor_sql='CREATE TEMP TABLE floor AS SELECT a.id AS app, a.service_id AS service, c.code
+    FROM applications a, (SELECT '"'200'"' AS code UNION ALL SELECT '"'2xx'"') c;
+  INSERT INTO response_codes_hourly (application_id, service_id, code, hour_start, value, observed_us, q0, o0)
+    SELECT app, service, code, 1800000000, 3, 5, 3, 5 FROM floor;
+  UPDATE response_codes_hourly SET q0 = q0 + 1, value = value + 1 WHERE hour_start = 1800000000;'
+timed_floor() {
+  if [ "$2" = postgres ]; then
+    { echo '\timing on'; echo "$floor_sql"; } | psql "$1" -q -v ON_ERROR_STOP=1 |
+      awk '/^Time:/ { n++; if (n > 1) printf "%.2f ", $2 / 1000 } END { print "" }'
+  else
+    python3 - "$work/bench-$3.db" "$floor_sql" <<'PY'
+import sqlite3, sys, time
+c = sqlite3.connect(sys.argv[1])
+c.execute("PRAGMA journal_mode = WAL"); c.execute("PRAGMA synchronous = NORMAL")
+out = []
+for i, statement in enumerate(s for s in sys.argv[2].split(";") if s.strip()):
+    clock = time.time(); c.execute(statement); c.commit()
+    if i > 0: out.append("%.2f" % (time.time() - clock))
+print(" ".join(out))
+PY
+  fi
+}
+
+row() { printf "%-9s %-10s %8s %14s %9s %12s %10s %12s %12s %9s %12s %12s\n" "$@"; }
 
 bench() {
   local n="$1" database="$2" url
@@ -91,15 +120,20 @@ bench() {
   read -r end_s end_mb < <(timed_run "$url" 2026-11-01)
   read -r again_s _ < <(timed_run "$url" 2026-11-01)
   read -r values flush_s flush_again_s flush_mb < <(timed_flush "$url")
-  row "$n" "$database" "$open_s" "$end_s" "$end_mb" "$again_s" "$values" "$flush_s" "$flush_again_s" "$flush_mb"
+  read -r floor_insert_s floor_update_s < <(timed_floor "$url" "$database" "$n")
+  row "$n" "$database" "$open_s" "$end_s" "$end_mb" "$again_s" "$values" "$flush_s" "$flush_again_s" "$flush_mb" \
+    "$floor_insert_s" "$floor_update_s"
   echo "$end_s" >"$work/run-$database-$n"
   echo "$flush_s" >"$work/flush-$database-$n"
+  echo "$floor_insert_s" >"$work/floor-insert-$database-$n"
+  echo "$floor_update_s" >"$work/floor-update-$database-$n"
 }
 
 ratio() { awk -v a="$(cat "$1")" -v b="$(cat "$2")" 'BEGIN { printf "%.2f", b / a }'; }
 
 echo "month-end on $(nproc) cores; seconds (wall) and peak RSS (MB); the Nov 1 run is the timed one"
-row "apps" "database" "Oct 1" "Nov 1 (timed)" "peak MB" "Nov 1 again" "flush rows" "flush (s)" "again (s)" "peak MB"
+row "apps" "database" "Oct 1" "Nov 1 (timed)" "peak MB" "Nov 1 again" "flush rows" "flush (s)" "again (s)" "peak MB" \
+  "floor ins." "floor upd."
 for n in "$apps" "$((apps * 2))"; do
   for database in $databases; do bench "$n" "$database"; done
 done
@@ -110,6 +144,8 @@ done
 if [[ " $databases " == *" sqlite "* && " $databases " == *" postgres "* ]]; then
   for n in "$apps" "$((apps * 2))"; do
     echo "$n applications, PostgreSQL / SQLite: billing $(ratio "$work/run-sqlite-$n" "$work/run-postgres-$n") x," \
-      "flush $(ratio "$work/flush-sqlite-$n" "$work/flush-postgres-$n") x (target <= 1.5)"
+      "flush $(ratio "$work/flush-sqlite-$n" "$work/flush-postgres-$n") x (target <= 1.5);" \
+      "the engine's floor: insert $(ratio "$work/floor-insert-sqlite-$n" "$work/floor-insert-postgres-$n") x," \
+      "update $(ratio "$work/floor-update-sqlite-$n" "$work/floor-update-postgres-$n") x"
   done
 fi

@@ -536,6 +536,18 @@ async fn run(app: &TestApp, date: &str) -> Value {
     body["billing_job"].clone()
 }
 
+/// Every application subscribed on 2026-10-01 (its plan's contract history left to the run).
+async fn subscribed_on_october_1(app: &TestApp) {
+    sqlx::query("UPDATE applications SET created_at = '2026-10-01T09:00:00Z'")
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM contract_plans")
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+}
+
 /// (period, state, [(type, cost)]) of every background invoice, by id.
 async fn background(app: &TestApp, account: i64) -> Vec<(String, String, Vec<(String, f64)>)> {
     let (_, list) = app.get_json(&format!("/api/accounts/{account}/invoices.json")).await;
@@ -637,14 +649,7 @@ async fn the_daily_run_bills_from_facts_once_per_date(backend: Backend) {
     assert_eq!(s, 201, "{application}");
     let app_id = application["application"]["id"].as_i64().unwrap();
     // The facts: subscribed on 2026-10-01; 1500 hits in October.
-    sqlx::query("UPDATE applications SET created_at = '2026-10-01T09:00:00Z'")
-        .execute(&app.db.pool)
-        .await
-        .unwrap();
-    sqlx::query("DELETE FROM contract_plans")
-        .execute(&app.db.pool)
-        .await
-        .unwrap();
+    subscribed_on_october_1(&app).await;
     let october_15 = chrono::NaiveDate::from_ymd_opt(2026, 10, 15)
         .unwrap()
         .and_hms_opt(10, 0, 0)
@@ -832,14 +837,7 @@ async fn an_account_that_fails_is_rolled_back_alone(backend: Backend) {
         assert_eq!(s, 201, "{body}");
         accounts.push((id, body["application"]["id"].as_i64().unwrap()));
     }
-    sqlx::query("UPDATE applications SET created_at = '2026-10-01T09:00:00Z'")
-        .execute(&app.db.pool)
-        .await
-        .unwrap();
-    sqlx::query("DELETE FROM contract_plans")
-        .execute(&app.db.pool)
-        .await
-        .unwrap();
+    subscribed_on_october_1(&app).await;
     // The database refuses bravo's lines, as a constraint or a full disk would.
     let bravo_app = accounts[1].1;
     let refuse: Vec<String> = match backend {

@@ -224,6 +224,14 @@ fn day(hour: i64) -> i64 {
     hour - hour.rem_euclid(DAY)
 }
 
+/// The days (owner, metric, day) that (owner, metric, hour) buckets fall in.
+fn days_of(hours: &BTreeSet<(i64, i64, i64)>) -> BTreeSet<(i64, i64, i64)> {
+    hours
+        .iter()
+        .map(|&(owner, metric, hour)| (owner, metric, day(hour)))
+        .collect()
+}
+
 /// (a, b, c) triples as three integer columns.
 fn id_columns(triples: impl IntoIterator<Item = (i64, i64, i64)>) -> [Column; 3] {
     let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
@@ -238,10 +246,7 @@ fn id_columns(triples: impl IntoIterator<Item = (i64, i64, i64)>) -> [Column; 3]
 /// Recomputes the applications' daily roll-up for the (application, metric, hour) rows just
 /// written: each day summed from that application's hours.
 async fn app_days(conn: &mut sqlx::AnyConnection, metrics: &BTreeSet<(i64, i64, i64)>) -> Result<()> {
-    let days: BTreeSet<(i64, i64, i64)> = metrics
-        .iter()
-        .map(|&(app, metric, hour)| (app, metric, day(hour)))
-        .collect();
+    let days = days_of(metrics);
     let sql = |source: &str| {
         format!(
             "INSERT INTO usage_app_daily (service_id, metric_id, day_start, application_id, value)
@@ -264,10 +269,7 @@ async fn service_roll_ups(
     service_hours: BTreeSet<(i64, i64, i64)>,
     code_hours: BTreeSet<(i64, String, i64)>,
 ) -> Result<()> {
-    let service_days: BTreeSet<(i64, i64, i64)> = service_hours
-        .iter()
-        .map(|&(service, metric, hour)| (service, metric, day(hour)))
-        .collect();
+    let service_days = days_of(&service_hours);
     let sql = |source: &str| {
         format!(
             "INSERT INTO usage_service_hourly (service_id, metric_id, hour_start, q0, q1, q2, q3)
