@@ -235,6 +235,26 @@ on_both_databases! {
         let f: Vec<(&str, &str)> = f.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         assert_eq!(member.post("/console/finance/credits", &f).await.status, 403);
         assert_eq!(app.get_json(&format!("/admin/api/accounts/{account}/credits.json")).await.1["credits"].as_array().unwrap().len(), 1);
+
+        // A postpaid account's credit waits for its invoice: the billing run puts it there as a line.
+        let (s, postpaid) = app.post_form("/admin/api/signup.json",
+            &[("org_name", "Postpaid Co"), ("username", "bob"), ("email", "bob@post.test")]).await;
+        assert_eq!(s, 201, "{postpaid}");
+        let pid = postpaid["account"]["id"].as_i64().unwrap();
+        let mut f = form("4.25");
+        f[0].1 = pid.to_string();
+        let r = send(f).await;
+        assert_eq!(r.status, 303, "{}", r.body);
+        assert!(console.get(&r.location).await.body.contains("Credit of 4.25 USD issued"));
+        let (_, credits) = app.get_json(&format!("/admin/api/accounts/{pid}/credits.json")).await;
+        assert_eq!(credits["credits"][0]["credit"]["applied_to"], "invoice", "{credits}");
+        let today = chrono::Utc::now().date_naive().to_string();
+        let r = console.post("/console/finance/billing_runs", &[("date", &today)]).await;
+        assert_eq!(r.status, 303, "{}", r.body);
+        let (_, invoices) = app.get_json(&format!("/api/accounts/{pid}/invoices.json")).await;
+        let invoice = invoices["invoices"][0]["invoice"]["id"].as_i64().unwrap();
+        let page = console.get(&format!("/console/finance/invoices/{invoice}")).await.body;
+        assert!(page.contains("Goodwill") && page.contains("-4.25 USD"), "the credit is a line of the invoice: {page}");
     }
 
     async fn model_rates_price_calls_and_the_margin_report_shows_them(app: &TestApp) {

@@ -35,7 +35,7 @@ impl Browser {
         caps.insert(
             "goog:chromeOptions".into(),
             serde_json::json!({"args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                                        "--window-size=1280,800", "--lang=en-US"]}),
+                                        "--window-size=1280,1100", "--lang=en-US"]}),
         );
         // chromedriver is on the loopback: plain HTTP, no TLS stack.
         let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
@@ -569,6 +569,28 @@ on_both_databases! {
         c.goto(&app.url(&format!("/portal/invoices/{}", invoices[1]))).await.unwrap();
         assert_eq!(b.text("h1").await, "Not found");
         b.screenshot("portal-not-found").await;
+
+        // Self-service signup (open by default): a new account, signed in, with an application on
+        // the default plan.
+        let (s, body) = app.send_form(reqwest::Method::PUT, &format!("/admin/api/services/{}/application_plans/{}/default.json",
+            service["service"]["id"], application["application"]["plan_id"]), &[]).await;
+        assert_eq!(s, 200, "{body}");
+        c.goto(&app.url("/portal/")).await.unwrap();
+        b.go("form.who button[type=submit]").await;
+        c.goto(&app.url("/portal/signup")).await.unwrap();
+        b.fill("#f-org_name", "Initech").await;
+        b.fill("#f-username", "peter").await;
+        b.fill("#f-email", "peter@initech.test").await;
+        b.fill("#f-password", "short").await;
+        b.go("#sign-up").await;
+        assert!(b.text("#e-password").await.contains("6"), "the password's rule, next to it");
+        assert_eq!(b.find("#f-org_name").await.prop("value").await.unwrap().as_deref(), Some("Initech"), "kept");
+        b.screenshot("portal-signup-refused").await;
+        b.fill("#f-password", "a good secret").await;
+        b.go("#sign-up").await;
+        assert!(b.text("#notice").await.starts_with("Welcome!"));
+        assert!(b.text("#applications").await.contains("Basic"), "an application on the default plan");
+        b.screenshot("portal-signed-up").await;
         b.client.clone().close().await.unwrap();
     }
 }
