@@ -205,7 +205,8 @@ on_both_databases! {
 
         // The list: every credit, searchable by recipient or note.
         let listed = console.get(&r.location).await.body;
-        assert!(listed.contains("Credit of 25.5 USD issued") && listed.contains(&name) && listed.contains("25.5 USD") && listed.contains("Balance"), "{listed}");
+        assert!(listed.contains("Credit of 25.5 USD issued") && listed.contains(&name) && listed.contains("25.5 USD") && listed.contains("Balance")
+            && listed.contains("All products") && listed.contains("All plans"), "{listed}");
         assert!(console.get("/console/finance/credits?q=goodwill").await.body.contains("25.5 USD"));
         assert!(console.get("/console/finance/credits?q=nothing-like-it").await.body.contains("No credit matches"));
 

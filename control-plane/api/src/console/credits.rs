@@ -106,7 +106,7 @@ pub async fn list(State(app): State<AppState>, screen: Screen<Credits>, uri: Uri
                 plan: c
                     .application_plan_id
                     .and_then(|p| plans.get(&p.get()).cloned())
-                    .unwrap_or_default(),
+                    .unwrap_or_else(|| "All plans".into()),
                 note: c.note.clone().unwrap_or_default(),
                 applied_to: match c.transaction_id {
                     Some(_) => "Balance",
