@@ -583,7 +583,7 @@ on_both_databases! {
         b.fill("#f-email", "peter@initech.test").await;
         b.fill("#f-password", "short").await;
         b.go("#sign-up").await;
-        assert!(b.text("#e-password").await.contains("6"), "the password's rule, next to it");
+        assert!(b.text("#e-password").await.contains("at least 6 characters"), "the password's rule, next to it");
         assert_eq!(b.find("#f-org_name").await.prop("value").await.unwrap().as_deref(), Some("Initech"), "kept");
         b.screenshot("portal-signup-refused").await;
         b.fill("#f-password", "a good secret").await;
